@@ -1,0 +1,213 @@
+"""config.yaml + environment -> typed settings. The only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from platformdirs import user_cache_dir, user_data_dir, user_log_dir
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+COMPONENTS = ("plot", "scene", "dialogue", "evaluation", "enhancement", "summarize")
+CONFIG_ENV = "STORYENGINE_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageDefaults(_Strict):
+    temperature: float = Field(ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    max_tokens: int = Field(ge=1)
+    timeout: float = Field(default=180.0, gt=0.0)
+
+
+class Defaults(_Strict):
+    freeform: StageDefaults = StageDefaults(temperature=0.8, top_p=0.95, max_tokens=320)
+    structuring: StageDefaults = StageDefaults(temperature=0.0, seed=0, max_tokens=600)
+
+
+Route = str | list[str]
+
+
+class Routes(_Strict):
+    plot: Route = "embedded"
+    scene: Route = "embedded"
+    dialogue: Route = "embedded"
+    evaluation: Route = "embedded"
+    enhancement: Route = "embedded"
+    summarize: Route = "embedded"
+
+    def chain(self, component: str) -> list[str]:
+        route = getattr(self, component)
+        return [route] if isinstance(route, str) else list(route)
+
+
+class Concurrency(_Strict):
+    scenes: int = Field(default=2, ge=1, le=64)
+
+
+class Narrative(_Strict):
+    defaults: Defaults = Defaults()
+    providers: Routes = Routes()
+    concurrency: Concurrency = Concurrency()
+
+
+class StructuringSettings(_Strict):
+    strict: bool = True
+
+
+class RetrySettings(_Strict):
+    attempts: int = Field(default=3, ge=1, le=10)
+    backoff_initial: float = Field(default=0.5, ge=0.0)
+    backoff_max: float = Field(default=20.0, ge=0.0)
+
+
+class CacheSettings(_Strict):
+    enabled: bool = True
+    path: Path | None = None
+    ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    memory_entries: int = Field(default=512, ge=0)
+    cache_creative_with_seed_only: bool = True
+    legacy_keys: bool = True
+
+
+class LoggingSettings(_Strict):
+    dir: Path | None = None
+    runlog: Path | None = None
+    invalid_json_max_files: int = Field(default=200, ge=1)
+    invalid_json_max_bytes: int = Field(default=5_000_000, ge=1024)
+
+
+class EmbeddedProviderSettings(_Strict):
+    type: Literal["embedded"]
+    model_path: Path | None = None
+    context_window: int = Field(default=2048, ge=256)
+    threads: int | None = Field(default=None, ge=1)
+
+
+class OpenAIProviderSettings(_Strict):
+    type: Literal["openai"]
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    structured_output: Literal["json_schema", "json_object_schema", "ollama_format", "tool_call", "none"] = (
+        "json_schema"
+    )
+    context_window: int = Field(default=8192, ge=256)
+    timeout: float | None = Field(default=None, gt=0)
+    max_parallel: int = Field(default=4, ge=1, le=256)
+
+
+ProviderSettings = Annotated[EmbeddedProviderSettings | OpenAIProviderSettings, Field(discriminator="type")]
+
+
+class Settings(_Strict):
+    narrative: Narrative = Narrative()
+    structuring: StructuringSettings = StructuringSettings()
+    retry: RetrySettings = RetrySettings()
+    cache: CacheSettings = CacheSettings()
+    logging: LoggingSettings = LoggingSettings()
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=lambda: {"embedded": EmbeddedProviderSettings(type="embedded")}
+    )
+    source: str = Field(default="<defaults>", exclude=True)
+
+    @model_validator(mode="after")
+    def _routes_name_defined_providers(self) -> Settings:
+        for component in COMPONENTS:
+            for name in self.narrative.providers.chain(component):
+                if name not in self.providers:
+                    defined = ", ".join(sorted(self.providers)) or "none"
+                    raise ValueError(
+                        f"narrative.providers.{component} names provider {name!r}, which is not defined "
+                        f"under providers: (defined: {defined})"
+                    )
+        return self
+
+    # -- derived paths (XDG unless configured) --
+    @property
+    def log_dir(self) -> Path:
+        return self.logging.dir or Path(user_log_dir("storyengine", appauthor=False))
+
+    @property
+    def runlog_path(self) -> Path:
+        return self.logging.runlog or Path(user_data_dir("storyengine", appauthor=False)) / "runs.sqlite3"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache.path or Path(user_cache_dir("storyengine", appauthor=False)) / "cache.sqlite3"
+
+    def with_route(self, provider: str) -> Settings:
+        """A copy that routes every component to `provider` (the CLI's --provider)."""
+        if provider not in self.providers:
+            raise ConfigError(
+                f"--provider {provider!r} is not defined in {self.source} "
+                f"(defined: {', '.join(sorted(self.providers))})"
+            )
+        routes = Routes(**{c: provider for c in COMPONENTS})
+        narrative = self.narrative.model_copy(update={"providers": routes})
+        return self.model_copy(update={"narrative": narrative})
+
+
+def default_config_text() -> str:
+    return resources.files("storyengine").joinpath("default_config.yaml").read_text(encoding="utf-8")
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from `path`, else $STORYENGINE_CONFIG, else the packaged default."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    if path is None:
+        return parse_settings(default_config_text(), source="the packaged default config")
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    return parse_settings(text, source=str(file))
+
+
+def parse_settings(text: str, *, source: str = "<string>") -> Settings:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping at the top level, not {type(data).__name__}")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return settings.model_copy(update={"source": source})
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        # A discriminated union puts the tag in the location: providers.x.openai.base_url
+        loc = loc.replace(".embedded.", ".").replace(".openai.", ".")
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {loc!r}")
+        elif loc:
+            problems.append(f"{loc}: {err['msg']}")
+        else:
+            problems.append(err["msg"].removeprefix("Value error, "))
+    return f"invalid config in {source}: " + "; ".join(problems)
+
+
+def api_key(env_name: str | None) -> str | None:
+    """Read an API key from the environment variable the config names. Never logged."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name) or None

@@ -1,0 +1,129 @@
+"""Every error storyengine raises, each with a message that says what failed and what to do.
+
+    StoryEngineError
+    ├── ConfigError              config.yaml or an option is wrong (names the key and the file)
+    ├── InputError               a premise, option or path given by the user is unusable
+    ├── TemplateError            a POML template is missing, broken or lacks a variable
+    ├── ProviderError            one provider failed one call (`.provider`, `.retryable`)
+    │   ├── ProviderUnavailable  connection refused or reset, DNS failure
+    │   ├── ProviderTimeout      no answer within the timeout
+    │   ├── ProviderHTTPError    the server answered with an error status (`.status`)
+    │   │   ├── AuthenticationError   401/403: the API key is missing or wrong
+    │   │   └── RateLimited           429 (`.retry_after` seconds, when the server said)
+    │   ├── BadResponse          the server's answer is not a usable completion
+    │   ├── EmptyOutput          the model returned nothing
+    │   ├── TruncatedOutput      finish_reason == "length": the answer was cut off
+    │   └── ModelLoadError       the embedded GGUF file is missing, corrupt or unloadable
+    ├── AllProvidersFailed       every provider in a fallback chain failed (`.failures`)
+    ├── SchemaValidationError    (also a ValueError) text that is not a valid object
+    └── StructuringError         stage 2 gave no valid object within its attempts
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StoryEngineError(Exception):
+    """Base class of every storyengine error."""
+
+
+class ConfigError(StoryEngineError):
+    pass
+
+
+class InputError(StoryEngineError):
+    pass
+
+
+class TemplateError(StoryEngineError):
+    pass
+
+
+class ProviderError(StoryEngineError):
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: str = "", retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ProviderUnavailable(ProviderError):
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    retryable = True
+
+
+class ProviderHTTPError(ProviderError):
+    def __init__(self, message: str, *, provider: str = "", status: int = 0) -> None:
+        super().__init__(message, provider=provider, retryable=status >= 500)
+        self.status = status
+
+
+class AuthenticationError(ProviderHTTPError):
+    pass
+
+
+class RateLimited(ProviderHTTPError):
+    retryable = True
+
+    def __init__(self, message: str, *, provider: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, status=429)
+        self.retryable = True
+        self.retry_after = retry_after
+
+
+class BadResponse(ProviderError):
+    retryable = True
+
+
+class EmptyOutput(ProviderError):
+    retryable = True
+
+
+class TruncatedOutput(ProviderError):
+    retryable = True
+
+
+class ModelLoadError(ProviderError):
+    pass
+
+
+class AllProvidersFailed(StoryEngineError):
+    def __init__(self, component: str, failures: list[tuple[str, BaseException]]) -> None:
+        self.component = component
+        self.failures = failures
+        lines = "; ".join(f"{name}: {err}" for name, err in failures)
+        super().__init__(f"every provider failed for {component}: {lines}")
+
+
+class SchemaValidationError(StoryEngineError, ValueError):
+    """Text that does not hold a valid object, with everything needed to see why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str,
+        parse_error: str | None = None,
+        validation_errors: list[dict[str, Any]] | None = None,
+        repaired_text: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.parse_error = parse_error
+        self.validation_errors = validation_errors or []
+        self.repaired_text = repaired_text
+
+
+class StructuringError(StoryEngineError):
+    """Stage 2 could not produce a valid object; carries every attempt's raw text and errors."""
+
+    def __init__(self, message: str, *, component: str, attempts: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.component = component
+        self.attempts = attempts

@@ -1,0 +1,85 @@
+"""The values that cross the provider seam: messages, requests, completions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+Stage = Literal["freeform", "structuring", "summarize", "check"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+
+
+class CompletionRequest(BaseModel):
+    """One call to a model. Frozen: wrappers derive new requests with `model_copy(update=...)`.
+
+    `json_schema` asks for structured output; each provider turns it into its own native
+    mechanism (constrained decoding, response_format, a forced tool call) or ignores it when
+    its structured-output mode is `none`. `component`, `stage` and `attempt` describe the
+    call for metadata and logs; they never change what the model is sent.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages: tuple[Message, ...]
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    max_tokens: int = Field(default=512, ge=1)
+    stop: tuple[str, ...] = ()
+    timeout: float = Field(default=180.0, gt=0.0)
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "output"
+
+    component: str = "adhoc"
+    stage: Stage = "freeform"
+    attempt: int = 1
+
+    def params(self) -> dict[str, Any]:
+        """What, besides the messages, decides the model's answer (the cache key's params)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "json_schema": self.json_schema,
+            "schema_name": self.schema_name,
+        }
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Completion(BaseModel):
+    """A model's answer. `finish_reason` is "stop", "length", "tool_calls" or what the server said."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    finish_reason: str
+    usage: Usage = Field(default_factory=Usage)
+    model: str
+    provider: str
+    latency_s: float = 0.0
+    structured_mode: str = "none"
+    cached: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
