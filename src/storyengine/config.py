@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from platformdirs import user_cache_dir, user_data_dir, user_log_dir
@@ -109,15 +109,17 @@ class OpenAIProviderSettings(_Strict):
 ProviderSettings = Annotated[EmbeddedProviderSettings | OpenAIProviderSettings, Field(discriminator="type")]
 
 
+def _default_providers() -> dict[str, EmbeddedProviderSettings | OpenAIProviderSettings]:
+    return {"embedded": EmbeddedProviderSettings(type="embedded")}
+
+
 class Settings(_Strict):
     narrative: Narrative = Narrative()
     structuring: StructuringSettings = StructuringSettings()
     retry: RetrySettings = RetrySettings()
     cache: CacheSettings = CacheSettings()
     logging: LoggingSettings = LoggingSettings()
-    providers: dict[str, ProviderSettings] = Field(
-        default_factory=lambda: {"embedded": EmbeddedProviderSettings(type="embedded")}
-    )
+    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     source: str = Field(default="<defaults>", exclude=True)
 
     @model_validator(mode="after")
@@ -211,3 +213,10 @@ def api_key(env_name: str | None) -> str | None:
     if not env_name:
         return None
     return os.environ.get(env_name) or None
+
+
+def secret_values() -> list[str]:
+    """Values of secret-looking environment variables, for scrubbing from anything written."""
+    from .failures import secret_values_in
+
+    return secret_values_in(os.environ)

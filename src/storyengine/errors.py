@@ -1,22 +1,23 @@
 """Every error storyengine raises, each with a message that says what failed and what to do.
 
-    StoryEngineError
-    ├── ConfigError              config.yaml or an option is wrong (names the key and the file)
-    ├── InputError               a premise, option or path given by the user is unusable
-    ├── TemplateError            a POML template is missing, broken or lacks a variable
-    ├── ProviderError            one provider failed one call (`.provider`, `.retryable`)
-    │   ├── ProviderUnavailable  connection refused or reset, DNS failure
-    │   ├── ProviderTimeout      no answer within the timeout
-    │   ├── ProviderHTTPError    the server answered with an error status (`.status`)
-    │   │   ├── AuthenticationError   401/403: the API key is missing or wrong
-    │   │   └── RateLimited           429 (`.retry_after` seconds, when the server said)
-    │   ├── BadResponse          the server's answer is not a usable completion
-    │   ├── EmptyOutput          the model returned nothing
-    │   ├── TruncatedOutput      finish_reason == "length": the answer was cut off
-    │   └── ModelLoadError       the embedded GGUF file is missing, corrupt or unloadable
-    ├── AllProvidersFailed       every provider in a fallback chain failed (`.failures`)
-    ├── SchemaValidationError    (also a ValueError) text that is not a valid object
-    └── StructuringError         stage 2 gave no valid object within its attempts
+StoryEngineError
+├── ConfigError              config.yaml or an option is wrong (names the key and the file)
+├── InputError               a premise, option or path given by the user is unusable
+├── TemplateError            a POML template is missing, broken or lacks a variable
+├── ProviderError            one provider failed one call (`.provider`, `.retryable`)
+│   ├── ProviderUnavailable  connection refused or reset, DNS failure
+│   ├── ProviderTimeout      no answer within the timeout
+│   ├── ProviderHTTPError    the server answered with an error status (`.status`)
+│   │   ├── AuthenticationError   401/403: the API key is missing or wrong
+│   │   └── RateLimited           429 (`.retry_after` seconds, when the server said)
+│   ├── BadResponse          the server's answer is not a usable completion
+│   ├── EmptyOutput          the model returned nothing
+│   ├── TruncatedOutput      finish_reason == "length": the answer was cut off
+│   └── ModelLoadError       the embedded GGUF file is missing, corrupt or unloadable
+├── AllProvidersFailed       every provider in a fallback chain failed (`.failures`)
+├── SchemaValidationError    (also a ValueError) text that is not a valid object
+├── StructuringError         stage 2 gave no valid object within its attempts
+└── RunFailed                a run stopped at a step; its finished steps are saved (`.run_id`)
 """
 
 from __future__ import annotations
@@ -127,3 +128,13 @@ class StructuringError(StoryEngineError):
         super().__init__(message)
         self.component = component
         self.attempts = attempts
+
+
+class RunFailed(StoryEngineError):
+    """A run stopped; everything it finished is checkpointed and `resume` continues it."""
+
+    def __init__(self, message: str, *, run_id: str, step: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step = step
+        self.cause = cause

@@ -6,13 +6,12 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Union
 
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
 
-Reply = Union[str, Completion, BaseException]
-Script = Callable[[CompletionRequest], Union[Reply, Awaitable[Reply]]]
+Reply = str | Completion | BaseException
+Script = Callable[[CompletionRequest], Reply | Awaitable[Reply]]
 
 
 class ScriptedProvider:

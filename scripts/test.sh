@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what the tests need (into .venv) and runs the whole suite: lint, types, tests.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+"$root/scripts/install.sh" --test
+venv=${STORYENGINE_VENV:-$root/.venv}
+"$venv/bin/ruff" check src tests
+"$venv/bin/pytest" -q "$@"

@@ -1,0 +1,134 @@
+"""`storyengine generate`: a premise in, story.json / story.md / story.fountain out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..errors import InputError
+from ..export import write_story
+from ..pipeline.engine import Event, StoryEngine, check_inputs
+
+
+def _check_out_dir(out: Path) -> Path:
+    out = out.expanduser()
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise InputError(f"cannot write to --out {out}: {probe} is not a writable directory")
+    return out
+
+
+class _Progress:
+    """Live progress: a status line with rich, or one JSON event a line."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.console = Console(stderr=True)
+        self.status: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.mode == "rich":
+            self.status = self.console.status("starting")
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+
+    def __call__(self, event: Event) -> None:
+        if self.mode == "json":
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+            return
+        if self.mode != "rich" or event["event"] not in ("step_started", "step_done"):
+            return
+        where = f" {event['index']} of {event['total']}" if "index" in event else ""
+        text = (
+            f"{event['step']}{where} · {event['stage']} · {event['tokens']} tokens · {event['elapsed']:.0f}s"
+        )
+        if event["event"] == "step_done":
+            self.console.print(f"[green]✓[/] {text}")
+        self.status.update(text)
+
+
+@click.command()
+@click.argument("premise", required=False)
+@click.option("--scenes", type=int, default=None, help="Number of scenes (default: one per plot beat).")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible stories.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config.yaml to use."
+)
+@click.option("--provider", default=None, help="Route every component to this configured provider.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory (default: ./stories/<run id>).",
+)
+@click.option("--resume", "resume_id", default=None, help="Continue a run that stopped, by its run id.")
+@click.option("--quiet", is_flag=True, help="Print only the output paths.")
+@click.option("--json-progress", is_flag=True, help="Print one JSON event a line (for programs).")
+def generate(
+    premise: str | None,
+    scenes: int | None,
+    seed: int | None,
+    config_path: str | None,
+    provider: str | None,
+    out: Path | None,
+    resume_id: str | None,
+    quiet: bool,
+    json_progress: bool,
+) -> None:
+    """Generate a story from PREMISE: plot, scenes, dialogue, evaluation, enhancement."""
+    if resume_id is None:
+        premise = check_inputs(premise or "", scenes)
+    elif premise or scenes or seed is not None:
+        raise InputError(
+            "--resume continues a run with its own premise, scenes and seed; give only the run id"
+        )
+    out_dir = _check_out_dir(out) if out else None
+    mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
+    started = time.perf_counter()
+    story, run_id = asyncio.run(_run(config_path, provider, premise, scenes, seed, resume_id, mode))
+    out_dir = out_dir or _check_out_dir(Path("stories") / run_id)
+    paths = write_story(story, out_dir)
+    if mode == "json":
+        print(json.dumps({"event": "written", "run_id": run_id, **{k: str(v) for k, v in paths.items()}}))
+        return
+    if not quiet:
+        click.echo(f"Story written in {time.perf_counter() - started:.0f}s (run {run_id}):", err=True)
+    for path in paths.values():
+        click.echo(str(path))
+
+
+async def _run(
+    config_path: str | None,
+    provider: str | None,
+    premise: str | None,
+    scenes: int | None,
+    seed: int | None,
+    resume_id: str | None,
+    mode: str,
+) -> tuple[Any, str]:
+    engine = StoryEngine.from_config(config_path, provider=provider)
+    async with engine:
+        with _Progress(mode) as progress:
+            if resume_id:
+                story = await engine.resume(resume_id, on_event=progress)
+            else:
+                assert premise is not None
+                story = await engine.generate(premise, scenes=scenes, seed=seed, on_event=progress)
+    return story, story.meta["run_id"]
+
+
+COMMANDS = [generate]

@@ -1,0 +1,150 @@
+"""The component calls of a story: what each one sends and which schema it fills."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..schemas import (
+    EVALUATION_CRITERIA,
+    Dialogue,
+    Enhancement,
+    Evaluation,
+    PlotStructure,
+    Scene,
+    StoryScene,
+)
+from ..structuring import decoding_schema
+from .twostage import StepMeta, TwoStage
+
+DEFAULT_BEATS = (3, 8)  # accepted when the caller does not fix the number of scenes
+BEATS_WANTED = 5
+MIN_BEATS = 3  # PlotStructure's own minimum
+
+
+def beats_for(scenes: int | None) -> int | None:
+    """How many beats to ask for: one per scene, but never fewer than a plot needs."""
+    return None if scenes is None else max(MIN_BEATS, scenes)
+
+
+def scene_beats(plot: PlotStructure, scenes: int | None) -> list[int]:
+    """Which beat each scene realises: every beat, or `scenes` of them spread evenly."""
+    total = len(plot.beats)
+    if scenes is None or scenes >= total:
+        return list(range(total))
+    if scenes == 1:
+        return [total // 2]
+    return [round(i * (total - 1) / (scenes - 1)) for i in range(scenes)]
+
+
+def call_seed(run_seed: int | None, *parts: object) -> int | None:
+    """A distinct, reproducible seed per call, derived from the run's seed."""
+    if run_seed is None:
+        return None
+    digest = hashlib.sha256(repr((run_seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def outline(plot: PlotStructure, upto: int | None = None) -> str:
+    beats = plot.beats if upto is None else plot.beats[:upto]
+    return "\n".join(f"{i}. {b.name}: {b.purpose} (tension {b.tension}/10)" for i, b in enumerate(beats, 1))
+
+
+def scene_text(scene: Scene) -> str:
+    return f"{scene.title}. Setting: {scene.setting}. {scene.summary}"
+
+
+def story_digest(plot: PlotStructure, scenes: list[StoryScene]) -> str:
+    parts = [f"Plot ({plot.structure_type}):", outline(plot), "", "Scenes:"]
+    for i, item in enumerate(scenes, 1):
+        lines = " / ".join(f"{ln.speaker}: {ln.text}" for ln in item.dialogue.lines[:4])
+        parts.append(f"{i}. {scene_text(item.scene)} Dialogue: {lines}")
+    return "\n".join(parts)
+
+
+def evaluation_text(evaluation: Evaluation) -> str:
+    scores = "; ".join(f"{s.criterion} {s.score}/10: {s.rationale}" for s in evaluation.scores)
+    return f"Overall {evaluation.overall}/10. {evaluation.summary} {scores}"
+
+
+class Components:
+    """One method per component; each runs a freeform stage (or reuses a draft) and a structuring stage."""
+
+    def __init__(self, stages: TwoStage) -> None:
+        self.stages = stages
+
+    async def plot_draft(self, premise: str, beats: int | None, meta: StepMeta, seed: int | None) -> str:
+        context = {"premise": premise, "beats": beats_for(beats) or BEATS_WANTED}
+        return await self.stages.freeform("plot", context, meta, seed=seed)
+
+    async def plot(self, premise: str, draft: str, beats: int | None, meta: StepMeta) -> PlotStructure:
+        wanted = beats_for(beats)
+        count = (wanted, wanted) if wanted else DEFAULT_BEATS
+        schema = decoding_schema(PlotStructure, counts={"beats": count, "characters": (2, 5)})
+        context: dict[str, Any] = {"premise": premise, "draft": draft, "beats": wanted or BEATS_WANTED}
+        return await self.stages.structure("plot", context, PlotStructure, schema, meta)
+
+    async def scene_draft(
+        self,
+        premise: str,
+        plot: PlotStructure,
+        index: int,
+        number: tuple[int, int],
+        meta: StepMeta,
+        seed: int | None,
+    ) -> str:
+        """Stage 1 of the scene that realises beat `index`; `number` is (this scene, of total)."""
+        beat = plot.beats[index]
+        context = {
+            "premise": premise,
+            "plot": outline(plot),
+            "beat": f"{beat.name}: {beat.purpose} (tension {beat.tension}/10)",
+            "previous": outline(plot, index),
+            "cast": ", ".join(plot.characters),
+            "number": number[0],
+            "total": number[1],
+        }
+        return await self.stages.freeform("scene", context, meta, seed=seed)
+
+    async def scene(self, plot: PlotStructure, index: int, draft: str, meta: StepMeta) -> Scene:
+        beat = plot.beats[index]
+        enums = {"characters": list(plot.characters)} if plot.characters else {}
+        schema = decoding_schema(
+            Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(plot.characters) or 4)))}
+        )
+        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
+        scene = await self.stages.structure("scene", context, Scene, schema, meta)
+        return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
+
+    async def dialogue_draft(self, scene: Scene, previous: str, meta: StepMeta, seed: int | None) -> str:
+        context = {"scene": scene_text(scene), "cast": ", ".join(scene.characters), "previous": previous}
+        return await self.stages.freeform("dialogue", context, meta, seed=seed)
+
+    async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:
+        cast = list(scene.characters)
+        schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (2, 10)})
+        context = {"draft": draft, "cast": ", ".join(cast)}
+        return await self.stages.structure(
+            "dialogue", context, Dialogue, schema, meta, validation_context={"cast": cast}
+        )
+
+    async def evaluation_draft(self, premise: str, story: str, meta: StepMeta, seed: int | None) -> str:
+        return await self.stages.freeform("evaluation", {"premise": premise, "story": story}, meta, seed=seed)
+
+    async def evaluation(self, draft: str, meta: StepMeta) -> Evaluation:
+        criteria = list(EVALUATION_CRITERIA)
+        schema = decoding_schema(
+            Evaluation, enums={"criterion": criteria}, counts={"scores": (len(criteria), len(criteria))}
+        )
+        context = {"draft": draft, "criteria": ", ".join(criteria)}
+        return await self.stages.structure("evaluation", context, Evaluation, schema, meta)
+
+    async def enhancement_draft(
+        self, premise: str, story: str, evaluation: Evaluation, meta: StepMeta, seed: int | None
+    ) -> str:
+        context = {"premise": premise, "story": story, "evaluation": evaluation_text(evaluation)}
+        return await self.stages.freeform("enhancement", context, meta, seed=seed)
+
+    async def enhancement(self, draft: str, meta: StepMeta) -> Enhancement:
+        schema = decoding_schema(Enhancement, counts={"suggestions": (1, 4)})
+        return await self.stages.structure("enhancement", {"draft": draft}, Enhancement, schema, meta)

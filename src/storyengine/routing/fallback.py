@@ -1,0 +1,59 @@
+"""Fallback: try each provider of a chain in order until one gives a usable answer.
+
+Each link is usually a `Retrying` over one provider, so a provider has used its retries
+before the chain moves on. Every switch is recorded (from, to, why). When every link
+fails, `AllProvidersFailed` lists each provider's failure; a chain of one re-raises that
+provider's own error unchanged, so a single-provider setup reads the plain message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import AllProvidersFailed, ProviderError, SchemaValidationError
+from ..types import Completion, CompletionRequest
+from .base import Check, Generator
+from .instrument import record_attempt, short_error
+
+logger = logging.getLogger("storyengine")
+
+
+class Fallback:
+    """A Generator over `(provider name, generator)` links, tried in order."""
+
+    def __init__(self, named_generators: list[tuple[str, Generator]]) -> None:
+        if not named_generators:
+            raise ValueError("a fallback chain needs at least one provider")
+        self.links = list(named_generators)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.links]
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        if len(self.links) == 1:
+            return await self.links[0][1].generate(request, check)
+        failures: list[tuple[str, BaseException]] = []
+        for index, (name, generator) in enumerate(self.links):
+            try:
+                return await generator.generate(request, check)
+            except (ProviderError, SchemaValidationError) as exc:
+                failures.append((name, exc))
+                if index + 1 < len(self.links):
+                    self._switch(request, name, self.links[index + 1][0], exc)
+        raise AllProvidersFailed(request.component, failures)
+
+    @staticmethod
+    def _switch(request: CompletionRequest, source: str, target: str, error: BaseException) -> None:
+        reason = short_error(error)
+        logger.warning(
+            "%s: provider %s failed (%s); falling back to %s", request.component, source, reason, target
+        )
+        record_attempt(
+            request,
+            provider=source,
+            model="",
+            outcome="fallback",
+            error=f"switching to {target}: {reason}",
+            kind="switch",
+        )

@@ -1,0 +1,210 @@
+"""Retrying: ask one provider again when a call fails or its answer is unusable.
+
+Failed calls (connection, timeout, 5xx, 429, garbage) are retried after an exponential
+backoff with jitter; a 429's Retry-After wins (capped by `backoff_max`). Unusable answers
+(empty, cut off, not schema-valid) are retried at once with an adjusted request:
+
+    empty / invalid   lower temperature (min(t, 0.2), then 0); structuring: a JSON-clamped system prompt
+    cut off           double max_tokens within the context window; if it cannot grow,
+                      shorten the longest user message (keeping its head and tail)
+
+Errors that a retry cannot fix (401/403, other 4xx, a model that will not load) propagate
+at once. Every attempt is recorded with its outcome (see instrument.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from ..errors import EmptyOutput, ProviderError, SchemaValidationError, TruncatedOutput
+from ..providers.base import Provider
+from ..types import Completion, CompletionRequest, Message
+from .base import Check
+from .instrument import Outcome, is_output_problem, record_attempt
+
+Sleep = Callable[[float], Awaitable[object]]
+
+JSON_CLAMP = "Output only one JSON object. No prose, no markdown. Start with { and end with }."
+_LOW_TEMPERATURE = 0.2
+_ELLIPSIS = "\n[…]\n"
+
+
+class Retrying:
+    """A Generator over one provider that makes up to `attempts` calls for one request."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        attempts: int = 3,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 20.0,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.provider = provider
+        self.attempts = attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        current = request
+        for number in range(1, self.attempts + 1):
+            attempt = current.model_copy(update={"attempt": number})
+            started = time.perf_counter()
+            completion: Completion | None = None
+            try:
+                completion = await self.provider.complete(attempt)
+                self._vet(completion, attempt)
+                if check is not None:
+                    check(completion)
+            except (ProviderError, SchemaValidationError) as exc:
+                last = number == self.attempts or not is_retryable(exc)
+                self._record(attempt, started, _failed_outcome(exc, last), completion, exc)
+                if last:
+                    raise
+                if is_output_problem(exc):
+                    current = self.adjust(current, exc)
+                else:
+                    await self.sleep(self.backoff(number, exc))
+                continue
+            except Exception as exc:
+                self._record(attempt, started, "error", completion, exc)
+                raise
+            self._record(attempt, started, "ok", completion, None)
+            return completion
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    # -- one attempt --
+
+    def _vet(self, completion: Completion, request: CompletionRequest) -> None:
+        where = f"{self.provider.name} ({request.component}/{request.stage}, attempt {request.attempt})"
+        if completion.truncated:
+            raise TruncatedOutput(
+                f"{where}: the answer was cut off at max_tokens={request.max_tokens}; "
+                "raise max_tokens in narrative.defaults or shorten the input",
+                provider=self.provider.name,
+            )
+        if not completion.text.strip():
+            raise EmptyOutput(
+                f"{where}: the model returned an empty answer; try another model or a lower temperature",
+                provider=self.provider.name,
+            )
+
+    def _record(
+        self,
+        request: CompletionRequest,
+        started: float,
+        outcome: Outcome,
+        completion: Completion | None,
+        error: BaseException | None,
+    ) -> None:
+        record_attempt(
+            request,
+            provider=self.provider.name,
+            model=self.provider.model,
+            outcome=outcome,
+            latency_s=time.perf_counter() - started,
+            completion=completion,
+            error=error,
+        )
+
+    # -- between attempts --
+
+    def backoff(self, number: int, error: BaseException) -> float:
+        """Seconds to wait after failed attempt `number`: Retry-After if given, else 2^n with jitter."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(max(0.0, float(retry_after)), self.backoff_max)
+        base = min(self.backoff_max, self.backoff_initial * 2 ** (number - 1))
+        return base * (0.5 + 0.5 * self.rng.random())
+
+    def adjust(self, request: CompletionRequest, error: BaseException) -> CompletionRequest:
+        """The request for the next attempt after an unusable answer."""
+        if isinstance(error, TruncatedOutput):
+            return self._more_room(request)
+        update: dict[str, object] = {
+            "temperature": min(request.temperature, _LOW_TEMPERATURE)
+            if request.temperature > _LOW_TEMPERATURE
+            else 0.0
+        }
+        if request.stage == "structuring":
+            update["messages"] = clamp_to_json(request.messages)
+        return request.model_copy(update=update)
+
+    def _more_room(self, request: CompletionRequest) -> CompletionRequest:
+        window = self.provider.context_window
+        prompt = self._prompt_tokens(request.messages)
+        wanted = request.max_tokens * 2
+        room = min(wanted, window - prompt)
+        if room > request.max_tokens:
+            return request.model_copy(update={"max_tokens": room})
+        messages = self._shorten(request.messages, wanted - (window - prompt))
+        room = min(wanted, window - self._prompt_tokens(messages))
+        return request.model_copy(update={"messages": messages, "max_tokens": max(room, request.max_tokens)})
+
+    def _prompt_tokens(self, messages: tuple[Message, ...]) -> int:
+        return sum(self.provider.count_tokens(m.content) for m in messages)
+
+    def _shorten(self, messages: tuple[Message, ...], tokens_to_free: int) -> tuple[Message, ...]:
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        if not users:
+            return messages
+        index = max(users, key=lambda i: len(messages[i].content))
+        text = messages[index].content
+        tokens = max(1, self.provider.count_tokens(text))
+        chars_per_token = len(text) / tokens
+        # Free what the answer needs, but keep at least half of the message.
+        free_chars = int(tokens_to_free * chars_per_token) + len(_ELLIPSIS)
+        keep = max(len(text) // 2, len(text) - free_chars)
+        if keep >= len(text) - len(_ELLIPSIS):
+            return messages
+        shortened = keep_head_and_tail(text, keep)
+        return (
+            *messages[:index],
+            messages[index].model_copy(update={"content": shortened}),
+            *messages[index + 1 :],
+        )
+
+
+def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, SchemaValidationError):
+        return True
+    return isinstance(error, ProviderError) and error.retryable
+
+
+def _failed_outcome(error: BaseException, last: bool) -> Outcome:
+    if not last:
+        return "retry"
+    return "invalid" if is_output_problem(error) else "error"
+
+
+def clamp_to_json(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """The messages with the JSON clamp leading the system prompt (added once)."""
+    if messages and messages[0].role == "system":
+        system = messages[0].content
+        if system.startswith(JSON_CLAMP):
+            return messages
+        clamped = Message(role="system", content=f"{JSON_CLAMP}\n\n{system}" if system else JSON_CLAMP)
+        return (clamped, *messages[1:])
+    return (Message(role="system", content=JSON_CLAMP), *messages)
+
+
+def keep_head_and_tail(text: str, keep: int) -> str:
+    """`text` cut to about `keep` characters: its beginning and its end, joined by a marker."""
+    if keep >= len(text):
+        return text
+    head = keep // 2
+    tail = keep - head
+    return text[:head].rstrip() + _ELLIPSIS + text[len(text) - tail :].lstrip()

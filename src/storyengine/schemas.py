@@ -1,0 +1,309 @@
+"""The typed story data: one Pydantic model per component, and the one source of every JSON schema.
+
+Every string is stripped and must not be blank; every size is bounded. Besides shape, the
+validators check meaning that a small model gets wrong while producing shape-valid JSON:
+a plot must have an arc (not all tensions equal), purposes must not be copied from beat to
+beat or be the beat's own name, dialogue must come from the scene's cast and must not loop,
+an evaluation scores every criterion exactly once. Error messages are written to be shown
+to the model in a re-ask, so they say what is wrong and what to write instead.
+
+Integers are strict: `"7"` or `7.0` is not a tension. The schema says integer, constrained
+decoding always yields one, and a model that writes a string has not followed the format.
+Unknown keys are ignored (they carry nothing the typed object could keep).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+NAME_MAX = 80
+LABEL_MAX = 200
+TEXT_MAX = 2000
+PREMISE_MAX = 10_000
+
+EVALUATION_CRITERIA = ("coherence", "character", "pacing", "dialogue", "originality")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TEXT_MAX)]
+Premise = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PREMISE_MAX)]
+Rating = Annotated[int, Field(strict=True, ge=1, le=10)]
+Criterion = Literal["coherence", "character", "pacing", "dialogue", "originality"]
+
+MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
+
+
+def name_key(text: str) -> str:
+    """How names and texts are compared: case-insensitive, whitespace collapsed."""
+    return " ".join(text.split()).casefold()
+
+
+def _words(text: str) -> str:
+    """Only the words of `text`, lower case: "The Climax!" -> "the climax"."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def _first_duplicate(names: Iterable[str]) -> tuple[str, int, int] | None:
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        key = name_key(name)
+        if key in seen:
+            return name, seen[key], index
+        seen[key] = index
+    return None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class PlotBeat(_Model):
+    name: Name
+    purpose: Text = Field(description="what this beat does for the story")
+    tension: Rating = Field(description="1 (calm) to 10 (peak)")
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _purpose_is_not_the_name(self) -> PlotBeat:
+        if _words(self.purpose) == _words(self.name):
+            raise ValueError(
+                f"the purpose of beat {self.name!r} only repeats its name; "
+                "say what happens in this beat and why it matters"
+            )
+        return self
+
+
+class PlotStructure(_Model):
+    structure_type: Name = Field(description="e.g. three-act, hero's journey")
+    beats: list[PlotBeat] = Field(min_length=3, max_length=24)
+    title: Label | None = None
+    characters: list[Name] = Field(default_factory=list, max_length=12)
+
+    @field_validator("beats")
+    @classmethod
+    def _beats_make_an_arc(cls, beats: list[PlotBeat]) -> list[PlotBeat]:
+        duplicate = _first_duplicate(b.name for b in beats)
+        if duplicate:
+            name, first, again = duplicate
+            raise ValueError(
+                f"beat names must be unique: {name!r} is used by beats[{first}] and beats[{again}]; "
+                "give every beat its own name"
+            )
+        tensions = {b.tension for b in beats}
+        if len(beats) >= 4 and len(tensions) == 1:
+            raise ValueError(
+                f"all {len(beats)} beats have tension {beats[0].tension}; a plot needs an arc: "
+                "let tension rise toward the climax and fall after it"
+            )
+        purpose, count = Counter(name_key(b.purpose) for b in beats).most_common(1)[0]
+        if count * 2 > len(beats):
+            raise ValueError(
+                f"{count} of {len(beats)} beats have the same purpose ({purpose!r}); "
+                "write a distinct purpose for each beat"
+            )
+        return beats
+
+    @field_validator("characters")
+    @classmethod
+    def _characters_unique(cls, characters: list[str]) -> list[str]:
+        duplicate = _first_duplicate(characters)
+        if duplicate:
+            raise ValueError(f"character {duplicate[0]!r} is listed twice; list each character once")
+        return characters
+
+
+class Scene(_Model):
+    title: Label
+    setting: Text = Field(description="where and when")
+    summary: Text = Field(description="what happens")
+    characters: list[Name] = Field(min_length=1, max_length=8)
+    beat: Name | None = Field(default=None, description="name of the plot beat this scene realises")
+    mood: Label | None = None
+
+    @field_validator("characters")
+    @classmethod
+    def _characters_unique(cls, characters: list[str]) -> list[str]:
+        duplicate = _first_duplicate(characters)
+        if duplicate:
+            raise ValueError(f"character {duplicate[0]!r} is listed twice; list each character once")
+        return characters
+
+    @model_validator(mode="after")
+    def _summary_is_not_the_title(self) -> Scene:
+        if _words(self.summary) == _words(self.title):
+            raise ValueError("the summary only repeats the title; say what happens in the scene")
+        return self
+
+
+class DialogueLine(_Model):
+    speaker: Name
+    text: Text
+    direction: Label | None = Field(default=None, description="how the line is said or what the speaker does")
+
+
+def _cast_from(context: Any) -> list[str]:
+    cast = context.get("cast") if isinstance(context, dict) else None
+    if not cast:
+        return []
+    if isinstance(cast, str):
+        return [cast]
+    return [str(name) for name in cast]
+
+
+class Dialogue(_Model):
+    """Lines of one scene. With `context={"cast": [...]}` every speaker must be one of the cast
+    (case-insensitive) and is rewritten to the cast's spelling."""
+
+    lines: list[DialogueLine] = Field(min_length=1, max_length=60)
+
+    @field_validator("lines")
+    @classmethod
+    def _lines_make_sense(cls, lines: list[DialogueLine], info: ValidationInfo) -> list[DialogueLine]:
+        text, count = Counter(name_key(line.text) for line in lines).most_common(1)[0]
+        if count > MAX_REPEATS:
+            raise ValueError(
+                f"the line {text!r} is said {count} times; that is a loop, not dialogue — "
+                "write distinct lines"
+            )
+        cast = _cast_from(info.context)
+        if not cast:
+            return lines
+        spelling = {name_key(name): name.strip() for name in cast}
+        outsiders = sorted({line.speaker for line in lines if name_key(line.speaker) not in spelling})
+        if outsiders:
+            raise ValueError(
+                f"speaker(s) {', '.join(map(repr, outsiders))} are not in this scene's cast; "
+                f"every speaker must be one of: {', '.join(spelling.values())}"
+            )
+        return [line.model_copy(update={"speaker": spelling[name_key(line.speaker)]}) for line in lines]
+
+
+class CriterionScore(_Model):
+    criterion: Criterion
+    score: Rating
+    rationale: Text
+
+    @field_validator("criterion", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().casefold() if isinstance(value, str) else value
+
+
+class Evaluation(_Model):
+    scores: list[CriterionScore] = Field(
+        min_length=len(EVALUATION_CRITERIA), max_length=len(EVALUATION_CRITERIA)
+    )
+    overall: Rating
+    summary: Text
+
+    @field_validator("scores")
+    @classmethod
+    def _each_criterion_once(cls, scores: list[CriterionScore]) -> list[CriterionScore]:
+        counts = Counter(s.criterion for s in scores)
+        twice = [c for c, n in counts.items() if n > 1]
+        missing = [c for c in EVALUATION_CRITERIA if c not in counts]
+        if twice or missing:
+            problems = []
+            if missing:
+                problems.append(f"missing: {', '.join(missing)}")
+            if twice:
+                problems.append(f"scored more than once: {', '.join(twice)}")
+            raise ValueError(
+                f"score each criterion exactly once ({', '.join(EVALUATION_CRITERIA)}); {'; '.join(problems)}"
+            )
+        return scores
+
+    @model_validator(mode="after")
+    def _overall_fits_the_scores(self) -> Evaluation:
+        low = min(s.score for s in self.scores)
+        high = max(s.score for s in self.scores)
+        if not low - 1 <= self.overall <= high + 1:
+            raise ValueError(
+                f"overall {self.overall} contradicts the criterion scores ({low} to {high}); "
+                "give an overall score in line with them"
+            )
+        return self
+
+
+class Suggestion(_Model):
+    target: Label = Field(description="the beat, scene or character to change")
+    problem: Text
+    change: Text
+
+    @model_validator(mode="after")
+    def _change_is_not_the_problem(self) -> Suggestion:
+        if _words(self.change) == _words(self.problem):
+            raise ValueError(f"the change for {self.target!r} only repeats the problem; say what to do")
+        return self
+
+
+class Enhancement(_Model):
+    suggestions: list[Suggestion] = Field(min_length=1, max_length=10)
+    summary: Text
+
+    @field_validator("suggestions")
+    @classmethod
+    def _no_repeated_suggestion(cls, suggestions: list[Suggestion]) -> list[Suggestion]:
+        duplicate = _first_duplicate(s.change for s in suggestions)
+        if duplicate:
+            _, first, again = duplicate
+            raise ValueError(
+                f"suggestions[{first}] and suggestions[{again}] propose the same change; "
+                "make each suggestion different"
+            )
+        return suggestions
+
+
+class StoryScene(_Model):
+    scene: Scene
+    dialogue: Dialogue
+
+    @model_validator(mode="after")
+    def _speakers_in_scene(self) -> StoryScene:
+        cast = {name_key(c) for c in self.scene.characters}
+        outsiders = sorted({ln.speaker for ln in self.dialogue.lines if name_key(ln.speaker) not in cast})
+        if outsiders:
+            raise ValueError(
+                f"speaker(s) {', '.join(map(repr, outsiders))} are not characters of scene "
+                f"{self.scene.title!r} ({', '.join(self.scene.characters)})"
+            )
+        return self
+
+
+class Story(_Model):
+    premise: Premise
+    plot: PlotStructure
+    scenes: list[StoryScene] = Field(min_length=1, max_length=48)
+    evaluation: Evaluation
+    enhancement: Enhancement
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+__all__ = [
+    "EVALUATION_CRITERIA",
+    "CriterionScore",
+    "Dialogue",
+    "DialogueLine",
+    "Enhancement",
+    "Evaluation",
+    "PlotBeat",
+    "PlotStructure",
+    "Scene",
+    "Story",
+    "StoryScene",
+    "Suggestion",
+    "name_key",
+]

@@ -1,0 +1,321 @@
+"""An OpenAI-compatible chat server on 127.0.0.1 that misbehaves on purpose.
+
+`FaultyServer(["500", "429", "ok"])` answers its first request with HTTP 500, its second
+with 429 and its third with a valid completion; once the script runs out it keeps
+answering with `then` (default "ok"). It runs in a background thread, so it works with any
+event loop, and it records every request body it received.
+
+Faults:
+
+    ok              a valid chat completion whose content is `answer`
+    500             HTTP 500 with an OpenAI-style error body
+    429             HTTP 429 with `Retry-After: <retry_after>`
+    401             HTTP 401 (a missing or wrong API key)
+    hang            read the request, then say nothing for `hang_s` seconds
+    reset           read the request, then reset the connection (TCP RST)
+    empty           HTTP 200 with an empty body
+    garbage         HTTP 200 with an HTML page
+    truncated_json  HTTP 200 whose JSON body stops half-way
+    cut_body        HTTP 200 that promises more bytes than it sends, then closes
+    length          a valid completion cut off by max_tokens (finish_reason "length")
+    empty_content   a valid completion whose content is ""
+    prose           a valid completion whose content is prose, not the JSON asked for
+    slow            a valid completion after `delay_s` seconds
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from storyengine.config import COMPONENTS, Settings
+from storyengine.errors import SchemaValidationError
+from storyengine.routing.instrument import CallRecord, RunRecorder
+from storyengine.routing.router import Router
+from storyengine.types import Completion, CompletionRequest, Message
+
+FAULTS = (
+    "ok", "500", "429", "401", "hang", "reset", "empty", "garbage", "truncated_json", "cut_body",
+    "length", "empty_content", "prose", "slow",
+)  # fmt: skip
+
+DEFAULT_ANSWER = '{"title": "The Lighthouse", "mood": "calm"}'
+
+
+class FaultyServer:
+    """A misbehaving chat-completions server; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        script: list[str] | None = None,
+        *,
+        then: str = "ok",
+        answer: str = DEFAULT_ANSWER,
+        retry_after: str = "1",
+        hang_s: float = 30.0,
+        delay_s: float = 0.3,
+    ) -> None:
+        unknown = [f for f in [*(script or []), then] if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; known: {FAULTS}")
+        self.script = list(script or [])
+        self.then = then
+        self.answer = answer
+        self.retry_after = retry_after
+        self.hang_s = hang_s
+        self.delay_s = delay_s
+        self.bodies: list[dict[str, Any]] = []
+        self.served: list[str] = []
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    @property
+    def requests(self) -> int:
+        return len(self.served)
+
+    def next_fault(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            self.bodies.append(body)
+            fault = self.script.pop(0) if self.script else self.then
+            self.served.append(fault)
+            return fault
+
+    def start(self) -> FaultyServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()  # wake every hanging handler
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if the server is stopping."""
+        self._released.wait(seconds)
+
+
+def completion_body(content: str, *, finish_reason: str = "stop", model: str = "faulty") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-faulty",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": max(1, len(content) // 4)},
+    }
+
+
+def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return None
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {"unparsed": raw.decode("utf-8", "replace")}
+            fault = server.next_fault(body)
+            self._serve(fault)
+
+        def _serve(self, fault: str) -> None:
+            if fault == "ok":
+                self._json(200, completion_body(server.answer))
+            elif fault == "500":
+                self._json(500, {"error": {"message": "internal error: the model crashed"}})
+            elif fault == "429":
+                self._json(
+                    429, {"error": {"message": "too many requests"}}, {"Retry-After": server.retry_after}
+                )
+            elif fault == "401":
+                self._json(401, {"error": {"message": "invalid api key"}})
+            elif fault == "hang":
+                server.wait(server.hang_s)
+                self.close_connection = True
+            elif fault == "reset":
+                self._reset()
+            elif fault == "empty":
+                self._raw(200, b"", "application/json")
+            elif fault == "garbage":
+                self._raw(200, b"<html><body>502 Bad Gateway (nginx)</body></html>", "text/html")
+            elif fault == "truncated_json":
+                text = json.dumps(completion_body(server.answer)).encode()
+                self._raw(200, text[: len(text) // 2], "application/json")
+            elif fault == "cut_body":
+                self._cut_body()
+            elif fault == "length":
+                self._json(
+                    200, completion_body(server.answer[: len(server.answer) // 2], finish_reason="length")
+                )
+            elif fault == "empty_content":
+                self._json(200, completion_body(""))
+            elif fault == "prose":
+                self._json(200, completion_body("Sure! Here is a story about a lighthouse keeper."))
+            elif fault == "slow":
+                server.wait(server.delay_s)
+                self._json(200, completion_body(server.answer))
+
+        def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            self._raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+        def _raw(
+            self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        def _reset(self) -> None:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+
+        def _cut_body(self) -> None:
+            data = json.dumps(completion_body(server.answer)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data) * 2))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.close_connection = True
+
+    return Handler
+
+
+# -- a trial: one routed call against misbehaving servers, as the pipeline would make it --
+
+
+class Title(BaseModel):
+    title: str
+    mood: str
+
+
+def check_title(completion: Completion) -> None:
+    """The check a structuring step passes: the text must be a valid `Title`."""
+    try:
+        Title.model_validate_json(completion.text)
+    except ValidationError as exc:
+        raise SchemaValidationError(
+            f"not a valid Title: {exc.errors()[0]['msg']}", raw_text=completion.text, parse_error=str(exc)
+        ) from None
+
+
+def trial_settings(
+    urls: dict[str, str], chain: list[str], *, attempts: int = 3, timeout: float = 5.0, backoff: float = 0.5
+) -> Settings:
+    providers = {
+        name: {"type": "openai", "base_url": url, "model": f"model-{name}", "timeout": timeout,
+               "context_window": 4096}
+        for name, url in urls.items()
+    }  # fmt: skip
+    routes = {component: chain for component in COMPONENTS}
+    return Settings.model_validate(
+        {
+            "narrative": {"providers": routes},
+            "retry": {"attempts": attempts, "backoff_initial": backoff, "backoff_max": 20.0},
+            "cache": {"enabled": False},
+            "providers": providers,
+        }
+    )
+
+
+TRIAL_REQUEST = CompletionRequest(
+    messages=(
+        Message(role="system", content="You turn notes into JSON with the keys title and mood."),
+        Message(role="user", content="Notes: a lighthouse keeper; calm seas."),
+    ),
+    component="plot",
+    stage="structuring",
+    temperature=0.3,
+    max_tokens=64,
+    json_schema=Title.model_json_schema(),
+    schema_name="Title",
+)
+
+
+@dataclass
+class Trial:
+    """What one routed call against the servers came to."""
+
+    completion: Completion | None
+    error: BaseException | None
+    records: list[CallRecord]
+    sleeps: list[float]
+    seconds: float
+
+    @property
+    def attempts(self) -> list[CallRecord]:
+        return [r for r in self.records if r.kind == "attempt"]
+
+    @property
+    def switches(self) -> list[CallRecord]:
+        return [r for r in self.records if r.kind == "switch"]
+
+
+async def run_trial(
+    urls: dict[str, str],
+    chain: list[str],
+    *,
+    request: CompletionRequest = TRIAL_REQUEST,
+    real_sleep: bool = False,
+    **settings: Any,
+) -> Trial:
+    """Route `request` through real OpenAICompatProviders at `urls`; never raises the call's error."""
+    from storyengine.providers.registry import build_providers
+
+    config = trial_settings(urls, chain, **settings)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if real_sleep:
+            await asyncio.sleep(seconds)
+
+    router = Router(config, build_providers(config), sleep=sleep)
+    recorder = RunRecorder("fault-trial")
+    completion: Completion | None = None
+    error: BaseException | None = None
+    started = time.perf_counter()
+    try:
+        with recorder.active():
+            completion = await router.generate(request, check=check_title)
+    except Exception as exc:
+        error = exc
+    finally:
+        await router.aclose()
+    return Trial(completion, error, recorder.records, sleeps, time.perf_counter() - started)

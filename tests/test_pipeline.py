@@ -1,0 +1,193 @@
+"""The whole pipeline on the scripted provider: exact scenarios, end to end."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storyengine.config import Settings, parse_settings
+from storyengine.errors import InputError, ProviderUnavailable, RunFailed
+from storyengine.export import write_story
+from storyengine.pipeline.engine import StoryEngine
+from storyengine.providers.fake_story import story_script
+from storyengine.providers.scripted import ScriptedProvider
+from storyengine.schemas import Story
+from storyengine.types import CompletionRequest
+
+PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
+
+
+def settings_for(extra: str = "", *, window: int = 8192) -> Settings:
+    text = f"""
+providers:
+  embedded: {{type: embedded, context_window: {window}}}
+retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
+{extra}
+"""
+    return parse_settings(text, source="test.yaml")
+
+
+def engine_with(
+    script: Any, settings: Settings | None = None, *, window: int = 8192
+) -> tuple[StoryEngine, ScriptedProvider]:
+    provider = ScriptedProvider(script, name="embedded", context_window=window, structured_mode="grammar")
+    engine = StoryEngine.from_config(
+        settings=settings or settings_for(window=window), providers={"embedded": provider}
+    )
+    return engine, provider
+
+
+async def test_full_story_is_typed_valid_and_exported(tmp_path: Path) -> None:
+    engine, provider = engine_with(story_script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=11)
+    assert isinstance(story, Story)
+    assert len(story.plot.beats) == 3 and len(story.scenes) == 3
+    Story.model_validate(story.model_dump(mode="json"))
+    paths = write_story(story, tmp_path / "out")
+    assert Story.model_validate_json(paths["json"].read_text()) == story
+    assert "## Scene 3" in paths["markdown"].read_text()
+    fountain = paths["fountain"].read_text()
+    assert all(item.scene.setting.upper() in fountain for item in story.scenes)
+    # per component: one freeform and one structuring call (no retries needed)
+    stages = Counter((r.component, r.stage) for r in provider.requests)
+    assert stages[("plot", "freeform")] == 1 and stages[("plot", "structuring")] == 1
+    assert stages[("scene", "structuring")] == 3 and stages[("dialogue", "structuring")] == 3
+    calls = story.meta["calls"]
+    assert {c["component"] for c in calls} >= {"plot", "scene", "dialogue", "evaluation", "enhancement"}
+    for call in calls:
+        assert call["run_id"] == story.meta["run_id"]
+        assert len(call["prompt_hash"]) == 64 and call["params_snapshot"]["temperature"] is not None
+    plot_meta = story.meta["steps"]["plot"]
+    assert plot_meta["stage2_text"] and story.meta["steps"]["plot.draft"]["stage1_text"]
+    assert plot_meta["structured_mode"] == "grammar"
+
+
+async def test_structuring_request_carries_guardrails_and_bounded_schema() -> None:
+    engine, provider = engine_with(story_script)
+    async with engine:
+        await engine.generate(PREMISE, scenes=4, seed=1)
+    plot_request = next(r for r in provider.requests if r.component == "plot" and r.stage == "structuring")
+    assert plot_request.temperature == 0.0 and plot_request.seed is not None and plot_request.stop
+    beats = plot_request.json_schema["properties"]["beats"]
+    assert beats["minItems"] == beats["maxItems"] == 4
+    assert beats["items"]["properties"]["tension"]["enum"] == list(range(1, 11))
+    dialogue = next(r for r in provider.requests if r.component == "dialogue" and r.stage == "structuring")
+    speakers = dialogue.json_schema["properties"]["lines"]["items"]["properties"]["speaker"]["enum"]
+    assert speakers and set(speakers) <= set(engine_plot_cast(provider))
+
+
+def engine_plot_cast(provider: ScriptedProvider) -> list[str]:
+    plot_request = next(r for r in provider.requests if r.component == "plot" and r.stage == "structuring")
+    return json.loads(story_script(plot_request))["characters"]
+
+
+async def test_scene_structuring_that_fails_twice_then_succeeds() -> None:
+    failures: list[str] = []
+
+    def script(request: CompletionRequest) -> str:
+        # The fake plot names beat 2 "Name of the harbor 2"; scene 2's structuring prompt carries it.
+        prompt = "\n".join(m.content for m in request.messages)
+        if request.component == "scene" and request.stage == "structuring" and "harbor 2" in prompt:
+            if len(failures) < 2:
+                failures.append(prompt)
+                return '{"title": "", "setting": 42}'
+        return story_script(request)
+
+    engine, provider = engine_with(script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=5)
+    assert len(failures) == 2
+    scene_calls = [r for r in provider.requests if r.component == "scene" and r.stage == "structuring"]
+    assert len(scene_calls) == 3 + 2  # one per scene, plus the two failed answers for scene 2
+    assert story.meta["steps"]["scene.1"]["attempts"] == 3
+    assert story.scenes[1].scene.title.startswith("Title")  # the valid third answer
+    rows = [c for c in story.meta["calls"] if c["component"] == "scene" and c["stage"] == "structuring"]
+    calls = sorted(c["outcome"] for c in rows if c["kind"] == "call")
+    assert calls == ["invalid", "ok", "ok", "ok"]  # scene 2: invalid after its retry, then the re-ask
+    assert len([c for c in rows if c["kind"] == "attempt"]) == 5
+
+
+async def test_provider_dies_mid_run_then_resume_makes_no_repeated_calls(tmp_path: Path) -> None:
+    settings = settings_for("cache: {enabled: false}")
+    healthy = {"on": True}
+
+    def flaky(request: CompletionRequest) -> Any:
+        if not healthy["on"] and request.component in ("dialogue", "evaluation", "enhancement"):
+            return ProviderUnavailable("connection refused", provider="embedded")
+        return story_script(request)
+
+    healthy["on"] = False
+    engine, provider = engine_with(flaky, settings)
+    async with engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, scenes=3, seed=3)
+    run_id = caught.value.run_id
+    assert f"--resume {run_id}" in str(caught.value)
+    first_ok = {
+        (r.component, r.stage, r.messages) for r in provider.requests if r.component in ("plot", "scene")
+    }
+    assert len([r for r in provider.requests if r.component == "scene" and r.stage == "structuring"]) == 3
+
+    healthy["on"] = True
+    engine2, provider2 = engine_with(flaky, settings)
+    async with engine2:
+        story = await engine2.resume(run_id)
+    assert len(story.scenes) == 3
+    repeated = [r for r in provider2.requests if (r.component, r.stage, r.messages) in first_ok]
+    assert repeated == []
+    assert {r.component for r in provider2.requests} == {"dialogue", "evaluation", "enhancement"}
+    # the plot and scenes of the first run are the story's
+    state = json.loads(engine2.checkpoints.path(run_id).read_text())
+    assert state["header"]["status"] == "done"
+    assert story.plot.model_dump(mode="json") == state["steps"]["plot"]
+
+
+async def test_twelve_scenes_fit_a_2048_token_window() -> None:
+    engine, provider = engine_with(story_script, settings_for(window=2048), window=2048)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=12, seed=9)
+    assert len(story.scenes) == 12
+    for request in provider.requests:
+        prompt = sum(provider.count_tokens(m.content) + 6 for m in request.messages)
+        assert prompt + request.max_tokens <= 2048, (request.component, request.stage)
+    summarized = [s for meta in story.meta["steps"].values() for s in meta.get("summarized", [])]
+    assert summarized, "a 12-scene story must summarize earlier scenes on a 2,048-token window"
+    assert any(r.component == "summarize" for r in provider.requests)
+    # continuity: every scene's characters come from the plot's cast
+    cast = {c.lower() for c in story.plot.characters}
+    assert all({c.lower() for c in item.scene.characters} <= cast for item in story.scenes)
+
+
+async def test_same_seed_same_story_and_different_seed_differs() -> None:
+    settings = settings_for("cache: {enabled: false}")
+    stories = []
+    for seed in (21, 21, 22):
+        engine, _ = engine_with(story_script, settings)
+        async with engine:
+            stories.append(await engine.generate(PREMISE, scenes=2, seed=seed))
+    dump = [s.model_dump(mode="json", exclude={"meta"}) for s in stories]
+    drafts = [s.meta["steps"]["plot.draft"]["stage1_text"] for s in stories]
+    assert dump[0] == dump[1] and drafts[0] == drafts[1]
+    assert drafts[0] != drafts[2] or dump[0] != dump[2]
+
+
+@pytest.mark.parametrize(
+    ("premise", "scenes", "message"),
+    [
+        ("   ", None, "empty"),
+        ("x" * 100_000, None, "characters"),
+        (PREMISE, 0, "between"),
+        (PREMISE, 500, "between"),
+    ],
+)
+async def test_bad_input_is_rejected_before_any_call(premise: str, scenes: int | None, message: str) -> None:
+    engine, provider = engine_with(story_script)
+    async with engine:
+        with pytest.raises(InputError, match=message):
+            await engine.generate(premise, scenes=scenes)
+    assert provider.calls == 0
