@@ -241,6 +241,22 @@ async def test_a_truncated_answer_is_never_a_success_and_max_tokens_doubles() ->
     assert always_cut.calls == 3
 
 
+async def test_a_truncated_sampled_answer_is_redrawn_with_another_seed_and_cooler() -> None:
+    provider = play([answer("on and on", finish="length"), "Done."])
+    await retrying(provider).generate(request(seed=7, temperature=0.8))
+    first, second = provider.requests
+    assert second.seed is not None and second.seed != first.seed
+    assert second.temperature < first.temperature and second.max_tokens == 2 * first.max_tokens
+    # reproducible: the same failure gives the same next request
+    again = play([answer("on and on", finish="length"), "Done."])
+    await retrying(again).generate(request(seed=7, temperature=0.8))
+    assert again.requests[1] == second
+
+    greedy = play([answer("{", finish="length"), "{}"])
+    await retrying(greedy).generate(request(seed=7, temperature=0.0, stage="structuring"))
+    assert greedy.requests[1].seed == 7 and greedy.requests[1].temperature == 0.0
+
+
 async def test_max_tokens_grows_only_within_the_context_window() -> None:
     provider = play([answer("a", finish="length"), "b"], context_window=1000)
     req = request(max_tokens=600, messages=(Message(role="user", content="p" * 360),))  # ~101 tokens

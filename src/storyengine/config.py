@@ -91,6 +91,9 @@ class EmbeddedProviderSettings(_Strict):
     model_path: Path | None = None
     context_window: int = Field(default=2048, ge=256)
     threads: int | None = Field(default=None, ge=1)
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # tiny models loop without it
+    # Small models structure far better one small piece at a time (see pipeline/parts.py).
+    structure_in_parts: bool = True
 
 
 class OpenAIProviderSettings(_Strict):
@@ -104,6 +107,7 @@ class OpenAIProviderSettings(_Strict):
     context_window: int = Field(default=8192, ge=256)
     timeout: float | None = Field(default=None, gt=0)
     max_parallel: int = Field(default=4, ge=1, le=256)
+    structure_in_parts: bool = False
 
 
 ProviderSettings = Annotated[EmbeddedProviderSettings | OpenAIProviderSettings, Field(discriminator="type")]

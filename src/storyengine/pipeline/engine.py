@@ -74,7 +74,9 @@ class StoryEngine:
             max_bytes=settings.logging.invalid_json_max_bytes,
             secrets=secret_values(),
         )
-        stages = TwoStage(router, settings, self._budgets(), self._modes(), self.invalid_log)
+        stages = TwoStage(
+            router, settings, self._budgets(), self._modes(), self.invalid_log, in_parts=self._in_parts()
+        )
         self.stages = stages
         self.components = Components(stages)
 
@@ -120,6 +122,10 @@ class StoryEngine:
                 window, max(chain, key=lambda p: p.count_tokens("x" * 400)).count_tokens
             )
         return budgets
+
+    def _in_parts(self) -> dict[str, bool]:
+        routes = self.settings.narrative.providers
+        return {c: self.settings.providers[routes.chain(c)[0]].structure_in_parts for c in COMPONENTS}
 
     def _modes(self) -> dict[str, str]:
         return {c: self._chain(c)[0].structured_mode for c in COMPONENTS}
@@ -229,8 +235,9 @@ class _Run:
         meta = StepMeta(component)
         value = await produce(meta)
         self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
-        self.state.put(name, value.model_dump(mode="json") if model else value, meta.as_dict())
-        self.emit("step_done", step=component, stage=stage, **info)
+        dumped = value.model_dump(mode="json") if model else value
+        self.state.put(name, dumped, meta.as_dict())
+        self.emit("step_done", step=component, stage=stage, name=name, value=dumped, **info)
         return value
 
     async def execute(self) -> Story:

@@ -15,11 +15,13 @@ from ..schemas import (
     StoryScene,
 )
 from ..structuring import decoding_schema
+from . import parts
 from .twostage import StepMeta, TwoStage
 
 DEFAULT_BEATS = (3, 8)  # accepted when the caller does not fix the number of scenes
 BEATS_WANTED = 5
 MIN_BEATS = 3  # PlotStructure's own minimum
+DIALOGUE_LINES_IN_PARTS = 4
 
 
 def beats_for(scenes: int | None) -> int | None:
@@ -81,6 +83,9 @@ class Components:
         wanted = beats_for(beats)
         count = (wanted, wanted) if wanted else DEFAULT_BEATS
         schema = decoding_schema(PlotStructure, counts={"beats": count, "characters": (2, 5)})
+        if self.stages.in_parts("plot"):
+            plan = parts.plot_parts(wanted or BEATS_WANTED)
+            return await self.stages.structure_parts("plot", draft, plan, PlotStructure, meta)
         context: dict[str, Any] = {"premise": premise, "draft": draft, "beats": wanted or BEATS_WANTED}
         return await self.stages.structure("plot", context, PlotStructure, schema, meta)
 
@@ -112,8 +117,13 @@ class Components:
         schema = decoding_schema(
             Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(plot.characters) or 4)))}
         )
-        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
-        scene = await self.stages.structure("scene", context, Scene, schema, meta)
+        if self.stages.in_parts("scene"):
+            notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
+            plan = parts.scene_parts(list(plot.characters))
+            scene = await self.stages.structure_parts("scene", notes, plan, Scene, meta)
+        else:
+            context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
+            scene = await self.stages.structure("scene", context, Scene, schema, meta)
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
 
     async def dialogue_draft(self, scene: Scene, previous: str, meta: StepMeta, seed: int | None) -> str:
@@ -123,6 +133,11 @@ class Components:
     async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:
         cast = list(scene.characters)
         schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (2, 10)})
+        if self.stages.in_parts("dialogue"):
+            plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS)
+            return await self.stages.structure_parts(
+                "dialogue", draft, plan, Dialogue, meta, validation_context={"cast": cast}
+            )
         context = {"draft": draft, "cast": ", ".join(cast)}
         return await self.stages.structure(
             "dialogue", context, Dialogue, schema, meta, validation_context={"cast": cast}
@@ -136,6 +151,10 @@ class Components:
         schema = decoding_schema(
             Evaluation, enums={"criterion": criteria}, counts={"scores": (len(criteria), len(criteria))}
         )
+        if self.stages.in_parts("evaluation"):
+            return await self.stages.structure_parts(
+                "evaluation", draft, parts.evaluation_parts(), Evaluation, meta
+            )
         context = {"draft": draft, "criteria": ", ".join(criteria)}
         return await self.stages.structure("evaluation", context, Evaluation, schema, meta)
 
@@ -146,5 +165,9 @@ class Components:
         return await self.stages.freeform("enhancement", context, meta, seed=seed)
 
     async def enhancement(self, draft: str, meta: StepMeta) -> Enhancement:
+        if self.stages.in_parts("enhancement"):
+            return await self.stages.structure_parts(
+                "enhancement", draft, parts.enhancement_parts(), Enhancement, meta
+            )
         schema = decoding_schema(Enhancement, counts={"suggestions": (1, 4)})
         return await self.stages.structure("enhancement", {"draft": draft}, Enhancement, schema, meta)

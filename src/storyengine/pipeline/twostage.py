@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..budget import Budget, clip_middle
 from ..config import Settings, StageDefaults
@@ -26,12 +26,19 @@ from ..routing.base import Generator
 from ..routing.instrument import prompt_hash
 from ..structuring import format_errors, validate_json_payload
 from ..types import Completion, CompletionRequest
+from .parts import Part
 
 T = TypeVar("T", bound=BaseModel)
 
 # Context values that may be summarized when a prompt does not fit, most expendable first.
 SUMMARIZABLE = ("previous", "story", "plot", "evaluation", "draft", "text")
 SUMMARY_WORDS = 90
+PART_MAX_TOKENS = 200  # one part is a few short fields
+
+
+def _as_schema_error(exc: ValidationError, assembled: dict[str, Any]) -> SchemaValidationError:
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return SchemaValidationError(str(exc), raw_text=json.dumps(assembled), validation_errors=errors)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class TwoStage:
         budgets: Mapping[str, Budget],
         modes: Mapping[str, str],
         invalid_log: InvalidOutputLog | None = None,
+        in_parts: Mapping[str, bool] | None = None,
     ) -> None:
         self.router = router
         self.settings = settings
@@ -83,6 +91,11 @@ class TwoStage:
         self.modes = modes
         self.invalid_log = invalid_log
         self.strict = settings.structuring.strict
+        self._in_parts = in_parts or {}
+
+    def in_parts(self, component: str) -> bool:
+        """Whether `component` is structured piece by piece (strict mode, provider setting)."""
+        return self.strict and self._in_parts.get(component, False)
 
     # -- stage 1 --
     async def freeform(
@@ -118,25 +131,114 @@ class TwoStage:
             update={"json_schema": schema if self.strict else None, "schema_name": model.__name__}
         )
         meta.structured_mode = self.modes.get(component, "none") if self.strict else "none"
+
+        def validate(text: str) -> T:
+            return validate_json_payload(text, model, context=validation_context, repair=self.strict)
+
+        try:
+            completion = await self._ask(component, request, validate, meta, reask=self.strict)
+        finally:
+            meta.seconds["structuring"] = time.perf_counter() - started
+        meta.stage2_text = completion.text
+        return validate(completion.text)
+
+    async def _ask(
+        self,
+        component: str,
+        request: CompletionRequest,
+        validate: Callable[[str], Any],
+        meta: StepMeta,
+        *,
+        reask: bool,
+    ) -> Completion:
+        """One structuring call through the router; when it stays invalid, one re-ask with the errors."""
         attempts: list[dict[str, Any]] = []
-        check = self._checker(model, validation_context, attempts, request)
+        check = self._checker(validate, attempts, request)
         try:
             completion = await self._generate_structured(request, check)
         except SchemaValidationError as exc:
-            if not self.strict:
+            if not reask:
                 raise self._give_up(component, attempts) from exc
             meta.reasked = True
-            request = self._reask_request(request, exc)
             try:
-                completion = await self._generate_structured(request, check)
+                completion = await self._generate_structured(self._reask_request(request, exc), check)
             except SchemaValidationError as final:
                 raise self._give_up(component, attempts) from final
         finally:
             meta.attempts += len(attempts) or 1
-            meta.seconds["structuring"] = time.perf_counter() - started
         meta.add_usage(completion)
-        meta.stage2_text = completion.text
-        return validate_json_payload(completion.text, model, context=validation_context, repair=self.strict)
+        return completion
+
+    # -- stage 2, in parts (small models) --
+    async def structure_parts(
+        self,
+        component: str,
+        draft: str,
+        plan: Sequence[Part | Callable[[dict[str, Any]], Part]],
+        model: type[T],
+        meta: StepMeta,
+        *,
+        validation_context: dict[str, Any] | None = None,
+    ) -> T:
+        """Fill the object one `Part` at a time (see parts.py), then validate it whole."""
+        started = time.perf_counter()
+        meta.structured_mode = f"{self.modes.get(component, 'none')} (in parts)"
+        assembled: dict[str, Any] = {}
+        earlier: list[str] = []
+        answers: list[str] = []
+        try:
+            for entry in plan:
+                part = entry if isinstance(entry, Part) else entry(assembled)
+                value, text = await self._part(component, draft, part, assembled, earlier, meta)
+                part.merge(assembled, value)
+                earlier.append(part.describe(value))
+                answers.append(text)
+        finally:
+            meta.seconds["structuring"] = time.perf_counter() - started
+        meta.stage2_text = "\n".join(answers)
+        try:
+            return model.model_validate(assembled, context=validation_context)
+        except ValidationError as exc:
+            raise StructuringError(
+                f"{component}: the parts the model wrote do not make a valid {component}: "
+                f"{format_errors(_as_schema_error(exc, assembled))}",
+                component=component,
+                attempts=[{"ok": False, "assembled": assembled}],
+            ) from exc
+
+    async def _part(
+        self,
+        component: str,
+        draft: str,
+        part: Part,
+        assembled: dict[str, Any],
+        earlier: list[str],
+        meta: StepMeta,
+    ) -> tuple[dict[str, Any], str]:
+        defaults = self.settings.narrative.defaults.structuring
+        schema_text = json.dumps(part.schema, separators=(",", ":"))
+        shown = "" if part.slice_of else "\n".join(earlier)
+        context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
+        request = await self._fitted("part_structuring", component, context, defaults, meta)
+        request = request.model_copy(
+            update={
+                "json_schema": part.schema,
+                "schema_name": part.model.__name__,
+                "max_tokens": min(request.max_tokens, PART_MAX_TOKENS),
+            }
+        )
+        fields = set(part.schema["properties"])
+
+        def validate(text: str) -> dict[str, Any]:
+            value = validate_json_payload(text, part.model).model_dump(include=fields)
+            problem = part.check(value, assembled) if part.check else None
+            if problem:
+                errors = [{"loc": [], "msg": problem, "type": "value_error"}]
+                raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
+            return value
+
+        completion = await self._ask(component, request, validate, meta, reask=True)
+        return validate(completion.text), completion.text
 
     async def _generate_structured(
         self, request: CompletionRequest, check: Callable[[Completion], Any]
@@ -151,43 +253,47 @@ class TwoStage:
 
     def _checker(
         self,
-        model: type[BaseModel],
-        validation_context: dict[str, Any] | None,
+        validate: Callable[[str], Any],
         attempts: list[dict[str, Any]],
         base: CompletionRequest,
     ) -> Callable[[Completion], Any]:
-        seen: set[int] = set()
+        """A `check` for the router: validates, counts each answer once, logs invalid ones."""
+        seen: list[Completion] = []
 
         def check(completion: Completion) -> Any:
             # Wrappers may check the same completion twice (retry, then cache): count it once.
-            first_look = id(completion) not in seen
-            seen.add(id(completion))
+            first_look = not any(completion is c for c in seen)
+            seen.append(completion)
             try:
-                value = validate_json_payload(
-                    completion.text, model, context=validation_context, repair=self.strict
-                )
+                value = validate(completion.text)
             except SchemaValidationError as exc:
-                if not first_look:
-                    raise
-                attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
-                if self.invalid_log is not None:
-                    self.invalid_log.record(
-                        component=base.component,
-                        stage="structuring",
-                        attempt=len(attempts),
-                        prompt_hash=prompt_hash(base.messages),
-                        provider=completion.provider,
-                        model=completion.model,
-                        errors=format_errors(exc),
-                        raw_text=completion.text,
-                        repaired_text=exc.repaired_text,
+                if first_look:
+                    attempts.append(
+                        {"provider": completion.provider, "ok": False, "errors": format_errors(exc)}
                     )
+                    self._log_invalid(base, completion, exc, len(attempts))
                 raise
             if first_look:
                 attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
             return value
 
         return check
+
+    def _log_invalid(
+        self, base: CompletionRequest, completion: Completion, exc: SchemaValidationError, attempt: int
+    ) -> None:
+        if self.invalid_log is not None:
+            self.invalid_log.record(
+                component=base.component,
+                stage="structuring",
+                attempt=attempt,
+                prompt_hash=prompt_hash(base.messages),
+                provider=completion.provider,
+                model=completion.model,
+                errors=format_errors(exc),
+                raw_text=completion.text,
+                repaired_text=exc.repaired_text,
+            )
 
     def _reask_request(self, request: CompletionRequest, exc: SchemaValidationError) -> CompletionRequest:
         reask = render("reask", {"previous": clip_middle(exc.raw_text, 1500), "errors": format_errors(exc)})

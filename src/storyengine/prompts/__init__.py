@@ -2,6 +2,19 @@
 
 `CONTRACT` is what the pipeline relies on: for every template, its context variables and
 their types. `storyengine templates check` and the tests hold the .poml files to it.
+
+Every template has a system and a user message, except `reask`: an assistant message (the
+invalid output, verbatim; POML drops it when empty) and a user message, to be appended to a
+structuring prompt. Values sit in `<p whiteSpace="pre">` so newlines survive.
+
+`part_structuring` serves every component when a provider structures in parts (one small
+piece of the object per call; see pipeline/parts.py).
+
+Structuring templates carry the guardrails: a system message saying the model is a JSON-only
+formatter ("Start with { and end with }") followed by the schema, and a `<runtime>` with
+temperature 0, top_p 1, seed 0 and the stop sequences "\n```", "\nNote", "\nExplanation",
+"\nThis ". None can occur in valid JSON: a string never holds a raw newline, and after a
+newline between tokens comes whitespace or a token, never a backtick or a capital letter.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ CONTRACT: Mapping[str, Mapping[str, type]] = {
     "evaluation_structuring": {"draft": str, "criteria": str, "schema": str},
     "enhancement_freeform": {"premise": str, "story": str, "evaluation": str},
     "enhancement_structuring": {"draft": str, "schema": str},
+    "part_structuring": {"draft": str, "earlier": str, "what": str, "schema": str},
     "summarize": {"text": str, "words": int},
     "reask": {"previous": str, "errors": str},
 }

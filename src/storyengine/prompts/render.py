@@ -39,7 +39,7 @@ import poml
 from pydantic import ValidationError
 
 from ..errors import TemplateError
-from ..types import Message
+from ..types import Message, Role
 
 logger = logging.getLogger("storyengine.prompts")
 
@@ -94,16 +94,14 @@ def template_variables(name: str) -> set[str]:
 
 
 def _template(name: str) -> _Template:
-    path = TEMPLATE_DIR / f"{name}.poml"
-    if not _IDENTIFIER.fullmatch(name) or not path.is_file():
-        raise TemplateError(
-            f"no template named {name!r}; the templates are: {', '.join(template_names())}"
-        )
-    return _load_template(name, path)
+    return _load_template(TEMPLATE_DIR, name)
 
 
 @cache
-def _load_template(name: str, path: Path) -> _Template:
+def _load_template(directory: Path, name: str) -> _Template:
+    path = directory / f"{name}.poml"
+    if not _IDENTIFIER.fullmatch(name) or not path.is_file():
+        raise TemplateError(f"no template named {name!r}; the templates are: {', '.join(template_names())}")
     source = path.read_text(encoding="utf-8")
     if _UNSUPPORTED.search(source):
         raise TemplateError(f"template {name!r} ({path}) uses `for` or <let>; use only bare variables")
@@ -199,7 +197,7 @@ def _system_message(content: str) -> Message:
 class _MessagePlan:
     """One message: literal `pieces` with the variables `slots` between them."""
 
-    role: str
+    role: Role
     pieces: tuple[str, ...]
     slots: tuple[str, ...]
     static: Message | None
@@ -214,7 +212,7 @@ class _MessagePlan:
         content = "".join(parts)
         if self.role == "system":
             return _system_message(content)
-        return Message(role=self.role, content=content)  # type: ignore[arg-type]
+        return Message(role=self.role, content=content)
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,7 @@ class EmbeddedProvider:
             "top_p": request.top_p,
             "max_tokens": request.max_tokens,
             "stop": list(request.stop),
+            "repeat_penalty": self.settings.repeat_penalty,
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed

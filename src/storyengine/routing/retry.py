@@ -29,6 +29,14 @@ Sleep = Callable[[float], Awaitable[object]]
 
 JSON_CLAMP = "Output only one JSON object. No prose, no markdown. Start with { and end with }."
 _LOW_TEMPERATURE = 0.2
+_RESAMPLE_TEMPERATURE = 0.5
+
+
+def _next_seed(request: CompletionRequest) -> int:
+    """Another seed for the next attempt, reproducible from the request's own."""
+    return ((request.seed or 0) * 31 + request.attempt) % 2**31
+
+
 _ELLIPSIS = "\n[…]\n"
 
 
@@ -133,14 +141,31 @@ class Retrying:
     def adjust(self, request: CompletionRequest, error: BaseException) -> CompletionRequest:
         """The request for the next attempt after an unusable answer."""
         if isinstance(error, TruncatedOutput):
-            return self._more_room(request)
+            return self._fresh_draw(self._more_room(request))
         update: dict[str, object] = {
             "temperature": min(request.temperature, _LOW_TEMPERATURE)
             if request.temperature > _LOW_TEMPERATURE
             else 0.0
         }
         if request.stage == "structuring":
-            update["messages"] = clamp_to_json(request.messages)
+            clamped = clamp_to_json(request.messages)
+            if clamped == request.messages and request.temperature == 0:
+                # Already clamped and greedy: the same request would give the same answer again.
+                update = {"temperature": _RESAMPLE_TEMPERATURE, "seed": _next_seed(request)}
+            update["messages"] = clamped
+        return request.model_copy(update=update)
+
+    @staticmethod
+    def _fresh_draw(request: CompletionRequest) -> CompletionRequest:
+        """A sampled answer that ran on is usually a loop: more room alone would only lengthen it,
+        so a sampled request also gets another (still reproducible) seed and a cooler temperature."""
+        if request.temperature <= 0:
+            return request
+        update: dict[str, object] = {
+            "temperature": round(max(_LOW_TEMPERATURE, request.temperature - 0.3), 3)
+        }
+        if request.seed is not None:
+            update["seed"] = _next_seed(request)
         return request.model_copy(update=update)
 
     def _more_room(self, request: CompletionRequest) -> CompletionRequest:

@@ -1,0 +1,336 @@
+"""Structuring in parts: for small models, stage 2 fills an object one small piece at a time.
+
+A tiny model (the embedded SmolLM2-135M) writes shape-valid but meaningless JSON when asked
+for a whole plot at once: copied names, one tension everywhere, blank names (measured: 1 valid
+plot in 16 one-shot tries). Asked for one beat at a time, shown what it already wrote and
+given a schema bounded to that piece, it does far better. Each `Part` is one such call: a
+slice of the component's decoding schema (one source of truth: `decoding_schema(Model)`),
+a model that validates the slice, and a cross-check against what is already assembled.
+The assembled object is validated by the full model at the end, as in one-shot mode.
+
+Which providers structure in parts is a provider setting (`structure_in_parts`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, create_model
+
+from ..schemas import (
+    EVALUATION_CRITERIA,
+    CriterionScore,
+    Dialogue,
+    DialogueLine,
+    Enhancement,
+    Evaluation,
+    Name,
+    PlotBeat,
+    PlotStructure,
+    Scene,
+    Suggestion,
+    name_key,
+)
+from ..structuring import decoding_schema
+
+# A character's name: one or two capitalised words (blocks "{ ", " " and sentences as names).
+NAME_PATTERN = r"^[A-Z][a-z]{1,14}( [A-Z][a-z]{1,14})?$"
+_INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"
+SENTENCE = 30  # minLength of a field that must be a sentence, not a copied name
+STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "in medias res"]
+
+
+class _NameModel(BaseModel):
+    name: Name
+
+
+CrossCheck = Callable[[dict[str, Any], dict[str, Any]], str | None]
+# A plan is a list of parts; a callable builds its part from what is assembled so far.
+PartPlan = list["Part | Callable[[dict[str, Any]], Part]"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One structuring call: `fields` of the object, or one item of the list `item_of`."""
+
+    what: str
+    schema: dict[str, Any]
+    model: type[BaseModel]
+    item_of: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fixed values merged into the item
+    check: CrossCheck | None = None
+    # (i, n): show the model only the i-th of n slices of the notes, and not the earlier parts.
+    # A tiny model copies whatever it is shown, so list items each get their own slice of the draft.
+    slice_of: tuple[int, int] | None = None
+    scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
+
+    def notes(self, draft: str) -> str:
+        return draft if self.slice_of is None else notes_slice(draft, *self.slice_of)
+
+    def merge(self, assembled: dict[str, Any], value: dict[str, Any]) -> None:
+        if self.item_of is None:
+            assembled.update(value)
+        elif self.scalar is not None:
+            assembled.setdefault(self.item_of, []).append(value[self.scalar])
+        else:
+            assembled.setdefault(self.item_of, []).append({**self.extra, **value})
+
+    def describe(self, value: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}" for k, v in value.items()
+        )
+
+
+def notes_slice(draft: str, index: int, total: int) -> str:
+    """The `index`-th of `total` contiguous groups of the draft's lines (or sentences, if too few lines)."""
+    units = [line.strip() for line in draft.splitlines() if line.strip()]
+    if len(units) < total:
+        units = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
+    if len(units) < total:
+        return draft
+    start, end = index * len(units) // total, (index + 1) * len(units) // total
+    return "\n".join(units[start:end])
+
+
+def _slice(
+    schema: dict[str, Any], fields: list[str], overrides: dict[str, dict[str, Any]] | None = None
+) -> dict:
+    # An optional field (dropped from the decoding schema) is a plain bounded string here.
+    plain = {"type": "string", "minLength": 1, "maxLength": 120}
+    properties = {f: {**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})} for f in fields}
+    return {"type": "object", "properties": properties, "required": fields, "additionalProperties": False}
+
+
+def _model_of(model: type[BaseModel], fields: list[str]) -> type[BaseModel]:
+    definitions: dict[str, Any] = {
+        f: (model.model_fields[f].annotation, model.model_fields[f]) for f in fields
+    }
+    return create_model(f"{model.__name__}Part", **definitions)
+
+
+def _distinct(key: str, label: str, allowed: int = 0) -> CrossCheck:
+    """Reject a value of `key` that the assembled items already use more than `allowed` times."""
+
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        mine = name_key(str(value[key]))
+        used = sum(
+            1
+            for items in assembled.values()
+            if isinstance(items, list)
+            for item in items
+            if isinstance(item, dict) and name_key(str(item.get(key, ""))) == mine
+        )
+        if used > allowed:
+            return f"{key}: {value[key]!r} was already used; write a different {label}"
+        return None
+
+    return check
+
+
+def _differs(key: str, other: str) -> CrossCheck:
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        mine, theirs = name_key(str(value.get(key, ""))), name_key(str({**assembled, **value}.get(other, "")))
+        if mine and mine == theirs:
+            return f"{key} only repeats the {other}; say something new"
+        return None
+
+    return check
+
+
+def tension_band(index: int, total: int) -> list[int]:
+    """The tensions a beat may take at its place in the arc: calm start, a peak, a settling end."""
+    climax = min(round(0.75 * (total - 1)), total - 2) if total >= 3 else total - 1
+    if index == 0:
+        return [1, 2, 3, 4]
+    if index == climax:
+        return [7, 8, 9, 10]
+    if index == total - 1:
+        return [2, 3, 4, 5, 6]
+    return [3, 4, 5, 6, 7, 8]
+
+
+def plot_parts(beats: int, characters: int = 3) -> PartPlan:
+    schema = decoding_schema(PlotStructure, counts={"beats": (beats, beats), "characters": (2, 4)})
+    frame = _slice(
+        schema,
+        ["title", "structure_type"],
+        {
+            "structure_type": {"enum": STRUCTURE_TYPES, "maxLength": max(map(len, STRUCTURE_TYPES))},
+            "title": {"maxLength": 60},
+        },
+    )
+    frame_model = _model_of(PlotStructure, ["title", "structure_type"])
+    parts: PartPlan = [Part("the story's title and its structure type", frame, frame_model)]
+    parts += [_character_part] * characters
+    beat_schema = schema["properties"]["beats"]["items"]
+    parts += [_beat_part(beat_schema, i, beats) for i in range(beats)]
+    return parts
+
+
+def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dict[str, Any]], Part]:
+    band = tension_band(i, beats)
+    what = (
+        f"beat {i + 1} of {beats}: a short name (two to five words), its purpose (one sentence: what "
+        f"happens and why it matters) and its tension ({band[0]} to {band[-1]})"
+    )
+
+    def build(assembled: dict[str, Any]) -> Part:
+        # Each beat name starts with a letter no earlier beat used: unique by construction.
+        taken = {b["name"][0].upper() for b in assembled.get("beats", [])}
+        initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
+        overrides = {
+            "name": {"maxLength": 48, "pattern": f"^[{initials}][A-Za-z' ,!?-]{{2,47}}$"},
+            "purpose": {"minLength": SENTENCE, "maxLength": 200},
+            "tension": {"enum": band},
+        }
+        item = _slice(beat_schema, ["name", "purpose", "tension"], overrides)
+        check = _distinct("name", "beat name")
+        return Part(what, item, PlotBeat, item_of="beats", check=check, slice_of=(i, beats))
+
+    return build
+
+
+def _character_part(assembled: dict[str, Any]) -> Part:
+    """One more main character, whose initial differs from the others': distinct by construction."""
+    taken = {name[0] for name in assembled.get("characters", [])}
+    initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
+    pattern = NAME_PATTERN.replace("^[A-Z]", f"^[{initials}]", 1)
+    schema = _slice({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
+    what = "the name of one more main character (a first name, maybe a last name)"
+    return Part(what, schema, _NameModel, item_of="characters", scalar="name")
+
+
+def scene_parts(cast: list[str]) -> list[Part]:
+    enums = {"characters": cast} if cast else {}
+    count = (1, min(4, len(cast))) if cast else (1, 4)
+    schema = decoding_schema(Scene, enums=enums, counts={"characters": count})
+    overrides: dict[str, dict[str, Any]] = {
+        "title": {"maxLength": 60},
+        "setting": {"maxLength": 100},
+        "summary": {"maxLength": 300},
+    }
+    if not cast:
+        overrides["characters"] = {"items": {"type": "string", "pattern": NAME_PATTERN}}
+    return [
+        Part(
+            "the scene's title and its setting (where and when)",
+            _slice(schema, ["title", "setting"], overrides),
+            _model_of(Scene, ["title", "setting"]),
+        ),
+        Part(
+            "the scene's summary: two or three sentences of what happens",
+            _slice(schema, ["summary"], overrides),
+            _model_of(Scene, ["summary"]),
+            check=_differs("summary", "title"),
+        ),
+        Part(
+            "the characters who appear in the scene",
+            _slice(schema, ["characters"], overrides),
+            _model_of(Scene, ["characters"]),
+        ),
+    ]
+
+
+def dialogue_parts(cast: list[str], lines: int = 6) -> list[Part]:
+    schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (lines, lines)})
+    item = schema["properties"]["lines"]["items"]
+    parts = []
+    for i in range(lines):
+        # Turn-taking: the cast speaks in turn, so nobody answers themselves.
+        speakers = [cast[i % len(cast)]]
+        part_schema = _slice(
+            item, ["speaker", "text"], {"speaker": {"enum": speakers}, "text": {"maxLength": 160}}
+        )
+        what = (
+            f"line {i + 1} of {lines} of the dialogue: who speaks and what they say (new words, not a repeat)"
+        )
+        parts.append(
+            Part(
+                what,
+                part_schema,
+                DialogueLine,
+                item_of="lines",
+                check=_distinct("text", "line", allowed=1),
+                slice_of=(i, lines),
+            )
+        )
+    return parts
+
+
+def evaluation_parts() -> PartPlan:
+    schema = decoding_schema(Evaluation, counts={"scores": (len(EVALUATION_CRITERIA),) * 2})
+    item = schema["properties"]["scores"]["items"]
+    parts = []
+    for criterion in EVALUATION_CRITERIA:
+        part_schema = _slice(
+            item, ["score", "rationale"], {"rationale": {"minLength": SENTENCE, "maxLength": 200}}
+        )
+        parts.append(
+            Part(
+                f"the score (1 to 10) for {criterion} and the reason in one sentence",
+                part_schema,
+                _model_of(CriterionScore, ["score", "rationale"]),
+                item_of="scores",
+                extra={"criterion": criterion},
+            )
+        )
+    plan: PartPlan = [
+        *parts,
+        lambda assembled: evaluation_summary_part([s["score"] for s in assembled["scores"]]),
+    ]
+    return plan
+
+
+def evaluation_summary_part(scores: list[int]) -> Part:
+    """The overall score is bounded by the criterion scores (Evaluation checks it is within ±1)."""
+    low, high = max(1, min(scores) - 1), min(10, max(scores) + 1)
+    schema = decoding_schema(Evaluation)
+    part_schema = _slice(
+        schema,
+        ["overall", "summary"],
+        {
+            "overall": {"enum": list(range(low, high + 1))},
+            "summary": {"minLength": SENTENCE, "maxLength": 300},
+        },
+    )
+    return Part(
+        "the overall score and a one-sentence summary of the evaluation",
+        part_schema,
+        _model_of(Evaluation, ["overall", "summary"]),
+    )
+
+
+def enhancement_parts(suggestions: int = 2) -> list[Part]:
+    schema = decoding_schema(Enhancement, counts={"suggestions": (suggestions, suggestions)})
+    item = _slice(
+        schema["properties"]["suggestions"]["items"],
+        ["target", "problem", "change"],
+        {
+            "target": {"maxLength": 60},
+            "problem": {"minLength": SENTENCE, "maxLength": 200},
+            "change": {"minLength": SENTENCE, "maxLength": 200},
+        },
+    )
+    parts = [
+        Part(
+            f"suggestion {i + 1} of {suggestions}: what to improve (a beat or scene), the problem, and the "
+            "change that fixes it",
+            item,
+            Suggestion,
+            item_of="suggestions",
+            check=_differs("change", "problem"),
+            slice_of=(i, suggestions),
+        )
+        for i in range(suggestions)
+    ]
+    parts.append(
+        Part(
+            "a one-sentence summary of the suggested changes",
+            _slice(schema, ["summary"]),
+            _model_of(Enhancement, ["summary"]),
+        )
+    )
+    return parts

@@ -1,0 +1,492 @@
+"""The web API on the scripted provider: start, watch, steer, version, export, and every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from storyengine.cli import main
+from storyengine.config import parse_settings
+from storyengine.errors import ProviderUnavailable
+from storyengine.pipeline.engine import StoryEngine
+from storyengine.providers.fake_story import story_script
+from storyengine.providers.scripted import Script, ScriptedProvider
+from storyengine.schemas import Story
+from storyengine.types import CompletionRequest
+from storyengine.web.app import create_app
+
+PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
+OTHER = "Two rival bakers are snowed in together on the night of the village contest."
+SETTINGS = """
+providers:
+  embedded: {type: embedded, context_window: 8192}
+retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}
+cache: {enabled: false}
+"""
+
+
+def numbered_script() -> Script:
+    """story_script, but every structured scene, dialogue, evaluation and enhancement says which take it is,
+    so a part made again is visibly new."""
+    takes: Counter[str] = Counter()
+
+    def script(request: CompletionRequest) -> str:
+        text = story_script(request)
+        if request.stage != "structuring" or request.component not in (
+            "scene",
+            "dialogue",
+            "evaluation",
+            "enhancement",
+        ):
+            return text
+        takes[request.component] += 1
+        take = f"take {takes[request.component]}"
+        data = json.loads(text)
+        if isinstance(data, dict):  # a whole object, or (structuring in parts) one piece of it
+            for key in ("title", "summary"):
+                if isinstance(data.get(key), str):
+                    data[key] = f"{data[key]} ({take})"
+            if data.get("lines"):
+                data["lines"][0]["text"] = f"{data['lines'][0]['text']} ({take})"
+        return json.dumps(data)
+
+    return script
+
+
+class Engines:
+    """An engine factory on the scripted provider that keeps what it built, for assertions."""
+
+    def __init__(self, script: Script | None = None, latency: float = 0.0) -> None:
+        self.script = script or numbered_script()
+        self.latency = latency
+        self.providers: list[ScriptedProvider] = []
+
+    def __call__(self, provider: str | None) -> StoryEngine:
+        scripted = ScriptedProvider(
+            self.script, name="embedded", structured_mode="grammar", latency=self.latency
+        )
+        self.providers.append(scripted)
+        settings = parse_settings(SETTINGS, source="test.yaml")
+        return StoryEngine.from_config(settings=settings, providers={"embedded": scripted})
+
+    @property
+    def requests(self) -> list[CompletionRequest]:
+        return [r for p in self.providers for r in p.requests]
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    events = []
+    for block in text.split("\n\n"):
+        data = [line[len("data: ") :] for line in block.splitlines() if line.startswith("data: ")]
+        if data:
+            events.append(json.loads("\n".join(data)))
+    return events
+
+
+@pytest.fixture
+def engines() -> Engines:
+    return Engines()
+
+
+@pytest.fixture
+async def client(engines: Engines) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(engine_factory=engines)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://web.test") as http:
+        yield http
+    await app.state.store.cancel_all()
+    await app.state.engines.aclose()
+
+
+async def events_of(client: httpx.AsyncClient, run_id: str, after: int = -1) -> list[dict[str, Any]]:
+    """The run's events from `after` on; returns when the stream ends (the run is idle)."""
+    response = await client.get(f"/api/runs/{run_id}/events", params={"after": after})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return parse_sse(response.text)
+
+
+async def finished_run(client: httpx.AsyncClient, premise: str = PREMISE, **options: Any) -> dict[str, Any]:
+    response = await client.post("/api/runs", json={"premise": premise, "scenes": 3, "seed": 7, **options})
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    await events_of(client, run_id)
+    return (await client.get(f"/api/runs/{run_id}")).json()
+
+
+async def steer_and_wait(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    response = await client.post(path, json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    return await events_of(client, job["run"], after=job["after"])
+
+
+def step_names(events: list[dict[str, Any]]) -> list[str]:
+    return [e["name"] for e in events if e["event"] == "step_done"]
+
+
+# -- start, watch, finish --
+
+
+async def test_run_returns_at_once_and_is_watched_to_the_end(
+    client: httpx.AsyncClient, engines: Engines
+) -> None:
+    gate = asyncio.Event()
+    script = numbered_script()
+
+    async def gated(request: CompletionRequest) -> str:
+        if request.component == "evaluation":
+            await gate.wait()
+        return script(request)
+
+    engines.script = gated
+    response = await client.post("/api/runs", json={"premise": PREMISE, "scenes": 3, "seed": 7})
+    assert response.status_code == 202
+    started = response.json()
+    run_id = started["id"]
+    assert started["status"] == "running" and started["busy"] and started["versions"] == []
+
+    watcher = asyncio.create_task(events_of(client, run_id))
+    for _ in range(500):  # until the run is blocked on the evaluation
+        if any(r.component == "evaluation" for r in engines.requests):
+            break
+        await asyncio.sleep(0.01)
+    mid = (await client.get(f"/api/runs/{run_id}")).json()
+    assert mid["status"] == "running" and mid["story"] is None and mid["events"] > 5
+    assert not watcher.done()
+    gate.set()
+    events = await watcher
+
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[0]["event"] == "run_started" and events[0]["premise"] == PREMISE
+    assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1
+    assert all(e["run_id"] == run_id for e in events)
+    names = step_names(events)
+    for name in ("plot", "scene.0", "scene.2", "dialogue.1", "evaluation", "enhancement"):
+        assert name in names
+    scene_events = [e for e in events if e["event"] == "step_started" and e["step"] == "scene"]
+    assert {(e["index"], e["total"]) for e in scene_events} == {(1, 3), (2, 3), (3, 3)}
+    tokens = [e["tokens"] for e in events if "tokens" in e]
+    assert tokens == sorted(tokens) and tokens[-1] > 0
+
+    run = (await client.get(f"/api/runs/{run_id}")).json()
+    assert run["status"] == "done" and not run["busy"] and run["version"] == 1
+    story = Story.model_validate(run["story"])
+    assert len(story.plot.beats) == 3 and len(story.scenes) == 3
+    plot_value = next(e["value"] for e in events if e.get("name") == "plot")
+    assert plot_value == run["story"]["plot"]
+    calls = [c for c in story.meta["calls"] if c["kind"] == "call"]
+    assert calls and {c["provider"] for c in calls} == {"embedded"}
+    assert {"attempt", "cache_hit", "latency_s", "outcome"} <= set(calls[0])
+
+
+async def test_late_subscriber_gets_every_event_so_far(client: httpx.AsyncClient) -> None:
+    run = await finished_run(client)
+    first = await events_of(client, run["id"])
+    again = await events_of(client, run["id"])
+    assert first == again and first[-1]["event"] == "run_done"
+    tail = await events_of(client, run["id"], after=5)
+    assert tail == first[6:]
+    resumed = await client.get(f"/api/runs/{run['id']}/events", headers={"Last-Event-ID": "9"})
+    assert parse_sse(resumed.text) == first[10:]
+    assert "id: 10\n" in resumed.text
+
+
+async def test_two_concurrent_runs_do_not_mix_their_events() -> None:
+    engines = Engines(latency=0.005)
+    app = create_app(engine_factory=engines)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web.test") as http:
+        first = (await http.post("/api/runs", json={"premise": PREMISE, "scenes": 3, "seed": 1})).json()
+        second = (await http.post("/api/runs", json={"premise": OTHER, "scenes": 4, "seed": 2})).json()
+        assert first["id"] != second["id"]
+        streams = await asyncio.gather(events_of(http, first["id"]), events_of(http, second["id"]))
+        for run, premise, scenes, events in zip(
+            (first, second), (PREMISE, OTHER), (3, 4), streams, strict=True
+        ):
+            assert {e["run_id"] for e in events} == {run["id"]}
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert [e["premise"] for e in events if e["event"] == "run_started"] == [premise]
+            assert [e["event"] for e in events].count("run_done") == 1
+            scene_names = [n for n in step_names(events) if n.startswith("scene.") and "draft" not in n]
+            assert sorted(scene_names) == [f"scene.{i}" for i in range(scenes)]
+            story = (await http.get(f"/api/runs/{run['id']}")).json()["story"]
+            assert story["premise"] == premise and len(story["scenes"]) == scenes
+    # both runs really overlapped: the second run's plot was asked for before the first run ended
+    order = [r.messages[-1].content for p in engines.providers for r in p.requests]
+    assert any(OTHER in text for text in order) and any(PREMISE in text for text in order)
+    await app.state.engines.aclose()
+
+
+# -- steering and versions --
+
+
+async def test_edit_beat_regenerates_from_that_beat_on(client: httpx.AsyncClient, engines: Engines) -> None:
+    run = await finished_run(client)
+    v1 = Story.model_validate(run["story"])
+    before = len(engines.requests)
+    edit = {"name": "The Harbour Betrayal", "purpose": "Mara learns the maps were forged.", "tension": 9}
+    events = await steer_and_wait(client, f"/api/runs/{run['id']}/beats/1", edit)
+
+    assert events[0]["event"] == "steer_started" and events[0]["base"] == 1
+    assert events[-1]["event"] == "steer_done" and events[-1]["version"] == 2
+    names = step_names(events)
+    assert sorted(n for n in names if n.startswith(("scene", "dialogue"))) == [
+        "dialogue.1",
+        "dialogue.2",
+        "scene.1",
+        "scene.2",
+    ]
+    assert {"plot", "evaluation", "enhancement"} <= set(names)
+    new_requests = engines.requests[before:]
+    scene_prompts = [
+        r.messages[-1].content for r in new_requests if r.component == "scene" and r.stage == "freeform"
+    ]
+    assert scene_prompts and all("The Harbour Betrayal" in p for p in scene_prompts)
+
+    v2 = Story.model_validate((await client.get(f"/api/runs/{run['id']}/versions/2")).json()["story"])
+    assert v2.plot.beats[1].name == "The Harbour Betrayal" and v2.plot.beats[1].tension == 9
+    assert v2.scenes[0] == v1.scenes[0]
+    assert all(v2.scenes[j].scene.title != v1.scenes[j].scene.title for j in (1, 2))
+    assert v2.evaluation.summary != v1.evaluation.summary
+    assert v2.meta["steered"]["operation"] == "edit_beat"
+    # version 1 is kept as it was
+    kept = (await client.get(f"/api/runs/{run['id']}/versions/1")).json()["story"]
+    assert Story.model_validate(kept) == v1
+    compare = (await client.get(f"/api/runs/{run['id']}/compare", params={"a": 1, "b": 2})).json()
+    assert compare["changed"]["beats"] == [1]
+    assert compare["changed"]["scenes"] == [1, 2] and compare["changed"]["evaluation"]
+    assert any(block["op"] != "equal" for block in compare["diff"])
+
+
+async def test_regenerate_scene_dialogue_restore_and_versions(client: httpx.AsyncClient) -> None:
+    run = await finished_run(client)
+    base = f"/api/runs/{run['id']}"
+    v1 = Story.model_validate(run["story"])
+
+    await steer_and_wait(client, f"{base}/scenes/2/regenerate", {})
+    await steer_and_wait(client, f"{base}/scenes/0/dialogue/regenerate", {"base": 1, "reevaluate": False})
+    versions = (await client.get(f"{base}/versions")).json()
+    assert [(v["number"], v["parent"]) for v in versions] == [(1, None), (2, 1), (3, 1)]
+    assert versions[1]["label"] == "regenerated scene 3"
+    assert versions[2]["label"] == "regenerated dialogue of scene 1"
+
+    v2 = Story.model_validate((await client.get(f"{base}/versions/2")).json()["story"])
+    v3 = Story.model_validate((await client.get(f"{base}/versions/3")).json()["story"])
+    assert v2.scenes[:2] == v1.scenes[:2] and v2.scenes[2].scene != v1.scenes[2].scene
+    assert v2.scenes[2].dialogue != v1.scenes[2].dialogue and v2.evaluation != v1.evaluation
+    assert v3.scenes[0].scene == v1.scenes[0].scene and v3.scenes[0].dialogue != v1.scenes[0].dialogue
+    assert v3.scenes[1:] == v1.scenes[1:] and v3.evaluation == v1.evaluation
+    assert {c["component"] for c in v3.meta["calls"]} == {"dialogue"}
+
+    changed = (await client.get(f"{base}/compare", params={"a": 1, "b": 2})).json()["changed"]
+    assert changed == {"beats": [], "scenes": [2], "dialogue": [2], "evaluation": True, "enhancement": True}
+
+    restored = await client.post(f"{base}/versions/1/restore")
+    assert restored.status_code == 201 and restored.json()["number"] == 4
+    latest = (await client.get(base)).json()
+    assert latest["version"] == 4 and Story.model_validate(latest["story"]) == v1
+    assert len(latest["versions"]) == 4 and latest["versions"][3]["label"] == "restored version 1"
+
+
+async def test_exports_of_any_version(client: httpx.AsyncClient) -> None:
+    run = await finished_run(client)
+    base = f"/api/runs/{run['id']}"
+    await steer_and_wait(client, f"{base}/scenes/1/regenerate", {})
+    for number in (1, 2):
+        story = Story.model_validate((await client.get(f"{base}/versions/{number}")).json()["story"])
+        as_json = await client.get(f"{base}/versions/{number}/export/json")
+        assert as_json.status_code == 200 and as_json.headers["content-type"] == "application/json"
+        assert f"v{number}.json" in as_json.headers["content-disposition"]
+        assert Story.model_validate_json(as_json.text) == story
+        markdown = (await client.get(f"{base}/versions/{number}/export/markdown")).text
+        assert "## Scene 2: " + story.scenes[1].scene.title in markdown
+        fountain = await client.get(f"{base}/versions/{number}/export/fountain")
+        assert fountain.headers["content-disposition"].endswith('.fountain"')
+        assert "." + story.scenes[1].scene.setting.upper() in fountain.text
+
+
+async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(
+    client: httpx.AsyncClient, engines: Engines
+) -> None:
+    healthy = {"on": False}
+    script = numbered_script()
+
+    def flaky(request: CompletionRequest) -> Any:
+        if request.component == "evaluation" and not healthy["on"]:
+            return ProviderUnavailable("connection refused", provider="embedded")
+        return script(request)
+
+    engines.script = flaky
+    response = await client.post("/api/runs", json={"premise": PREMISE, "scenes": 3})
+    run_id = response.json()["id"]
+    events = await events_of(client, run_id)
+    assert events[-1]["event"] == "run_failed" and "--resume" in events[-1]["error"]
+    run = (await client.get(f"/api/runs/{run_id}")).json()
+    assert run["status"] == "failed" and "connection refused" in run["error"] and run["versions"] == []
+    missing = await client.get(f"/api/runs/{run_id}/versions/1/export/json")
+    assert missing.status_code == 404 and "no story yet" in missing.json()["error"]
+
+    healthy["on"] = True
+    before = len(engines.requests)
+    resumed = await client.post(f"/api/runs/{run_id}/resume")
+    assert resumed.status_code == 202
+    events = await events_of(client, run_id, after=resumed.json()["after"])
+    assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1
+    again = {r.component for r in engines.requests[before:]}
+    assert again == {"evaluation", "enhancement"}  # plot, scenes and dialogue came from the checkpoint
+    run = (await client.get(f"/api/runs/{run_id}")).json()
+    assert run["status"] == "done" and run["error"] is None and len(run["story"]["scenes"]) == 3
+    twice = await client.post(f"/api/runs/{run_id}/resume")
+    assert twice.status_code == 409 and "only a failed run" in twice.json()["error"]
+
+
+# -- bad input: always a 4xx with a JSON message --
+
+BAD_STARTS: list[tuple[str, Any, int, str]] = [
+    ("empty premise", {"premise": ""}, 422, "premise is empty"),
+    ("blank premise", {"premise": "   \n "}, 422, "premise is empty"),
+    ("huge premise", {"premise": "x" * 5000}, 422, "premise is 5,000 characters"),
+    ("no premise", {"scenes": 3}, 422, "premise"),
+    ("zero scenes", {"premise": PREMISE, "scenes": 0}, 422, "scenes"),
+    ("too many scenes", {"premise": PREMISE, "scenes": 25}, 422, "scenes"),
+    ("scenes as text", {"premise": PREMISE, "scenes": "many"}, 422, "scenes"),
+    ("negative seed", {"premise": PREMISE, "seed": -1}, 422, "seed"),
+    ("unknown provider", {"premise": PREMISE, "provider": "nope"}, 422, "unknown provider 'nope'"),
+    ("unknown field", {"premise": PREMISE, "colour": "red"}, 422, "colour"),
+    ("not an object", [1, 2], 422, "invalid request"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"), [c[1:] for c in BAD_STARTS], ids=[c[0] for c in BAD_STARTS]
+)
+async def test_bad_start_is_a_4xx_with_a_message(
+    client: httpx.AsyncClient, engines: Engines, body: Any, status: int, says: str
+) -> None:
+    response = await client.post("/api/runs", json=body)
+    assert response.status_code == status
+    assert says in response.json()["error"]
+    assert (await client.get("/api/runs")).json() == []
+    assert engines.requests == []  # no model call was made
+
+
+async def test_malformed_json_is_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/runs", content=b'{"premise": "unclosed', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+
+
+UNKNOWN_RUN = [
+    ("GET", "/api/runs/nope"),
+    ("GET", "/api/runs/nope/events"),
+    ("GET", "/api/runs/nope/versions"),
+    ("GET", "/api/runs/nope/versions/1"),
+    ("GET", "/api/runs/nope/versions/1/export/json"),
+    ("GET", "/api/runs/nope/compare?a=1&b=1"),
+    ("POST", "/api/runs/nope/versions/1/restore"),
+    ("POST", "/api/runs/nope/scenes/0/regenerate"),
+    ("POST", "/api/runs/nope/scenes/0/dialogue/regenerate"),
+    ("POST", "/api/runs/nope/resume"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), UNKNOWN_RUN)
+async def test_unknown_run_is_a_404(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 404
+    assert "no run 'nope'" in response.json()["error"]
+
+
+async def test_bad_steering_and_version_requests(client: httpx.AsyncClient) -> None:
+    run = await finished_run(client)
+    base = f"/api/runs/{run['id']}"
+    cases: list[tuple[str, str, Any, int, str]] = [
+        ("GET", f"{base}/versions/9", None, 404, "no version 9"),
+        ("GET", f"{base}/versions/0/export/markdown", None, 404, "no version 0"),
+        ("GET", f"{base}/versions/1/export/pdf", None, 422, "fmt"),
+        ("GET", f"{base}/versions/one", None, 422, "number"),
+        ("GET", f"{base}/compare?a=1", None, 422, "b"),
+        ("GET", f"{base}/compare?a=1&b=5", None, 404, "no version 5"),
+        ("GET", f"{base}/events?after=-7", None, 422, "after"),
+        ("POST", f"{base}/versions/3/restore", None, 404, "no version 3"),
+        ("POST", f"{base}/beats/7", {"name": "Later"}, 422, "beat 7 does not exist"),
+        ("POST", f"{base}/beats/0", {}, 422, "at least one of"),
+        ("POST", f"{base}/beats/0", {"tension": 11}, 422, "tension"),
+        ("POST", f"{base}/beats/0", {"name": "  "}, 422, "name"),
+        ("POST", f"{base}/beats/0", {"name": "X", "base": 4}, 404, "no version 4"),
+        ("POST", f"{base}/scenes/3/regenerate", {}, 422, "scene 3 does not exist"),
+        ("POST", f"{base}/scenes/-1/dialogue/regenerate", {}, 422, "scene -1 does not exist"),
+        ("POST", f"{base}/scenes/0/regenerate", {"seed": "x"}, 422, "seed"),
+    ]
+    for method, path, body, status, says in cases:
+        response = await client.request(method, path, json=body)
+        assert response.status_code == status, (path, body, response.text)
+        assert says in response.json()["error"], (path, response.json())
+        assert "Traceback" not in response.text
+    assert len((await client.get(f"{base}/versions")).json()) == 1  # nothing was made
+
+
+async def test_steering_a_busy_run_is_a_409(client: httpx.AsyncClient, engines: Engines) -> None:
+    gate = asyncio.Event()
+    script = numbered_script()
+
+    async def gated(request: CompletionRequest) -> str:
+        await gate.wait()
+        return script(request)
+
+    engines.script = gated
+    run_id = (await client.post("/api/runs", json={"premise": PREMISE, "scenes": 3})).json()["id"]
+    busy = await client.post(f"/api/runs/{run_id}/scenes/0/regenerate", json={})
+    assert busy.status_code == 409 and "busy (generate)" in busy.json()["error"]
+    gate.set()
+    await events_of(client, run_id)
+    again = await client.post(f"/api/runs/{run_id}/scenes/0/regenerate", json={})
+    assert again.status_code == 202
+
+
+# -- the page, the schema, the command --
+
+
+async def test_openapi_schema_lists_the_api(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    paths = set(schema["paths"])
+    assert {
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/versions",
+        "/api/runs/{run_id}/versions/{number}/export/{fmt}",
+        "/api/runs/{run_id}/beats/{index}",
+        "/api/runs/{run_id}/scenes/{index}/regenerate",
+        "/api/runs/{run_id}/scenes/{index}/dialogue/regenerate",
+        "/api/runs/{run_id}/compare",
+        "/api/runs/{run_id}/resume",
+    } <= paths
+    assert "premise" in schema["components"]["schemas"]["RunRequest"]["properties"]
+
+
+async def test_page_is_served_with_local_assets_only(client: httpx.AsyncClient) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert asset in page.text
+        served = await client.get(asset)
+        assert served.status_code == 200
+        # no CDN: nothing is fetched from another host
+        assert "https://" not in served.text and "//cdn" not in served.text
+    assert "/api/" in (await client.get("/static/app.js")).text
+    assert (await client.get("/api/providers")).json() == {"providers": ["embedded"]}
+
+
+def test_serve_rejects_an_unknown_provider_before_binding() -> None:
+    result = CliRunner().invoke(main, ["serve", "--provider", "nope", "--port", "1"])
+    assert result.exit_code == 2
+    assert "nope" in result.output and "Traceback" not in result.output

@@ -1,0 +1,199 @@
+"""The page in real headless Chromium (Debian's, driven by its chromedriver) against a real uvicorn server.
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver (scripts/install-browser.sh installs both);
+skipped with that reason when Chromium is absent. The server runs the scripted provider.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from storyengine.errors import ProviderUnavailable
+from storyengine.types import CompletionRequest
+from storyengine.web.app import create_app
+from test_web_api import Engines, numbered_script
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PREMISE = "A lighthouse keeper finds a message in a bottle addressed to her, dated tomorrow."
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,2600",
+    # Anything but loopback goes to a closed local port: the page must need nothing from outside.
+    "--proxy-server=http://127.0.0.1:9",
+]
+WAIT = 180  # seconds: the first run in a process renders every template once, slowly on a busy machine
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no /usr/bin/chromium; run scripts/install-browser.sh to install it"
+)
+
+
+@contextmanager
+def serving(engines: Engines) -> Iterator[str]:
+    """uvicorn on 127.0.0.1 (a free port) in a thread, serving the app on the scripted provider."""
+    app = create_app(engine_factory=engines)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=web.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not web.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    with serving(Engines(latency=0.02)) as url:
+        yield url
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: WebDriver, condition: Any, message: str) -> Any:
+    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition, message)
+
+
+def status_is(wanted: str) -> Any:
+    return lambda d: d.find_element(By.ID, "status").get_attribute("data-status") == wanted
+
+
+def test_write_watch_steer_and_export_in_chromium(server: str, browser: WebDriver, tmp_path: Path) -> None:
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "embedded" in d.find_element(By.ID, "provider").text, "providers not listed")
+
+    browser.find_element(By.ID, "premise").send_keys(PREMISE)
+    browser.find_element(By.ID, "scenes").send_keys("3")
+    browser.find_element(By.ID, "seed").send_keys("5")
+    Select(browser.find_element(By.ID, "provider")).select_by_value("embedded")
+    browser.find_element(By.ID, "start").click()
+
+    wait_for(browser, status_is("running"), "the run never showed as running")
+    wait_for(browser, lambda d: "#run=" in d.current_url, "the page did not open the run")
+    wait_for(browser, status_is("done"), "the run did not finish on the page")
+    run_id = browser.current_url.split("#run=")[1]
+    story = httpx.get(f"{server}/api/runs/{run_id}").json()["story"]
+    beats = story["plot"]["beats"]
+    assert len(beats) == 3
+
+    # the beats, as the API has them
+    items = browser.find_elements(By.CSS_SELECTOR, "#beats li.beat")
+    assert [item.find_element(By.TAG_NAME, "b").text for item in items] == [b["name"] for b in beats]
+    # the tension arc: one point per beat, higher tension drawn higher
+    points = browser.find_elements(By.CSS_SELECTOR, "#chart svg circle.beat-point")
+    assert len(points) == len(beats)
+    drawn = [(int(p.get_attribute("data-tension")), float(p.get_attribute("cy"))) for p in points]
+    assert [t for t, _ in drawn] == [b["tension"] for b in beats]
+    for (t1, y1), (t2, y2) in itertools.pairwise(drawn):
+        assert (t1 > t2) == (y1 < y2) or t1 == t2
+    # scenes set as a screenplay, evaluation and the per-call log
+    scenes = browser.find_elements(By.CSS_SELECTOR, "#scenes-view .scene")
+    assert len(scenes) == 3
+    first_cue = scenes[0].find_element(By.CSS_SELECTOR, ".cue").text
+    assert first_cue == story["scenes"][0]["dialogue"]["lines"][0]["speaker"].upper()
+    assert browser.find_element(By.ID, "overall").text == f"{story['evaluation']['overall']}/10"
+    calls = browser.find_elements(By.CSS_SELECTOR, "#calls tr.call")
+    assert len(calls) == len([c for c in story["meta"]["calls"] if c["kind"] == "call"]) > 0
+    assert "embedded" in calls[0].text
+
+    # an export, fetched by the page's own link
+    link = browser.find_element(By.CSS_SELECTOR, '#exports a[data-format="markdown"]')
+    markdown = browser.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.text()).then(done);",
+        link.get_attribute("href"),
+    )
+    assert f"## Scene 1: {story['scenes'][0]['scene']['title']}" in markdown
+    shot = tmp_path / "story.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+
+    # steer: new dialogue for scene 1 makes version 2; compare it with version 1
+    browser.find_element(By.CSS_SELECTOR, '[data-scene="0"] [data-action="regenerate-dialogue"]').click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 2, "no version 2")
+    wait_for(browser, status_is("done"), "steering did not finish on the page")
+    Select(browser.find_element(By.ID, "compare-a")).select_by_value("1")
+    Select(browser.find_element(By.ID, "compare-b")).select_by_value("2")
+    browser.find_element(By.ID, "compare").click()
+    summary = wait_for(browser, lambda d: d.find_element(By.ID, "compare-summary"), "no comparison shown")
+    assert "dialogue of scene 1;" in summary.text
+    assert browser.find_elements(By.CSS_SELECTOR, ".diff tr.replace, .diff tr.insert")
+    versions = httpx.get(f"{server}/api/runs/{run_id}/versions").json()
+    assert [v["label"] for v in versions] == ["generated", "regenerated dialogue of scene 1"]
+    browser.save_screenshot(str(tmp_path / "compare.png"))
+
+
+def test_a_failed_run_shows_what_it_finished_and_resumes(browser: WebDriver) -> None:
+    healthy = threading.Event()
+    script = numbered_script()
+
+    def flaky(request: CompletionRequest) -> Any:
+        if request.component == "evaluation" and not healthy.is_set():
+            return ProviderUnavailable("connection refused", provider="embedded")
+        return script(request)
+
+    with serving(Engines(flaky)) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "premise").send_keys(PREMISE)
+        browser.find_element(By.ID, "scenes").send_keys("3")
+        browser.find_element(By.ID, "start").click()
+        wait_for(browser, status_is("failed"), "the failure was not shown")
+        assert "connection refused" in browser.find_element(By.ID, "run-error").text
+        # what finished before the failure is on the page: the plot and the three scenes
+        browser.refresh()  # a fresh page replays the run's events
+        wait_for(browser, status_is("failed"), "the failed run was not reopened")
+        wait_for(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "circle.beat-point")) == 3, "no plot"
+        )
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#scenes-view .scene .cue")) >= 3
+        healthy.set()
+        browser.find_element(By.ID, "resume").click()
+        wait_for(browser, status_is("done"), "the resumed run did not finish")
+        assert browser.find_element(By.ID, "overall").text.endswith("/10")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#versions li")) == 1
+        assert not browser.find_element(By.ID, "resume").is_displayed()
