@@ -75,9 +75,10 @@ def run_bench(*args: str) -> dict[str, Any]:
     assert report["command"].startswith(f"storyengine bench {args[0]}") and "--json" in report["command"]
     for measure in report["measures"]:
         runs = measure["runs"]
-        assert runs, measure
-        assert measure["min"] <= measure["median"] <= measure["max"]
-        assert measure["min"] == round(min(runs), 4) or measure["min"] == min(runs)
+        if runs:
+            assert measure["min"] == min(runs) <= measure["median"] <= max(runs) == measure["max"]
+        else:
+            assert measure["median"] is None
     return report
 
 
@@ -163,7 +164,10 @@ def test_slow_server_runs_at_most_k_calls_at_once_and_answers_the_schema() -> No
     body = {
         "model": "slow-story",
         "messages": [{"role": "user", "content": "Outline a plot."}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "PlotStructure", "schema": schema}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "PlotStructure", "schema": schema},
+        },
     }
     answers: list[dict[str, Any]] = []
     with SlowServer(latency=0.05, slots=2) as server:
@@ -209,6 +213,16 @@ def test_concurrency_bench_reports_wall_time_against_the_lower_bound() -> None:
     assert report["ratio"] == pytest.approx(report["wall_s"] / report["lower_bound_s"], rel=0.02)
     assert report["server_requests"] == 3 * 18  # the warm-up run and two measured runs
     assert len(measure(report, "wall time")["runs"]) == 2
+
+
+def test_concurrency_bench_on_a_configured_provider_measures_the_latency(server_config: Path) -> None:
+    report = run_bench(
+        "concurrency", "--scenes", "2", "--runs", "1", "--provider", "srv", "--config", str(server_config)
+    )  # fmt: skip
+    assert report["latency_measured"] is True and report["latency_s"] >= 0.02  # the server sleeps 0.02 s
+    assert report["slots"] == 4  # the provider's max_parallel
+    assert report["lower_bound_steps"] == lower_bound_steps(story_graph(2), 4)
+    assert "server_max_in_flight" not in report  # no bench server was started
 
 
 def test_cache_bench_warm_run_makes_no_provider_calls(server_config: Path, tmp_path: Path) -> None:

@@ -21,10 +21,11 @@ from storyengine.types import CompletionRequest
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
 
 
-def settings_for(extra: str = "", *, window: int = 8192) -> Settings:
+def settings_for(extra: str = "", *, window: int = 8192, in_parts: bool = True) -> Settings:
+    parts = "true" if in_parts else "false"
     text = f"""
 providers:
-  embedded: {{type: embedded, context_window: {window}}}
+  embedded: {{type: embedded, context_window: {window}, structure_in_parts: {parts}}}
 retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
 {extra}
 """
@@ -41,8 +42,9 @@ def engine_with(
     return engine, provider
 
 
-async def test_full_story_is_typed_valid_and_exported(tmp_path: Path) -> None:
-    engine, provider = engine_with(story_script)
+@pytest.mark.parametrize("in_parts", [False, True], ids=["whole-objects", "in-parts"])
+async def test_full_story_is_typed_valid_and_exported(tmp_path: Path, in_parts: bool) -> None:
+    engine, provider = engine_with(story_script, settings_for(in_parts=in_parts))
     async with engine:
         story = await engine.generate(PREMISE, scenes=3, seed=11)
     assert isinstance(story, Story)
@@ -53,10 +55,15 @@ async def test_full_story_is_typed_valid_and_exported(tmp_path: Path) -> None:
     assert "## Scene 3" in paths["markdown"].read_text()
     fountain = paths["fountain"].read_text()
     assert all(item.scene.setting.upper() in fountain for item in story.scenes)
-    # per component: one freeform and one structuring call (no retries needed)
+    # per component: one freeform call, and one structuring call per object (or per part)
     stages = Counter((r.component, r.stage) for r in provider.requests)
-    assert stages[("plot", "freeform")] == 1 and stages[("plot", "structuring")] == 1
-    assert stages[("scene", "structuring")] == 3 and stages[("dialogue", "structuring")] == 3
+    assert stages[("plot", "freeform")] == 1
+    if in_parts:  # title/type, 3 characters, 3 beats; title+setting, summary, cast; 4 lines
+        assert stages[("plot", "structuring")] == 1 + 3 + 3
+        assert stages[("scene", "structuring")] == 3 * 3 and stages[("dialogue", "structuring")] == 3 * 4
+    else:
+        assert stages[("plot", "structuring")] == 1
+        assert stages[("scene", "structuring")] == 3 and stages[("dialogue", "structuring")] == 3
     calls = story.meta["calls"]
     assert {c["component"] for c in calls} >= {"plot", "scene", "dialogue", "evaluation", "enhancement"}
     for call in calls:
@@ -64,11 +71,11 @@ async def test_full_story_is_typed_valid_and_exported(tmp_path: Path) -> None:
         assert len(call["prompt_hash"]) == 64 and call["params_snapshot"]["temperature"] is not None
     plot_meta = story.meta["steps"]["plot"]
     assert plot_meta["stage2_text"] and story.meta["steps"]["plot.draft"]["stage1_text"]
-    assert plot_meta["structured_mode"] == "grammar"
+    assert plot_meta["structured_mode"] == ("grammar (in parts)" if in_parts else "grammar")
 
 
 async def test_structuring_request_carries_guardrails_and_bounded_schema() -> None:
-    engine, provider = engine_with(story_script)
+    engine, provider = engine_with(story_script, settings_for(in_parts=False))
     async with engine:
         await engine.generate(PREMISE, scenes=4, seed=1)
     plot_request = next(r for r in provider.requests if r.component == "plot" and r.stage == "structuring")
@@ -87,6 +94,7 @@ def engine_plot_cast(provider: ScriptedProvider) -> list[str]:
 
 
 async def test_scene_structuring_that_fails_twice_then_succeeds() -> None:
+    """Whole-object mode: the scene's answer fails its retry, then the re-ask succeeds."""
     failures: list[str] = []
 
     def script(request: CompletionRequest) -> str:
@@ -98,7 +106,7 @@ async def test_scene_structuring_that_fails_twice_then_succeeds() -> None:
                 return '{"title": "", "setting": 42}'
         return story_script(request)
 
-    engine, provider = engine_with(script)
+    engine, provider = engine_with(script, settings_for(in_parts=False))
     async with engine:
         story = await engine.generate(PREMISE, scenes=3, seed=5)
     assert len(failures) == 2
@@ -131,7 +139,7 @@ async def test_provider_dies_mid_run_then_resume_makes_no_repeated_calls(tmp_pat
     first_ok = {
         (r.component, r.stage, r.messages) for r in provider.requests if r.component in ("plot", "scene")
     }
-    assert len([r for r in provider.requests if r.component == "scene" and r.stage == "structuring"]) == 3
+    assert len([r for r in provider.requests if r.component == "scene" and r.stage == "freeform"]) == 3
 
     healthy["on"] = True
     engine2, provider2 = engine_with(flaky, settings)

@@ -125,16 +125,6 @@ def metered_providers(settings: Settings, *, withhold_schema: bool = False) -> d
     }
 
 
-def routed_providers(settings: Settings) -> list[str]:
-    """The provider names the components are routed to, in order of first use."""
-    names: list[str] = []
-    for component in ("plot", "scene", "dialogue", "evaluation", "enhancement", "summarize"):
-        for name in settings.narrative.providers.chain(component):
-            if name not in names:
-                names.append(name)
-    return names
-
-
 def build_engine(settings: Settings, providers: dict[str, MeteredProvider]) -> StoryEngine:
     return StoryEngine.from_config(settings=settings, providers=dict(providers))
 

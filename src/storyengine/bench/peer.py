@@ -92,9 +92,12 @@ def instructor_create(settings: Settings, name: str) -> CountingCreate:
     schema = plot_decoding_schema()
     if isinstance(entry, EmbeddedProviderSettings):
         loaded = EmbeddedProvider(name, entry).load_sync()
+        penalty = getattr(entry, "repeat_penalty", None)  # as storyengine's embedded calls use it
 
         def send(**kwargs: Any) -> Any:
             kwargs.pop("model", None)
+            if penalty is not None:
+                kwargs.setdefault("repeat_penalty", penalty)
             with loaded.thread_lock:
                 return loaded.llama.create_chat_completion_openai_v1(**kwargs)
 

@@ -62,7 +62,9 @@ def request_from_body(body: dict[str, Any]) -> CompletionRequest:
         json_schema=schema,
         schema_name=name,
         component=component,
-        stage="structuring" if schema is not None else "freeform",
+        # "structuring" also without a response_format: story_script then looks for a schema in
+        # the prompt (prompt-only structuring) and writes prose when the prompt holds none.
+        stage="structuring",
     )
 
 

@@ -39,7 +39,7 @@ def _provider_options(f: F) -> F:
 
 def _command_line(ctx: click.Context) -> str:
     """The command that reproduces this run: every option with the value it had."""
-    words = ctx.command_path.split()
+    words = ["storyengine", *ctx.command_path.split()[1:]]  # the same under `python -m` and in tests
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or param.name is None:
             continue

@@ -181,7 +181,7 @@ def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dic
         # Each beat name starts with a letter no earlier beat used: unique by construction.
         taken = {b["name"][0].upper() for b in assembled.get("beats", [])}
         initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
-        overrides = {
+        overrides: dict[str, dict[str, Any]] = {
             "name": {"maxLength": 48, "pattern": f"^[{initials}][A-Za-z' ,!?-]{{2,47}}$"},
             "purpose": {"minLength": SENTENCE, "maxLength": 200},
             "tension": {"enum": band},

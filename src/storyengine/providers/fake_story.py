@@ -9,6 +9,7 @@ speakers drawn from the enum the schema gives. Use it with `ScriptedProvider(sto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from typing import Any
@@ -24,7 +25,9 @@ def story_script(request: CompletionRequest) -> str:
     if request.stage == "structuring" or request.json_schema is not None:
         schema = request.json_schema or _schema_in_prompt(request)
         if schema is not None:
-            return json.dumps(_instance(schema, "root", 0), ensure_ascii=False)
+            # Vary with the prompt, so that each part of an object gets its own values.
+            digest = hashlib.sha256(request.messages[-1].content.encode()).digest()
+            return json.dumps(_instance(schema, "root", digest[0] % 97), ensure_ascii=False)
     return _freeform(request)
 
 
@@ -84,6 +87,9 @@ def _instance(schema: dict[str, Any], name: str, index: int) -> Any:
         return float(schema.get("minimum", 1))
     if kind == "boolean":
         return index % 2 == 0
+    pattern = schema.get("pattern", "")
+    if pattern.startswith("^["):  # a name whose initial the schema chooses (distinct by construction)
+        return pattern[2] + "ara"
     if name in ("characters", "speaker"):
         return NAMES[index % len(NAMES)]
     text = f"{name.replace('_', ' ').capitalize()} of the {WORDS[index % len(WORDS)]} {index + 1}"

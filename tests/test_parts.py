@@ -1,0 +1,73 @@
+"""Structuring in parts: the pieces' schemas make the tiny model's usual mistakes impossible."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storyengine.pipeline.parts import (
+    NAME_PATTERN,
+    Part,
+    dialogue_parts,
+    evaluation_parts,
+    notes_slice,
+    plot_parts,
+    tension_band,
+)
+from storyengine.schemas import EVALUATION_CRITERIA
+
+
+@given(st.integers(min_value=3, max_value=24))
+def test_tension_bands_always_make_an_arc(total: int) -> None:
+    bands = [tension_band(i, total) for i in range(total)]
+    # no tension lies in every band: whatever the model picks, the tensions cannot all be equal
+    assert set.intersection(*(set(b) for b in bands)) == set()
+    assert all(1 <= t <= 10 for band in bands for t in band)
+
+
+def test_notes_slices_cover_the_draft_in_order() -> None:
+    draft = "1. Arrival: she lands.\n2. Storm: the lamp fails.\n3. Letter: she reads it.\n4. Dawn: calm."
+    slices = [notes_slice(draft, i, 3) for i in range(3)]
+    assert "\n".join(slices).splitlines() == draft.splitlines()
+    assert notes_slice("One sentence only", 1, 3) == "One sentence only"  # too short to split
+
+
+def test_each_new_name_must_start_with_an_unused_initial() -> None:
+    plan = plot_parts(3)
+    character = plan[1]
+    assert callable(character)
+    part = character({"characters": ["Mara", "Tobin"]})
+    pattern = part.schema["properties"]["name"]["pattern"]
+    assert re.match(pattern, "Ilse Vane") and not re.match(pattern, "Mina") and not re.match(pattern, "Tom")
+    assert not re.match(pattern, "{ ") and not re.match(pattern, " ")
+    assert NAME_PATTERN.startswith("^[A-Z]")
+
+    beat = plan[-1]
+    assert callable(beat)
+    beat_part = beat({"beats": [{"name": "Arrival", "purpose": "x", "tension": 2}]})
+    assert not re.match(beat_part.schema["properties"]["name"]["pattern"], "Another arrival")
+    assert beat_part.schema["properties"]["tension"]["enum"] == tension_band(2, 3)
+
+
+def test_evaluation_parts_give_each_criterion_once_and_bound_the_overall() -> None:
+    plan = evaluation_parts()
+    scores = [p for p in plan if isinstance(p, Part)]
+    assert [p.extra["criterion"] for p in scores] == list(EVALUATION_CRITERIA)
+    summary = plan[-1]
+    assert callable(summary)
+    part = summary({"scores": [{"score": 4}, {"score": 6}]})
+    assert part.schema["properties"]["overall"]["enum"] == [3, 4, 5, 6, 7]
+
+
+def test_dialogue_parts_take_turns_and_reject_a_third_repeat() -> None:
+    plan = dialogue_parts(["Ana", "Bo"], lines=4)
+    speakers = [p.schema["properties"]["speaker"]["enum"] for p in plan if isinstance(p, Part)]
+    assert speakers == [["Ana"], ["Bo"], ["Ana"], ["Bo"]]
+    check = plan[0].check if isinstance(plan[0], Part) else None
+    assert check is not None
+    said = {"lines": [{"speaker": "Ana", "text": "Hello"}]}
+    assert check({"speaker": "Bo", "text": "hello"}, said) is None  # one repeat is allowed
+    said["lines"].append({"speaker": "Bo", "text": "Hello"})
+    assert "already used" in (check({"speaker": "Ana", "text": "Hello"}, said) or "")
