@@ -199,3 +199,43 @@ async def test_bad_input_is_rejected_before_any_call(premise: str, scenes: int |
         with pytest.raises(InputError, match=message):
             await engine.generate(premise, scenes=scenes)
     assert provider.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["   "], "premise is empty"),
+        (["x" * 100_000], "characters"),
+        ([PREMISE, "--scenes", "0"], "between 1 and"),
+        ([PREMISE, "--scenes", "500"], "between 1 and"),
+        ([PREMISE, "--out", "{tmp}/a-file/out"], "cannot write to --out"),
+        (["--resume", "20260101-000000-abcdef", PREMISE], "give only the run id"),
+    ],
+)
+def test_cli_rejects_bad_input_in_one_line_before_any_model_call(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from storyengine.cli import main
+
+    # A config whose only provider is a closed port: any model call would fail differently.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "narrative: {providers: {plot: down, scene: down, dialogue: down, evaluation: down, "
+        "enhancement: down, summarize: down}}\n"
+        "providers: {down: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: m}}\n"
+    )
+    (tmp_path / "a-file").write_text("not a directory")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, ["generate", *args, "--config", str(config)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_public_api_is_importable() -> None:
+    import storyengine
+
+    for name in storyengine.__all__:
+        assert getattr(storyengine, name) is not None

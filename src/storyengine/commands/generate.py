@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,14 @@ from ..pipeline.engine import Event, StoryEngine, check_inputs
 
 
 def _check_out_dir(out: Path) -> Path:
+    """Create `out` and prove it writable now, before any model call."""
     out = out.expanduser()
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise InputError(f"cannot write to --out {out}: {probe} is not a writable directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
     return out
 
 
