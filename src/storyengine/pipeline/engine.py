@@ -21,6 +21,7 @@ from ..budget import Budget
 from ..config import COMPONENTS, Settings, load_settings, secret_values
 from ..errors import InputError, RunFailed, StoryEngineError
 from ..failures import InvalidOutputLog
+from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
 from ..routing.base import Generator
 from ..routing.instrument import RunRecorder
@@ -242,6 +243,8 @@ class _Run:
 
     async def execute(self) -> Story:
         self.emit("run_started", premise=self.premise)
+        # The first render of a template starts Node (~1 s each): do them off the event loop.
+        await asyncio.to_thread(warm_templates)
         runlog = self.engine.runlog
         recorder = RunRecorder(self.state.run_id, runlog)
         if runlog is not None:
