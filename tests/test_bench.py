@@ -261,6 +261,24 @@ def test_overhead_bench_scripted_and_configured_provider(server_config: Path) ->
     assert busy["median"] >= 0.02 * (2 + 2 + 4)
 
 
+def test_overhead_bench_reports_a_story_the_provider_failed(tmp_path: Path) -> None:
+    config = tmp_path / "down.yaml"
+    config.write_text(
+        """
+retry: {attempts: 1, backoff_initial: 0, backoff_max: 0}
+providers:
+  down: {type: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+narrative:
+  providers: {plot: down, scene: down, dialogue: down, evaluation: down, enhancement: down, summarize: down}
+""",
+        encoding="utf-8",
+    )
+    report = run_bench("overhead", "--scenes", "1", "--scripted-runs", "1", "--config", str(config))
+    assert report["scripted_calls_per_story"] == len(story_graph(1).needs)  # the scripted part ran
+    assert len(report["failed_runs"]) == 1 and "cannot reach" in report["failed_runs"][0]
+    assert measure(report, "down: provider calls")["runs"] == [1]  # it stopped at the first call
+
+
 def test_validity_bench_counts_add_up_for_every_mode(server_config: Path) -> None:
     report = run_bench(
         "validity", "--premises", "3", "--components", "scene",

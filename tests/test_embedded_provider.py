@@ -155,7 +155,9 @@ async def test_schema_holds_even_when_the_prompt_asks_for_prose(smol: EmbeddedPr
         )
     )
     assert completion.finish_reason == "stop"
-    Verdict.model_validate_json(completion.text)
+    # llama.cpp's string rule lets raw control characters (a newline) into strings, which strict
+    # JSON rejects; the structuring layer repairs that. The shape itself is the grammar's.
+    Verdict.model_validate(json.loads(completion.text, strict=False))
 
 
 @pytest.mark.model

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..errors import StoryEngineError
 from ..schemas import Story
 from .harness import all_calls, build_engine, metered_providers, primary_provider, scratch_settings
 from .table import Report
@@ -28,11 +29,15 @@ def story_content(story: Story) -> dict[str, Any]:
     return story.model_dump(mode="json", exclude={"meta"})
 
 
-async def _one_run(settings: Settings, scenes: int, seed: int) -> tuple[Story, float, int]:
+async def _one_run(settings: Settings, scenes: int, seed: int) -> tuple[Story | str, float, int]:
+    """The story (or, when the model failed it, the error), the seconds, the provider calls."""
     providers = metered_providers(settings)
     async with build_engine(settings, providers) as engine:  # loads models (not timed)
         started = time.perf_counter()
-        story = await engine.generate(PREMISE, scenes=scenes, seed=seed)
+        try:
+            story: Story | str = await engine.generate(PREMISE, scenes=scenes, seed=seed)
+        except StoryEngineError as exc:
+            story = str(exc).split(" — ")[0][:200]
         elapsed = time.perf_counter() - started
     return story, elapsed, len(all_calls(providers))
 
@@ -57,7 +62,21 @@ async def run_cache_bench(
     for label, seconds, calls in (("cold", cold_s, cold_calls), ("warm", warm_s, warm_calls)):
         report.measure(f"{label} run: wall time", "s").add(seconds)
         report.measure(f"{label} run: provider calls", "calls", digits=0).add(calls)
-    hits = sum(1 for c in warm.meta["calls"] if c["kind"] == "call" and c["cache_hit"])
+    failed = {label: story for label, (story, _, _) in results.items() if isinstance(story, str)}
+    if failed:
+        report.summary["failed"] = failed
+        report.notes.append(
+            "the model failed the story; what it finished was cached, so the warm run replays that "
+            "and asks the model again only for the calls whose answers were never valid"
+        )
+    hits = None
+    if isinstance(warm, Story):
+        hits = sum(1 for c in warm.meta["calls"] if c["kind"] == "call" and c["cache_hit"])
+    same = (
+        story_content(cold) == story_content(warm)
+        if isinstance(cold, Story) and isinstance(warm, Story)
+        else None
+    )
     report.summary.update(
         {
             "provider": primary_provider(settings),
@@ -69,7 +88,7 @@ async def run_cache_bench(
             "warm_s": round(warm_s, 3),
             "warm_cache_hits": hits,
             "speedup": round(cold_s / warm_s, 1) if warm_s else None,
-            "same_story": story_content(cold) == story_content(warm),
+            "same_story": same,
             "cache_path": str(cache_path) if cache_path else "(temporary)",
         }
     )

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
+from ..errors import StoryEngineError
 from ..providers.fake_story import story_script
 from ..providers.scripted import ScriptedProvider
 from ..schemas import Story
@@ -97,19 +98,28 @@ async def provider_part(
     summed = report.measure(f"{name}: sum of attempt latency_s (Story.meta)", "s")
     share = report.measure(f"{name}: pipeline share of wall time", "%", digits=2)
     calls = report.measure(f"{name}: provider calls", "calls", digits=0)
+    failures: list[str] = []
     async with build_engine(settings, providers) as engine:  # loads the model (not timed)
         for run in range(1, runs + 1):
             progress(f"{name} run {run}/{runs}: {scenes} scenes (slow on a small CPU)")
             before = time.perf_counter()
             count = len(all_calls(providers))
-            story: Story = await engine.generate(PREMISE, scenes=scenes)
+            story: Story | None = None
+            try:
+                story = await engine.generate(PREMISE, scenes=scenes)
+            except StoryEngineError as exc:  # the model failed the story: time what it did
+                failures.append(f"run {run}: {str(exc).split(' — ')[0][:200]}")
             elapsed = time.perf_counter() - before
             busy_s = busy_seconds(all_calls(providers), since=before)
             wall.add(elapsed)
             busy.add(busy_s)
-            summed.add(sum(c["latency_s"] for c in story.meta["calls"] if c["kind"] == "attempt"))
+            if story is not None:
+                summed.add(sum(c["latency_s"] for c in story.meta["calls"] if c["kind"] == "attempt"))
             share.add(100 * (elapsed - busy_s) / elapsed)
             calls.add(len(all_calls(providers)) - count)
+    if failures:
+        report.summary["failed_runs"] = failures
+        report.notes.append("a failed run is timed up to its failure (its Story.meta is not available)")
     report.summary.update(
         {
             "provider": name,

@@ -26,6 +26,7 @@ call and per second. The sides alternate premise by premise, so machine load hit
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -129,6 +130,8 @@ def patched(create: CountingCreate) -> Create:
             "the peer bench needs instructor; install it with `pip install instructor` "
             "(it is in storyengine's `test` extra)"
         ) from None
+    # instructor logs every exhausted retry as an ERROR; the report already counts and quotes them.
+    logging.getLogger("instructor").setLevel(logging.CRITICAL)
     return instructor.patch(create=create, mode=instructor.Mode.JSON_SCHEMA)
 
 
