@@ -30,7 +30,7 @@ class StageDefaults(_Strict):
 
 
 class Defaults(_Strict):
-    freeform: StageDefaults = StageDefaults(temperature=0.8, top_p=0.95, max_tokens=320)
+    freeform: StageDefaults = StageDefaults(temperature=0.8, top_p=0.95, max_tokens=400)
     structuring: StageDefaults = StageDefaults(temperature=0.0, seed=0, max_tokens=600)
 
 
