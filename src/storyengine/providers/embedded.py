@@ -175,9 +175,10 @@ class EmbeddedProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         model = await self.load()
-        started = time.perf_counter()  # generation only: loading happens once per process
         kwargs = self._chat_arguments(request)
         async with model.async_lock():
+            # Generation only: not the one-time load, nor the wait for another call to finish.
+            started = time.perf_counter()
             try:
                 answer = await asyncio.to_thread(model.chat, kwargs)
             except ValueError as exc:
