@@ -123,7 +123,9 @@ class Retrying:
             provider=self.provider.name,
             model=self.provider.model,
             outcome=outcome,
-            latency_s=time.perf_counter() - started,
+            # The provider's own measure when it answered (an embedded call excludes its wait for
+            # the model lock); the wall time of the attempt when it failed.
+            latency_s=completion.latency_s if completion is not None else time.perf_counter() - started,
             completion=completion,
             error=error,
         )
