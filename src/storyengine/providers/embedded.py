@@ -9,6 +9,7 @@ context serves one sequence at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import logging
 import threading
@@ -74,6 +75,17 @@ class LoadedModel:
 
 _models: dict[tuple[str, int], LoadedModel] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the models before interpreter shutdown, when llama-cpp-python's own __del__ would fail."""
+    with _models_lock:
+        for loaded in _models.values():
+            close = getattr(loaded.llama, "close", None)
+            if close is not None:
+                close()
+        _models.clear()
 
 
 def load_model(
