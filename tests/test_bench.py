@@ -399,14 +399,3 @@ def test_needed_repair_and_revalidate() -> None:
     beats = [PlotBeat.model_construct(name="Same", purpose="Same", tension=3)] * 3
     forged = PlotStructure.model_construct(structure_type="x", beats=beats, characters=[], title=None)
     assert not revalidate(forged, PlotStructure, None)
-
-
-# -- the real model (slow) --
-
-
-@pytest.mark.model
-def test_validity_bench_on_the_embedded_model() -> None:
-    report = run_bench("validity", "--premises", "1", "--modes", "native")
-    tally = report["results"]["native"]["plot"]
-    assert sum(tally[c] for c in CATEGORIES) == tally["total"] == 1
-    assert tally["provider_calls"] >= 2 and report["invalid_accepted"] == 0

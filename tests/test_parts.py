@@ -14,6 +14,7 @@ from storyengine.pipeline.parts import (
     evaluation_parts,
     notes_slice,
     plot_parts,
+    scene_parts,
     tension_band,
 )
 from storyengine.schemas import EVALUATION_CRITERIA
@@ -71,3 +72,10 @@ def test_dialogue_parts_take_turns_and_reject_a_third_repeat() -> None:
     assert check({"speaker": "Bo", "text": "hello"}, said) is None  # one repeat is allowed
     said["lines"].append({"speaker": "Bo", "text": "Hello"})
     assert "already used" in (check({"speaker": "Ana", "text": "Hello"}, said) or "")
+
+
+def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:
+    characters = scene_parts(["Ana", "Bo"])[-1]
+    assert isinstance(characters, Part) and characters.check is not None
+    assert characters.check({"characters": ["Ana", "Bo"]}, {}) is None
+    assert "twice" in (characters.check({"characters": ["Ana", "ana"]}, {}) or "")

@@ -130,6 +130,20 @@ def _distinct(key: str, label: str, allowed: int = 0) -> CrossCheck:
     return check
 
 
+def _each_once(key: str) -> CrossCheck:
+    """Reject a list value that names the same thing twice (a small model repeats itself)."""
+
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        seen: set[str] = set()
+        for item in value.get(key, []):
+            if name_key(str(item)) in seen:
+                return f"{key}: {item!r} is listed twice; list each one once"
+            seen.add(name_key(str(item)))
+        return None
+
+    return check
+
+
 def _differs(key: str, other: str) -> CrossCheck:
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
         mine, theirs = name_key(str(value.get(key, ""))), name_key(str({**assembled, **value}.get(other, "")))
@@ -227,9 +241,10 @@ def scene_parts(cast: list[str]) -> list[Part]:
             check=_differs("summary", "title"),
         ),
         Part(
-            "the characters who appear in the scene",
+            "the characters who appear in the scene, each named once",
             _slice(schema, ["characters"], overrides),
             _model_of(Scene, ["characters"]),
+            check=_each_once("characters"),
         ),
     ]
 
