@@ -111,14 +111,28 @@ class SqliteEntries:
         )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            with self._transaction() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            self._set_up(busy_timeout_s)
         except BaseException:
             self._conn.close()
             raise
+
+    def _set_up(self, busy_timeout_s: float) -> None:
+        """WAL mode and the schema. Switching to WAL can answer "locked" at once, without waiting
+        for the busy timeout, while another process is setting up the same file: retry it."""
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                with self._transaction() as conn:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                transient = "locked" in str(exc) or "busy" in str(exc)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
