@@ -379,6 +379,8 @@ async def test_validity_classifies_each_way_a_plot_can_end(
     if category == "failed":
         assert runner.tallies["scene"].counts["skipped"] == 1
         assert plot.errors and "StructuringError" in plot.errors[0]
+        # The report says what the last answer got wrong, not only that it failed.
+        assert "last answer:" in plot.errors[0] and "beats" in plot.errors[0].split("last answer:")[1]
 
 
 async def test_prompt_only_mode_sends_no_schema_and_takes_no_repair(tmp_path: Path) -> None:

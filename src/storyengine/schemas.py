@@ -51,7 +51,7 @@ def name_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _words(text: str) -> str:
+def word_key(text: str) -> str:
     """Only the words of `text`, lower case: "The Climax!" -> "the climax"."""
     return " ".join(re.findall(r"\w+", text.casefold()))
 
@@ -78,7 +78,7 @@ class PlotBeat(_Model):
 
     @model_validator(mode="after")
     def _purpose_is_not_the_name(self) -> PlotBeat:
-        if _words(self.purpose) == _words(self.name):
+        if word_key(self.purpose) == word_key(self.name):
             raise ValueError(
                 f"the purpose of beat {self.name!r} only repeats its name; "
                 "say what happens in this beat and why it matters"
@@ -143,7 +143,7 @@ class Scene(_Model):
 
     @model_validator(mode="after")
     def _summary_is_not_the_title(self) -> Scene:
-        if _words(self.summary) == _words(self.title):
+        if word_key(self.summary) == word_key(self.title):
             raise ValueError("the summary only repeats the title; say what happens in the scene")
         return self
 
@@ -245,7 +245,7 @@ class Suggestion(_Model):
 
     @model_validator(mode="after")
     def _change_is_not_the_problem(self) -> Suggestion:
-        if _words(self.change) == _words(self.problem):
+        if word_key(self.change) == word_key(self.problem):
             raise ValueError(f"the change for {self.target!r} only repeats the problem; say what to do")
         return self
 

@@ -161,6 +161,14 @@ def classify(records: list[Any], calls: list[ProviderCall], component: str) -> s
     return "first_try"
 
 
+def failure_summary(premise: str, exc: StoryEngineError) -> str:
+    """One line for the report: the premise, the error, and what the model's last answer got wrong."""
+    attempts = getattr(exc, "attempts", None) or [{}]
+    last = attempts[-1].get("errors") or ""
+    detail = f" (last answer: {last.strip()[:200]})" if last else ""
+    return f"{premise[:50]}: {type(exc).__name__}: {str(exc)[:160]}{detail}"
+
+
 def revalidate(value: BaseModel, model: type[BaseModel], context: Any) -> bool:
     """True when `value` is a valid `model` when checked again from its JSON."""
     if not isinstance(value, model):
@@ -201,7 +209,7 @@ class ModeRunner:
                     value, context = await self._call(component, premise, seed, inputs)
             except StoryEngineError as exc:
                 tally.counts["failed"] += 1
-                tally.errors.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+                tally.errors.append(failure_summary(premise, exc))
                 failed = True
                 continue
             finally:
@@ -296,4 +304,7 @@ async def run_validity_bench(
     ]
     report.tables.append(("validity per mode", columns, rows))
     report.notes.append("a component call is failed when it raised; skipped when an earlier component failed")
+    for runner in runners:
+        for component in components:
+            report.notes += [f"{runner.mode} · {component} failed: {e}" for e in runner.tallies[component].errors]
     return report
