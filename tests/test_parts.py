@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 from storyengine.pipeline.parts import (
     NAME_PATTERN,
     Part,
+    beat_opener,
     dialogue_parts,
+    enhancement_parts,
     evaluation_parts,
     notes_slice,
     plot_parts,
+    purpose_schema,
     scene_parts,
     tension_band,
 )
@@ -79,3 +82,46 @@ def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> 
     assert isinstance(characters, Part) and characters.check is not None
     assert characters.check({"characters": ["Ana", "Bo"]}, {}) is None
     assert "twice" in (characters.check({"characters": ["Ana", "ana"]}, {}) or "")
+
+
+@given(st.integers(min_value=3, max_value=24))
+def test_beat_purposes_open_with_their_job_and_no_two_alike(total: int) -> None:
+    openers = [beat_opener(i, total) for i in range(total)]
+    assert openers[0] == "Sets up" and openers[-1] == "In the end,"
+    climax = [i for i in range(total) if min(tension_band(i, total)) >= 7]
+    assert [openers[i] for i in climax] == ["At the climax,"]
+    given_openers = [o for o in openers if o is not None]
+    assert len(given_openers) == len(set(given_openers))  # distinct purposes by construction
+    for i, opener in enumerate(openers):
+        schema = purpose_schema(i, total)
+        assert schema["minLength"] == 30 and schema["maxLength"] == 200
+        if opener is None:
+            assert "pattern" not in schema
+            continue
+        sentence = f"{opener} the keeper's lamp fails, and the ships are in danger."
+        assert re.match(schema["pattern"], sentence)
+        assert not re.match(schema["pattern"], "The keeper's lamp fails, and the ships are in danger.")
+
+
+def test_a_beat_that_copies_an_earlier_purpose_is_rejected_for_a_retry() -> None:
+    beat = plot_parts(3)[-1]
+    assert callable(beat)
+    earlier = {"beats": [{"name": "Arrival", "purpose": "Sets up the keeper's lonely life.", "tension": 2}]}
+    part = beat(earlier)
+    assert part.check is not None
+    # case, spacing and punctuation do not make a copy new
+    copied = {"name": "Storm", "purpose": "sets up  the keeper's lonely life", "tension": 4}
+    assert "already used" in (part.check(copied, earlier) or "")
+    fresh = {"name": "Storm", "purpose": "In the end, the keeper lights the lamp again.", "tension": 4}
+    assert part.check(fresh, earlier) is None
+
+
+def test_an_enhancement_suggestion_that_repeats_an_earlier_change_is_rejected() -> None:
+    suggestion = enhancement_parts(2)[1]
+    assert suggestion.check is not None
+    change = "Give the keeper a reason to stay at the lighthouse."
+    earlier = {"suggestions": [{"target": "Beat 1", "problem": "The start drags on.", "change": change}]}
+    repeat = {"target": "Beat 2", "problem": "The end is abrupt and flat.", "change": change.upper()}
+    assert "already used" in (suggestion.check(repeat, earlier) or "")
+    own = {**repeat, "change": "Let the storm break before the letter arrives."}
+    assert suggestion.check(own, earlier) is None

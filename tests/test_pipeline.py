@@ -120,6 +120,29 @@ async def test_scene_structuring_that_fails_twice_then_succeeds() -> None:
     assert len([c for c in rows if c["kind"] == "attempt"]) == 5
 
 
+async def test_in_parts_a_copied_beat_purpose_is_re_asked_at_its_part() -> None:
+    """The tiny model's habit: one purpose for every beat. Each copy is re-asked at its own part."""
+    copied = "Sets up the keeper and the lighthouse she tends alone."
+
+    def script(request: CompletionRequest) -> str:
+        answer = story_script(request)
+        schema = request.json_schema or {}
+        reasked = any("already used" in m.content for m in request.messages)
+        if request.component == "plot" and "purpose" in schema.get("properties", {}) and not reasked:
+            return json.dumps({**json.loads(answer), "purpose": copied})
+        return answer
+
+    engine, provider = engine_with(script)
+    async with engine:
+        plot = await engine.plot(PREMISE, beats=3, seed=3)
+    purposes = [b.purpose for b in plot.beats]
+    assert purposes[0] == copied and len(set(purposes)) == 3
+    beat_calls = [
+        r for r in provider.requests if r.component == "plot" and "purpose" in (r.json_schema or {}).get("properties", {})
+    ]
+    assert len(beat_calls) == 1 + 2 * (2 + 1)  # beats 2 and 3: two attempts with the copy, then the re-ask
+
+
 async def test_provider_dies_mid_run_then_resume_makes_no_repeated_calls(tmp_path: Path) -> None:
     settings = settings_for("cache: {enabled: false}")
     healthy = {"on": True}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from typing import Any
 
 from ..types import CompletionRequest
@@ -96,4 +97,7 @@ def _instance(schema: dict[str, Any], name: str, index: int) -> Any:
     if name in ("summary", "setting", "purpose", "text", "rationale", "problem", "change"):
         # Prose-sized fields, so long stories really press on a small context window.
         text += ": " + " ".join(WORDS[(index + k) % len(WORDS)] for k in range(14))
+    opener = re.match(r"\^([A-Za-z ,]+) \[", pattern)  # a sentence the schema starts (a beat's job)
+    if opener:
+        text = f"{opener.group(1)} {text[0].lower()}{text[1:]}".replace(":", ",")
     return text[: schema.get("maxLength", 300)]
