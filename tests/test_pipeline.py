@@ -138,7 +138,9 @@ async def test_in_parts_a_copied_beat_purpose_is_re_asked_at_its_part() -> None:
     purposes = [b.purpose for b in plot.beats]
     assert purposes[0] == copied and len(set(purposes)) == 3
     beat_calls = [
-        r for r in provider.requests if r.component == "plot" and "purpose" in (r.json_schema or {}).get("properties", {})
+        r
+        for r in provider.requests
+        if r.component == "plot" and "purpose" in (r.json_schema or {}).get("properties", {})
     ]
     assert len(beat_calls) == 1 + 2 * (2 + 1)  # beats 2 and 3: two attempts with the copy, then the re-ask
 

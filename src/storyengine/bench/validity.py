@@ -306,5 +306,7 @@ async def run_validity_bench(
     report.notes.append("a component call is failed when it raised; skipped when an earlier component failed")
     for runner in runners:
         for component in components:
-            report.notes += [f"{runner.mode} · {component} failed: {e}" for e in runner.tallies[component].errors]
+            report.notes += [
+                f"{runner.mode} · {component} failed: {e}" for e in runner.tallies[component].errors
+            ]
     return report
