@@ -125,3 +125,12 @@ def test_an_enhancement_suggestion_that_repeats_an_earlier_change_is_rejected() 
     assert "already used" in (suggestion.check(repeat, earlier) or "")
     own = {**repeat, "change": "Let the storm break before the letter arrives."}
     assert suggestion.check(own, earlier) is None
+
+
+def test_a_scene_summary_that_only_repeats_the_title_is_rejected_at_its_part() -> None:
+    summary = scene_parts(["Ana", "Bo"])[1]
+    assert isinstance(summary, Part) and summary.check is not None
+    assembled = {"title": "The Storm", "setting": "A lighthouse at night."}
+    # punctuation and case do not make it new (the full Scene model compares words too)
+    assert "repeats" in (summary.check({"summary": "The storm!"}, assembled) or "")
+    assert summary.check({"summary": "The lamp fails as the storm hits the rocks."}, assembled) is None

@@ -163,8 +163,10 @@ def _each_once(key: str) -> CrossCheck:
 
 
 def _differs(key: str, other: str) -> CrossCheck:
+    """Reject a `key` that only repeats `other` (compared by words, as the full models do)."""
+
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine, theirs = name_key(str(value.get(key, ""))), name_key(str({**assembled, **value}.get(other, "")))
+        mine, theirs = word_key(str(value.get(key, ""))), word_key(str({**assembled, **value}.get(other, "")))
         if mine and mine == theirs:
             return f"{key} only repeats the {other}; say something new"
         return None
