@@ -115,7 +115,7 @@ class Tally:
             "provider_calls": self.provider_calls,
             "seconds": round(self.seconds, 2),
             "invalid_accepted": self.invalid_accepted,
-            "errors": self.errors[:5],
+            "errors": self.errors,
         }
 
 
@@ -306,7 +306,8 @@ async def run_validity_bench(
     report.notes.append("a component call is failed when it raised; skipped when an earlier component failed")
     for runner in runners:
         for component in components:
-            report.notes += [
-                f"{runner.mode} · {component} failed: {e}" for e in runner.tallies[component].errors
-            ]
+            errors = runner.tallies[component].errors
+            report.notes += [f"{runner.mode} · {component} failed: {e}" for e in errors[:5]]
+            if len(errors) > 5:
+                report.notes.append(f"{runner.mode} · {component}: {len(errors) - 5} more (see --json)")
     return report
