@@ -16,7 +16,7 @@ from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.schemas import Story
-from storyengine.types import CompletionRequest
+from storyengine.types import Completion, CompletionRequest
 
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
 
@@ -143,6 +143,25 @@ async def test_in_parts_a_copied_beat_purpose_is_re_asked_at_its_part() -> None:
         if r.component == "plot" and "purpose" in (r.json_schema or {}).get("properties", {})
     ]
     assert len(beat_calls) == 1 + 2 * (2 + 1)  # beats 2 and 3: two attempts with the copy, then the re-ask
+
+
+async def test_a_scene_draft_that_never_stops_is_kept_as_far_as_it_goes() -> None:
+    """SmolLM2 sometimes loops until max_tokens on every attempt: the story goes on, and says so."""
+    loop = "The lantern swings in the storm. Mara holds the rope. " * 40 + "The lant"
+
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "scene" and request.stage == "freeform":
+            return Completion(text=loop, finish_reason="length", model="fake", provider="embedded")
+        return story_script(request)
+
+    engine, provider = engine_with(script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=2, seed=4)
+    assert len(story.scenes) == 2
+    scene_meta = story.meta["steps"]["scene.0.draft"]
+    assert scene_meta["stage1_cut_off"] is True
+    assert scene_meta["stage1_text"] == "The lantern swings in the storm. Mara holds the rope."
+    assert story.meta["steps"]["plot.draft"]["stage1_cut_off"] is False
 
 
 async def test_provider_dies_mid_run_then_resume_makes_no_repeated_calls(tmp_path: Path) -> None:

@@ -235,10 +235,26 @@ async def test_a_truncated_answer_is_never_a_success_and_max_tokens_doubles() ->
     assert completion.text == "Done."
     assert [r.max_tokens for r in provider.requests] == [100, 200, 400]
 
-    always_cut = ScriptedProvider(lambda r: answer("cut", finish="length"))
+    always_cut = ScriptedProvider(lambda r: answer('{"name": "cut', finish="length"))
     with pytest.raises(TruncatedOutput):
-        await retrying(always_cut).generate(request())
+        await retrying(always_cut).generate(request(stage="structuring"))
     assert always_cut.calls == 3
+
+
+async def test_a_draft_cut_off_on_every_attempt_is_kept_as_far_as_it_goes() -> None:
+    looping = "1. Arrival: she lands.\n2. Storm: the lamp fails. The sea rises. The sea rises.\n3. The sea ri"
+    provider = ScriptedProvider(lambda r: answer(looping, finish="length"))
+    completion = await retrying(provider).generate(request(stage="freeform"))
+    assert provider.calls == 3  # redrawn first, like any cut-off answer
+    assert completion.text == "1. Arrival: she lands.\n2. Storm: the lamp fails. The sea rises."
+    assert completion.truncated  # the metadata still says it was cut off
+    # nothing usable (no finished sentence) is still an error, and a structuring answer always is
+    unfinished = ScriptedProvider(lambda r: answer("The hero wal", finish="length"))
+    with pytest.raises(TruncatedOutput):
+        await retrying(unfinished).generate(request(stage="freeform"))
+    cut_json = ScriptedProvider(lambda r: answer('{"title": "A."} {"title": "A."}', finish="length"))
+    with pytest.raises(TruncatedOutput):
+        await retrying(cut_json).generate(request(stage="structuring"))
 
 
 async def test_a_truncated_sampled_answer_is_redrawn_with_another_seed() -> None:

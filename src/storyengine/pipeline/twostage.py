@@ -47,6 +47,7 @@ class StepMeta:
 
     component: str
     stage1_text: str = ""
+    stage1_cut_off: bool = False  # the draft reached max_tokens on every attempt; kept as far as it went
     stage2_text: str = ""
     structured_mode: str = ""
     attempts: int = 0
@@ -63,6 +64,7 @@ class StepMeta:
         return {
             "component": self.component,
             "stage1_text": self.stage1_text,
+            "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
             "structured_mode": self.structured_mode,
             "attempts": self.attempts,
@@ -108,6 +110,7 @@ class TwoStage:
         completion = await self.router.generate(request, check=None)
         meta.add_usage(completion)
         meta.stage1_text = completion.text.strip()
+        meta.stage1_cut_off = completion.truncated
         meta.seconds["freeform"] = time.perf_counter() - started
         return meta.stage1_text
 

@@ -8,6 +8,12 @@ backoff with jitter; a 429's Retry-After wins (capped by `backoff_max`). Unusabl
     cut off           double max_tokens within the context window; if it cannot grow,
                       shorten the longest user message (keeping its head and tail)
 
+A structuring answer that is cut off is never accepted. A free-writing answer (a stage-1
+draft, a summary) still cut off after the last attempt is returned as far as it goes: its
+unfinished last sentence and any repeated sentences (a small model's loop) removed, its
+finish_reason left "length" so the metadata shows it. A cut-off draft loses its tail; a
+failed one would lose the story.
+
 Errors that a retry cannot fix (401/403, other 4xx, a model that will not load) propagate
 at once. Every attempt is recorded with its outcome (see instrument.py).
 """
@@ -16,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from ..errors import EmptyOutput, ProviderError, SchemaValidationError, TruncatedOutput
 from ..providers.base import Provider
+from ..schemas import word_key
 from ..types import Completion, CompletionRequest, Message
 from .base import Check
 from .instrument import Outcome, is_output_problem, record_attempt
@@ -79,6 +87,10 @@ class Retrying:
                     check(completion)
             except (ProviderError, SchemaValidationError) as exc:
                 last = number == self.attempts or not is_retryable(exc)
+                usable = self._as_far_as_it_goes(attempt, completion, exc) if last else None
+                if usable is not None:
+                    self._record(attempt, started, "ok", usable, None)
+                    return usable
                 self._record(attempt, started, _failed_outcome(exc, last), completion, exc)
                 if last:
                     raise
@@ -109,6 +121,16 @@ class Retrying:
                 f"{where}: the model returned an empty answer; try another model or a lower temperature",
                 provider=self.provider.name,
             )
+
+    @staticmethod
+    def _as_far_as_it_goes(
+        request: CompletionRequest, completion: Completion | None, error: BaseException
+    ) -> Completion | None:
+        """A cut-off free-writing answer made usable (see the module docstring), else None."""
+        if not isinstance(error, TruncatedOutput) or completion is None or request.stage == "structuring":
+            return None
+        text = whole_sentences(completion.text)
+        return completion.model_copy(update={"text": text}) if text else None
 
     def _record(
         self,
@@ -199,6 +221,34 @@ class Retrying:
             messages[index].model_copy(update={"content": shortened}),
             *messages[index + 1 :],
         )
+
+
+# A sentence ends at . ! ? or … (not after a digit: "3." numbers a list), closing quotes included.
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?…][\"')\]”’]*(?=\s|$)")
+_SENTENCE_BREAK = re.compile(r"(?<=[^\d\s][.!?…])\s+")
+
+
+def whole_sentences(text: str) -> str:
+    """`text` without its unfinished last sentence and without sentences it already said.
+
+    Lines are kept (a numbered outline stays an outline); a line left empty is dropped.
+    """
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if lines:
+        ends = list(_SENTENCE_END.finditer(lines[-1]))
+        lines[-1] = lines[-1][: ends[-1].end()] if ends else ""
+    seen: set[str] = set()
+    kept = []
+    for line in lines:
+        fresh = []
+        for sentence in _SENTENCE_BREAK.split(line):
+            key = word_key(sentence)
+            if key and key not in seen:
+                seen.add(key)
+                fresh.append(sentence)
+        if re.search(r"[^\W\d_]", " ".join(fresh)):  # some words left, not only a list number
+            kept.append(" ".join(fresh))
+    return "\n".join(kept)
 
 
 def is_retryable(error: BaseException) -> bool:
