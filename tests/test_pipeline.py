@@ -154,7 +154,7 @@ async def test_a_scene_draft_that_never_stops_is_kept_as_far_as_it_goes() -> Non
             return Completion(text=loop, finish_reason="length", model="fake", provider="embedded")
         return story_script(request)
 
-    engine, provider = engine_with(script)
+    engine, _ = engine_with(script)
     async with engine:
         story = await engine.generate(PREMISE, scenes=2, seed=4)
     assert len(story.scenes) == 2
