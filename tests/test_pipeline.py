@@ -164,6 +164,40 @@ async def test_a_scene_draft_that_never_stops_is_kept_as_far_as_it_goes() -> Non
     assert story.meta["steps"]["plot.draft"]["stage1_cut_off"] is False
 
 
+async def test_a_dialogue_line_the_model_cannot_make_new_is_left_out_with_the_rest() -> None:
+    """Optional parts: the dialogue keeps the lines it has instead of failing the scene's story."""
+
+    def script(request: CompletionRequest) -> str:
+        answer = story_script(request)
+        if request.component == "dialogue" and "text" in (request.json_schema or {}).get("properties", {}):
+            return json.dumps({**json.loads(answer), "text": "I told you the map was wrong."})
+        return answer
+
+    engine, provider = engine_with(script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=2)
+    lines = story.scenes[0].dialogue.lines
+    assert [line.text for line in lines] == [
+        "I told you the map was wrong."
+    ] * 2  # a second saying is allowed
+    left_out = story.meta["steps"]["dialogue.0"]["parts_left_out"]
+    assert len(left_out) == 2 and "already used" in left_out[0] and "rest of its list" in left_out[1]
+    line_calls = [r for r in provider.requests if r.component == "dialogue" and r.stage == "structuring"]
+    assert len(line_calls) == 2 + (2 + 2)  # lines 1-2, line 3's two attempts and re-ask's two; no line 4
+
+
+async def test_a_required_part_the_model_cannot_write_still_fails_with_a_clear_error() -> None:
+    def script(request: CompletionRequest) -> str:
+        if request.component == "plot" and "purpose" in (request.json_schema or {}).get("properties", {}):
+            return '{"name": "", "purpose": 3}'
+        return story_script(request)
+
+    engine, _ = engine_with(script)
+    async with engine:
+        with pytest.raises(RunFailed, match="plot"):
+            await engine.generate(PREMISE, scenes=1, seed=2)
+
+
 async def test_provider_dies_mid_run_then_resume_makes_no_repeated_calls(tmp_path: Path) -> None:
     settings = settings_for("cache: {enabled: false}")
     healthy = {"on": True}

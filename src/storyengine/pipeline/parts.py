@@ -71,6 +71,9 @@ class Part:
     # A tiny model copies whatever it is shown, so list items each get their own slice of the draft.
     slice_of: tuple[int, int] | None = None
     scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
+    # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
+    # of its list are left out (and said so in the metadata) instead of failing the object.
+    optional: bool = False
 
     def notes(self, draft: str) -> str:
         return draft if self.slice_of is None else notes_slice(draft, *self.slice_of)
@@ -340,6 +343,7 @@ def dialogue_parts(cast: list[str], lines: int = 6) -> list[Part]:
                 item_of="lines",
                 check=_distinct("text", "line", allowed=1),
                 slice_of=(i, lines),
+                optional=i >= 2,  # a dialogue is at least an exchange
             )
         )
     return parts
@@ -408,6 +412,7 @@ def enhancement_parts(suggestions: int = 2) -> list[Part]:
             item_of="suggestions",
             check=_all(_differs("change", "problem"), _distinct("change", "change")),
             slice_of=(i, suggestions),
+            optional=i >= 1,
         )
         for i in range(suggestions)
     ]

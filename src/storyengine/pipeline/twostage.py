@@ -52,6 +52,7 @@ class StepMeta:
     structured_mode: str = ""
     attempts: int = 0
     reasked: bool = False
+    parts_left_out: list[str] = field(default_factory=list)  # optional parts the model could not write
     summarized: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
@@ -69,6 +70,7 @@ class StepMeta:
             "structured_mode": self.structured_mode,
             "attempts": self.attempts,
             "reasked": self.reasked,
+            "parts_left_out": self.parts_left_out,
             "summarized": self.summarized,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "tokens": dict(self.tokens),
@@ -190,9 +192,21 @@ class TwoStage:
         earlier: list[str] = []
         answers: list[str] = []
         try:
+            left_out: set[str | None] = set()
             for entry in plan:
                 part = entry if isinstance(entry, Part) else entry(assembled)
-                value, text = await self._part(component, draft, part, assembled, earlier, meta)
+                if part.item_of is not None and part.item_of in left_out:
+                    meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
+                    continue
+                try:
+                    value, text = await self._part(component, draft, part, assembled, earlier, meta)
+                except StructuringError as exc:
+                    if not part.optional:
+                        raise
+                    left_out.add(part.item_of)
+                    last = (exc.attempts or [{}])[-1].get("errors", "")
+                    meta.parts_left_out.append(f"{part.what}: no valid answer ({str(last).strip()[:200]})")
+                    continue
                 part.merge(assembled, value)
                 earlier.append(part.describe(value))
                 answers.append(text)
