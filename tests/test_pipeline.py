@@ -22,10 +22,10 @@ PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
 
 
 def settings_for(extra: str = "", *, window: int = 8192, in_parts: bool = True) -> Settings:
-    parts = "true" if in_parts else "false"
+    parts = "tiny" if in_parts else "standard"
     text = f"""
 providers:
-  embedded: {{type: embedded, context_window: {window}, structure_in_parts: {parts}}}
+  embedded: {{type: embedded, context_window: {window}, profile: {parts}}}
 retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
 {extra}
 """

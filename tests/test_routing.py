@@ -32,12 +32,13 @@ from storyengine.routing.fallback import Fallback
 from storyengine.routing.instrument import (
     CallRecord,
     Instrumented,
+    RecordedAttempts,
     RunRecorder,
     current_recorder,
     params_snapshot,
     prompt_hash,
 )
-from storyengine.routing.retry import JSON_CLAMP, Retrying
+from storyengine.routing.retry import JSON_CLAMP, Asked, Retrying
 from storyengine.routing.router import Router
 from storyengine.runlog import RunLog
 from storyengine.types import Completion, CompletionRequest, Message, Usage
@@ -84,6 +85,7 @@ def request(**kwargs: object) -> CompletionRequest:
 
 
 def retrying(provider: ScriptedProvider, sleeps: Sleeps | None = None, attempts: int = 3) -> Retrying:
+    """Retrying over `provider`, each attempt recorded (as the router composes it)."""
     return Retrying(
         provider,
         attempts=attempts,
@@ -91,6 +93,7 @@ def retrying(provider: ScriptedProvider, sleeps: Sleeps | None = None, attempts:
         backoff_max=20.0,
         sleep=sleeps if sleeps is not None else Sleeps(),
         rng=FixedRandom(),
+        ask=RecordedAttempts(Asked(provider), provider=provider.name, model=provider.model),
     )
 
 

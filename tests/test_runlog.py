@@ -16,8 +16,8 @@ from storyengine import runlog as runlog_module
 from storyengine.cli import main
 from storyengine.errors import ProviderUnavailable
 from storyengine.providers.scripted import ScriptedProvider
-from storyengine.routing.instrument import CallRecord, Instrumented, RunRecorder
-from storyengine.routing.retry import Retrying
+from storyengine.routing.instrument import CallRecord, Instrumented, RecordedAttempts, RunRecorder
+from storyengine.routing.retry import Asked, Retrying
 from storyengine.runlog import MIGRATIONS, RunLog
 from storyengine.types import CompletionRequest, Message
 
@@ -138,7 +138,8 @@ async def test_a_recorder_writes_every_attempt_of_a_run_to_the_log(tmp_path: Pat
     log = RunLog(tmp_path / "runs.sqlite3")
     replies = iter([ProviderUnavailable("refused"), "text"])
     provider = ScriptedProvider(lambda r: next(replies))
-    generator = Instrumented(Retrying(provider, attempts=2, backoff_initial=0, backoff_max=0))
+    ask = RecordedAttempts(Asked(provider), provider=provider.name, model=provider.model)
+    generator = Instrumented(Retrying(provider, attempts=2, backoff_initial=0, backoff_max=0, ask=ask))
     recorder = RunRecorder("run-7", log)
     with recorder.active():
         request = CompletionRequest(messages=(Message(role="user", content="hi"),), component="scene")
@@ -199,12 +200,14 @@ def test_a_locked_log_warns_once_and_the_run_goes_on(
     path = tmp_path / "runs.sqlite3"
     log = RunLog(path, busy_timeout=0.05)
     log.record_call(record())
+    log.flush()  # rows are written by the log's writer thread
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with caplog.at_level(logging.WARNING, logger="storyengine"):
             log.record_call(record(attempt=2))
             log.record_call(record(attempt=3))
+            log.flush()
     finally:
         holder.execute("ROLLBACK")
         holder.close()

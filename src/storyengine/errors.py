@@ -44,6 +44,9 @@ class TemplateError(StoryEngineError):
 class ProviderError(StoryEngineError):
     retryable: bool = False
 
+    # The answer that was refused (empty, cut off), when one arrived; set by the wrapper that vetted it.
+    completion: Any = None
+
     def __init__(self, message: str, *, provider: str = "", retryable: bool | None = None) -> None:
         super().__init__(message)
         self.provider = provider
@@ -104,6 +107,8 @@ class AllProvidersFailed(StoryEngineError):
 
 class SchemaValidationError(StoryEngineError, ValueError):
     """Text that does not hold a valid object, with everything needed to see why."""
+
+    completion: Any = None  # the answer whose text this is, when it came from a provider
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """The run log: every run and every model call, in one SQLite file.
 
-WAL mode and a busy timeout let several processes write at once; a lock serializes the
-writes of one process (its coroutines and threads). The schema grows by an ordered list
-of migrations, and `PRAGMA user_version` counts how many have been applied.
+WAL mode and a busy timeout let several processes write at once (see store.py, which also
+applies the ordered list of migrations). Call rows are written by one writer thread from a
+queue, so recording never blocks the event loop; reads wait for the queue to drain first.
 
 Logging must never break a run: if the file is locked, corrupt or unwritable, the run log
 warns once and goes on without logging.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -22,11 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .routing.instrument import CallRecord
+from .store import Migration, open_db
+from .types import CallRecord
 
 logger = logging.getLogger("storyengine")
-
-Migration = Callable[[sqlite3.Connection], None]
 
 
 def _m001_runs_and_calls(db: sqlite3.Connection) -> None:
@@ -98,15 +98,10 @@ class RunLog:
         self._warn = warn
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            self._db = open_db(self.path, MIGRATIONS, busy_timeout=busy_timeout)
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
 
@@ -124,28 +119,69 @@ class RunLog:
         *,
         config_source: str | None = None,
     ) -> None:
-        with self._writing() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO runs (id, premise, status, started_at, config_source, meta) "
-                "VALUES (?, ?, 'running', ?, ?, ?)",
-                (run_id, premise, _now(), config_source, json.dumps(meta or {}, default=str)),
-            )
+        values = (run_id, premise, _now(), config_source, json.dumps(meta or {}, default=str))
+
+        def write() -> None:
+            with self._writing() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO runs (id, premise, status, started_at, config_source, meta) "
+                    "VALUES (?, ?, 'running', ?, ?, ?)",
+                    values,
+                )
+
+        self._submit(write)
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        with self._writing() as db:
-            db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-                (status, _now(), error, run_id),
-            )
+        values = (status, _now(), error, run_id)
 
-    def record_call(self, record: CallRecord) -> None:
+        def write() -> None:
+            with self._writing() as db:
+                db.execute("UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?", values)
+
+        self._submit(write)
+
+    def record(self, record: CallRecord) -> None:
+        """A sink (routing/instrument.py): queue the row for the writer thread; never blocks."""
         row = record.model_dump(mode="json")
         row["params_snapshot"] = json.dumps(row["params_snapshot"], sort_keys=True)
         row["cache_hit"] = int(row["cache_hit"])
         names = ", ".join(_CALL_COLUMNS)
         marks = ", ".join("?" for _ in _CALL_COLUMNS)
-        with self._writing() as db:
-            db.execute(f"INSERT INTO calls ({names}) VALUES ({marks})", [row[c] for c in _CALL_COLUMNS])
+        values = [row[c] for c in _CALL_COLUMNS]
+
+        def write() -> None:
+            with self._writing() as db:
+                db.execute(f"INSERT INTO calls ({names}) VALUES ({marks})", values)
+
+        self._submit(write)
+
+    record_call = record
+
+    def flush(self) -> None:
+        """Wait until every queued row is written."""
+        if self._writer is not None:
+            self._queue.join()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="storyengine-runlog", daemon=True
+                )
+                self._writer.start()
+        self._queue.put(job)
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception as exc:  # logging must never break a run
+                logger.debug("run log write failed: %s", exc)
+            finally:
+                self._queue.task_done()
 
     # -- reading --
 
@@ -171,11 +207,13 @@ class RunLog:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
+        self.flush()
         rows = self._read(sql, [*args, limit])
         return [_call_record(row) for row in reversed(rows)]
 
     def runs(self, limit: int = 20) -> list[RunInfo]:
         """The latest `limit` runs, newest first."""
+        self.flush()
         rows = self._read(
             "SELECT id, premise, status, started_at, finished_at, config_source, meta, error "
             "FROM runs ORDER BY started_at DESC LIMIT ?",
@@ -196,34 +234,16 @@ class RunLog:
         ]
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
     # -- plumbing --
-
-    def _migrate(self) -> None:
-        assert self._db is not None
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this storyengine knows ({len(MIGRATIONS)}); "
-                "upgrade storyengine"
-            )
-        if version == len(MIGRATIONS):
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            # Another process may have migrated while we waited for the lock.
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(self._db)
-                self._db.execute(f"PRAGMA user_version = {number}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

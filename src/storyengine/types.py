@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant"]
 Stage = Literal["freeform", "structuring", "summarize", "check"]
+Outcome = Literal["ok", "retry", "fallback", "error", "invalid"]
+Kind = Literal["attempt", "switch", "call"]
 
 
 class Message(BaseModel):
@@ -79,7 +82,35 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     structured_mode: str = "none"
     cached: bool = False
+    # What the caller's `check` returned for this text (the validated object): set by the
+    # wrapper that checked it, so nobody parses the same answer again. Never serialized.
+    value: Any = Field(default=None, exclude=True, repr=False)
 
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
+
+
+class CallRecord(BaseModel):
+    """One row of the run log: what was asked, of whom, and what came of it (see routing/instrument.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str | None = None
+    call_id: str | None = None
+    kind: Kind = "attempt"
+    component: str
+    stage: str
+    attempt: int
+    provider: str
+    model: str = ""
+    prompt_hash: str
+    params_snapshot: dict[str, Any] = Field(default_factory=dict)
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hit: bool = False
+    finish_reason: str | None = None
+    outcome: Outcome
+    error: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..config import load_settings
 from ..errors import InputError, TemplateError
 from ..prompts import CONTRACT
 from ..prompts.render import RenderedPrompt, render, render_slow, template_names, template_variables
@@ -32,6 +33,9 @@ def fixture_context(name: str, *, probe: bool = False) -> dict[str, str | int]:
     }
 
 
+SAMPLING_PARAMS = {"temperature", "top_p", "seed", "max_tokens", "presence_penalty", "frequency_penalty"}
+
+
 def guardrail_problems(name: str, prompt: RenderedPrompt) -> list[str]:
     """What `prompt` (template `name`) lacks: its messages, and for structuring its JSON guardrails."""
     roles = [m.role for m in prompt.messages]
@@ -46,10 +50,13 @@ def guardrail_problems(name: str, prompt: RenderedPrompt) -> list[str]:
     if "schema" in template_variables(name) and "sample schema" not in system:
         problems.append("system message does not include the schema")
     params = prompt.params
-    if params.get("temperature") != 0:
-        problems.append(f"temperature must be 0 (runtime has {params.get('temperature')!r})")
-    if not isinstance(params.get("seed"), int):
-        problems.append("no fixed seed in <runtime>")
+    # Sampling parameters come from config (narrative.defaults): a template must not override them.
+    overriding = sorted(k for k in params if k in SAMPLING_PARAMS)
+    if overriding:
+        problems.append(
+            f"<runtime> sets {', '.join(overriding)}: sampling parameters come from config "
+            "(narrative.defaults.structuring); keep only stop sequences in a template"
+        )
     stop = params.get("stop")
     if not (isinstance(stop, list) and stop and all(isinstance(s, str) and s for s in stop)):
         problems.append("no stop list in <runtime>")
@@ -117,6 +124,9 @@ def render_template(name: str, context_json: str, slow: bool) -> None:
     out = prompt.to_dict()
     if response_format is not None:
         out["response_format"] = response_format
+        # What the request carries: the config's structuring parameters, the template's stops.
+        defaults = load_settings().narrative.defaults.structuring
+        out["params"] = {**defaults.model_dump(include={"temperature", "top_p", "seed"}), **out["params"]}
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 

@@ -17,14 +17,13 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
-from ..budget import Budget
 from ..config import COMPONENTS, Settings, load_settings, secret_values
 from ..errors import InputError, RunFailed, StoryEngineError
 from ..failures import InvalidOutputLog
 from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
-from ..routing.base import Generator
 from ..routing.instrument import RunRecorder
+from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import CheckpointStore, RunState, new_run_id
 from .story import Components, call_seed, scene_beats, scene_text, story_digest
@@ -57,7 +56,7 @@ class StoryEngine:
     def __init__(
         self,
         settings: Settings,
-        router: Generator,
+        router: Router,
         providers: dict[str, Provider],
         *,
         checkpoints: CheckpointStore | None = None,
@@ -75,9 +74,7 @@ class StoryEngine:
             max_bytes=settings.logging.invalid_json_max_bytes,
             secrets=secret_values(),
         )
-        stages = TwoStage(
-            router, settings, self._budgets(), self._modes(), self.invalid_log, in_parts=self._in_parts()
-        )
+        stages = TwoStage(router, settings, self.invalid_log)
         self.stages = stages
         self.components = Components(stages)
 
@@ -92,8 +89,6 @@ class StoryEngine:
         providers: dict[str, Provider] | None = None,
     ) -> StoryEngine:
         """Build from config.yaml (or given settings); `provider` routes every component to it."""
-        from ..routing.router import Router
-
         settings = settings or load_settings(path)
         if provider:
             settings = settings.with_route(provider)
@@ -110,26 +105,6 @@ class StoryEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    def _chain(self, component: str) -> list[Provider]:
-        return [self.providers[name] for name in self.settings.narrative.providers.chain(component)]
-
-    def _budgets(self) -> dict[str, Budget]:
-        budgets = {}
-        for component in COMPONENTS:
-            chain = self._chain(component)
-            window = min(p.context_window for p in chain)
-            budgets[component] = Budget(
-                window, max(chain, key=lambda p: p.count_tokens("x" * 400)).count_tokens
-            )
-        return budgets
-
-    def _in_parts(self) -> dict[str, bool]:
-        routes = self.settings.narrative.providers
-        return {c: self.settings.providers[routes.chain(c)[0]].structure_in_parts for c in COMPONENTS}
-
-    def _modes(self) -> dict[str, str]:
-        return {c: self._chain(c)[0].structured_mode for c in COMPONENTS}
 
     # -- one component at a time --
     async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
@@ -246,7 +221,7 @@ class _Run:
         # The first render of a template starts Node (~1 s each): do them off the event loop.
         await asyncio.to_thread(warm_templates)
         runlog = self.engine.runlog
-        recorder = RunRecorder(self.state.run_id, runlog)
+        recorder = RunRecorder(self.state.run_id)
         if runlog is not None:
             runlog.start_run(self.state.run_id, self.premise, dict(self.state.header))
         try:

@@ -12,7 +12,9 @@ here, in a part's schema or its cross-check, so a mistake is caught and re-asked
 that made it. The assembled object is still validated by the full model at the end, as in
 one-shot mode.
 
-Which providers structure in parts is a provider setting (`structure_in_parts`).
+Which providers structure in parts is their model profile's choice (providers/profiles.py:
+`tiny`). The aids here (openers, unused initials) are for that profile only; names may hold any
+letters, apostrophes and hyphens here as everywhere.
 """
 
 from __future__ import annotations
@@ -41,9 +43,15 @@ from ..schemas import (
 )
 from ..structuring import decoding_schema
 
-# A character's name: one or two capitalised words (blocks "{ ", " " and sentences as names).
-NAME_PATTERN = r"^[A-Z][a-z]{1,14}( [A-Z][a-z]{1,14})?$"
-_INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"
+# Letters a name may hold: Latin with its accents, Greek, Cyrillic; apostrophes and hyphens too
+# ("José", "O'Neil", "Zoë", "Mary-Jane"). Ranges, because llama.cpp's grammar has no \p{L}.
+_UPPER_ACCENTED = "À-ÖØ-ÞΑ-ΩА-Я"
+_UPPER = "A-Z" + _UPPER_ACCENTED
+LETTERS = _UPPER + "a-zß-öø-ÿĀ-žα-ωа-я"
+# A character's name: one to three capitalised words, the first of two letters or more (blocks
+# "{ ", " " and sentences as names; lets through "Zoë Ó Súilleabháin").
+NAME_PATTERN = f"^[{_UPPER}][{LETTERS}'’-]{{1,19}}( [{_UPPER}][{LETTERS}'’-]{{0,19}}){{0,2}}$"
+_INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)
 SENTENCE = 30  # minLength of a field that must be a sentence, not a copied name
 STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "in medias res"]
 
@@ -208,7 +216,7 @@ MIDDLE_OPENERS = (
     "Tightens the knot as",
     "Shifts the balance as",
 )
-PURPOSE_CHARACTERS = "A-Za-z0-9 ,.;:'!?()-"
+PURPOSE_CHARACTERS = LETTERS + "0-9 ,.;:'!?()-"
 
 
 def beat_opener(index: int, total: int) -> str | None:
@@ -269,7 +277,7 @@ def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dic
         taken = {b["name"][0].upper() for b in assembled.get("beats", [])}
         initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
         overrides: dict[str, dict[str, Any]] = {
-            "name": {"maxLength": 48, "pattern": f"^[{initials}][A-Za-z' ,!?-]{{2,47}}$"},
+            "name": {"maxLength": 48, "pattern": f"^[{initials}{_UPPER_ACCENTED}][{LETTERS}' ,!?-]{{2,47}}$"},
             "purpose": purpose_schema(i, beats),
             "tension": {"enum": band},
         }
@@ -284,7 +292,7 @@ def _character_part(assembled: dict[str, Any]) -> Part:
     """One more main character, whose initial differs from the others': distinct by construction."""
     taken = {name[0] for name in assembled.get("characters", [])}
     initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
-    pattern = NAME_PATTERN.replace("^[A-Z]", f"^[{initials}]", 1)
+    pattern = NAME_PATTERN.replace(f"^[{_UPPER}]", f"^[{initials}{_UPPER_ACCENTED}]", 1)
     schema = _slice({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
     what = "the name of one more main character (a first name, maybe a last name)"
     return Part(what, schema, _NameModel, item_of="characters", scalar="name")

@@ -83,11 +83,9 @@ class Components:
         wanted = beats_for(beats)
         count = (wanted, wanted) if wanted else DEFAULT_BEATS
         schema = decoding_schema(PlotStructure, counts={"beats": count, "characters": (2, 5)})
-        if self.stages.in_parts("plot"):
-            plan = parts.plot_parts(wanted or BEATS_WANTED)
-            return await self.stages.structure_parts("plot", draft, plan, PlotStructure, meta)
+        plan = parts.plot_parts(wanted or BEATS_WANTED)
         context: dict[str, Any] = {"premise": premise, "draft": draft, "beats": wanted or BEATS_WANTED}
-        return await self.stages.structure("plot", context, PlotStructure, schema, meta)
+        return await self.stages.structure("plot", context, PlotStructure, schema, meta, parts=(draft, plan))
 
     async def scene_draft(
         self,
@@ -117,13 +115,10 @@ class Components:
         schema = decoding_schema(
             Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(plot.characters) or 4)))}
         )
-        if self.stages.in_parts("scene"):
-            notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
-            plan = parts.scene_parts(list(plot.characters))
-            scene = await self.stages.structure_parts("scene", notes, plan, Scene, meta)
-        else:
-            context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
-            scene = await self.stages.structure("scene", context, Scene, schema, meta)
+        notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
+        plan = parts.scene_parts(list(plot.characters))
+        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
+        scene = await self.stages.structure("scene", context, Scene, schema, meta, parts=(notes, plan))
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
 
     async def dialogue_draft(self, scene: Scene, previous: str, meta: StepMeta, seed: int | None) -> str:
@@ -133,14 +128,16 @@ class Components:
     async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:
         cast = list(scene.characters)
         schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (2, 10)})
-        if self.stages.in_parts("dialogue"):
-            plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS)
-            return await self.stages.structure_parts(
-                "dialogue", draft, plan, Dialogue, meta, validation_context={"cast": cast}
-            )
+        plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS)
         context = {"draft": draft, "cast": ", ".join(cast)}
         return await self.stages.structure(
-            "dialogue", context, Dialogue, schema, meta, validation_context={"cast": cast}
+            "dialogue",
+            context,
+            Dialogue,
+            schema,
+            meta,
+            parts=(draft, plan),
+            validation_context={"cast": cast},
         )
 
     async def evaluation_draft(self, premise: str, story: str, meta: StepMeta, seed: int | None) -> str:
@@ -151,12 +148,10 @@ class Components:
         schema = decoding_schema(
             Evaluation, enums={"criterion": criteria}, counts={"scores": (len(criteria), len(criteria))}
         )
-        if self.stages.in_parts("evaluation"):
-            return await self.stages.structure_parts(
-                "evaluation", draft, parts.evaluation_parts(), Evaluation, meta
-            )
         context = {"draft": draft, "criteria": ", ".join(criteria)}
-        return await self.stages.structure("evaluation", context, Evaluation, schema, meta)
+        return await self.stages.structure(
+            "evaluation", context, Evaluation, schema, meta, parts=(draft, parts.evaluation_parts())
+        )
 
     async def enhancement_draft(
         self, premise: str, story: str, evaluation: Evaluation, meta: StepMeta, seed: int | None
@@ -165,9 +160,12 @@ class Components:
         return await self.stages.freeform("enhancement", context, meta, seed=seed)
 
     async def enhancement(self, draft: str, meta: StepMeta) -> Enhancement:
-        if self.stages.in_parts("enhancement"):
-            return await self.stages.structure_parts(
-                "enhancement", draft, parts.enhancement_parts(), Enhancement, meta
-            )
         schema = decoding_schema(Enhancement, counts={"suggestions": (1, 4)})
-        return await self.stages.structure("enhancement", {"draft": draft}, Enhancement, schema, meta)
+        return await self.stages.structure(
+            "enhancement",
+            {"draft": draft},
+            Enhancement,
+            schema,
+            meta,
+            parts=(draft, parts.enhancement_parts()),
+        )

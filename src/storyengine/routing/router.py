@@ -1,12 +1,17 @@
 """The router: one `generate` for the pipeline, routed by `request.component`.
 
-For each component it composes, from the outside in,
+A component's chain (`narrative.providers.<component>`: one name or an ordered fallback
+list) is cut into **routes**: runs of consecutive providers that share a model profile
+(providers/profiles.py), so they are asked the same way. For each route it composes, from
+the outside in,
 
-    Instrumented( Cached( Fallback( Retrying(provider A), Retrying(provider B), ... ) ) )
+    Instrumented( Cached( Fallback( Retrying(A, ask=RecordedAttempts(Asked(A))), ... ) ) )
 
-from `narrative.providers.<component>` (one name or an ordered fallback list) and the
-`retry:` settings. A provider named by several components is one object shared by all
-of them (one HTTP client, one loaded model), with its own `Retrying` per component.
+The pipeline (pipeline/twostage.py) walks a component's routes itself, because moving from a
+`standard` provider to a `tiny` one changes how a step is asked (one call or many), with the
+route's own context window and tokenizer. `Router.generate` serves direct callers with the
+whole chain. A provider named by several components is one object shared by all of them (one
+HTTP client, one loaded model), with its own `Retrying` per component.
 """
 
 from __future__ import annotations
@@ -15,24 +20,54 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
+from ..budget import Budget
 from ..config import COMPONENTS, Settings
 from ..errors import ConfigError
 from ..providers.base import Provider
+from ..providers.profiles import PROFILES, Profile
 from ..runlog import RunLog
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
 from .cache import Cached, chain_identity
 from .cache_store import ResponseCache
 from .fallback import Fallback
-from .instrument import Instrumented
-from .retry import Retrying, Sleep
+from .instrument import Instrumentation, Sink
+from .retry import Asked, Retrying, Sleep
 
 logger = logging.getLogger("storyengine")
 
 CacheFactory = Callable[[Generator, Sequence[Provider]], Generator]
 """Wraps a component's fallback chain (given the chain's providers) in a cache."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Consecutive providers of a chain that share a profile, and the generator that asks them."""
+
+    profile: Profile
+    providers: tuple[Provider, ...]
+    generator: Generator
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.providers]
+
+    @property
+    def structured_mode(self) -> str:
+        return self.providers[0].structured_mode
+
+    def budget(self) -> Budget:
+        """The route's window (its smallest) and tokenizer (the largest count of its providers).
+
+        Counting loads an embedded model: call it off the event loop the first time."""
+        providers = self.providers
+        return Budget(
+            min(p.context_window for p in providers),
+            lambda text: max(p.count_tokens(text) for p in providers),
+        )
 
 
 class Router:
@@ -47,15 +82,23 @@ class Router:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         runlog: RunLog | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.runlog = runlog
         self.cache = cache
         self._owns_runlog = False
+        self.instrumentation = Instrumentation([*([runlog] if runlog is not None else []), *sinks])
+        rng = rng or random.Random()
+        self._routes: dict[str, list[Route]] = {
+            component: self._compose(component, cache, sleep, rng) for component in COMPONENTS
+        }
         self.generators: dict[str, Generator] = {
-            component: self._compose(component, cache, sleep, rng or random.Random())
-            for component in COMPONENTS
+            component: routes[0].generator
+            if len(routes) == 1
+            else Fallback([("+".join(r.names), r.generator) for r in routes])
+            for component, routes in self._routes.items()
         }
 
     @classmethod
@@ -79,14 +122,32 @@ class Router:
         if cache is None:
             cache = default_cache(settings)
         owns_runlog = runlog is None
+        sinks: list[Sink] = []
+        if settings.logging.opentelemetry:
+            from .telemetry import OpenTelemetrySink
+
+            sinks.append(OpenTelemetrySink())
         router = cls(
-            settings, providers, cache=cache, sleep=sleep, runlog=runlog or RunLog(settings.runlog_path)
+            settings,
+            providers,
+            cache=cache,
+            sleep=sleep,
+            runlog=runlog or RunLog(settings.runlog_path),
+            sinks=sinks,
         )
         router._owns_runlog = owns_runlog
         return router
 
     def chain(self, component: str) -> list[str]:
         return self.settings.narrative.providers.chain(component)
+
+    def routes(self, component: str) -> list[Route]:
+        """The component's chain as routes, in order (see the module docstring)."""
+        routes = self._routes.get(component)
+        if routes is None:
+            known = ", ".join(self._routes)
+            raise ConfigError(f"no route for component {component!r}; known components: {known}")
+        return routes
 
     async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
         generator = self.generators.get(request.component)
@@ -119,8 +180,8 @@ class Router:
 
     def _compose(
         self, component: str, cache: CacheFactory | None, sleep: Sleep, rng: random.Random
-    ) -> Generator:
-        links: list[tuple[str, Generator]] = []
+    ) -> list[Route]:
+        groups: list[tuple[Profile, list[Provider]]] = []
         for name in self.chain(component):
             provider = self.providers.get(name)
             if provider is None:
@@ -129,24 +190,41 @@ class Router:
                     f"narrative.providers.{component} names provider {name!r}, but no such provider "
                     f"was built (built: {built}); define it under providers: in {self.settings.source}"
                 )
-            retry = self.settings.retry
-            links.append(
-                (
-                    name,
-                    Retrying(
-                        provider,
-                        attempts=retry.attempts,
-                        backoff_initial=retry.backoff_initial,
-                        backoff_max=retry.backoff_max,
-                        sleep=sleep,
-                        rng=rng,
-                    ),
-                )
+            profile = PROFILES[self._profile_name(name)]
+            if groups and groups[-1][0] == profile:
+                groups[-1][1].append(provider)
+            else:
+                groups.append((profile, [provider]))
+        return [
+            Route(profile, tuple(members), self._compose_route(members, cache, sleep, rng))
+            for profile, members in groups
+        ]
+
+    def _profile_name(self, provider: str) -> str:
+        entry = self.settings.providers.get(provider)
+        return entry.profile_name() if entry is not None else "standard"
+
+    def _compose_route(
+        self, members: list[Provider], cache: CacheFactory | None, sleep: Sleep, rng: random.Random
+    ) -> Generator:
+        retry = self.settings.retry
+        links: list[tuple[str, Generator]] = []
+        for provider in members:
+            ask = self.instrumentation.attempts(Asked(provider), provider=provider.name, model=provider.model)
+            retrying = Retrying(
+                provider,
+                attempts=retry.attempts,
+                backoff_initial=retry.backoff_initial,
+                backoff_max=retry.backoff_max,
+                sleep=sleep,
+                rng=rng,
+                ask=ask,
             )
+            links.append((provider.name, retrying))
         inner: Generator = Fallback(links)
         if cache is not None:
-            inner = cache(inner, [self.providers[name] for name in self.chain(component)])
-        return Instrumented(inner)
+            inner = cache(inner, members)
+        return self.instrumentation.calls(inner)
 
 
 class ResponseCaching:

@@ -1,0 +1,31 @@
+"""Model profiles: the one place a model's quirks live.
+
+A profile says how a model is asked, not what counts as a good answer (the sanity rules in
+schemas.py hold for every model). It is chosen per provider in config (`profile: tiny |
+standard`); without one, the packaged SmolLM2-135M file is `tiny` and everything else is
+`standard`.
+
+    tiny      stage 2 fills objects one small piece at a time (pipeline/parts.py), with the
+              aids a 135M model needs: beat purposes that open with their job, new names with
+              unused initials, bounded decoding of every piece
+    standard  stage 2 asks for the whole object at once, with the server's structured output
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ProfileName = Literal["tiny", "standard"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: ProfileName
+    structure_in_parts: bool
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile("tiny", structure_in_parts=True),
+    "standard": Profile("standard", structure_in_parts=False),
+}
