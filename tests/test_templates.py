@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from storyengine.cli import main
-from storyengine.config import Settings
 from storyengine.commands.templates import fixture_context, guardrail_problems
+from storyengine.config import Settings
 from storyengine.errors import TemplateError
 from storyengine.prompts import CONTRACT
 from storyengine.prompts import render as render_module

@@ -154,7 +154,7 @@ async def test_run_returns_at_once_and_is_watched_to_the_end(
     assert started["status"] == "running" and started["busy"] and started["versions"] == []
 
     watcher = asyncio.create_task(events_of(client, run_id))
-    for _ in range(500):  # until the run is blocked on the evaluation
+    for _ in range(3000):  # until the run is blocked on the evaluation (a loaded machine warms slowly)
         if any(r.component == "evaluation" for r in engines.requests):
             break
         await asyncio.sleep(0.01)

@@ -4,7 +4,7 @@ Part 1 runs a story on the scripted provider with zero latency (`story_script` a
 once), so all the time is the pipeline's: rendering, budgeting, validation, the wrappers,
 the run log, checkpoints. Reported per provider call, in ms. A first run, in which every
 template is rendered by poml for the first time, is reported apart. Stage 2 asks for whole
-objects here (`structure_in_parts` off), since the scripted model answers whole objects.
+objects here (the `standard` profile), since the scripted model answers whole objects.
 
 Part 2 runs the story on the configured provider (default: the embedded model). Every call
 is timed at the provider boundary; the union of those intervals is the time some model was
@@ -44,8 +44,8 @@ PREMISE = "A retired locksmith is hired to open a door that, by every record, do
 def whole_objects(settings: Settings) -> Settings:
     """`settings` with stage 2 asking for whole objects (`story_script` answers those, not parts)."""
     providers = {
-        name: entry.model_copy(update={"structure_in_parts": False})
-        if "structure_in_parts" in type(entry).model_fields
+        name: entry.model_copy(update={"profile": "standard"})
+        if "profile" in type(entry).model_fields
         else entry
         for name, entry in settings.providers.items()
     }

@@ -10,7 +10,7 @@ each fed the previous one's object), in each mode:
     no-schema    structuring.strict = true, but the schema is withheld from the provider (its
                  structured mode forced to none): prompt-only decoding with repair and re-ask
 
-In strict modes a provider with `structure_in_parts` (the embedded model's default) fills
+In strict modes a provider with the `tiny` profile (the packaged embedded model's default) fills
 each object one small part at a time: one structuring call per part, each with its own
 retries and re-ask; `in_parts` in the summary says which modes did.
 
@@ -82,7 +82,7 @@ def parse_components(text: str) -> list[str]:
 def in_parts(settings: Settings, mode: str) -> bool:
     """Whether stage 2 runs in parts in `mode` (a provider setting, honoured in strict mode only)."""
     entry = settings.providers[primary_provider(settings)]
-    return mode != "prompt-only" and bool(getattr(entry, "structure_in_parts", False))
+    return mode != "prompt-only" and entry.profile_name() == "tiny"
 
 
 def parse_modes(text: str) -> list[str]:

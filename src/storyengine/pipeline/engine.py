@@ -108,10 +108,18 @@ class StoryEngine:
 
     # -- one component at a time --
     async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
+        plot, _ = await self.plot_with_meta(premise, beats, seed)
+        return plot
+
+    async def plot_with_meta(
+        self, premise: str, beats: int | None = None, seed: int | None = None
+    ) -> tuple[PlotStructure, dict[str, Any]]:
+        """The plot and its step metadata (who answered, how, attempts, re-asks, fallbacks)."""
         premise = check_inputs(premise, beats)
         meta = StepMeta("plot")
         draft = await self.components.plot_draft(premise, beats, meta, call_seed(seed, "plot"))
-        return await self.components.plot(premise, draft, beats, meta)
+        plot = await self.components.plot(premise, draft, beats, meta)
+        return plot, meta.as_dict()
 
     async def scene(self, premise: str, plot: PlotStructure, index: int, seed: int | None = None) -> Scene:
         """The scene that realises beat `index` of `plot`."""

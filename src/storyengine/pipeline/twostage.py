@@ -236,7 +236,8 @@ class TwoStage:
 
         The completion returned carries the validated value (`completion.value`)."""
         attempts: list[dict[str, Any]] = []
-        check = self._checker(validate, attempts, request)
+        invalid: list[tuple[Completion, SchemaValidationError, int]] = []
+        check = self._checker(validate, attempts, invalid)
         try:
             completion = await route.generator.generate(request, check)
         except SchemaValidationError as exc:
@@ -250,6 +251,8 @@ class TwoStage:
                 raise self._give_up(component, attempts) from final
         finally:
             meta.attempts += len(attempts) or 1
+            if invalid and self.invalid_log is not None:  # file writes: off the event loop
+                await asyncio.to_thread(self._log_invalid, request, invalid)
         meta.add_usage(completion)
         return completion
 
@@ -344,7 +347,7 @@ class TwoStage:
         self,
         validate: Callable[[str], Any],
         attempts: list[dict[str, Any]],
-        base: CompletionRequest,
+        invalid: list[tuple[Completion, SchemaValidationError, int]],
     ) -> Callable[[Completion], Any]:
         """A `check` for the router: validates (each answer is checked once), logs invalid ones."""
 
@@ -353,7 +356,7 @@ class TwoStage:
                 value = validate(completion.text)
             except SchemaValidationError as exc:
                 attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
-                self._log_invalid(base, completion, exc, len(attempts))
+                invalid.append((completion, exc, len(attempts)))
                 raise
             attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
             return value
@@ -361,9 +364,10 @@ class TwoStage:
         return check
 
     def _log_invalid(
-        self, base: CompletionRequest, completion: Completion, exc: SchemaValidationError, attempt: int
+        self, base: CompletionRequest, invalid: list[tuple[Completion, SchemaValidationError, int]]
     ) -> None:
-        if self.invalid_log is not None:
+        assert self.invalid_log is not None
+        for completion, exc, attempt in invalid:
             self.invalid_log.record(
                 component=base.component,
                 stage="structuring",

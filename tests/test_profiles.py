@@ -1,0 +1,247 @@
+"""Model profiles and routes: the answering provider decides how it is asked; config wins."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storyengine.config import parse_settings
+from storyengine.errors import BadResponse, ConfigError, ProviderUnavailable
+from storyengine.pipeline.engine import StoryEngine
+from storyengine.providers.fake_story import story_script
+from storyengine.providers.scripted import ScriptedProvider
+from storyengine.routing.instrument import RunRecorder
+from storyengine.schemas import PlotStructure
+from storyengine.types import CompletionRequest
+
+PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
+SRC = Path(__file__).resolve().parents[1] / "src" / "storyengine"
+
+
+def settings(extra: str = "") -> Any:
+    return parse_settings(
+        f"""
+narrative:
+  providers: {{plot: [server, embedded], scene: embedded, dialogue: embedded, evaluation: embedded,
+              enhancement: embedded, summarize: embedded}}
+providers:
+  server: {{type: openai, base_url: "http://127.0.0.1:9/v1", model: big, profile: standard}}
+  embedded: {{type: embedded, profile: tiny}}
+retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
+cache: {{enabled: false}}
+{extra}
+""",
+        source="test.yaml",
+    )
+
+
+def failing_server(kinds: list[str]) -> ScriptedProvider:
+    """A server that fails in turn in each of `kinds` ways, then keeps answering prose."""
+    replies = iter(kinds)
+
+    def answer(request: CompletionRequest) -> Any:
+        kind = next(replies, "prose")
+        if kind == "down":
+            return ProviderUnavailable("connection refused", provider="server")
+        if kind == "garbage":
+            return BadResponse("the server's answer is not JSON: <html>", provider="server")
+        if kind == "debris":  # valid-looking JSON of the wrong shape
+            return '{"title": "][", "structure_type": "][", "beats": [{"name": "1"}]}'
+        return "Once upon a time there was a plot, but I will not write JSON."
+
+    return ScriptedProvider(answer, name="server", model="big", structured_mode="json_schema")
+
+
+@pytest.mark.parametrize(
+    "kinds", [["down", "down"], ["prose"], ["garbage", "debris", "prose"], ["debris"] * 6], ids=str
+)
+async def test_a_fallback_from_a_standard_server_to_the_tiny_model_is_asked_in_parts(
+    kinds: list[str],
+) -> None:
+    server = failing_server(kinds)
+    tiny = ScriptedProvider(story_script, name="embedded", model="smol", structured_mode="grammar")
+    engine = StoryEngine.from_config(settings=settings(), providers={"server": server, "embedded": tiny})
+    recorder = RunRecorder("r")
+    async with engine:
+        with recorder.active():
+            plot, meta = await engine.plot_with_meta(PREMISE, beats=3, seed=4)
+    assert isinstance(plot, PlotStructure) and len(plot.beats) == 3
+    assert meta["provider"] == "embedded" and meta["profile"] == "tiny"
+    assert meta["structured_mode"] == "grammar (in parts)"
+    assert meta["fallbacks"] and meta["fallbacks"][0]["from"] == ["server"]
+    # Every structuring request the tiny model got was one part, not the whole plot.
+    parts = [r for r in tiny.requests if r.stage == "structuring"]
+    assert parts and all(r.json_schema and "beats" not in r.json_schema["properties"] for r in parts)
+    assert all(b.name != "1" for b in plot.beats) and plot.structure_type != "]["
+
+
+async def test_a_route_of_standard_providers_is_asked_for_whole_objects() -> None:
+    big = ScriptedProvider(story_script, name="server", model="big", structured_mode="json_schema")
+    tiny = ScriptedProvider(story_script, name="embedded", model="smol", structured_mode="grammar")
+    engine = StoryEngine.from_config(settings=settings(), providers={"server": big, "embedded": tiny})
+    async with engine:
+        plot, meta = await engine.plot_with_meta(PREMISE, beats=3, seed=4)
+    assert meta["provider"] == "server" and meta["profile"] == "standard" and not meta["fallbacks"]
+    assert meta["structured_mode"] == "json_schema"
+    structuring = [r for r in big.requests if r.stage == "structuring"]
+    assert len(structuring) == 1 and "beats" in (structuring[0].json_schema or {})["properties"]
+    assert tiny.requests == [] and len(plot.beats) == 3
+
+
+def test_the_default_profile_is_tiny_only_for_the_packaged_model() -> None:
+    s = parse_settings(
+        """
+providers:
+  packaged: {type: embedded}
+  other_gguf: {type: embedded, model_path: ~/models/qwen2.5-7b-instruct-q4_k_m.gguf}
+  forced: {type: embedded, model_path: ~/models/tiny.gguf, profile: tiny}
+  server: {type: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+narrative: {providers: {plot: packaged, scene: packaged, dialogue: packaged, evaluation: packaged,
+            enhancement: packaged, summarize: packaged}}
+"""
+    )
+    names = {name: entry.profile_name() for name, entry in s.providers.items()}
+    assert names == {"packaged": "tiny", "other_gguf": "standard", "forced": "tiny", "server": "standard"}
+
+
+def test_a_misspelt_profile_is_rejected_naming_the_key_and_the_file() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings("providers:\n  embedded: {type: embedded, profile: tinny}\n", source="my.yaml")
+    message = str(raised.value)
+    assert "my.yaml" in message and "providers.embedded.profile" in message and "tiny" in message
+
+
+async def test_a_structuring_temperature_set_in_config_reaches_the_request() -> None:
+    extra = "narrative: {defaults: {structuring: {temperature: 0.3, seed: 99, max_tokens: 500}}}"
+    s = parse_settings(
+        f"""
+providers:
+  embedded: {{type: embedded, profile: standard}}
+cache: {{enabled: false}}
+{extra}
+"""
+    )
+    provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
+    engine = StoryEngine.from_config(settings=s, providers={"embedded": provider})
+    async with engine:
+        await engine.plot(PREMISE, beats=3, seed=1)
+    structuring = [r for r in provider.requests if r.stage == "structuring"]
+    assert structuring and all((r.temperature, r.seed) == (0.3, 99) for r in structuring)
+    assert all(r.max_tokens <= 500 for r in structuring)
+
+
+def test_building_an_engine_loads_no_model() -> None:
+    """`from_config` on the packaged config builds providers, never a model (that waits for a call)."""
+    from storyengine.providers import embedded
+
+    before = dict(embedded._models)
+    engine = StoryEngine.from_config(settings=parse_settings("cache: {enabled: false}\n"))
+    assert engine.router.routes("plot")[0].profile.name == "tiny"
+    assert embedded._models == before
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """The storyengine modules `path` imports at module level (TYPE_CHECKING blocks excluded)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    parts = package.split(".")
+    for node in tree.body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` imports are not edges at run time
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.startswith("storyengine"):
+                found.add(module)
+                found |= {f"{module}.{alias.name}" for alias in node.names}  # `from .pkg import module`
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("storyengine")}
+    return found
+
+
+def test_the_import_graph_of_src_has_no_cycle() -> None:
+    modules: dict[str, Path] = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for target in _imports(path, package):
+            if target not in modules and target.rpartition(".")[0] in modules:
+                continue  # `from .module import name`: the edge is the module's, already counted
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                edges.add(target)
+        graph[name] = edges
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+async def test_engine_plot_from_the_api_writes_its_calls_to_the_run_log(tmp_path: Path) -> None:
+    from storyengine.runlog import RunLog
+
+    s = parse_settings(
+        f"providers:\n  embedded: {{type: embedded, profile: tiny}}\ncache: {{enabled: false}}\n"
+        f"logging: {{runlog: {tmp_path / 'runs.sqlite3'}, dir: {tmp_path / 'logs'}}}\n"
+    )
+    provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
+    async with StoryEngine.from_config(settings=s, providers={"embedded": provider}) as engine:
+        await engine.plot(PREMISE, beats=3, seed=2)
+    rows = RunLog(tmp_path / "runs.sqlite3").calls(limit=1000)
+    calls = [r for r in rows if r.kind == "call"]
+    assert len(calls) == len(provider.requests) > 3
+    assert {r.component for r in calls} == {"plot"} and all(r.outcome == "ok" for r in calls)
+
+
+async def test_calls_become_opentelemetry_spans_with_genai_attributes() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from storyengine.routing.router import Router
+    from storyengine.routing.telemetry import OpenTelemetrySink
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    replies = iter(["", "a story"])  # an empty answer, then a good one: two attempts
+    provider = ScriptedProvider(lambda r: next(replies), name="embedded", model="smol")
+    s = parse_settings("providers:\n  embedded: {type: embedded}\nretry: {backoff_initial: 0}\n")
+    router = Router(s, {"embedded": provider}, sinks=[OpenTelemetrySink(tracer_provider)])
+    request = CompletionRequest(messages=({"role": "user", "content": "hi"},), component="scene", seed=3)  # type: ignore[arg-type]
+    await router.generate(request)
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert span.name == "chat smol"
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.request.model"] == "smol" and attributes["gen_ai.provider.name"] == "embedded"
+    assert attributes["gen_ai.usage.output_tokens"] == provider.count_tokens("a story") > 0
+    assert attributes["storyengine.attempts"] == 2 and attributes["storyengine.outcome"] == "ok"
+    assert attributes["gen_ai.request.seed"] == 3 and attributes["storyengine.component"] == "scene"
+    assert [e.attributes["storyengine.outcome"] for e in span.events] == ["retry", "ok"]  # type: ignore[index]
