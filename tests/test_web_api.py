@@ -67,14 +67,14 @@ class Engines:
         self.script = script or numbered_script()
         self.latency = latency
         self.providers: list[ScriptedProvider] = []
+        self.settings = parse_settings(SETTINGS, source="test.yaml")  # the app reads names and paths here
 
     def __call__(self, provider: str | None) -> StoryEngine:
         scripted = ScriptedProvider(
             self.script, name="embedded", structured_mode="grammar", latency=self.latency
         )
         self.providers.append(scripted)
-        settings = parse_settings(SETTINGS, source="test.yaml")
-        return StoryEngine.from_config(settings=settings, providers={"embedded": scripted})
+        return StoryEngine.from_config(settings=self.settings, providers={"embedded": scripted})
 
     @property
     def requests(self) -> list[CompletionRequest]:
@@ -154,7 +154,7 @@ async def test_run_returns_at_once_and_is_watched_to_the_end(
     assert started["status"] == "running" and started["busy"] and started["versions"] == []
 
     watcher = asyncio.create_task(events_of(client, run_id))
-    for _ in range(500):  # until the run is blocked on the evaluation
+    for _ in range(12_000):  # until the run is blocked on the evaluation (a cold start renders slowly)
         if any(r.component == "evaluation" for r in engines.requests):
             break
         await asyncio.sleep(0.01)
@@ -237,12 +237,12 @@ async def test_edit_beat_regenerates_from_that_beat_on(client: httpx.AsyncClient
     assert events[0]["event"] == "steer_started" and events[0]["base"] == 1
     assert events[-1]["event"] == "steer_done" and events[-1]["version"] == 2
     names = step_names(events)
-    assert sorted(n for n in names if n.startswith(("scene", "dialogue"))) == [
-        "dialogue.1",
-        "dialogue.2",
-        "scene.1",
-        "scene.2",
-    ]
+    made = sorted(n for n in names if n.startswith(("scene", "dialogue")) and not n.endswith(".draft"))
+    assert made == ["dialogue.1", "dialogue.2", "scene.1", "scene.2"]
+    # steering runs the engine's pipeline: each remade part has its own freeform draft, as in generate
+    assert sorted(n for n in names if n.endswith(".draft")) == sorted(
+        [f"{n}.draft" for n in made] + ["enhancement.draft", "evaluation.draft"]
+    )
     assert {"plot", "evaluation", "enhancement"} <= set(names)
     new_requests = engines.requests[before:]
     scene_prompts = [
