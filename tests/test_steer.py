@@ -175,7 +175,7 @@ async def test_steering_what_does_not_exist_is_a_clear_error_and_writes_nothing(
 
 
 async def test_generate_with_an_existing_run_id_overwrites_nothing() -> None:
-    engine, provider = engine_with()
+    engine, _ = engine_with()
     async with engine:
         story = await engine.generate(PREMISE, scenes=1, seed=1)
         run_id = story.meta["run_id"]
