@@ -57,7 +57,7 @@ def _m001_runs_and_versions(db: sqlite3.Connection) -> None:
             label TEXT NOT NULL,
             parent INTEGER,
             seed INTEGER,
-            title TEXT NOT NULL,
+            title TEXT,
             beats INTEGER NOT NULL,
             scenes INTEGER NOT NULL,
             overall INTEGER NOT NULL,
@@ -108,7 +108,7 @@ class Version:
     label: str
     parent: int | None
     seed: int | None
-    title: str
+    title: str | None
     beats: int
     scenes: int
     overall: int
@@ -266,7 +266,7 @@ class RunStore:
                 label,
                 parent,
                 seed,
-                story.plot.title or "",
+                story.plot.title,
                 len(story.plot.beats),
                 len(story.scenes),
                 story.evaluation.overall,
