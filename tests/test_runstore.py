@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
@@ -127,3 +128,28 @@ async def test_concurrent_writers_get_distinct_version_numbers(tmp_path: Path) -
     for t in threads:
         t.join()
     assert sorted(numbers) == list(range(1, 21))
+
+
+async def test_a_cancelled_run_is_recorded_as_stopped_and_resumes() -> None:
+    gate = asyncio.Event()
+    reached = asyncio.Event()
+
+    async def gated(request: CompletionRequest) -> str:
+        if request.component == "dialogue":
+            reached.set()
+            await gate.wait()
+        return story_script(request)
+
+    async with engine_with(gated) as engine:
+        task = asyncio.create_task(engine.generate(PREMISE, scenes=1, seed=3, run_id="stopped-run"))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        run = engine.runs.run("stopped-run")
+        assert run.status == "failed" and "stopped before it finished" in (run.error or "")
+        assert "--resume stopped-run" in (run.error or "")
+        gate.set()
+        story = await engine.resume("stopped-run")
+    assert engine.runs.run("stopped-run").status == "done"
+    assert engine.runs.version("stopped-run").the_story() == story

@@ -366,6 +366,17 @@ class StoryEngine:
             if steered is None:
                 await asyncio.to_thread(self.runs.set_status, run_id, "failed", str(exc))
             raise
+        except BaseException as exc:  # cancelled (Ctrl+C, a server stopping) or a bug: not "running"
+            if steered is None:
+                stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                why = (
+                    "stopped before it finished"
+                    if stopped
+                    else f"internal error: {type(exc).__name__}: {exc}"
+                )
+                message = f"{why}; continue with: storyengine generate --resume {run_id}"
+                await asyncio.to_thread(self.runs.set_status, run_id, "failed", message)
+            raise
         if steered is not None:
             return await asyncio.to_thread(
                 self.runs.add_version,

@@ -83,13 +83,16 @@ class Engines:
         self.factory = factory
         self.settings = settings
         self._engines: dict[str | None, StoryEngine] = {}
+        self._building = asyncio.Lock()
 
-    def get(self, provider: str | None) -> StoryEngine:
-        if provider not in self._engines:
-            if provider is not None and provider not in self.providers():
-                known = ", ".join(self.providers())
-                raise InputError(f"unknown provider {provider!r}; the config defines: {known}")
-            self._engines[provider] = self.factory(provider)
+    async def get(self, provider: str | None) -> StoryEngine:
+        """The engine for `provider`, built off the event loop the first time (it may open files)."""
+        if provider is not None and provider not in self.providers():
+            known = ", ".join(self.providers())
+            raise InputError(f"unknown provider {provider!r}; the config defines: {known}")
+        async with self._building:
+            if provider not in self._engines:
+                self._engines[provider] = await asyncio.to_thread(self.factory, provider)
         return self._engines[provider]
 
     def providers(self) -> list[str]:
@@ -168,7 +171,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
     async def start_run(body: RunRequest) -> dict[str, Any]:
         """Start a run in the background and return its id at once; watch it at /events."""
         premise = check_inputs(body.premise, body.scenes)
-        engine = engines.get(body.provider)
+        engine = await engines.get(body.provider)
         run_id = new_run_id()
         while await runs.exists(run_id):
             run_id = new_run_id()
@@ -213,7 +216,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
         run = _idle(await runs.live(record))
         if record.status != "failed":
             raise Conflict(f"run {run.id} is {record.status}; only a failed run can be resumed")
-        engine = engines.get(record.provider)
+        engine = await engines.get(record.provider)
         after = run.start_job("resume")
         run.task = asyncio.create_task(jobs.generate(run, engine, store, record, resume=True))
         return {"run": run.id, "job": "resume", "after": after}
@@ -263,7 +266,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
         """Check a steering request, then start it; its events follow on the run's stream."""
         record = await runs.record(run_id)
         run = _idle(await runs.live(record))
-        engine = engines.get(record.provider)
+        engine = await engines.get(record.provider)
         found = await runs.version(run_id, base)
         operation.check(found.the_story())
         seed = seed if seed is not None else random.randint(0, SEED_MAX)

@@ -114,8 +114,13 @@ async function openRun(id) {
   }
   renderVersions();
   loadRuns();
-  setStatus(run.status === "failed" ? "failed" : run.busy ? "running" : "done",
-    run.busy ? `Working: ${run.job}` : run.status === "failed" ? "Run failed" : "Finished");
+  if (run.status === "running" && !run.busy) {
+    // kept in the run store, but not being written by this server: another process has it
+    setStatus("elsewhere", "Being written by another process (or stopped without a word)");
+  } else {
+    setStatus(run.status === "failed" ? "failed" : run.busy ? "running" : "done",
+      run.busy ? `Working: ${run.job}` : run.status === "failed" ? "Run failed" : "Finished");
+  }
   if (run.busy) follow(run.job_after);
   else if (!run.story) follow(-1); // a failed run: replay what it finished
 }
