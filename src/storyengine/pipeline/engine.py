@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -44,10 +44,10 @@ MAX_SCENES = 24
 SEED_MAX = 2**31 - 1
 
 
-class Made(NamedTuple):
+class Made(NamedTuple, Generic[M]):
     """A component's value and the metadata of its steps, named as in a run ("plot.draft", "plot")."""
 
-    value: Any
+    value: M
     meta: dict[str, dict[str, Any]]
 
 
@@ -155,15 +155,17 @@ class StoryEngine:
         self,
         name: str,
         draft: Callable[[StepMeta], Awaitable[str]],
-        structure: Callable[[str, StepMeta], Awaitable[Any]],
-    ) -> Made:
+        structure: Callable[[str, StepMeta], Awaitable[M]],
+    ) -> Made[M]:
         component = name.split(".")[0]
         draft_meta, meta = StepMeta(component), StepMeta(component)
         text = await draft(draft_meta)
         value = await structure(text, meta)
         return Made(value, {f"{name}.draft": draft_meta.as_dict(), name: meta.as_dict()})
 
-    async def plot_with_meta(self, premise: str, beats: int | None = None, seed: int | None = None) -> Made:
+    async def plot_with_meta(
+        self, premise: str, beats: int | None = None, seed: int | None = None
+    ) -> Made[PlotStructure]:
         """The plot as `generate(premise, scenes=beats, seed=seed)` makes it, with its step metadata."""
         premise = check_inputs(premise, beats)
         return await self._made(
@@ -173,11 +175,11 @@ class StoryEngine:
         )
 
     async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
-        return cast(PlotStructure, (await self.plot_with_meta(premise, beats, seed)).value)
+        return (await self.plot_with_meta(premise, beats, seed)).value
 
     async def scene_with_meta(
         self, premise: str, plot: PlotStructure, index: int, seed: int | None = None
-    ) -> Made:
+    ) -> Made[Scene]:
         """Scene `index` of a story with one scene per beat: "scene index+1 of len(beats)"."""
         if not 0 <= index < len(plot.beats):
             raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
@@ -192,11 +194,11 @@ class StoryEngine:
 
     async def scene(self, premise: str, plot: PlotStructure, index: int, seed: int | None = None) -> Scene:
         """The scene that realises beat `index` of `plot`."""
-        return cast(Scene, (await self.scene_with_meta(premise, plot, index, seed)).value)
+        return (await self.scene_with_meta(premise, plot, index, seed)).value
 
     async def dialogue_with_meta(
         self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
-    ) -> Made:
+    ) -> Made[Dialogue]:
         """The dialogue of scene `index` (0 for a lone scene), `previous` being the scenes before it."""
         return await self._made(
             f"dialogue.{index}",
@@ -207,11 +209,11 @@ class StoryEngine:
     async def dialogue(
         self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
     ) -> Dialogue:
-        return cast(Dialogue, (await self.dialogue_with_meta(scene, previous, seed, index)).value)
+        return (await self.dialogue_with_meta(scene, previous, seed, index)).value
 
     async def evaluate_with_meta(
         self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
-    ) -> Made:
+    ) -> Made[Evaluation]:
         digest = story_digest(plot, scenes)
         return await self._made(
             "evaluation",
@@ -222,7 +224,7 @@ class StoryEngine:
     async def evaluate(
         self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
     ) -> Evaluation:
-        return cast(Evaluation, (await self.evaluate_with_meta(premise, plot, scenes, seed)).value)
+        return (await self.evaluate_with_meta(premise, plot, scenes, seed)).value
 
     async def enhance_with_meta(
         self,
@@ -231,7 +233,7 @@ class StoryEngine:
         scenes: list[StoryScene],
         evaluation: Evaluation,
         seed: int | None = None,
-    ) -> Made:
+    ) -> Made[Enhancement]:
         digest = story_digest(plot, scenes)
         return await self._made(
             "enhancement",
@@ -250,7 +252,7 @@ class StoryEngine:
         seed: int | None = None,
     ) -> Enhancement:
         made = await self.enhance_with_meta(premise, plot, scenes, evaluation, seed)
-        return cast(Enhancement, made.value)
+        return made.value
 
     # -- the whole story --
     async def generate(
