@@ -338,14 +338,7 @@ class StoryEngine:
 
     async def restore(self, run_id: str, number: int) -> Version:
         """Version `number` again as the latest, as a new version (nothing is overwritten)."""
-
-        def copy() -> Version:
-            old = self.runs.version(run_id, number)
-            return self.runs.add_version(
-                run_id, old.the_story(), f"restored version {number}", parent=number, seed=old.seed
-            )
-
-        return await asyncio.to_thread(copy)
+        return await asyncio.to_thread(self.runs.restore, run_id, number)
 
     async def _execute(self, state: RunState, on_event: OnEvent | None) -> Version:
         """Run the pipeline over `state`, then keep what it made in the run store."""

@@ -315,6 +315,13 @@ class RunStore:
     def versions(self, run_id: str) -> list[Version]:
         return self.run(run_id).versions
 
+    def restore(self, run_id: str, number: int) -> Version:
+        """Version `number` again as the run's latest, as a new version (nothing is overwritten)."""
+        with self._lock:  # one process: the copy is the next version of what was read
+            old = self.version(run_id, number)
+            label = f"restored version {number}"
+            return self.add_version(run_id, old.the_story(), label, parent=number, seed=old.seed)
+
 
 def _run(row: sqlite3.Row, versions: list[Version]) -> RunRecord:
     return RunRecord(

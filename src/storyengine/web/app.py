@@ -234,13 +234,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
     async def restore(run_id: str, number: int) -> dict[str, Any]:
         """Make version `number` the latest again, as a new version (nothing is overwritten)."""
         run = await runs.live(await runs.record(run_id))
-
-        def copy() -> dict[str, Any]:
-            old = store.version(run_id, number)
-            label = f"restored version {number}"
-            return store.add_version(run_id, old.the_story(), label, parent=number, seed=old.seed).summary()
-
-        summary = await asyncio.to_thread(copy)
+        summary = (await asyncio.to_thread(store.restore, run_id, number)).summary()
         run.publish({"event": "version_added", "version": summary})
         return summary
 
