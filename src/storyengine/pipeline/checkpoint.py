@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
 from ..errors import InputError
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    """Where an engine built from `settings` keeps its checkpoints (the run store sits beside them)."""
+    return settings.runlog_path.parent / "checkpoints"
 
 
 def new_run_id() -> str:

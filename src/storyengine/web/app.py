@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import Settings, load_settings
 from ..errors import InputError
 from ..export import to_fountain, to_json, to_markdown
-from ..pipeline.checkpoint import CheckpointStore, new_run_id
+from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
 from ..pipeline.engine import MAX_SCENES, SEED_MAX, StoryEngine, check_inputs
 from ..pipeline.runstore import RunRecord, RunStore
 from ..pipeline.steering import Steer
@@ -131,7 +131,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
     factory = engine_factory or config_engine_factory()
     settings = settings or getattr(factory, "settings", None) or load_settings()
     engines = Engines(factory, settings)
-    checkpoints = CheckpointStore(settings.runlog_path.parent / "checkpoints")
+    checkpoints = CheckpointStore(checkpoint_dir(settings))
     store = RunStore.beside(checkpoints.directory)
     runs = Runs(store, checkpoints)
 
