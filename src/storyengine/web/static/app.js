@@ -266,7 +266,8 @@ function renderVersions() {
   for (const v of state.versions) {
     const from = v.parent ? ` (from v${v.parent})` : "";
     list.append(h("li", { class: v.number === state.viewing ? "current" : null, "data-version": v.number },
-      h("span", { class: "label" }, h("b", {}, `v${v.number}`), ` ${v.label}${from} · overall ${v.overall}/10`),
+      h("span", { class: "label" }, h("b", {}, `v${v.number}`),
+        ` ${v.label}${from}${v.seed !== null && v.seed !== undefined ? ` · seed ${v.seed}` : ""} · overall ${v.overall}/10`),
       h("button", { type: "button", class: "small secondary", onclick: () => viewVersion(v.number) }, "View"),
       v.number !== latest
         ? h("button", { type: "button", class: "small secondary", onclick: () => restore(v.number) }, "Restore")
