@@ -44,9 +44,10 @@ logging: {{runlog: {tmp_path / "runs.sqlite3"}, dir: {tmp_path / "logs"}}}
             source="trial.yaml",
         )
         async with StoryEngine.from_config(settings=settings) as engine:
-            plot, meta = await engine.plot_with_meta(
+            made = await engine.plot_with_meta(
                 "A lighthouse keeper finds a message in a bottle written by her future self.", beats=3, seed=7
             )
+    plot, meta = made.value, made.meta["plot"]
     assert isinstance(plot, PlotStructure) and len(plot.beats) == 3
     assert server.requests >= 2  # the server was asked (and failed) first
     assert meta["provider"] == "embedded" and meta["profile"] == "tiny"

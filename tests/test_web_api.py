@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,13 +15,28 @@ from click.testing import CliRunner
 
 from storyengine.cli import main
 from storyengine.config import parse_settings
-from storyengine.errors import ProviderUnavailable
+from storyengine.errors import (
+    AllProvidersFailed,
+    AuthenticationError,
+    BadResponse,
+    ConfigError,
+    InputError,
+    ModelLoadError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    RunFailed,
+    StructuringError,
+    TemplateError,
+)
 from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.runstore import NotFound
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import Script, ScriptedProvider
 from storyengine.schemas import Story
 from storyengine.types import CompletionRequest
 from storyengine.web.app import create_app
+from storyengine.web.errors import status_of
 
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
 OTHER = "Two rival bakers are snowed in together on the night of the village contest."
@@ -67,14 +83,14 @@ class Engines:
         self.script = script or numbered_script()
         self.latency = latency
         self.providers: list[ScriptedProvider] = []
+        self.settings = parse_settings(SETTINGS, source="test.yaml")  # the app reads names and paths here
 
     def __call__(self, provider: str | None) -> StoryEngine:
         scripted = ScriptedProvider(
             self.script, name="embedded", structured_mode="grammar", latency=self.latency
         )
         self.providers.append(scripted)
-        settings = parse_settings(SETTINGS, source="test.yaml")
-        return StoryEngine.from_config(settings=settings, providers={"embedded": scripted})
+        return StoryEngine.from_config(settings=self.settings, providers={"embedded": scripted})
 
     @property
     def requests(self) -> list[CompletionRequest]:
@@ -154,7 +170,7 @@ async def test_run_returns_at_once_and_is_watched_to_the_end(
     assert started["status"] == "running" and started["busy"] and started["versions"] == []
 
     watcher = asyncio.create_task(events_of(client, run_id))
-    for _ in range(3000):  # until the run is blocked on the evaluation (a loaded machine warms slowly)
+    for _ in range(12_000):  # until the run is blocked on the evaluation (a cold start renders slowly)
         if any(r.component == "evaluation" for r in engines.requests):
             break
         await asyncio.sleep(0.01)
@@ -237,12 +253,12 @@ async def test_edit_beat_regenerates_from_that_beat_on(client: httpx.AsyncClient
     assert events[0]["event"] == "steer_started" and events[0]["base"] == 1
     assert events[-1]["event"] == "steer_done" and events[-1]["version"] == 2
     names = step_names(events)
-    assert sorted(n for n in names if n.startswith(("scene", "dialogue"))) == [
-        "dialogue.1",
-        "dialogue.2",
-        "scene.1",
-        "scene.2",
-    ]
+    made = sorted(n for n in names if n.startswith(("scene", "dialogue")) and not n.endswith(".draft"))
+    assert made == ["dialogue.1", "dialogue.2", "scene.1", "scene.2"]
+    # steering runs the engine's pipeline: each remade part has its own freeform draft, as in generate
+    assert sorted(n for n in names if n.endswith(".draft")) == sorted(
+        [f"{n}.draft" for n in made] + ["enhancement.draft", "evaluation.draft"]
+    )
     assert {"plot", "evaluation", "enhancement"} <= set(names)
     new_requests = engines.requests[before:]
     scene_prompts = [
@@ -490,3 +506,182 @@ def test_serve_rejects_an_unknown_provider_before_binding() -> None:
     result = CliRunner().invoke(main, ["serve", "--provider", "nope", "--port", "1"])
     assert result.exit_code == 2
     assert "nope" in result.output and "Traceback" not in result.output
+
+
+# -- runs persist: a restarted server, runs made by the CLI and the engine API --
+
+
+def serve_app(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web.test")
+
+
+async def stop(app: Any) -> None:
+    await app.state.store.cancel_all()
+    await app.state.engines.aclose()
+
+
+def cli_generate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, premise: str) -> str:
+    """`storyengine generate` in-process, its engine on the scripted provider; returns the run id."""
+    real = StoryEngine.from_config.__func__  # type: ignore[attr-defined]
+
+    def scripted(cls: type[StoryEngine], *args: Any, **kwargs: Any) -> StoryEngine:
+        provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
+        kwargs["settings"] = parse_settings(SETTINGS, source="test.yaml")
+        return real(cls, *args[1:], **{**kwargs, "providers": {"embedded": provider}})
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoryEngine, "from_config", classmethod(scripted))
+        args = ["generate", premise, "--scenes", "2", "--seed", "4", "--provider", "embedded"]
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cli"), "--json-progress"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.output.strip().splitlines()[-1])
+    assert written["event"] == "written"
+    return str(written["run_id"])
+
+
+async def test_a_restarted_server_lists_and_opens_runs_made_before_and_by_the_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    first = create_app(engine_factory=Engines())
+    async with serve_app(first) as http:
+        run = await finished_run(http)
+        base = f"/api/runs/{run['id']}"
+        await steer_and_wait(http, f"{base}/scenes/1/regenerate", {"seed": 3})
+        made = {n: (await http.get(f"{base}/versions/{n}")).json()["story"] for n in (1, 2)}
+    await stop(first)
+
+    # made without the server: by `storyengine generate`, by the engine API, and a run that failed
+    cli_run = await asyncio.to_thread(cli_generate, monkeypatch, tmp_path, OTHER)  # it runs its own loop
+    async with Engines(story_script)(None) as engine:
+        direct = await engine.generate("A clockmaker repairs time.", scenes=1, seed=2, provider="embedded")
+
+    def down(request: CompletionRequest) -> Any:
+        if request.component == "evaluation":
+            return ProviderUnavailable("connection refused", provider="embedded")
+        return story_script(request)
+
+    async with Engines(down)(None) as engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate("A diver finds a door on the seabed.", scenes=2, seed=3)
+    failed_id = caught.value.run_id
+
+    engines = Engines()
+    restarted = create_app(engine_factory=engines)
+    async with serve_app(restarted) as http:
+        listed = {r["id"]: r for r in (await http.get("/api/runs")).json()}
+        assert set(listed) == {run["id"], cli_run, direct.meta["run_id"], failed_id}
+        assert [v["label"] for v in listed[run["id"]]["versions"]] == ["generated", "regenerated scene 2"]
+        assert listed[run["id"]]["versions"][1]["seed"] == 3
+        assert listed[cli_run]["premise"] == OTHER and listed[cli_run]["provider"] == "embedded"
+        assert listed[cli_run]["status"] == "done" and listed[cli_run]["seed"] == 4
+        assert listed[failed_id]["status"] == "failed" and not listed[failed_id]["busy"]
+
+        # every version opens, compares and exports as before the restart
+        for number, story in made.items():
+            assert (await http.get(f"{base}/versions/{number}")).json()["story"] == story
+        latest = (await http.get(base)).json()
+        assert latest["version"] == 2 and latest["story"] == made[2] and latest["status"] == "done"
+        changed = (await http.get(f"{base}/compare", params={"a": 1, "b": 2})).json()["changed"]
+        assert changed["scenes"] == [1]
+        cli_story = (await http.get(f"/api/runs/{cli_run}/versions/1/export/json")).json()
+        assert Story.model_validate(cli_story).premise == OTHER
+        written = Story.model_validate_json((tmp_path / "cli" / "story.json").read_text())
+        assert written == Story.model_validate(cli_story)
+
+        # a failed run shows what it finished (from its checkpoint), then resumes on this server
+        replay = await events_of(http, failed_id)
+        names = step_names(replay)
+        assert {"plot", "scene.0", "scene.1", "dialogue.0", "dialogue.1"} <= set(names)
+        assert replay[-1]["event"] == "run_failed" and "connection refused" in replay[-1]["error"]
+        resumed = await http.post(f"/api/runs/{failed_id}/resume")
+        assert resumed.status_code == 202
+        events = await events_of(http, failed_id, after=resumed.json()["after"])
+        assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1
+        assert {r.component for r in engines.requests} == {"evaluation", "enhancement"}
+
+        # and an old run is steered on: the new version follows the old ones
+        events = await steer_and_wait(http, f"{base}/scenes/0/dialogue/regenerate", {"base": 2})
+        assert events[-1] == {**events[-1], "event": "steer_done", "version": 3}
+        versions = (await http.get(f"{base}/versions")).json()
+        assert [(v["number"], v["parent"]) for v in versions] == [(1, None), (2, 1), (3, 2)]
+    await stop(restarted)
+
+
+async def test_steering_a_missing_run_or_version_is_a_404_and_overwrites_nothing(
+    client: httpx.AsyncClient, engines: Engines
+) -> None:
+    run = await finished_run(client)
+    base = f"/api/runs/{run['id']}"
+    kept = (await client.get(f"{base}/versions/1")).json()
+    calls = len(engines.requests)
+    cases = [
+        (f"{base}/scenes/0/regenerate", {"base": 2}, "no version 2"),
+        (f"{base}/scenes/0/dialogue/regenerate", {"base": 9}, "no version 9"),
+        (f"{base}/beats/0", {"name": "New", "base": 3}, "no version 3"),
+        ("/api/runs/nope/beats/0", {"name": "New"}, "no run 'nope'"),
+        ("/api/runs/nope/scenes/0/regenerate", {"seed": 1}, "no run 'nope'"),
+    ]
+    for path, body, says in cases:
+        response = await client.post(path, json=body)
+        assert response.status_code == 404, (path, response.text)
+        assert says in response.json()["error"]
+    assert len(engines.requests) == calls  # no model call
+    assert (await client.get(f"{base}/versions")).json() == run["versions"]
+    assert (await client.get(f"{base}/versions/1")).json() == kept
+    assert [r["id"] for r in (await client.get("/api/runs")).json()] == [run["id"]]
+
+
+# -- errors: always JSON, with the status that says whose problem it is --
+
+
+class BrokenEngines(Engines):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+        self.built = 0
+
+    def __call__(self, provider: str | None) -> StoryEngine:
+        self.built += 1
+        raise self.error
+
+
+ENGINE_ERRORS: list[tuple[str, Exception, int]] = [
+    ("model load", ModelLoadError("the model file is missing", provider="embedded"), 503),
+    ("unreachable", ProviderUnavailable("connection refused", provider="embedded"), 503),
+    ("auth", AuthenticationError("401: the API key is wrong", provider="openai"), 502),
+    (
+        "every provider unreachable",
+        AllProvidersFailed("plot", [("a", ProviderTimeout("timed out", provider="a"))]),
+        503,
+    ),
+    ("a provider answered badly", AllProvidersFailed("plot", [("a", BadResponse("not JSON"))]), 502),
+    ("structuring", StructuringError("no valid plot", component="plot", attempts=[]), 502),
+    ("config", ConfigError("providers.embedded.model_path: no such file"), 500),
+    ("any other storyengine error", TemplateError("plot_freeform.poml is broken"), 500),
+    ("not ours", RuntimeError("disk on fire"), 500),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [c[1:] for c in ENGINE_ERRORS], ids=[c[0] for c in ENGINE_ERRORS]
+)
+async def test_every_error_is_json_with_its_status(error: Exception, status: int) -> None:
+    engines = BrokenEngines(error)
+    app = create_app(engine_factory=engines)
+    async with serve_app(app) as http:
+        # listing providers needs no engine: it works while engines cannot be built
+        assert (await http.get("/api/providers")).json() == {"providers": ["embedded"]}
+        assert engines.built == 0
+        response = await http.post("/api/runs", json={"premise": PREMISE})
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        assert str(error) in response.json()["error"]
+        assert "Traceback" not in response.text
+        assert (await http.get("/api/runs")).json() == []
+    await stop(app)
+
+
+def test_a_run_failure_answers_with_the_status_of_its_cause() -> None:
+    cause = RateLimited("429", provider="openai", retry_after=3)
+    assert status_of(RunFailed("stopped", run_id="r", step="plot", cause=cause)) == 503
+    assert status_of(NotFound("no run")) == 404 and status_of(InputError("bad")) == 422

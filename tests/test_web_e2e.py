@@ -6,6 +6,7 @@ skipped with that reason when Chromium is absent. The server runs the scripted p
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import threading
@@ -197,3 +198,49 @@ def test_a_failed_run_shows_what_it_finished_and_resumes(browser: WebDriver) -> 
         assert browser.find_element(By.ID, "overall").text.endswith("/10")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#versions li")) == 1
         assert not browser.find_element(By.ID, "resume").is_displayed()
+
+
+def test_a_restarted_server_lists_and_opens_earlier_runs(browser: WebDriver) -> None:
+    """Runs live in the data directory: a new server (same data dir) lists and opens them all."""
+    with serving(Engines()) as url:
+        run_id = httpx.post(f"{url}/api/runs", json={"premise": PREMISE, "scenes": 3, "seed": 5}).json()["id"]
+        httpx.get(f"{url}/api/runs/{run_id}/events", timeout=WAIT)  # the stream ends when the run is done
+        job = httpx.post(f"{url}/api/runs/{run_id}/scenes/0/dialogue/regenerate", json={"seed": 1}).json()
+        httpx.get(f"{url}/api/runs/{run_id}/events", params={"after": job["after"]}, timeout=WAIT)
+        stories = [httpx.get(f"{url}/api/runs/{run_id}/versions/{n}").json()["story"] for n in (1, 2)]
+
+    async def direct() -> str:  # a run made with the engine API, as `storyengine generate` makes it
+        async with Engines()(None) as engine:
+            story = await engine.generate("A clockmaker repairs time itself.", scenes=2, seed=3)
+        return str(story.meta["run_id"])
+
+    other_id = asyncio.run(direct())
+
+    with serving(Engines()) as url:
+        browser.get(url + "/")
+        listed = lambda d: d.find_elements(By.CSS_SELECTOR, "#runs li[data-run]")  # noqa: E731
+        wait_for(browser, lambda d: len(listed(d)) == 2, "the earlier runs were not listed")
+        assert {li.get_attribute("data-run") for li in listed(browser)} == {run_id, other_id}
+
+        browser.find_element(By.CSS_SELECTOR, f'#runs li[data-run="{run_id}"]').click()
+        wait_for(browser, lambda d: d.current_url.endswith(f"#run={run_id}"), "the run did not open")
+        wait_for(browser, status_is("done"), "the reopened run is not shown as done")
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 2, "no versions")
+        first_line = (
+            "const e = document.querySelector('[data-scene=\"0\"] .speech'); return e && e.textContent;"
+        )
+        cue = lambda d: d.execute_script(first_line)  # noqa: E731  (read at once: the page re-renders)
+        wait_for(
+            browser, lambda d: cue(d) == stories[1]["scenes"][0]["dialogue"]["lines"][0]["text"], "not v2"
+        )
+        browser.find_element(By.CSS_SELECTOR, '#versions li[data-version="1"] button').click()
+        wait_for(
+            browser, lambda d: cue(d) == stories[0]["scenes"][0]["dialogue"]["lines"][0]["text"], "not v1"
+        )
+
+        browser.find_element(By.CSS_SELECTOR, f'#runs li[data-run="{other_id}"]').click()
+        wait_for(browser, lambda d: d.current_url.endswith(f"#run={other_id}"), "the API run did not open")
+        wait_for(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scenes-view .scene")) == 2, "no story"
+        )
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#versions li")) == 1

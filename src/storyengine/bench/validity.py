@@ -14,11 +14,12 @@ In strict modes a provider with the `tiny` profile (the packaged embedded model'
 each object one small part at a time: one structuring call per part, each with its own
 retries and re-ask; `in_parts` in the summary says which modes did.
 
-Each component call is classified from its call records (RunRecorder) and the texts that
-reached the provider: valid on the first try; valid after retries or a JSON repair; valid
-after the re-ask; failed (no valid object); skipped (an earlier component failed). Every
-object returned is validated again with its Pydantic model; `invalid_accepted` counts those
-that fail (it must be 0). The response cache is off, so every call reaches the model.
+Each component call is classified from its step metadata (whether it was re-asked), its call
+records (RunRecorder) and the texts that reached the provider: valid on the first try; valid
+after retries or a JSON repair; valid after the re-ask; failed (no valid object); skipped
+(an earlier component failed). Every object returned is validated again with its Pydantic
+model; `invalid_accepted` counts those that fail (it must be 0). The response cache is off,
+so every call reaches the model.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..errors import InputError, StoryEngineError
-from ..pipeline.engine import StoryEngine
+from ..pipeline.engine import Made, StoryEngine
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, StoryScene
 from ..structuring import extract_json
@@ -128,28 +129,22 @@ def needed_repair(text: str) -> bool:
     return False
 
 
-def classify(records: list[Any], calls: list[ProviderCall], component: str) -> str:
+def classify(records: list[Any], calls: list[ProviderCall], component: str, reasked: bool) -> str:
     """The category of one successful component call.
 
-    `records` are the call records of the component call, `calls` what reached the provider,
-    in order. A component's stage 2 is one structuring call, or one per part when it is
-    structured in parts. Each structuring call row says how many provider attempts it took
-    (retries); a call whose first request extends the previous call's first request with
-    more messages is that call's re-ask; an accepted answer whose JSON does not parse as it
-    is was repaired.
+    `reasked` comes from the step's metadata (`StepMeta.reasked`). `records` are the call
+    records of the component call, `calls` what reached the provider, in order. A component's
+    stage 2 is one structuring call, or one per part when it is structured in parts. Each
+    structuring call row says how many provider attempts it took (retries); an accepted
+    answer whose JSON does not parse as it is was repaired.
     """
     rows = [r for r in records if r.kind == "call" and r.component == component and r.stage == "structuring"]
     sent = [c for c in calls if c.request.component == component and c.request.stage == "structuring"]
-    reasked = retried = repaired = False
-    previous: tuple[Any, ...] | None = None
+    retried = repaired = False
     for row in rows:
         segment, sent = sent[: row.attempt], sent[row.attempt :]
         if not segment:
             continue
-        first = segment[0].request.messages
-        if previous is not None and len(first) > len(previous) and first[: len(previous)] == previous:
-            reasked = True
-        previous = first
         retried = retried or len(segment) > 1
         final = segment[-1].completion
         if row.outcome == "ok" and final is not None and needed_repair(final.text):
@@ -206,7 +201,7 @@ class ModeRunner:
             started = time.perf_counter()
             try:
                 with recorder.active():
-                    value, context = await self._call(component, premise, seed, inputs)
+                    value, context, reasked = await self._call(component, premise, seed, inputs)
             except StoryEngineError as exc:
                 tally.counts["failed"] += 1
                 tally.errors.append(failure_summary(premise, exc))
@@ -217,27 +212,36 @@ class ModeRunner:
                 tally.seconds += tally.times[-1]
                 tally.provider_calls += len(self._calls_since(marks))
             model = MODELS[component]
-            tally.counts[classify(recorder.records, self._calls_since(marks), component)] += 1
+            calls = self._calls_since(marks)
+            tally.counts[classify(recorder.records, calls, component, reasked)] += 1
             if not revalidate(value, model, context):
                 tally.invalid_accepted += 1
             inputs[component] = value
 
     async def _call(
         self, component: str, premise: str, seed: int, inputs: dict[str, Any]
-    ) -> tuple[BaseModel, Any]:
+    ) -> tuple[BaseModel, Any, bool]:
+        """The component's value, its validation context, and whether its structuring was re-asked."""
+        made, context = await self._made(component, premise, seed, inputs)
+        step = component if component in ("plot", "evaluation", "enhancement") else f"{component}.0"
+        return made.value, context, bool(made.meta[step]["reasked"])
+
+    async def _made(
+        self, component: str, premise: str, seed: int, inputs: dict[str, Any]
+    ) -> tuple[Made, Any]:
         engine = self.engine
         if component == "plot":
-            return await engine.plot(premise, seed=seed), None
+            return await engine.plot_with_meta(premise, seed=seed), None
         plot = inputs["plot"]
         if component == "scene":
-            return await engine.scene(premise, plot, 0, seed=seed), None
+            return await engine.scene_with_meta(premise, plot, 0, seed=seed), None
         if component == "dialogue":
             scene = inputs["scene"]
-            return await engine.dialogue(scene, "", seed=seed), {"cast": list(scene.characters)}
+            return await engine.dialogue_with_meta(scene, "", seed=seed), {"cast": list(scene.characters)}
         scenes = [StoryScene(scene=inputs["scene"], dialogue=inputs["dialogue"])]
         if component == "evaluation":
-            return await engine.evaluate(premise, plot, scenes), None
-        return await engine.enhance(premise, plot, scenes, inputs["evaluation"]), None
+            return await engine.evaluate_with_meta(premise, plot, scenes, seed=seed), None
+        return await engine.enhance_with_meta(premise, plot, scenes, inputs["evaluation"], seed=seed), None
 
 
 async def run_validity_bench(

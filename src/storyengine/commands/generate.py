@@ -129,7 +129,9 @@ async def _run(
                 story = await engine.resume(resume_id, on_event=progress)
             else:
                 assert premise is not None
-                story = await engine.generate(premise, scenes=scenes, seed=seed, on_event=progress)
+                story = await engine.generate(
+                    premise, scenes=scenes, seed=seed, on_event=progress, provider=provider
+                )
     return story, story.meta["run_id"]
 
 

@@ -29,7 +29,7 @@ def _is_loopback(host: str) -> bool:
     "--provider", default=None, help="Route every component to this configured provider by default."
 )
 def serve(host: str, port: int, config_path: str | None, provider: str | None) -> None:
-    """Serve the web app: runs live in this process's memory and are lost when it stops."""
+    """Serve the web app: runs and versions are kept in the data directory, across restarts."""
     try:
         import uvicorn
 

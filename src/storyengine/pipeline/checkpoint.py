@@ -1,4 +1,7 @@
-"""Resumable runs: every completed step is written to disk the moment it finishes."""
+"""Resumable runs: every completed step is written to disk the moment it finishes.
+
+Every method blocks (file writes): the run engine calls them with `asyncio.to_thread`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
 from ..errors import InputError
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    """Where an engine built from `settings` keeps its checkpoints (the run store sits beside them)."""
+    return settings.runlog_path.parent / "checkpoints"
 
 
 def new_run_id() -> str:
@@ -71,8 +80,18 @@ class CheckpointStore:
             raise InputError(f"not a run id: {run_id!r}")
         return self.directory / f"{run_id}.json"
 
-    def create(self, header: dict[str, Any]) -> RunState:
-        state = RunState(self.path(header["run_id"]), {**header, "status": "running", "error": None})
+    def create(
+        self,
+        header: dict[str, Any],
+        steps: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> RunState:
+        """A new state, written at once; `steps` (and their `meta`) when it starts from another's."""
+        path = self.path(header["run_id"])
+        if path.exists():
+            raise InputError(f"run {header['run_id']!r} exists already ({path}); resume it or use a new id")
+        state = RunState(path, {**header, "status": "running", "error": None}, dict(steps or {}))
+        state.meta = dict(meta or {})
         state.set_status("running")
         return state
 

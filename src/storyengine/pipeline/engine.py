@@ -10,10 +10,13 @@ is checkpointed at once; a failure keeps everything finished and says how to res
 from __future__ import annotations
 
 import asyncio
+import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -25,7 +28,9 @@ from ..providers.base import Provider
 from ..routing.instrument import RunRecorder
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
-from .checkpoint import CheckpointStore, RunState, new_run_id
+from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
+from .runstore import RunRecord, RunStore, Version
+from .steering import Steer, kept_meta
 from .story import Components, call_seed, scene_beats, scene_text, story_digest
 from .twostage import StepMeta, TwoStage
 
@@ -35,6 +40,14 @@ OnEvent = Callable[[Event], None]
 
 MAX_PREMISE_CHARS = 4000
 MAX_SCENES = 24
+SEED_MAX = 2**31 - 1
+
+
+class Made(NamedTuple, Generic[M]):
+    """A component's value and the metadata of its steps, named as in a run ("plot.draft", "plot")."""
+
+    value: M
+    meta: dict[str, dict[str, Any]]
 
 
 def check_inputs(premise: str, scenes: int | None) -> str:
@@ -67,7 +80,7 @@ class StoryEngine:
         self.router = router
         self.providers = providers
         self.runlog = runlog
-        self.checkpoints = checkpoints or CheckpointStore(settings.runlog_path.parent / "checkpoints")
+        self.checkpoints = checkpoints or CheckpointStore(checkpoint_dir(settings))
         self.invalid_log = invalid_log or InvalidOutputLog(
             settings.log_dir / "invalid_json",
             max_files=settings.logging.invalid_json_max_files,
@@ -106,47 +119,115 @@ class StoryEngine:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- one component at a time --
-    async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
-        plot, _ = await self.plot_with_meta(premise, beats, seed)
-        return plot
+    # -- the run store --
+    @cached_property
+    def runs(self) -> RunStore:
+        """Every run and version in this engine's data directory (beside its checkpoints)."""
+        return RunStore.beside(self.checkpoints.directory)
+
+    # -- one component at a time (the seeds and numbering of `generate`) --
+    async def _made(
+        self,
+        name: str,
+        draft: Callable[[StepMeta], Awaitable[str]],
+        structure: Callable[[str, StepMeta], Awaitable[M]],
+    ) -> Made[M]:
+        component = name.split(".")[0]
+        draft_meta, meta = StepMeta(component), StepMeta(component)
+        text = await draft(draft_meta)
+        value = await structure(text, meta)
+        return Made(value, {f"{name}.draft": draft_meta.as_dict(), name: meta.as_dict()})
 
     async def plot_with_meta(
         self, premise: str, beats: int | None = None, seed: int | None = None
-    ) -> tuple[PlotStructure, dict[str, Any]]:
-        """The plot and its step metadata (who answered, how, attempts, re-asks, fallbacks)."""
+    ) -> Made[PlotStructure]:
+        """The plot as `generate(premise, scenes=beats, seed=seed)` makes it, with its step metadata."""
         premise = check_inputs(premise, beats)
-        meta = StepMeta("plot")
-        draft = await self.components.plot_draft(premise, beats, meta, call_seed(seed, "plot"))
-        plot = await self.components.plot(premise, draft, beats, meta)
-        return plot, meta.as_dict()
+        return await self._made(
+            "plot",
+            lambda m: self.components.plot_draft(premise, beats, m, call_seed(seed, "plot")),
+            lambda draft, m: self.components.plot(premise, draft, beats, m),
+        )
+
+    async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
+        return (await self.plot_with_meta(premise, beats, seed)).value
+
+    async def scene_with_meta(
+        self, premise: str, plot: PlotStructure, index: int, seed: int | None = None
+    ) -> Made[Scene]:
+        """Scene `index` of a story with one scene per beat: "scene index+1 of len(beats)"."""
+        if not 0 <= index < len(plot.beats):
+            raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
+        number = (index + 1, len(plot.beats))
+        return await self._made(
+            f"scene.{index}",
+            lambda m: self.components.scene_draft(
+                premise, plot, index, number, m, call_seed(seed, "scene", index)
+            ),
+            lambda draft, m: self.components.scene(plot, index, draft, m),
+        )
 
     async def scene(self, premise: str, plot: PlotStructure, index: int, seed: int | None = None) -> Scene:
         """The scene that realises beat `index` of `plot`."""
-        meta = StepMeta("scene")
-        number = (index + 1, len(plot.beats))
-        draft = await self.components.scene_draft(
-            premise, plot, index, number, meta, call_seed(seed, "scene", index)
+        return (await self.scene_with_meta(premise, plot, index, seed)).value
+
+    async def dialogue_with_meta(
+        self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
+    ) -> Made[Dialogue]:
+        """The dialogue of scene `index` (0 for a lone scene), `previous` being the scenes before it."""
+        return await self._made(
+            f"dialogue.{index}",
+            lambda m: self.components.dialogue_draft(scene, previous, m, call_seed(seed, "dialogue", index)),
+            lambda draft, m: self.components.dialogue(scene, draft, m),
         )
-        return await self.components.scene(plot, index, draft, meta)
 
-    async def dialogue(self, scene: Scene, previous: str = "", seed: int | None = None) -> Dialogue:
-        meta = StepMeta("dialogue")
-        draft = await self.components.dialogue_draft(scene, previous, meta, call_seed(seed, "dialogue"))
-        return await self.components.dialogue(scene, draft, meta)
+    async def dialogue(
+        self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
+    ) -> Dialogue:
+        return (await self.dialogue_with_meta(scene, previous, seed, index)).value
 
-    async def evaluate(self, premise: str, plot: PlotStructure, scenes: list[StoryScene]) -> Evaluation:
-        meta = StepMeta("evaluation")
-        draft = await self.components.evaluation_draft(premise, story_digest(plot, scenes), meta, None)
-        return await self.components.evaluation(draft, meta)
+    async def evaluate_with_meta(
+        self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
+    ) -> Made[Evaluation]:
+        digest = story_digest(plot, scenes)
+        return await self._made(
+            "evaluation",
+            lambda m: self.components.evaluation_draft(premise, digest, m, call_seed(seed, "ev")),
+            lambda draft, m: self.components.evaluation(draft, m),
+        )
+
+    async def evaluate(
+        self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
+    ) -> Evaluation:
+        return (await self.evaluate_with_meta(premise, plot, scenes, seed)).value
+
+    async def enhance_with_meta(
+        self,
+        premise: str,
+        plot: PlotStructure,
+        scenes: list[StoryScene],
+        evaluation: Evaluation,
+        seed: int | None = None,
+    ) -> Made[Enhancement]:
+        digest = story_digest(plot, scenes)
+        return await self._made(
+            "enhancement",
+            lambda m: self.components.enhancement_draft(
+                premise, digest, evaluation, m, call_seed(seed, "en")
+            ),
+            lambda draft, m: self.components.enhancement(draft, m),
+        )
 
     async def enhance(
-        self, premise: str, plot: PlotStructure, scenes: list[StoryScene], evaluation: Evaluation
+        self,
+        premise: str,
+        plot: PlotStructure,
+        scenes: list[StoryScene],
+        evaluation: Evaluation,
+        seed: int | None = None,
     ) -> Enhancement:
-        meta = StepMeta("enhancement")
-        digest = story_digest(plot, scenes)
-        draft = await self.components.enhancement_draft(premise, digest, evaluation, meta, None)
-        return await self.components.enhancement(draft, meta)
+        made = await self.enhance_with_meta(premise, plot, scenes, evaluation, seed)
+        return made.value
 
     # -- the whole story --
     async def generate(
@@ -157,22 +238,135 @@ class StoryEngine:
         *,
         run_id: str | None = None,
         on_event: OnEvent | None = None,
+        provider: str | None = None,
     ) -> Story:
+        """Write a story; the run and (once finished) its version 1 are kept in `self.runs`."""
         premise = check_inputs(premise, scenes)
         header = {
             "run_id": run_id or new_run_id(),
             "premise": premise,
             "scenes": scenes,
             "seed": seed,
+            "provider": provider,
             "config": self.settings.source,
             "created_at": time.time(),
         }
-        state = self.checkpoints.create(header)
-        return await _Run(self, state, on_event).execute()
+        state = await asyncio.to_thread(self.checkpoints.create, header)
+        return (await self._execute(state, on_event)).the_story()
 
     async def resume(self, run_id: str, *, on_event: OnEvent | None = None) -> Story:
-        state = self.checkpoints.load(run_id)
-        return await _Run(self, state, on_event).execute()
+        """Continue a stopped run (or steering job) from its checkpoint."""
+        state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        return (await self._execute(state, on_event)).the_story()
+
+    # -- steering: a new version from an old one, by the same pipeline --
+    async def steer(
+        self,
+        run_id: str,
+        operation: Steer,
+        *,
+        base: int | None = None,
+        seed: int | None = None,
+        on_event: OnEvent | None = None,
+    ) -> Version:
+        """Make `operation` on version `base` (default: the latest) of run `run_id`; returns the new version.
+
+        The seed defaults to a fresh random one; it is recorded in the version and its checkpoint.
+        NotFound (an InputError) when the run or version does not exist; InputError when the
+        operation does not apply to that version. Nothing is written before both are checked.
+        """
+        found = await asyncio.to_thread(self.runs.version, run_id, base)
+        story = found.the_story()
+        steps, edited = operation.layout(story)
+        seed = seed if seed is not None else random.randint(0, SEED_MAX)
+        header = {
+            "run_id": f"{run_id}.steer-{secrets.token_hex(3)}",
+            "premise": story.premise,
+            "scenes": len(story.scenes),
+            "seed": seed,
+            "config": self.settings.source,
+            "created_at": time.time(),
+            "story_run": run_id,
+            "steered": {**operation.as_dict(), "run": run_id, "base": found.number, "seed": seed},
+            "edited": edited,
+        }
+        meta = {k: v for k, v in kept_meta(story, steps).items() if k.split(".draft")[0] not in edited}
+        state = await asyncio.to_thread(self.checkpoints.create, header, steps, meta)
+        return await self._execute(state, on_event)
+
+    async def edit_beat(self, run_id: str, index: int, changes: dict[str, Any], **options: Any) -> Version:
+        """Change beat `index` (name, purpose, tension, description) and remake the story from it."""
+        return await self.steer(run_id, Steer("edit_beat", index, dict(changes)), **options)
+
+    async def regenerate_scene(
+        self, run_id: str, index: int, *, reevaluate: bool = True, **options: Any
+    ) -> Version:
+        """Make scene `index` and its dialogue again (and, by default, the evaluation)."""
+        return await self.steer(run_id, Steer("regenerate_scene", index, reevaluate=reevaluate), **options)
+
+    async def regenerate_dialogue(
+        self, run_id: str, index: int, *, reevaluate: bool = True, **options: Any
+    ) -> Version:
+        """Make the dialogue of scene `index` again (and, by default, the evaluation)."""
+        op = Steer("regenerate_dialogue", index, reevaluate=reevaluate)
+        return await self.steer(run_id, op, **options)
+
+    async def restore(self, run_id: str, number: int) -> Version:
+        """Version `number` again as the latest, as a new version (nothing is overwritten)."""
+        return await asyncio.to_thread(self.runs.restore, run_id, number)
+
+    async def _execute(self, state: RunState, on_event: OnEvent | None) -> Version:
+        """Run the pipeline over `state`, then keep what it made in the run store."""
+        header = state.header
+        steered = header.get("steered")
+        run_id = str(header.get("story_run") or state.run_id)
+        if steered is None:
+            record = RunRecord(
+                run_id,
+                header["premise"],
+                header.get("scenes"),
+                header.get("seed"),
+                header.get("provider"),
+                created_at=header.get("created_at") or time.time(),
+            )
+            await asyncio.to_thread(self.runs.start_run, record)
+        try:
+            story = await _Run(self, state, on_event).execute()
+        except RunFailed as exc:
+            if steered is None:
+                await asyncio.to_thread(self.runs.set_status, run_id, "failed", str(exc))
+            raise
+        except BaseException as exc:  # cancelled (Ctrl+C, a server stopping) or a bug: not "running"
+            if steered is None:
+                stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                why = (
+                    "stopped before it finished"
+                    if stopped
+                    else f"internal error: {type(exc).__name__}: {exc}"
+                )
+                message = f"{why}; continue with: storyengine generate --resume {run_id}"
+                await asyncio.to_thread(self.runs.set_status, run_id, "failed", message)
+            raise
+        if steered is not None:
+            return await asyncio.to_thread(
+                self.runs.add_version,
+                run_id,
+                story,
+                steered["label"],
+                parent=steered["base"],
+                seed=steered["seed"],
+            )
+        return await asyncio.to_thread(self._first_version, run_id, story, header.get("seed"))
+
+    def _first_version(self, run_id: str, story: Story, seed: int | None) -> Version:
+        versions = self.runs.versions(run_id)
+        if versions:  # a finished run resumed again: it made nothing new
+            found = self.runs.version(run_id, versions[-1].number)
+        else:
+            found = self.runs.add_version(run_id, story, "generated", seed=seed)
+        self.runs.set_status(run_id, "done")
+        found.story = story
+        return found
 
 
 class _Run:
@@ -220,12 +414,31 @@ class _Run:
         value = await produce(meta)
         self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
         dumped = value.model_dump(mode="json") if model else value
-        self.state.put(name, dumped, meta.as_dict())
+        await asyncio.to_thread(self.state.put, name, dumped, meta.as_dict())
         self.emit("step_done", step=component, stage=stage, name=name, value=dumped, **info)
         return value
 
+    async def two_stages(
+        self,
+        name: str,
+        component: str,
+        draft: Callable[[StepMeta], Awaitable[str]],
+        structure: Callable[[str, StepMeta], Awaitable[M]],
+        model: type[M],
+        **info: Any,
+    ) -> M:
+        """Step `name` (and its draft before it); a state that has the value needs no draft."""
+        done = self.state.get(name)
+        if done is not None:
+            return model.model_validate(done)
+        text = await self.step(f"{name}.draft", component, draft, **info)
+        return cast(M, await self.step(name, component, lambda m: structure(text, m), model, **info))
+
     async def execute(self) -> Story:
         self.emit("run_started", premise=self.premise)
+        for name in self.state.header.get("edited", []):  # a steering edit, not made by a model
+            value = self.state.get(name)
+            self.emit("step_done", step=name.split(".")[0], stage="edited", name=name, value=value)
         # The first render of a template starts Node (~1 s each): do them off the event loop.
         await asyncio.to_thread(warm_templates)
         runlog = self.engine.runlog
@@ -236,7 +449,7 @@ class _Run:
             with recorder.active():
                 story = await self._pipeline()
         except StoryEngineError as exc:
-            self.state.set_status("failed", str(exc))
+            await asyncio.to_thread(self.state.set_status, "failed", str(exc))
             if runlog is not None:
                 runlog.finish_run(self.state.run_id, "failed", str(exc))
             failed = RunFailed(
@@ -248,7 +461,7 @@ class _Run:
             )
             self.emit("run_failed", error=str(failed))
             raise failed from exc
-        self.state.set_status("done")
+        await asyncio.to_thread(self.state.set_status, "done")
         if runlog is not None:
             runlog.finish_run(self.state.run_id, "done", None)
         story.meta["calls"] = [c.model_dump(mode="json") for c in recorder.calls]
@@ -258,13 +471,12 @@ class _Run:
     async def _pipeline(self) -> Story:
         wanted = self.state.header.get("scenes")
         seed = self.seed
-        draft = await self.step(
-            "plot.draft",
+        plot = await self.two_stages(
+            "plot",
             "plot",
             lambda m: self.c.plot_draft(self.premise, wanted, m, call_seed(seed, "plot")),
-        )
-        plot: PlotStructure = await self.step(
-            "plot", "plot", lambda m: self.c.plot(self.premise, draft, wanted, m), PlotStructure
+            lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
+            PlotStructure,
         )
         beats = scene_beats(plot, wanted)
         n = len(beats)
@@ -282,21 +494,19 @@ class _Run:
         pairs = zip(results[:n], results[n:], strict=True)
         scenes = [StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d)) for s, d in pairs]
         digest = story_digest(plot, scenes)
-        ev_draft = await self.step(
-            "evaluation.draft",
+        evaluation = await self.two_stages(
+            "evaluation",
             "evaluation",
             lambda m: self.c.evaluation_draft(self.premise, digest, m, call_seed(seed, "ev")),
+            self.c.evaluation,
+            Evaluation,
         )
-        evaluation = await self.step(
-            "evaluation", "evaluation", lambda m: self.c.evaluation(ev_draft, m), Evaluation
-        )
-        en_draft = await self.step(
-            "enhancement.draft",
+        enhancement = await self.two_stages(
+            "enhancement",
             "enhancement",
             lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, call_seed(seed, "en")),
-        )
-        enhancement = await self.step(
-            "enhancement", "enhancement", lambda m: self.c.enhancement(en_draft, m), Enhancement
+            self.c.enhancement,
+            Enhancement,
         )
         meta = {
             "run_id": self.state.run_id,
@@ -307,6 +517,8 @@ class _Run:
             "structuring_strict": self.engine.settings.structuring.strict,
             "steps": self.state.meta,
         }
+        if "steered" in self.state.header:
+            meta["steered"] = self.state.header["steered"]
         return Story(
             premise=self.premise,
             plot=plot,
@@ -321,19 +533,13 @@ class _Run:
     ) -> Scene:
         try:
             async with self.semaphore:
-                draft = await self.step(
-                    f"scene.{i}.draft",
+                scene = await self.two_stages(
+                    f"scene.{i}",
                     "scene",
                     lambda m: self.c.scene_draft(
                         self.premise, plot, beat, (i + 1, n), m, call_seed(self.seed, "scene", i)
                     ),
-                    index=i + 1,
-                    total=n,
-                )
-                scene: Scene = await self.step(
-                    f"scene.{i}",
-                    "scene",
-                    lambda m: self.c.scene(plot, beat, draft, m),
+                    lambda draft, m: self.c.scene(plot, beat, draft, m),
                     Scene,
                     index=i + 1,
                     total=n,
@@ -350,17 +556,11 @@ class _Run:
         scene = earlier[-1]
         previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
         async with self.semaphore:
-            draft = await self.step(
-                f"dialogue.{i}.draft",
-                "dialogue",
-                lambda m: self.c.dialogue_draft(scene, previous, m, call_seed(self.seed, "dialogue", i)),
-                index=i + 1,
-                total=n,
-            )
-            return await self.step(
+            return await self.two_stages(
                 f"dialogue.{i}",
                 "dialogue",
-                lambda m: self.c.dialogue(scene, draft, m),
+                lambda m: self.c.dialogue_draft(scene, previous, m, call_seed(self.seed, "dialogue", i)),
+                lambda draft, m: self.c.dialogue(scene, draft, m),
                 Dialogue,
                 index=i + 1,
                 total=n,

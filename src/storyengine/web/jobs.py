@@ -1,5 +1,7 @@
-"""The background jobs of a run: the first generation, and steering jobs that add a version.
+"""The background jobs of a run: the first generation (or its resume), and steering jobs.
 
+Each is one call of the run engine, which checkpoints every step and keeps the run and its
+versions in the run store; a job only relays the engine's events to the run's live log.
 Each job ends with exactly one terminal event (`run_done` / `run_failed` for the generation,
 `steer_done` / `steer_failed` for steering), published after the run is marked idle.
 Errors become messages in those events; a traceback goes to the server log only.
@@ -9,25 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import StoryEngineError
 from ..pipeline.engine import StoryEngine
-from ..schemas import Story
-from .runs import Run
+from ..pipeline.runstore import RunRecord, RunStore
+from ..pipeline.steering import Steer
+from .runs import LiveRun
 
 logger = logging.getLogger("storyengine.web")
 
 TERMINAL = ("run_done", "run_failed")
 
 
-async def generate(run: Run, engine: StoryEngine, *, resume: bool = False) -> None:
-    """The first generation of `run` (or its continuation after a failure); the story becomes version 1."""
+async def generate(
+    run: LiveRun, engine: StoryEngine, store: RunStore, record: RunRecord, *, resume: bool = False
+) -> None:
+    """The first generation of `run` (or its continuation after a failure); its story is version 1."""
     held: list[dict[str, Any]] = []
 
     def on_event(event: dict[str, Any]) -> None:
-        # The run's last event waits until the version is kept and the run is idle.
+        # The run's last event waits until the version is announced and the run is idle.
         if event["event"] in TERMINAL:
             held.append(event)
         else:
@@ -35,36 +39,50 @@ async def generate(run: Run, engine: StoryEngine, *, resume: bool = False) -> No
 
     try:
         if resume:
-            story = await engine.resume(run.id, on_event=on_event)
+            await engine.resume(run.id, on_event=on_event)
         else:
-            story = await engine.generate(run.premise, run.scenes, run.seed, run_id=run.id, on_event=on_event)
+            await engine.generate(
+                record.premise,
+                record.scenes,
+                record.seed,
+                run_id=run.id,
+                on_event=on_event,
+                provider=record.provider,
+            )
+        version = await asyncio.to_thread(store.version, run.id)
     except asyncio.CancelledError:
-        _fail(run, "the server stopped before the run finished")
+        await _fail(run, store, "the server stopped before the run finished")
         raise
     except StoryEngineError as exc:
-        _fail(run, str(exc))
+        await _fail(run, store, str(exc))
         return
     except Exception as exc:
         logger.exception("run %s failed unexpectedly", run.id)
-        _fail(run, f"internal error: {type(exc).__name__}: {exc}")
+        await _fail(run, store, f"internal error: {type(exc).__name__}: {exc}")
         return
-    run.status = "done"
-    version = run.add_version(story, "generated", None)
+    run.publish({"event": "version_added", "version": version.summary()})
     done = held[-1] if held else {"event": "run_done"}
     run.finish_job({**done, "version": version.number})
 
 
-def _fail(run: Run, message: str) -> None:
-    run.status = "failed"
-    run.error = message
-    run.finish_job({"event": "run_failed", "error": message})
-
-
-async def steer(run: Run, label: str, base: int, work: Callable[[], Awaitable[Story]]) -> None:
-    """Run one steering job (already marked on `run.job`); a success appends a version."""
-    run.publish({"event": "steer_started", "job": label, "base": base})
+async def _fail(run: LiveRun, store: RunStore, message: str) -> None:
     try:
-        story = await work()
+        await asyncio.to_thread(store.set_status, run.id, "failed", message)
+    finally:
+        run.finish_job({"event": "run_failed", "error": message})
+
+
+async def steer(run: LiveRun, engine: StoryEngine, operation: Steer, base: int, seed: int) -> None:
+    """One steering job (already marked on `run.job`): the engine makes and keeps the new version."""
+    label = operation.label
+    run.publish({"event": "steer_started", "job": label, "base": base, "seed": seed})
+
+    def on_event(event: dict[str, Any]) -> None:
+        if not event["event"].startswith("run_"):  # the job's own start and end are steer_* events
+            run.publish(event)
+
+    try:
+        version = await engine.steer(run.id, operation, base=base, seed=seed, on_event=on_event)
     except asyncio.CancelledError:
         run.finish_job({"event": "steer_failed", "job": label, "error": "the server stopped"})
         raise
@@ -76,5 +94,5 @@ async def steer(run: Run, label: str, base: int, work: Callable[[], Awaitable[St
         error = f"internal error: {type(exc).__name__}: {exc}"
         run.finish_job({"event": "steer_failed", "job": label, "error": error})
         return
-    version = run.add_version(story, label, base)
+    run.publish({"event": "version_added", "version": version.summary()})
     run.finish_job({"event": "steer_done", "job": label, "version": version.number})

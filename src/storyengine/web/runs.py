@@ -1,81 +1,44 @@
-"""Runs, their event logs and their versions, kept in memory by one server process.
+"""Runs as the web app sees them: kept in the run store, followed live while this server works on them.
 
-Nothing here survives a restart of the server: a run lives as long as the process that
-started it (the engine's own checkpoints still land on disk under the run's id, so a stopped
-run can be continued with `storyengine generate --resume ID`).
-
-A run's events form one append-only log. Every event gets a sequence number (`seq`), so a
-subscriber that joins late replays the log from the start (or from after a given `seq`) and
-then follows it live. A run does at most one job at a time (the first generation, or one
+Runs and versions live in the run store (SQLite in the data directory), so the page lists
+every run (also those the CLI made) and opens any version after a restart. Only a run's live
+event log is kept in memory: every event gets a sequence number (`seq`), so a subscriber that
+joins late replays the log from the start (or from after a given `seq`) and then follows it.
+A run does at most one job at a time in this server (the first generation, a resume or one
 steering job); the stream of a run ends when the run is idle.
 
-Versions are never overwritten: generating, steering and restoring each append a version.
+A failed run this server did not see (made before a restart, or by the CLI) is given a log
+rebuilt from its checkpoint, so the page still shows what it finished.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..schemas import Story
+from ..errors import InputError
+from ..pipeline.checkpoint import CheckpointStore
+from ..pipeline.runstore import RunRecord, RunStore, Version
 
 KEEPALIVE_SECONDS = 15.0
 
 
-class UnknownRun(LookupError):
-    """No run (or version) with that id in this server process."""
+class LiveRun:
+    """The in-memory side of one run: its event log and whether a job is running."""
 
-
-@dataclass
-class Version:
-    number: int
-    story: Story
-    label: str
-    parent: int | None
-    created_at: float = field(default_factory=time.time)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "label": self.label,
-            "parent": self.parent,
-            "created_at": self.created_at,
-            "title": self.story.plot.title,
-            "beats": len(self.story.plot.beats),
-            "scenes": len(self.story.scenes),
-            "overall": self.story.evaluation.overall,
-        }
-
-
-class Run:
-    """One premise: its settings, its event log, its versions and whether a job is running."""
-
-    def __init__(
-        self, run_id: str, premise: str, scenes: int | None, seed: int | None, provider: str | None
-    ) -> None:
+    def __init__(self, run_id: str) -> None:
         self.id = run_id
-        self.premise = premise
-        self.scenes = scenes
-        self.seed = seed
-        self.provider = provider
-        self.created_at = time.time()
-        self.status = "running"  # running | done | failed: the first generation
-        self.error: str | None = None
-        self.job: str | None = "generate"  # what the run is doing now; None when idle
+        self.job: str | None = None  # what the run is doing now; None when idle
         self.job_after = -1  # the seq just before the current job's first event
         self.task: asyncio.Task[Any] | None = None
         self.events: list[dict[str, Any]] = []
-        self.versions: list[Version] = []
         self._wake = asyncio.Event()
 
     @property
     def busy(self) -> bool:
         return self.job is not None
 
-    # -- events --
     def publish(self, event: dict[str, Any]) -> None:
         """Append an event (stamped with this run's id and its seq) and wake every subscriber."""
         self.events.append({**event, "run_id": self.id, "seq": len(self.events)})
@@ -111,66 +74,72 @@ class Run:
             except TimeoutError:
                 yield None
 
-    # -- versions --
-    def add_version(self, story: Story, label: str, parent: int | None) -> Version:
-        version = Version(len(self.versions) + 1, story, label, parent)
-        self.versions.append(version)
-        self.publish({"event": "version_added", "version": version.summary()})
-        return version
 
-    def version(self, number: int | None = None) -> Version:
-        """Version `number`, or the latest when None."""
-        if not self.versions:
-            raise UnknownRun(f"run {self.id} has no story yet (status: {self.status}); wait for it to finish")
-        if number is None:
-            return self.versions[-1]
-        if not 1 <= number <= len(self.versions):
-            raise UnknownRun(
-                f"run {self.id} has no version {number}; it has versions 1 to {len(self.versions)}"
-            )
-        return self.versions[number - 1]
+class Runs:
+    """The run store of the data directory, and the live side of the runs this server works on."""
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "premise": self.premise,
-            "scenes": self.scenes,
-            "seed": self.seed,
-            "provider": self.provider,
-            "status": self.status,
-            "error": self.error,
-            "job": self.job,
-            "busy": self.busy,
-            "job_after": self.job_after,
-            "created_at": self.created_at,
-            "events": len(self.events),
-            "versions": [v.summary() for v in self.versions],
-        }
+    def __init__(self, store: RunStore, checkpoints: CheckpointStore) -> None:
+        self.store = store
+        self.checkpoints = checkpoints
+        self._live: dict[str, LiveRun] = {}
 
+    async def record(self, run_id: str) -> RunRecord:
+        """The stored run with its version summaries; NotFound (a 404) when there is none."""
+        return await asyncio.to_thread(self.store.run, run_id)
 
-class RunStore:
-    """Every run of this server process, by id."""
+    async def version(self, run_id: str, number: int | None = None) -> Version:
+        return await asyncio.to_thread(self.store.version, run_id, number)
 
-    def __init__(self) -> None:
-        self._runs: dict[str, Run] = {}
+    async def exists(self, run_id: str) -> bool:
+        return run_id in self._live or await asyncio.to_thread(self.store.exists, run_id)
 
-    def add(self, run: Run) -> Run:
-        self._runs[run.id] = run
+    def new(self, run_id: str) -> LiveRun:
+        self._live[run_id] = LiveRun(run_id)
+        return self._live[run_id]
+
+    async def live(self, record: RunRecord) -> LiveRun:
+        """The live side of a stored run (an idle one, with a rebuilt log when it failed elsewhere)."""
+        run = self._live.get(record.id)
+        if run is None:
+            run = LiveRun(record.id)
+            if record.status == "failed" and not record.versions:
+                for event in await asyncio.to_thread(self._replay, record):
+                    run.publish(event)
+            run = self._live.setdefault(record.id, run)
         return run
 
-    def get(self, run_id: str) -> Run:
+    def _replay(self, record: RunRecord) -> list[dict[str, Any]]:
+        """What a failed run finished, as the events that reported it, from its checkpoint."""
         try:
-            return self._runs[run_id]
-        except KeyError:
-            raise UnknownRun(
-                f"no run {run_id!r} in this server; runs live in memory and are lost when it restarts"
-            ) from None
+            state = self.checkpoints.load(record.id)
+        except InputError:
+            state = None
+        events: list[dict[str, Any]] = [{"event": "run_started", "premise": record.premise}]
+        for name, value in (state.steps if state else {}).items():
+            if name.endswith(".draft"):
+                continue
+            step = name.split(".")[0]
+            stage = "structuring"
+            events.append({"event": "step_done", "step": step, "stage": stage, "name": name, "value": value})
+        events.append({"event": "run_failed", "error": record.error or "the run stopped"})
+        return events
 
-    def all(self) -> list[Run]:
-        return sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
+    def summary(self, record: RunRecord) -> dict[str, Any]:
+        run = self._live.get(record.id)
+        return {
+            **record.summary(),
+            "job": run.job if run else None,
+            "busy": run.busy if run else False,
+            "job_after": run.job_after if run else -1,
+            "events": len(run.events) if run else 0,
+        }
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every stored run, newest first."""
+        return [self.summary(r) for r in await asyncio.to_thread(self.store.runs)]
 
     async def cancel_all(self) -> None:
-        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        tasks = [r.task for r in self._live.values() if r.task is not None and not r.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -114,8 +114,13 @@ async function openRun(id) {
   }
   renderVersions();
   loadRuns();
-  setStatus(run.status === "failed" ? "failed" : run.busy ? "running" : "done",
-    run.busy ? `Working: ${run.job}` : run.status === "failed" ? "Run failed" : "Finished");
+  if (run.status === "running" && !run.busy) {
+    // kept in the run store, but not being written by this server: another process has it
+    setStatus("elsewhere", "Being written by another process (or stopped without a word)");
+  } else {
+    setStatus(run.status === "failed" ? "failed" : run.busy ? "running" : "done",
+      run.busy ? `Working: ${run.job}` : run.status === "failed" ? "Run failed" : "Finished");
+  }
   if (run.busy) follow(run.job_after);
   else if (!run.story) follow(-1); // a failed run: replay what it finished
 }
@@ -261,7 +266,8 @@ function renderVersions() {
   for (const v of state.versions) {
     const from = v.parent ? ` (from v${v.parent})` : "";
     list.append(h("li", { class: v.number === state.viewing ? "current" : null, "data-version": v.number },
-      h("span", { class: "label" }, h("b", {}, `v${v.number}`), ` ${v.label}${from} · overall ${v.overall}/10`),
+      h("span", { class: "label" }, h("b", {}, `v${v.number}`),
+        ` ${v.label}${from}${v.seed !== null && v.seed !== undefined ? ` · seed ${v.seed}` : ""} · overall ${v.overall}/10`),
       h("button", { type: "button", class: "small secondary", onclick: () => viewVersion(v.number) }, "View"),
       v.number !== latest
         ? h("button", { type: "button", class: "small secondary", onclick: () => restore(v.number) }, "Restore")

@@ -1,0 +1,126 @@
+"""Steering: a new version of a story, made by the run engine from an old version minus some parts.
+
+A steering operation never changes a version. It lays out a new checkpointed state whose steps
+are the base version's parts (plot, `scene.i`, `dialogue.i`, evaluation, enhancement) minus the
+ones it must make again, with the edited plot in place of the old one; then the engine's one
+pipeline fills in exactly the missing steps, with the same seeds (`call_seed(seed, "scene", i)`),
+the same numbering ("scene i+1 of n") and the same prompts as `generate`.
+
+    edit_beat i            the edited plot replaces "plot"; every scene realising beat >= i is
+                           made again with its dialogue; then the evaluation and the enhancement
+    regenerate_scene i     scene i and its dialogue (the old lines belong to the old scene)
+    regenerate_dialogue i  the dialogue of scene i
+    reevaluate             (default) the evaluation and enhancement are made again too
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ..errors import InputError
+from ..schemas import PlotStructure, Story
+from .story import scene_beats
+
+Operation = Literal["edit_beat", "regenerate_scene", "regenerate_dialogue"]
+BEAT_FIELDS = ("name", "purpose", "tension", "description")
+
+
+def edited_plot(plot: PlotStructure, index: int, changes: dict[str, Any]) -> PlotStructure:
+    """`plot` with beat `index` changed; InputError when the result is not a valid plot."""
+    if not 0 <= index < len(plot.beats):
+        raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
+    if not changes:
+        raise InputError("give at least one of name, purpose, tension, description to change the beat")
+    unknown = sorted(set(changes) - set(BEAT_FIELDS))
+    if unknown:
+        raise InputError(f"a beat has no field {', '.join(unknown)}; change {', '.join(BEAT_FIELDS)}")
+    beats = [beat.model_dump(mode="json") for beat in plot.beats]
+    beats[index].update(changes)
+    try:
+        return PlotStructure.model_validate({**plot.model_dump(mode="json"), "beats": beats})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"the edited beat {index} makes an invalid plot: {problems}") from None
+
+
+@dataclass(frozen=True)
+class Steer:
+    """One steering operation on one version; indexes count from 0."""
+
+    operation: Operation
+    index: int
+    changes: dict[str, Any] = field(default_factory=dict)
+    reevaluate: bool = True
+
+    @property
+    def label(self) -> str:
+        if self.operation == "edit_beat":
+            return f"edited beat {self.index + 1}, regenerated from it"
+        if self.operation == "regenerate_scene":
+            return f"regenerated scene {self.index + 1}"
+        return f"regenerated dialogue of scene {self.index + 1}"
+
+    def check(self, story: Story) -> None:
+        """InputError when the operation does not apply to `story` (nothing is made then)."""
+        if self.operation == "edit_beat":
+            edited_plot(story.plot, self.index, self.changes)
+        elif not 0 <= self.index < len(story.scenes):
+            raise InputError(
+                f"scene {self.index} does not exist; this story has scenes 0 to {len(story.scenes) - 1}"
+            )
+
+    def layout(self, story: Story) -> tuple[dict[str, Any], list[str]]:
+        """The steps the new state starts with (JSON values, as checkpointed) and which were edited."""
+        self.check(story)
+        plot = story.plot
+        edited: list[str] = []
+        scenes: set[int] = set()
+        dialogues: set[int] = set()
+        reevaluate = self.reevaluate
+        if self.operation == "edit_beat":
+            plot = edited_plot(story.plot, self.index, self.changes)
+            edited.append("plot")
+            beats = scene_beats(plot, len(story.scenes))
+            scenes = {j for j, beat in enumerate(beats) if beat >= self.index}
+            dialogues = set(scenes)
+            reevaluate = True  # the story changed from the beat on: its assessment is stale
+        elif self.operation == "regenerate_scene":
+            scenes = dialogues = {self.index}
+        else:
+            dialogues = {self.index}
+        steps: dict[str, Any] = {"plot": plot.model_dump(mode="json")}
+        for j, item in enumerate(story.scenes):
+            if j not in scenes:
+                steps[f"scene.{j}"] = item.scene.model_dump(mode="json")
+            if j not in dialogues:
+                steps[f"dialogue.{j}"] = item.dialogue.model_dump(mode="json")
+        if not reevaluate:
+            steps["evaluation"] = story.evaluation.model_dump(mode="json")
+            steps["enhancement"] = story.enhancement.model_dump(mode="json")
+        return steps, edited
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "index": self.index,
+            "changes": dict(self.changes),
+            "reevaluate": self.reevaluate,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Steer:
+        return cls(data["operation"], data["index"], data.get("changes", {}), data.get("reevaluate", True))
+
+
+def kept_meta(story: Story, steps: dict[str, Any]) -> dict[str, Any]:
+    """The base version's step metadata for the steps the new state keeps (and their drafts)."""
+    old = story.meta.get("steps") or {}
+    return {
+        name: meta
+        for name, meta in old.items()
+        if name in steps or (name.endswith(".draft") and name[: -len(".draft")] in steps)
+    }
