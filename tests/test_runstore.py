@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from storyengine.config import parse_settings
-from storyengine.errors import ProviderUnavailable, RunFailed
+from storyengine.errors import InputError, ProviderUnavailable, RunFailed
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.pipeline.runstore import FILENAME, NotFound, RunRecord, RunStore
 from storyengine.providers.fake_story import story_script
@@ -83,10 +83,11 @@ async def test_a_failed_run_is_recorded_with_its_error_and_its_resume_adds_versi
             engine.runs.version(run_id)
         healthy["on"] = True
         story = await engine.resume(run_id)
-        again = await engine.resume(run_id)  # a finished run resumed: nothing new is kept
+        with pytest.raises(InputError, match="finished; there is nothing to continue"):
+            await engine.resume(run_id)  # a finished run is not resumed: nothing new is kept
     run = engine.runs.run(run_id)
     assert run.status == "done" and run.error is None and [v.number for v in run.versions] == [1]
-    assert engine.runs.version(run_id).the_story() == story and again.plot == story.plot
+    assert engine.runs.version(run_id).the_story() == story
 
 
 async def test_versions_are_appended_never_overwritten(tmp_path: Path) -> None:

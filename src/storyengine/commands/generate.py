@@ -15,7 +15,8 @@ from rich.console import Console
 
 from ..errors import InputError
 from ..export import write_story
-from ..pipeline.engine import Event, StoryEngine, check_inputs
+from ..pipeline.engine import StoryEngine, check_inputs
+from ..pipeline.run import Event
 
 
 def _check_out_dir(out: Path) -> Path:

@@ -1,10 +1,9 @@
 """StoryEngine: premise -> plot -> scenes -> dialogue -> evaluation -> enhancement -> Story.
 
-Ordering and concurrency: the plot first; then every scene (stage 1 and its own stage 2)
-under a semaphore of `narrative.concurrency.scenes`; dialogue i starts once scenes 1..i are
-structured (it is told what happened before, and what it is told must not depend on
-timing, so reruns are deterministic); evaluation and enhancement last. Each finished stage
-is checkpointed at once; a failure keeps everything finished and says how to resume.
+The one run engine's public face. Every way of making or changing a story is an operation
+here: `generate`, `resume`, steering (`steer`, `edit_beat`, `regenerate_scene`, ...), and the
+component calls (`plot`, `scene`, ... with the seeds and numbering of `generate`). Each runs
+the same pipeline (pipeline/run.py) over a checkpointed state and is kept in the run store.
 """
 
 from __future__ import annotations
@@ -16,27 +15,24 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
-from ..config import COMPONENTS, Settings, load_settings, secret_values
-from ..errors import InputError, RunFailed, StoryEngineError
+from ..config import Settings, load_settings, secret_values
+from ..errors import InputError, RunFailed
 from ..failures import InvalidOutputLog
-from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
-from ..routing.instrument import RunRecorder
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
+from .run import OnEvent, StoryRun
 from .runstore import RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
-from .story import Components, call_seed, scene_beats, scene_text, story_digest
+from .story import Components, call_seed, story_digest
 from .twostage import StepMeta, TwoStage
 
 M = TypeVar("M", bound=BaseModel)
-Event = dict[str, Any]
-OnEvent = Callable[[Event], None]
 
 MAX_PREMISE_CHARS = 4000
 MAX_SCENES = 24
@@ -255,8 +251,18 @@ class StoryEngine:
         return (await self._execute(state, on_event)).the_story()
 
     async def resume(self, run_id: str, *, on_event: OnEvent | None = None) -> Story:
-        """Continue a stopped run (or steering job) from its checkpoint."""
+        """Continue a stopped run (or steering job) from its checkpoint.
+
+        Finished steps are not made again. The rest is asked as a new round (other derived seeds;
+        the draft of a structuring step that failed is drawn again), so a resume never repeats
+        the calls that failed. A run that finished is not resumed (InputError)."""
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        if state.header.get("status") == "done":
+            raise InputError(
+                f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
+                "store: `storyengine serve` shows every version; steer it there to make another)"
+            )
+        await asyncio.to_thread(next_round, state)
         return (await self._execute(state, on_event)).the_story()
 
     # -- steering: a new version from an old one, by the same pipeline --
@@ -331,7 +337,7 @@ class StoryEngine:
             )
             await asyncio.to_thread(self.runs.start_run, record)
         try:
-            story = await _Run(self, state, on_event).execute()
+            story = await StoryRun(self, state, on_event).execute()
         except RunFailed as exc:
             if steered is None:
                 await asyncio.to_thread(self.runs.set_status, run_id, "failed", str(exc))
@@ -369,199 +375,12 @@ class StoryEngine:
         return found
 
 
-class _Run:
-    """One run of the pipeline over a checkpointed state."""
-
-    def __init__(self, engine: StoryEngine, state: RunState, on_event: OnEvent | None) -> None:
-        self.engine = engine
-        self.c = engine.components
-        self.state = state
-        self.on_event = on_event
-        self.premise: str = state.header["premise"]
-        self.seed: int | None = state.header.get("seed")
-        self.started = time.perf_counter()
-        self.tokens = 0
-        self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
-
-    def emit(self, event: str, **fields: Any) -> None:
-        if self.on_event is not None:
-            elapsed = round(time.perf_counter() - self.started, 3)
-            self.on_event(
-                {
-                    "event": event,
-                    "run_id": self.state.run_id,
-                    "tokens": self.tokens,
-                    "elapsed": elapsed,
-                    **fields,
-                }
-            )
-
-    async def step(
-        self,
-        name: str,
-        component: str,
-        produce: Callable[[StepMeta], Awaitable[Any]],
-        model: type[M] | None = None,
-        **info: Any,
-    ) -> Any:
-        """Run one stage unless the checkpoint has it; checkpoint it the moment it finishes."""
-        done = self.state.get(name)
-        if done is not None:
-            return model.model_validate(done) if model else done
-        stage = "freeform" if name.endswith(".draft") else "structuring"
-        self.emit("step_started", step=component, stage=stage, **info)
-        meta = StepMeta(component)
-        value = await produce(meta)
-        self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
-        dumped = value.model_dump(mode="json") if model else value
-        await asyncio.to_thread(self.state.put, name, dumped, meta.as_dict())
-        self.emit("step_done", step=component, stage=stage, name=name, value=dumped, **info)
-        return value
-
-    async def two_stages(
-        self,
-        name: str,
-        component: str,
-        draft: Callable[[StepMeta], Awaitable[str]],
-        structure: Callable[[str, StepMeta], Awaitable[M]],
-        model: type[M],
-        **info: Any,
-    ) -> M:
-        """Step `name` (and its draft before it); a state that has the value needs no draft."""
-        done = self.state.get(name)
-        if done is not None:
-            return model.model_validate(done)
-        text = await self.step(f"{name}.draft", component, draft, **info)
-        return cast(M, await self.step(name, component, lambda m: structure(text, m), model, **info))
-
-    async def execute(self) -> Story:
-        self.emit("run_started", premise=self.premise)
-        for name in self.state.header.get("edited", []):  # a steering edit, not made by a model
-            value = self.state.get(name)
-            self.emit("step_done", step=name.split(".")[0], stage="edited", name=name, value=value)
-        # The first render of a template starts Node (~1 s each): do them off the event loop.
-        await asyncio.to_thread(warm_templates)
-        runlog = self.engine.runlog
-        recorder = RunRecorder(self.state.run_id)
-        if runlog is not None:
-            runlog.start_run(self.state.run_id, self.premise, dict(self.state.header))
-        try:
-            with recorder.active():
-                story = await self._pipeline()
-        except StoryEngineError as exc:
-            await asyncio.to_thread(self.state.set_status, "failed", str(exc))
-            if runlog is not None:
-                runlog.finish_run(self.state.run_id, "failed", str(exc))
-            failed = RunFailed(
-                f"{exc} — run {self.state.run_id} stopped; every finished step is saved. "
-                f"Continue with: storyengine generate --resume {self.state.run_id}",
-                run_id=self.state.run_id,
-                step=getattr(exc, "component", ""),
-                cause=exc,
-            )
-            self.emit("run_failed", error=str(failed))
-            raise failed from exc
-        await asyncio.to_thread(self.state.set_status, "done")
-        if runlog is not None:
-            runlog.finish_run(self.state.run_id, "done", None)
-        story.meta["calls"] = [c.model_dump(mode="json") for c in recorder.calls]
-        self.emit("run_done")
-        return story
-
-    async def _pipeline(self) -> Story:
-        wanted = self.state.header.get("scenes")
-        seed = self.seed
-        plot = await self.two_stages(
-            "plot",
-            "plot",
-            lambda m: self.c.plot_draft(self.premise, wanted, m, call_seed(seed, "plot")),
-            lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
-            PlotStructure,
-        )
-        beats = scene_beats(plot, wanted)
-        n = len(beats)
-        scene_futures: list[asyncio.Future[Scene]] = [
-            asyncio.get_running_loop().create_future() for _ in range(n)
-        ]
-        scene_tasks = [
-            asyncio.create_task(self._scene(plot, i, beats[i], n, scene_futures[i])) for i in range(n)
-        ]
-        dialogue_tasks = [asyncio.create_task(self._dialogue(i, n, scene_futures)) for i in range(n)]
-        results = await asyncio.gather(*scene_tasks, *dialogue_tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise next((e for e in errors if isinstance(e, StoryEngineError)), errors[0])
-        pairs = zip(results[:n], results[n:], strict=True)
-        scenes = [StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d)) for s, d in pairs]
-        digest = story_digest(plot, scenes)
-        evaluation = await self.two_stages(
-            "evaluation",
-            "evaluation",
-            lambda m: self.c.evaluation_draft(self.premise, digest, m, call_seed(seed, "ev")),
-            self.c.evaluation,
-            Evaluation,
-        )
-        enhancement = await self.two_stages(
-            "enhancement",
-            "enhancement",
-            lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, call_seed(seed, "en")),
-            self.c.enhancement,
-            Enhancement,
-        )
-        meta = {
-            "run_id": self.state.run_id,
-            "seed": seed,
-            "config": self.engine.settings.source,
-            "routes": {c: self.engine.settings.narrative.providers.chain(c) for c in COMPONENTS},
-            "models": {name: p.model for name, p in self.engine.providers.items()},
-            "structuring_strict": self.engine.settings.structuring.strict,
-            "steps": self.state.meta,
-        }
-        if "steered" in self.state.header:
-            meta["steered"] = self.state.header["steered"]
-        return Story(
-            premise=self.premise,
-            plot=plot,
-            scenes=scenes,
-            evaluation=evaluation,
-            enhancement=enhancement,
-            meta=meta,
-        )
-
-    async def _scene(
-        self, plot: PlotStructure, i: int, beat: int, n: int, done: asyncio.Future[Scene]
-    ) -> Scene:
-        try:
-            async with self.semaphore:
-                scene = await self.two_stages(
-                    f"scene.{i}",
-                    "scene",
-                    lambda m: self.c.scene_draft(
-                        self.premise, plot, beat, (i + 1, n), m, call_seed(self.seed, "scene", i)
-                    ),
-                    lambda draft, m: self.c.scene(plot, beat, draft, m),
-                    Scene,
-                    index=i + 1,
-                    total=n,
-                )
-        except BaseException as exc:
-            done.set_exception(exc)
-            done.exception()  # mark retrieved: the dialogue tasks may never look
-            raise
-        done.set_result(scene)
-        return scene
-
-    async def _dialogue(self, i: int, n: int, scenes: list[asyncio.Future[Scene]]) -> Dialogue:
-        earlier = [await f for f in scenes[: i + 1]]
-        scene = earlier[-1]
-        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
-        async with self.semaphore:
-            return await self.two_stages(
-                f"dialogue.{i}",
-                "dialogue",
-                lambda m: self.c.dialogue_draft(scene, previous, m, call_seed(self.seed, "dialogue", i)),
-                lambda draft, m: self.c.dialogue(scene, draft, m),
-                Dialogue,
-                index=i + 1,
-                total=n,
-            )
+def next_round(state: RunState) -> None:
+    """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`)."""
+    failed = state.header.get("failed_step")
+    state.header["round"] = int(state.header.get("round", 0)) + 1
+    state.header.pop("failed_step", None)
+    if failed and not failed.endswith(".draft"):
+        state.steps.pop(f"{failed}.draft", None)  # its structuring failed: draw the draft again
+        state.meta.pop(f"{failed}.draft", None)
+    state.set_status("running")

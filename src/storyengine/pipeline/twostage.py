@@ -65,6 +65,8 @@ class StepMeta:
     """What one component call did: raw texts, mode, attempts, what was summarized."""
 
     component: str
+    round: int = 0  # the resume round of the run that made it (0: its first attempt)
+    seed: int | None = None  # the stage-1 seed it was drawn with
     stage1_text: str = ""
     stage1_cut_off: bool = False  # the draft reached max_tokens on every attempt; kept as far as it went
     stage2_text: str = ""
@@ -88,6 +90,8 @@ class StepMeta:
     def as_dict(self) -> dict[str, Any]:
         return {
             "component": self.component,
+            "round": self.round,
+            "seed": self.seed,
             "stage1_text": self.stage1_text,
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
@@ -149,6 +153,7 @@ class TwoStage:
     ) -> str:
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
+        meta.seed = seed if seed is not None else defaults.seed
 
         async def ask(route: Route) -> Completion:
             request = await self._fitted(f"{component}_freeform", component, context, defaults, meta, route)
@@ -440,7 +445,11 @@ class TwoStage:
             context[key] = summary
             prompt = render(template, context)
         room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
-        return self._request(prompt, component, defaults, budget, room)
+        request = self._request(prompt, component, defaults, budget, room)
+        if meta.round and request.seed is not None and request.stage == "structuring":
+            # A resumed run asks a failed step differently: its resamples draw other seeds.
+            request = request.model_copy(update={"seed": (request.seed + 7919 * meta.round) % 2**31})
+        return request
 
     def _request(
         self, prompt: RenderedPrompt, component: str, defaults: StageDefaults, budget: Budget, room: int

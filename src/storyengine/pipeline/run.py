@@ -1,0 +1,248 @@
+"""One run of the pipeline over a checkpointed state: ordering, bounded concurrency, checkpoints.
+
+The plot first; then every scene (stage 1 and its own stage 2) under a semaphore of
+`narrative.concurrency.scenes`; dialogue i starts once scenes 1..i are structured (it is told
+what happened before, and what it is told must not depend on timing, so reruns are
+deterministic); evaluation and enhancement last. Each finished stage is checkpointed at once
+(off the event loop); a step the state already has is not made again, which is how `--resume`
+and steering work.
+
+A resume never repeats a failure identically: each resume of a failed run is a new round whose
+seeds are derived from the run's seed and the round (recorded in every step's metadata), and the
+draft of a structuring step that failed is drawn again, so the failed step is asked differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from pydantic import BaseModel
+
+from ..config import COMPONENTS
+from ..errors import RunFailed, StoryEngineError
+from ..prompts.render import warm as warm_templates
+from ..routing.instrument import RunRecorder
+from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
+from .checkpoint import RunState
+from .story import call_seed, scene_beats, scene_text, story_digest
+from .twostage import StepMeta
+
+if TYPE_CHECKING:
+    from .engine import StoryEngine
+
+M = TypeVar("M", bound=BaseModel)
+Event = dict[str, Any]
+OnEvent = Callable[[Event], None]
+
+
+class StoryRun:
+    """One run of the pipeline over a checkpointed state."""
+
+    def __init__(self, engine: StoryEngine, state: RunState, on_event: OnEvent | None) -> None:
+        self.engine = engine
+        self.c = engine.components
+        self.state = state
+        self.on_event = on_event
+        self.premise: str = state.header["premise"]
+        self.seed: int | None = state.header.get("seed")
+        self.round = int(state.header.get("round", 0))  # how many times a failed run was resumed
+        self.started = time.perf_counter()
+        self.tokens = 0
+        self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
+
+    def seed_for(self, *parts: object) -> int | None:
+        """The seed of one call: from the run's seed, and from the round after a resume."""
+        return call_seed(self.seed, *parts, *(("round", self.round) if self.round else ()))
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            elapsed = round(time.perf_counter() - self.started, 3)
+            self.on_event(
+                {
+                    "event": event,
+                    "run_id": self.state.run_id,
+                    "tokens": self.tokens,
+                    "elapsed": elapsed,
+                    **fields,
+                }
+            )
+
+    async def step(
+        self,
+        name: str,
+        component: str,
+        produce: Callable[[StepMeta], Awaitable[Any]],
+        model: type[M] | None = None,
+        **info: Any,
+    ) -> Any:
+        """Run one stage unless the checkpoint has it; checkpoint it the moment it finishes."""
+        done = self.state.get(name)
+        if done is not None:
+            return model.model_validate(done) if model else done
+        stage = "freeform" if name.endswith(".draft") else "structuring"
+        self.emit("step_started", step=component, stage=stage, **info)
+        meta = StepMeta(component, round=self.round)
+        try:
+            value = await produce(meta)
+        except BaseException:
+            self.state.header["failed_step"] = name
+            raise
+        self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
+        dumped = value.model_dump(mode="json") if model else value
+        await asyncio.to_thread(self.state.put, name, dumped, meta.as_dict())
+        self.emit("step_done", step=component, stage=stage, name=name, value=dumped, **info)
+        return value
+
+    async def two_stages(
+        self,
+        name: str,
+        component: str,
+        draft: Callable[[StepMeta], Awaitable[str]],
+        structure: Callable[[str, StepMeta], Awaitable[M]],
+        model: type[M],
+        **info: Any,
+    ) -> M:
+        """Step `name` (and its draft before it); a state that has the value needs no draft."""
+        done = self.state.get(name)
+        if done is not None:
+            return model.model_validate(done)
+        text = await self.step(f"{name}.draft", component, draft, **info)
+        return cast(M, await self.step(name, component, lambda m: structure(text, m), model, **info))
+
+    async def execute(self) -> Story:
+        self.emit("run_started", premise=self.premise)
+        for name in self.state.header.get("edited", []):  # a steering edit, not made by a model
+            value = self.state.get(name)
+            self.emit("step_done", step=name.split(".")[0], stage="edited", name=name, value=value)
+        # The first render of a template starts Node (~1 s each): do them off the event loop.
+        await asyncio.to_thread(warm_templates)
+        runlog = self.engine.runlog
+        recorder = RunRecorder(self.state.run_id)
+        if runlog is not None:
+            runlog.start_run(self.state.run_id, self.premise, dict(self.state.header))
+        try:
+            with recorder.active():
+                story = await self._pipeline()
+        except StoryEngineError as exc:
+            await asyncio.to_thread(self.state.set_status, "failed", str(exc))
+            if runlog is not None:
+                runlog.finish_run(self.state.run_id, "failed", str(exc))
+            step = self.state.header.get("failed_step", "")
+            failed = RunFailed(
+                f"{exc} — run {self.state.run_id} stopped at step {step or '?'}; every finished step is "
+                f"saved. Continue with: storyengine generate --resume {self.state.run_id} (the failed "
+                "step is asked again with other seeds; a larger model or another --provider in the "
+                "config helps when it keeps failing)",
+                run_id=self.state.run_id,
+                step=getattr(exc, "component", ""),
+                cause=exc,
+            )
+            self.emit("run_failed", error=str(failed))
+            raise failed from exc
+        await asyncio.to_thread(self.state.set_status, "done")
+        if runlog is not None:
+            runlog.finish_run(self.state.run_id, "done", None)
+        story.meta["calls"] = [c.model_dump(mode="json") for c in recorder.calls]
+        self.emit("run_done")
+        return story
+
+    async def _pipeline(self) -> Story:
+        wanted = self.state.header.get("scenes")
+        seed = self.seed
+        plot = await self.two_stages(
+            "plot",
+            "plot",
+            lambda m: self.c.plot_draft(self.premise, wanted, m, self.seed_for("plot")),
+            lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
+            PlotStructure,
+        )
+        beats = scene_beats(plot, wanted)
+        n = len(beats)
+        scene_futures: list[asyncio.Future[Scene]] = [
+            asyncio.get_running_loop().create_future() for _ in range(n)
+        ]
+        scene_tasks = [
+            asyncio.create_task(self._scene(plot, i, beats[i], n, scene_futures[i])) for i in range(n)
+        ]
+        dialogue_tasks = [asyncio.create_task(self._dialogue(i, n, scene_futures)) for i in range(n)]
+        results = await asyncio.gather(*scene_tasks, *dialogue_tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise next((e for e in errors if isinstance(e, StoryEngineError)), errors[0])
+        pairs = zip(results[:n], results[n:], strict=True)
+        scenes = [StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d)) for s, d in pairs]
+        digest = story_digest(plot, scenes)
+        evaluation = await self.two_stages(
+            "evaluation",
+            "evaluation",
+            lambda m: self.c.evaluation_draft(self.premise, digest, m, self.seed_for("ev")),
+            self.c.evaluation,
+            Evaluation,
+        )
+        enhancement = await self.two_stages(
+            "enhancement",
+            "enhancement",
+            lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, self.seed_for("en")),
+            self.c.enhancement,
+            Enhancement,
+        )
+        meta = {
+            "run_id": self.state.run_id,
+            "seed": seed,
+            "config": self.engine.settings.source,
+            "routes": {c: self.engine.settings.narrative.providers.chain(c) for c in COMPONENTS},
+            "models": {name: p.model for name, p in self.engine.providers.items()},
+            "structuring_strict": self.engine.settings.structuring.strict,
+            "steps": self.state.meta,
+        }
+        if "steered" in self.state.header:
+            meta["steered"] = self.state.header["steered"]
+        return Story(
+            premise=self.premise,
+            plot=plot,
+            scenes=scenes,
+            evaluation=evaluation,
+            enhancement=enhancement,
+            meta=meta,
+        )
+
+    async def _scene(
+        self, plot: PlotStructure, i: int, beat: int, n: int, done: asyncio.Future[Scene]
+    ) -> Scene:
+        try:
+            async with self.semaphore:
+                scene = await self.two_stages(
+                    f"scene.{i}",
+                    "scene",
+                    lambda m: self.c.scene_draft(
+                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i)
+                    ),
+                    lambda draft, m: self.c.scene(plot, beat, draft, m),
+                    Scene,
+                    index=i + 1,
+                    total=n,
+                )
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # mark retrieved: the dialogue tasks may never look
+            raise
+        done.set_result(scene)
+        return scene
+
+    async def _dialogue(self, i: int, n: int, scenes: list[asyncio.Future[Scene]]) -> Dialogue:
+        earlier = [await f for f in scenes[: i + 1]]
+        scene = earlier[-1]
+        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
+        async with self.semaphore:
+            return await self.two_stages(
+                f"dialogue.{i}",
+                "dialogue",
+                lambda m: self.c.dialogue_draft(scene, previous, m, self.seed_for("dialogue", i)),
+                lambda draft, m: self.c.dialogue(scene, draft, m),
+                Dialogue,
+                index=i + 1,
+                total=n,
+            )
