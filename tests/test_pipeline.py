@@ -287,7 +287,8 @@ async def test_bad_input_is_rejected_before_any_call(premise: str, scenes: int |
         ([PREMISE, "--scenes", "0"], "between 1 and"),
         ([PREMISE, "--scenes", "500"], "between 1 and"),
         ([PREMISE, "--out", "{tmp}/a-file/out"], "cannot write to --out"),
-        (["--resume", "20260101-000000-abcdef", PREMISE], "give only the run id"),
+        (["--resume", "20260101-000000-abcdef", PREMISE], "give the run id"),
+        (["--resume", "20260101-000000-abcdef", "--seed", "4"], "no run"),
     ],
 )
 def test_cli_rejects_bad_input_in_one_line_before_any_model_call(

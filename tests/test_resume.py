@@ -79,3 +79,22 @@ async def test_a_finished_run_is_not_resumed_and_nothing_is_overwritten(tmp_path
         assert checkpoint.read_bytes() == before
         with pytest.raises(InputError, match="no run"):
             await engine.resume("20990101-000000-abcdef")
+
+
+async def test_a_resume_with_another_seed_changes_only_the_steps_not_made_yet(tmp_path: Path) -> None:
+    broken = {"on": True}
+
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "dialogue" and broken["on"]:
+            return "not json"
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "standard") as engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, scenes=1, seed=1)
+        broken["on"] = False
+        story = await engine.resume(caught.value.run_id, seed=9)
+    steps = story.meta["steps"]
+    assert story.meta["seed"] == 9
+    assert steps["plot.draft"]["seed"] != steps["dialogue.0.draft"]["seed"]
+    assert steps["dialogue.0.draft"]["round"] == 1 and steps["scene.0.draft"]["round"] == 0

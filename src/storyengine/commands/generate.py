@@ -95,9 +95,10 @@ def generate(
     """Generate a story from PREMISE: plot, scenes, dialogue, evaluation, enhancement."""
     if resume_id is None:
         premise = check_inputs(premise or "", scenes)
-    elif premise or scenes or seed is not None:
+    elif premise or scenes:
         raise InputError(
-            "--resume continues a run with its own premise, scenes and seed; give only the run id"
+            "--resume continues a run with its own premise and scenes; give the run id "
+            "(and, to change them for the steps not made yet, --seed or --provider)"
         )
     out_dir = _check_out_dir(out) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
@@ -127,7 +128,16 @@ async def _run(
     async with engine:
         with _Progress(mode) as progress:
             if resume_id:
-                story = await engine.resume(resume_id, on_event=progress)
+                await asyncio.to_thread(engine.checkpoints.load, resume_id)  # an unknown id fails here
+                if (seed is not None or provider) and mode != "json":
+                    changes = [f"seed {seed}"] if seed is not None else []
+                    changes += [f"provider {provider}"] if provider else []
+                    click.echo(
+                        f"Resuming {resume_id} with {' and '.join(changes)} for the steps not made yet; "
+                        "finished steps keep what they were made with.",
+                        err=True,
+                    )
+                story = await engine.resume(resume_id, on_event=progress, seed=seed, provider=provider)
             else:
                 assert premise is not None
                 story = await engine.generate(

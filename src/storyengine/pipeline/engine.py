@@ -250,18 +250,30 @@ class StoryEngine:
         state = await asyncio.to_thread(self.checkpoints.create, header)
         return (await self._execute(state, on_event)).the_story()
 
-    async def resume(self, run_id: str, *, on_event: OnEvent | None = None) -> Story:
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        on_event: OnEvent | None = None,
+        seed: int | None = None,
+        provider: str | None = None,
+    ) -> Story:
         """Continue a stopped run (or steering job) from its checkpoint.
 
         Finished steps are not made again. The rest is asked as a new round (other derived seeds;
         the draft of a structuring step that failed is drawn again), so a resume never repeats
-        the calls that failed. A run that finished is not resumed (InputError)."""
+        the calls that failed. A run that finished is not resumed (InputError). `seed` (and the
+        `provider` this engine routes to, recorded) change the steps not made yet."""
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
         if state.header.get("status") == "done":
             raise InputError(
                 f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
                 "store: `storyengine serve` shows every version; steer it there to make another)"
             )
+        if seed is not None:
+            state.header["seed"] = seed
+        if provider:
+            state.header["provider"] = provider
         await asyncio.to_thread(next_round, state)
         return (await self._execute(state, on_event)).the_story()
 
