@@ -11,6 +11,7 @@ import pytest
 from storyengine.config import parse_settings
 from storyengine.errors import InputError, RunFailed
 from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.story import call_seed
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.types import CompletionRequest
@@ -96,5 +97,6 @@ async def test_a_resume_with_another_seed_changes_only_the_steps_not_made_yet(tm
         story = await engine.resume(caught.value.run_id, seed=9)
     steps = story.meta["steps"]
     assert story.meta["seed"] == 9
-    assert steps["plot.draft"]["seed"] != steps["dialogue.0.draft"]["seed"]
+    assert steps["plot.draft"]["seed"] == call_seed(1, "plot")  # made before: kept
+    assert steps["dialogue.0.draft"]["seed"] == call_seed(9, "dialogue", 0, "round", 1)
     assert steps["dialogue.0.draft"]["round"] == 1 and steps["scene.0.draft"]["round"] == 0
