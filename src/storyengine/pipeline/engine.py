@@ -19,6 +19,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
+from ..bible import StoryBible
 from ..config import Settings, load_settings, secret_values
 from ..errors import InputError, RunFailed
 from ..failures import InvalidOutputLog
@@ -148,8 +149,27 @@ class StoryEngine:
     async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
         return (await self.plot_with_meta(premise, beats, seed)).value
 
+    async def bible_with_meta(
+        self, premise: str, plot: PlotStructure, seed: int | None = None
+    ) -> Made[StoryBible]:
+        """The story bible of `plot`: its people (name, role, description, pronouns), setting, facts."""
+        premise = check_inputs(premise, None)
+        return await self._made(
+            "bible",
+            lambda m: self.components.bible_draft(premise, plot, m, call_seed(seed, "bible")),
+            lambda draft, m: self.components.bible(premise, plot, draft, m),
+        )
+
+    async def bible(self, premise: str, plot: PlotStructure, seed: int | None = None) -> StoryBible:
+        return (await self.bible_with_meta(premise, plot, seed)).value
+
     async def scene_with_meta(
-        self, premise: str, plot: PlotStructure, index: int, seed: int | None = None
+        self,
+        premise: str,
+        plot: PlotStructure,
+        index: int,
+        seed: int | None = None,
+        bible: StoryBible | None = None,
     ) -> Made[Scene]:
         """Scene `index` of a story with one scene per beat: "scene index+1 of len(beats)"."""
         if not 0 <= index < len(plot.beats):
@@ -158,29 +178,48 @@ class StoryEngine:
         return await self._made(
             f"scene.{index}",
             lambda m: self.components.scene_draft(
-                premise, plot, index, number, m, call_seed(seed, "scene", index)
+                premise, plot, index, number, m, call_seed(seed, "scene", index), bible
             ),
-            lambda draft, m: self.components.scene(plot, index, draft, m),
+            lambda draft, m: self.components.scene(plot, index, draft, m, bible),
         )
 
-    async def scene(self, premise: str, plot: PlotStructure, index: int, seed: int | None = None) -> Scene:
-        """The scene that realises beat `index` of `plot`."""
-        return (await self.scene_with_meta(premise, plot, index, seed)).value
+    async def scene(
+        self,
+        premise: str,
+        plot: PlotStructure,
+        index: int,
+        seed: int | None = None,
+        bible: StoryBible | None = None,
+    ) -> Scene:
+        """The scene that realises beat `index` of `plot` (its cast from `bible` when given)."""
+        return (await self.scene_with_meta(premise, plot, index, seed, bible)).value
 
     async def dialogue_with_meta(
-        self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
+        self,
+        scene: Scene,
+        previous: str = "",
+        seed: int | None = None,
+        index: int = 0,
+        bible: StoryBible | None = None,
     ) -> Made[Dialogue]:
         """The dialogue of scene `index` (0 for a lone scene), `previous` being the scenes before it."""
         return await self._made(
             f"dialogue.{index}",
-            lambda m: self.components.dialogue_draft(scene, previous, m, call_seed(seed, "dialogue", index)),
+            lambda m: self.components.dialogue_draft(
+                scene, previous, m, call_seed(seed, "dialogue", index), bible
+            ),
             lambda draft, m: self.components.dialogue(scene, draft, m),
         )
 
     async def dialogue(
-        self, scene: Scene, previous: str = "", seed: int | None = None, index: int = 0
+        self,
+        scene: Scene,
+        previous: str = "",
+        seed: int | None = None,
+        index: int = 0,
+        bible: StoryBible | None = None,
     ) -> Dialogue:
-        return (await self.dialogue_with_meta(scene, previous, seed, index)).value
+        return (await self.dialogue_with_meta(scene, previous, seed, index, bible)).value
 
     async def evaluate_with_meta(
         self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None

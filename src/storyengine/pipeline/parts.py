@@ -432,3 +432,64 @@ def enhancement_parts(suggestions: int = 2) -> list[Part]:
         )
     )
     return parts
+
+
+def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) -> PartPlan:
+    """One part per character (its name fixed; the premise's pronouns for the first), the setting,
+    then optional facts."""
+    from ..bible import PRONOUNS, BibleCharacter, StoryBible
+
+    schema = decoding_schema(StoryBible, counts={"characters": (len(cast), len(cast))})
+    item = schema["properties"]["characters"]["items"]
+    plan: PartPlan = []
+    for index, name in enumerate(cast):
+        choices = [pronouns] if pronouns and index == 0 else list(PRONOUNS)
+        overrides: dict[str, dict[str, Any]] = {
+            "role": {"maxLength": 80},
+            "description": {"minLength": 12, "maxLength": 160},
+            "pronouns": {"enum": choices},
+        }
+        plan.append(
+            Part(
+                f"who {name} is: their role in the story, one sentence about them, and their pronouns",
+                _slice(item, ["role", "description", "pronouns"], overrides),
+                _model_of(BibleCharacter, ["role", "description", "pronouns"]),
+                item_of="characters",
+                extra={"name": name},
+                check=_distinct("description", "description of this character"),
+            )
+        )
+    plan.append(
+        Part(
+            "the setting: where and when the story happens, in one sentence",
+            _slice(schema, ["setting"], {"setting": {"maxLength": 160}}),
+            _model_of(StoryBible, ["setting"]),
+        )
+    )
+    fact = _slice(
+        {"properties": {"fact": {"type": "string", "minLength": SENTENCE, "maxLength": 160}}}, ["fact"]
+    )
+    fact_model = create_model("BibleFact", fact=(str, ...))
+    plan += [
+        Part(
+            f"fact {i + 1}: one thing every scene must respect",
+            fact,
+            fact_model,
+            item_of="facts",
+            scalar="fact",
+            optional=True,
+            check=_distinct_scalar("facts"),
+        )
+        for i in range(facts)
+    ]
+    return plan
+
+
+def _distinct_scalar(key: str) -> CrossCheck:
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        text = word_key(next(iter(value.values())))
+        if any(word_key(v) == text for v in assembled.get(key, [])):
+            return f"this repeats an earlier {key[:-1]}; write a different one"
+        return None
+
+    return check

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel
 
+from ..bible import StoryBible
 from ..config import COMPONENTS
 from ..errors import RunFailed, StoryEngineError
 from ..prompts.render import warm as warm_templates
@@ -159,15 +160,22 @@ class StoryRun:
             lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
             PlotStructure,
         )
+        bible = await self.two_stages(
+            "bible",
+            "bible",
+            lambda m: self.c.bible_draft(self.premise, plot, m, self.seed_for("bible")),
+            lambda draft, m: self.c.bible(self.premise, plot, draft, m),
+            StoryBible,
+        )
         beats = scene_beats(plot, wanted)
         n = len(beats)
         scene_futures: list[asyncio.Future[Scene]] = [
             asyncio.get_running_loop().create_future() for _ in range(n)
         ]
         scene_tasks = [
-            asyncio.create_task(self._scene(plot, i, beats[i], n, scene_futures[i])) for i in range(n)
+            asyncio.create_task(self._scene(plot, bible, i, beats[i], n, scene_futures[i])) for i in range(n)
         ]
-        dialogue_tasks = [asyncio.create_task(self._dialogue(i, n, scene_futures)) for i in range(n)]
+        dialogue_tasks = [asyncio.create_task(self._dialogue(bible, i, n, scene_futures)) for i in range(n)]
         results = await asyncio.gather(*scene_tasks, *dialogue_tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -203,6 +211,7 @@ class StoryRun:
         return Story(
             premise=self.premise,
             plot=plot,
+            bible=bible,
             scenes=scenes,
             evaluation=evaluation,
             enhancement=enhancement,
@@ -210,7 +219,7 @@ class StoryRun:
         )
 
     async def _scene(
-        self, plot: PlotStructure, i: int, beat: int, n: int, done: asyncio.Future[Scene]
+        self, plot: PlotStructure, bible: StoryBible, i: int, beat: int, n: int, done: asyncio.Future[Scene]
     ) -> Scene:
         try:
             async with self.semaphore:
@@ -218,9 +227,9 @@ class StoryRun:
                     f"scene.{i}",
                     "scene",
                     lambda m: self.c.scene_draft(
-                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i)
+                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i), bible
                     ),
-                    lambda draft, m: self.c.scene(plot, beat, draft, m),
+                    lambda draft, m: self.c.scene(plot, beat, draft, m, bible),
                     Scene,
                     index=i + 1,
                     total=n,
@@ -232,7 +241,9 @@ class StoryRun:
         done.set_result(scene)
         return scene
 
-    async def _dialogue(self, i: int, n: int, scenes: list[asyncio.Future[Scene]]) -> Dialogue:
+    async def _dialogue(
+        self, bible: StoryBible, i: int, n: int, scenes: list[asyncio.Future[Scene]]
+    ) -> Dialogue:
         earlier = [await f for f in scenes[: i + 1]]
         scene = earlier[-1]
         previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
@@ -240,7 +251,7 @@ class StoryRun:
             return await self.two_stages(
                 f"dialogue.{i}",
                 "dialogue",
-                lambda m: self.c.dialogue_draft(scene, previous, m, self.seed_for("dialogue", i)),
+                lambda m: self.c.dialogue_draft(scene, previous, m, self.seed_for("dialogue", i), bible),
                 lambda draft, m: self.c.dialogue(scene, draft, m),
                 Dialogue,
                 index=i + 1,

@@ -92,6 +92,8 @@ class Steer:
         else:
             dialogues = {self.index}
         steps: dict[str, Any] = {"plot": plot.model_dump(mode="json")}
+        if story.bible is not None:  # the people stay who they are
+            steps["bible"] = story.bible.model_dump(mode="json")
         for j, item in enumerate(story.scenes):
             if j not in scenes:
                 steps[f"scene.{j}"] = item.scene.model_dump(mode="json")

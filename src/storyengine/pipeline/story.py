@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ..bible import StoryBible, bible_text, premise_pronouns, unknown_names
 from ..schemas import (
     EVALUATION_CRITERIA,
     Dialogue,
@@ -47,6 +48,11 @@ def call_seed(run_seed: int | None, *parts: object) -> int | None:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def cast_of(plot: PlotStructure, bible: StoryBible | None) -> list[str]:
+    """The story's cast: the bible's people when there is a bible, else the plot's characters."""
+    return bible.names if bible is not None else list(plot.characters)
+
+
 def outline(plot: PlotStructure, upto: int | None = None) -> str:
     beats = plot.beats if upto is None else plot.beats[:upto]
     return "\n".join(f"{i}. {b.name}: {b.purpose} (tension {b.tension}/10)" for i, b in enumerate(beats, 1))
@@ -87,6 +93,41 @@ class Components:
         context: dict[str, Any] = {"premise": premise, "draft": draft, "beats": wanted or BEATS_WANTED}
         return await self.stages.structure("plot", context, PlotStructure, schema, meta, parts=(draft, plan))
 
+    async def bible_draft(self, premise: str, plot: PlotStructure, meta: StepMeta, seed: int | None) -> str:
+        cast = list(plot.characters)
+        pronouns = premise_pronouns(premise) or ""
+        context = {
+            "premise": premise,
+            "plot": outline(plot),
+            "cast": ", ".join(cast),
+            "lead": cast[0] if cast else "",
+            "pronouns": pronouns if cast else "",
+        }
+        return await self.stages.freeform("bible", context, meta, seed=seed)
+
+    async def bible(self, premise: str, plot: PlotStructure, draft: str, meta: StepMeta) -> StoryBible:
+        cast = list(plot.characters)
+        pronouns = premise_pronouns(premise)
+        count = (max(1, len(cast)), max(1, len(cast)) + 2)
+        schema = decoding_schema(StoryBible, counts={"characters": count})
+        plan = parts.bible_parts(cast, pronouns)
+        lead = cast[0] if cast and pronouns else ""
+        context = {
+            "draft": draft,
+            "cast": ", ".join(cast),
+            "lead": lead,
+            "pronouns": pronouns if lead else "",
+        }
+        return await self.stages.structure(
+            "bible",
+            context,
+            StoryBible,
+            schema,
+            meta,
+            parts=(draft, plan),
+            validation_context={"cast": cast, "pronouns": pronouns},
+        )
+
     async def scene_draft(
         self,
         premise: str,
@@ -95,6 +136,7 @@ class Components:
         number: tuple[int, int],
         meta: StepMeta,
         seed: int | None,
+        bible: StoryBible | None = None,
     ) -> str:
         """Stage 1 of the scene that realises beat `index`; `number` is (this scene, of total)."""
         beat = plot.beats[index]
@@ -103,26 +145,45 @@ class Components:
             "plot": outline(plot),
             "beat": f"{beat.name}: {beat.purpose} (tension {beat.tension}/10)",
             "previous": outline(plot, index),
-            "cast": ", ".join(plot.characters),
+            "cast": ", ".join(cast_of(plot, bible)),
+            "bible": bible_text(bible) if bible else "",
             "number": number[0],
             "total": number[1],
         }
-        return await self.stages.freeform("scene", context, meta, seed=seed)
+        check = None
+        if bible is not None:
+            known = [*bible.names]
 
-    async def scene(self, plot: PlotStructure, index: int, draft: str, meta: StepMeta) -> Scene:
+            def check(text: str) -> list[str]:
+                strangers = unknown_names(text, known)
+                return [f"names people the story bible lacks: {', '.join(strangers)}"] if strangers else []
+
+        return await self.stages.freeform("scene", context, meta, seed=seed, check=check)
+
+    async def scene(
+        self, plot: PlotStructure, index: int, draft: str, meta: StepMeta, bible: StoryBible | None = None
+    ) -> Scene:
         beat = plot.beats[index]
-        enums = {"characters": list(plot.characters)} if plot.characters else {}
+        cast = cast_of(plot, bible)
+        enums = {"characters": cast} if cast else {}
         schema = decoding_schema(
-            Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(plot.characters) or 4)))}
+            Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(cast) or 4)))}
         )
         notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
-        plan = parts.scene_parts(list(plot.characters))
-        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(plot.characters)}
+        plan = parts.scene_parts(cast)
+        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(cast)}
         scene = await self.stages.structure("scene", context, Scene, schema, meta, parts=(notes, plan))
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
 
-    async def dialogue_draft(self, scene: Scene, previous: str, meta: StepMeta, seed: int | None) -> str:
-        context = {"scene": scene_text(scene), "cast": ", ".join(scene.characters), "previous": previous}
+    async def dialogue_draft(
+        self, scene: Scene, previous: str, meta: StepMeta, seed: int | None, bible: StoryBible | None = None
+    ) -> str:
+        context = {
+            "scene": scene_text(scene),
+            "cast": ", ".join(scene.characters),
+            "bible": bible_text(bible) if bible else "",
+            "previous": previous,
+        }
         return await self.stages.freeform("dialogue", context, meta, seed=seed)
 
     async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:

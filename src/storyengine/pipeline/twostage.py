@@ -44,6 +44,7 @@ from .parts import Part
 logger = logging.getLogger("storyengine")
 R = TypeVar("R")
 Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
+DraftCheck = Callable[[str], list[str]]  # a stage-1 draft's problems ([] when it is fine)
 # A route that fails with one of these hands the step to the next route of the chain.
 _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaValidationError)
 
@@ -66,7 +67,9 @@ class StepMeta:
 
     component: str
     round: int = 0  # the resume round of the run that made it (0: its first attempt)
-    seed: int | None = None  # the stage-1 seed it was drawn with
+    seed: int | None = None  # the stage-1 seed of the draft it kept
+    redraws: int = 0  # drafts drawn again because a check found problems
+    draft_problems: list[str] = field(default_factory=list)  # what the kept draft still has
     stage1_text: str = ""
     stage1_cut_off: bool = False  # the draft reached max_tokens on every attempt; kept as far as it went
     stage2_text: str = ""
@@ -92,6 +95,8 @@ class StepMeta:
             "component": self.component,
             "round": self.round,
             "seed": self.seed,
+            "redraws": self.redraws,
+            "draft_problems": self.draft_problems,
             "stage1_text": self.stage1_text,
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
@@ -149,21 +154,43 @@ class TwoStage:
 
     # -- stage 1 --
     async def freeform(
-        self, component: str, context: dict[str, Any], meta: StepMeta, *, seed: int | None
+        self,
+        component: str,
+        context: dict[str, Any],
+        meta: StepMeta,
+        *,
+        seed: int | None,
+        check: DraftCheck | None = None,
     ) -> str:
+        """Stage 1: the draft. When `check` finds problems in it (a draft that loops, ignores its
+        beat, invents people), it is drawn again with another seed, up to `retry.attempts` draws;
+        the draft with the fewest problems is kept and its problems stay in the metadata."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
-        meta.seed = seed if seed is not None else defaults.seed
+        base = seed if seed is not None else defaults.seed
+        best: tuple[int, str, bool, int | None] | None = None
+        for draw in range(self.settings.retry.attempts if check else 1):
+            draw_seed = base if draw == 0 or base is None else (base * 1_000_003 + 7919 * draw) % 2**31
 
-        async def ask(route: Route) -> Completion:
-            request = await self._fitted(f"{component}_freeform", component, context, defaults, meta, route)
-            request = request.model_copy(update={"seed": seed if seed is not None else defaults.seed})
-            return await route.generator.generate(request, None)
+            async def ask(route: Route, draw_seed: int | None = draw_seed) -> Completion:
+                request = await self._fitted(
+                    f"{component}_freeform", component, context, defaults, meta, route
+                )
+                return await route.generator.generate(request.model_copy(update={"seed": draw_seed}), None)
 
-        completion = await self._by_route(component, meta, ask)
-        meta.add_usage(completion)
-        meta.stage1_text = completion.text.strip()
-        meta.stage1_cut_off = completion.truncated
+            completion = await self._by_route(component, meta, ask)
+            meta.add_usage(completion)
+            text = completion.text.strip()
+            problems = check(text) if check else []
+            if draw:
+                meta.redraws = draw
+            if best is None or len(problems) < best[0]:
+                best = (len(problems), text, completion.truncated, draw_seed)
+                meta.draft_problems = problems
+            if not problems:
+                break
+        assert best is not None
+        _, meta.stage1_text, meta.stage1_cut_off, meta.seed = best
         meta.seconds["freeform"] = time.perf_counter() - started
         return meta.stage1_text
 

@@ -12,31 +12,35 @@ piece of the object per call; see pipeline/parts.py).
 
 Structuring templates carry the guardrails: a system message saying the model is a JSON-only
 formatter ("Start with { and end with }") followed by the schema, and a `<runtime>` with
-temperature 0, top_p 1, seed 0 and the stop sequences "\n```", "\nNote", "\nExplanation",
-"\nThis ". None can occur in valid JSON: a string never holds a raw newline, and after a
-newline between tokens comes whitespace or a token, never a backtick or a capital letter.
+the stop sequences "\n```", "\nNote", "\nExplanation", "\nThis " (sampling parameters come
+from config, `narrative.defaults`, never from a template). None can occur in valid JSON: a
+string never holds a raw newline, and after a newline between tokens comes whitespace or a
+token, never a backtick or a capital letter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-COMPONENTS = ("plot", "scene", "dialogue", "evaluation", "enhancement")
+COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement")
 
 CONTRACT: Mapping[str, Mapping[str, type]] = {
     "plot_freeform": {"premise": str, "beats": int},
     "plot_structuring": {"premise": str, "draft": str, "beats": int, "schema": str},
+    "bible_freeform": {"premise": str, "plot": str, "cast": str, "lead": str, "pronouns": str},
+    "bible_structuring": {"draft": str, "cast": str, "lead": str, "pronouns": str, "schema": str},
     "scene_freeform": {
         "premise": str,
         "plot": str,
         "beat": str,
         "previous": str,
         "cast": str,
+        "bible": str,
         "number": int,
         "total": int,
     },
     "scene_structuring": {"draft": str, "beat_name": str, "cast": str, "schema": str},
-    "dialogue_freeform": {"scene": str, "cast": str, "previous": str},
+    "dialogue_freeform": {"scene": str, "cast": str, "bible": str, "previous": str},
     "dialogue_structuring": {"draft": str, "cast": str, "schema": str},
     "evaluation_freeform": {"premise": str, "story": str},
     "evaluation_structuring": {"draft": str, "criteria": str, "schema": str},

@@ -23,6 +23,12 @@ ARC = [3, 5, 7, 9, 6, 4, 8, 10, 5, 2]
 
 
 def story_script(request: CompletionRequest) -> str:
+    if request.schema_name == "StoryBible" or (
+        request.component == "bible" and request.stage == "structuring"
+    ):
+        bible = _bible(request)
+        if bible is not None:
+            return bible
     if request.stage == "structuring" or request.json_schema is not None:
         schema = request.json_schema or _schema_in_prompt(request)
         if schema is not None:
@@ -47,6 +53,25 @@ def _freeform(request: CompletionRequest) -> str:
     if component == "summarize":
         return " ".join(prompt.split()[:40])
     return f"A {component} in which the {twist} matters more than anyone admits."
+
+
+def _bible(request: CompletionRequest) -> str | None:
+    """A whole bible for the cast the prompt names (with the premise's pronouns for the lead)."""
+    prompt = "\n".join(m.content for m in request.messages)
+    cast = re.search(r"^Characters: (.+)$", prompt, re.M)
+    if cast is None or (
+        request.json_schema is not None and "characters" not in request.json_schema.get("properties", {})
+    ):
+        return None
+    lead = re.search(r"protagonist, (.+?), as (she/her|he/him|they/them)", prompt)
+    people = []
+    for i, name in enumerate(n.strip() for n in cast.group(1).split(",")):
+        pronouns = lead.group(2) if lead and i == 0 else ["she/her", "he/him", "they/them"][i % 3]
+        people.append(
+            {"name": name, "role": f"the {WORDS[i]} keeper", "description": f"{name} guards the {WORDS[i]}.",
+             "pronouns": pronouns}
+        )  # fmt: skip
+    return json.dumps({"characters": people, "setting": "A harbor town, one winter.", "facts": []})
 
 
 def _schema_in_prompt(request: CompletionRequest) -> dict[str, Any] | None:

@@ -1,0 +1,146 @@
+"""The story bible: who the people of a story are, where it happens, and what must stay true.
+
+Made right after the plot (stage 1 writes it, stage 2 structures it), it is the one source of
+the cast: every scene's characters and every speaker come from it, and every later prompt
+gets it. Checks by code hold the story to it:
+
+- `premise_pronouns`: the premise's own pronouns for its protagonist ("her future self"
+  makes the keeper *she*); the bible's first character must agree (re-asked otherwise).
+- `unknown_names`: names the prose uses that the bible lacks (a scene draft that invents
+  people is drawn again; what remains is listed in the story's metadata).
+- `pronoun_slips`: a sentence about one character of the bible that refers to them with
+  another character's pronouns set ("Mara ... his" when Mara is she/her).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
+
+Pronouns = Literal["she/her", "he/him", "they/them"]
+PRONOUNS: tuple[Pronouns, ...] = ("she/her", "he/him", "they/them")
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+_Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=240)]
+
+_SHE = {"she", "her", "hers", "herself"}
+_HE = {"he", "him", "his", "himself"}
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+# Capitalised words that are not names even in mid-sentence.
+_NOT_NAMES = {
+    "i", "i'm", "i'd", "i'll", "i've", "god", "mr", "mrs", "ms", "dr", "sir", "madam", "lord", "lady",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+    "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+    "english", "christmas", "ok", "okay", "the", "a", "an",
+}  # fmt: skip
+
+
+class BibleCharacter(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: _Name
+    role: _Line = Field(description="their part in the story, e.g. the lighthouse keeper")
+    description: _Line = Field(description="one line: who they are")
+    pronouns: Pronouns
+
+
+class StoryBible(BaseModel):
+    """The cast as people, the setting, and facts a later scene must not contradict.
+
+    Validation context (optional): `cast`, the plot's character names, every one of which must
+    be in the bible; `pronouns`, what the premise says of its protagonist (the first of `cast`).
+    """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    characters: list[BibleCharacter] = Field(min_length=1, max_length=12)
+    setting: _Line = Field(description="where and when the story happens")
+    facts: list[_Line] = Field(default_factory=list, max_length=6)
+
+    @model_validator(mode="after")
+    def _one_entry_each_and_the_premise_agrees(self, info: ValidationInfo) -> StoryBible:
+        keys = [c.name.casefold() for c in self.characters]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each character appears once in the bible; merge the entries that repeat a name")
+        context: dict[str, Any] = info.context or {}
+        cast = [str(n) for n in context.get("cast") or []]
+        missing = [n for n in cast if n.casefold() not in keys]
+        if missing:
+            raise ValueError(
+                f"the bible must describe every character of the plot; missing: {', '.join(missing)}"
+            )
+        wanted = context.get("pronouns")
+        if wanted and cast:
+            lead = self.character(cast[0])
+            if lead is not None and lead.pronouns != wanted:
+                raise ValueError(
+                    f"the premise speaks of its protagonist {cast[0]} as {wanted}, not {lead.pronouns}; "
+                    f"give {cast[0]} the pronouns {wanted}"
+                )
+        return self
+
+    def character(self, name: str) -> BibleCharacter | None:
+        return next((c for c in self.characters if c.name.casefold() == name.casefold()), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.characters]
+
+
+def premise_pronouns(premise: str) -> Pronouns | None:
+    """The pronouns the premise uses for its people, when it uses only one set."""
+    words = {w.casefold() for w in _WORD.findall(premise)}
+    she, he = bool(words & _SHE), bool(words & _HE)
+    if she and not he:
+        return "she/her"
+    if he and not she:
+        return "he/him"
+    return None
+
+
+def bible_text(bible: StoryBible) -> str:
+    """The bible as prompt text: one line a character, then the setting and the facts."""
+    lines = [f"{c.name} ({c.pronouns}): {c.role}. {c.description}" for c in bible.characters]
+    lines.append(f"Setting: {bible.setting}")
+    lines += [f"Fact: {fact}" for fact in bible.facts]
+    return "\n".join(lines)
+
+
+def unknown_names(text: str, known: Iterable[str]) -> list[str]:
+    """Capitalised words used as names in `text` (not at a sentence start) that `known` lacks."""
+    known_words = {w.casefold() for name in known for w in _WORD.findall(name)}
+    found: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        words = list(_WORD.finditer(sentence))
+        for match in words[1:]:  # the first word of a sentence is capitalised anyway
+            word = match.group().rstrip("'’")
+            word = re.sub(r"['’]s$", "", word)
+            before = sentence[: match.start()].rstrip()
+            if not word[:1].isupper() or before.endswith((":", '"', "“", "—")):
+                continue
+            key = word.casefold()
+            if key in known_words or key in _NOT_NAMES or word.isupper():
+                continue
+            if word not in found:
+                found.append(word)
+    return found
+
+
+def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
+    """Sentences about exactly one character that use the other binary pronoun set for them."""
+    firsts = {c.name.split()[0].casefold(): c for c in bible.characters}
+    slips: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        words = [w.casefold() for w in _WORD.findall(sentence)]
+        named = {firsts[w].name: firsts[w] for w in words if w in firsts}
+        if len(named) != 1:
+            continue
+        (person,) = named.values()
+        used = set(words)
+        wrong = _HE if person.pronouns == "she/her" else _SHE if person.pronouns == "he/him" else set()
+        if used & wrong and not used & (_SHE if person.pronouns == "she/her" else _HE):
+            slips.append(f"{person.name} is {person.pronouns}: {sentence.strip()[:160]}")
+    return slips
