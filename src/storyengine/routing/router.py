@@ -2,7 +2,7 @@
 
 For each component it composes, from the outside in,
 
-    Instrumented( Cached( Fallback( Retrying(provider A), Retrying(provider B), ... ) ) )
+    Instrumented( Cached( Fallback( Breaker(Retrying(provider A)), Breaker(Retrying(provider B)), ... ) ) )
 
 from `narrative.providers.<component>` (one name or an ordered fallback list) and the
 `retry:` settings. A provider named by several components is one object shared by all
@@ -23,6 +23,7 @@ from ..providers.base import Provider
 from ..runlog import RunLog
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
+from .breaker import Breaker
 from .cache import Cached, chain_identity
 from .cache_store import ResponseCache
 from .fallback import Fallback
@@ -133,13 +134,18 @@ class Router:
             links.append(
                 (
                     name,
-                    Retrying(
+                    Breaker.around(  # one breaker per provider object, shared by every component
                         provider,
-                        attempts=retry.attempts,
-                        backoff_initial=retry.backoff_initial,
-                        backoff_max=retry.backoff_max,
-                        sleep=sleep,
-                        rng=rng,
+                        Retrying(
+                            provider,
+                            attempts=retry.attempts,
+                            backoff_initial=retry.backoff_initial,
+                            backoff_max=retry.backoff_max,
+                            sleep=sleep,
+                            rng=rng,
+                        ),
+                        failures=retry.breaker_failures,
+                        cooldown=retry.breaker_cooldown,
                     ),
                 )
             )
