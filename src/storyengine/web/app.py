@@ -32,6 +32,7 @@ from ..pipeline.engine import MAX_SCENES, StoryEngine, check_inputs
 from ..schemas import Story
 from . import jobs
 from .compare import changed_parts, line_diff
+from .guard import DEFAULT_MAX_BODY_BYTES, Guard
 from .runs import Run, RunStore, UnknownRun
 from .steer import Steering, check_scene_index, edited_plot
 
@@ -112,8 +113,16 @@ def config_engine_factory(
     return make
 
 
-def create_app(engine_factory: EngineFactory | None = None) -> FastAPI:
-    """The app. `engine_factory(provider_or_None)` builds the engine for a run (tests inject one)."""
+def create_app(
+    engine_factory: EngineFactory | None = None,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The app. `engine_factory(provider_or_None)` builds the engine for a run (tests inject one).
+
+    With a `token`, every /api/ request must carry it (see guard.py); request bodies are bounded
+    by `max_body_bytes` either way."""
     engines = Engines(engine_factory or config_engine_factory())
     store = RunStore()
 
@@ -132,6 +141,7 @@ def create_app(engine_factory: EngineFactory | None = None) -> FastAPI:
     app.state.store = store
     app.state.engines = engines
     _error_handlers(app)
+    app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
