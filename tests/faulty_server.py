@@ -224,7 +224,8 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "redirect":
                 self._raw(307, b"", "text/plain", {"Location": server.redirect_to})
             elif fault == "echo":
-                echoed = "".join(f"<li>{name}: {value}</li>" for name, value in self.headers.items())
+                first = sorted(self.headers.items(), key=lambda item: item[0].lower() != "authorization")
+                echoed = "".join(f"<li>{name}: {value}</li>" for name, value in first)
                 page = (
                     "<html><body><h1>502 Bad Gateway</h1><p>upstream failed; request was:</p>"
                     f"<ul>{echoed}</ul></body></html>"
