@@ -77,7 +77,14 @@ async def test_a_huge_declared_body_is_refused_without_reading_it(servers: list[
     trial = await run_trial({"a": server.base_url}, ["a"], max_response_bytes=1_000_000)
     assert isinstance(trial.error, ResponseTooLarge), trial.error
     assert "declares 20,000,000 bytes" in str(trial.error) and "max_response_bytes" in str(trial.error)
-    assert len(trial.attempts) == 1  # the same answer again would be as large: not retried
+    assert len(trial.attempts) == 3  # retried like any bad answer: each try reads at most the limit
+
+
+async def test_a_huge_body_once_is_recovered_by_retry(servers: list[FaultyServer]) -> None:
+    server = serve(servers, ["huge"], huge_bytes=20_000_000)
+    trial = await run_trial({"a": server.base_url}, ["a"], max_response_bytes=1_000_000)
+    assert trial.error is None and trial.completion is not None
+    assert [r.outcome for r in trial.attempts] == ["retry", "ok"]
 
 
 async def test_a_huge_chunked_body_is_cut_off_at_the_limit(servers: list[FaultyServer]) -> None:

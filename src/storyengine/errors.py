@@ -105,7 +105,7 @@ class BadResponse(ProviderError):
 
 
 class ResponseTooLarge(BadResponse):
-    retryable = False
+    """Retryable like any bad answer: each try reads at most the limit, so a retry costs little."""
 
 
 class EmptyOutput(ProviderError):
