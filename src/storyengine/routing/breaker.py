@@ -64,6 +64,7 @@ class BreakerState:
         self.consecutive = 0
         self.open_until: float | None = None
         self.last_error = ""
+        self.reason = ""
         self.probing = False
         self.trips = 0
 
@@ -117,6 +118,7 @@ class BreakerState:
             self._trip(f"{self.consecutive} calls in a row failed (last: {self.last_error})")
 
     def _trip(self, why: str) -> None:
+        self.reason = why
         self.open_until = self.clock() + self.cooldown
         self.trips += 1
         self.consecutive = 0
@@ -129,10 +131,9 @@ class BreakerState:
         return datetime.fromtimestamp(when, UTC).strftime("%H:%M:%S UTC")
 
     def down_error(self, secrets: list[str] | None = None) -> ProviderDown:
-        last = f" (last failure: {self.last_error})" if self.last_error else ""
         message = (
-            f"{self.name}: marked down until {self.until_text()} by the circuit breaker after failing "
-            f"{self.failures} call(s) in a row{last}; it is skipped until then"
+            f"{self.name}: marked down until {self.until_text()} by the circuit breaker "
+            f"({self.reason or 'it kept failing'}); it is skipped until then"
         )
         if secrets:
             message = scrub(message, secrets, "***")
