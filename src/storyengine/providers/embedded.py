@@ -99,6 +99,7 @@ class GenerationDeadline(Exception):
 
 _ABORT_ALWAYS: Any = None
 _abort_setter: Any = None
+_LLAMA_LOG = logging.getLogger("llama-cpp-python")  # what llama-cpp-python prints llama.cpp's log by
 
 
 def _set_abort(llama: Any, on: bool) -> bool:
@@ -130,6 +131,7 @@ class _DeadlineWatch:
         self.fired = False
         self._lock = threading.Lock()
         self._done = False
+        self._log_level: int | None = None
         self._timer: threading.Timer | None = None
         if seconds is not None and seconds > 0:
             self._timer = threading.Timer(seconds, self._fire)
@@ -139,6 +141,10 @@ class _DeadlineWatch:
     def _fire(self) -> None:
         with self._lock:
             if not self._done:
+                # llama.cpp logs the aborted decode ("decode: removing memory module entries ...")
+                # straight to stderr; the ProviderTimeout says it better.
+                self._log_level = _LLAMA_LOG.level
+                _LLAMA_LOG.setLevel(logging.CRITICAL + 1)
                 self.fired = _set_abort(self.llama, True) or _abort_hook(self.llama)
 
     def stop(self) -> None:
@@ -148,6 +154,8 @@ class _DeadlineWatch:
             self._done = True
             if self.fired:
                 _set_abort(self.llama, False)
+            if self._log_level is not None:
+                _LLAMA_LOG.setLevel(self._log_level)
 
 
 def _abort_hook(llama: Any) -> bool:
