@@ -157,7 +157,7 @@ def test_the_trip_and_the_recovery_are_logged(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="storyengine"):
         state.failed(down(), probe=False)
         clock.now += 6
-        assert state.admit()
+        assert state.admit() == "probe"
         state.succeeded(probe=True)
     text = caplog.text
     assert "provider lmstudio marked down for 5s until" in text

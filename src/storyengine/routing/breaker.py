@@ -86,16 +86,16 @@ class BreakerState:
             return "closed"
         return "open" if self.clock() < self.open_until else "half-open"
 
-    def admit(self) -> bool:
-        """May a call go to the provider now? (In half-open, only the one probe may.)"""
+    def admit(self) -> Literal["call", "probe"] | None:
+        """May a call go to the provider now: as a plain call, as the one probe (half-open), or not."""
         state = self.state
         if state == "closed":
-            return True
+            return "call"
         if state == "half-open" and not self.probing:
             self.probing = True
             logger.warning("provider %s: cooldown over; probing it with one call", self.name)
-            return True
-        return False
+            return "probe"
+        return None
 
     def succeeded(self, probe: bool) -> None:
         if self.open_until is not None and probe:
@@ -175,9 +175,10 @@ class Breaker:
 
     async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
         state = self.state
-        probe = state.state == "half-open"
-        if not state.admit():
+        admitted = state.admit()
+        if admitted is None:
             raise state.down_error(self._secrets() if self._secrets else None)
+        probe = admitted == "probe"
         try:
             completion = await self.inner.generate(request, check)
         except Exception as exc:
