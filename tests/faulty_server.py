@@ -21,6 +21,16 @@ Faults:
     empty_content   a valid completion whose content is ""
     prose           a valid completion whose content is prose, not the JSON asked for
     slow            a valid completion after `delay_s` seconds
+    drip            a valid completion whose body arrives one byte every `drip_s` seconds
+    huge            HTTP 200 declaring and sending `huge_bytes` bytes (20 MB by default)
+    huge_chunked    HTTP 200, chunked (no Content-Length), sending `huge_bytes` bytes
+    parts           a valid completion whose content is a list of text parts
+    redirect        HTTP 307 to `redirect_to`
+    echo            HTTP 502, an HTML page that echoes the request's headers (Authorization too),
+                    as a misconfigured proxy does
+    echo_answer     a valid completion whose content echoes the request's Authorization header
+    bad_gzip        HTTP 200 that says Content-Encoding: gzip and is not gzip
+    no_finish       a valid completion without finish_reason and without usage
 """
 
 from __future__ import annotations
@@ -45,7 +55,8 @@ from storyengine.types import Completion, CompletionRequest, Message
 
 FAULTS = (
     "ok", "500", "429", "401", "hang", "reset", "empty", "garbage", "truncated_json", "cut_body",
-    "length", "empty_content", "prose", "slow",
+    "length", "empty_content", "prose", "slow", "drip", "huge", "huge_chunked", "parts", "redirect",
+    "echo", "echo_answer", "bad_gzip", "no_finish",
 )  # fmt: skip
 
 DEFAULT_ANSWER = '{"title": "The Lighthouse", "mood": "calm"}'
@@ -63,6 +74,9 @@ class FaultyServer:
         retry_after: str = "1",
         hang_s: float = 30.0,
         delay_s: float = 0.3,
+        drip_s: float = 1.0,
+        huge_bytes: int = 20_000_000,
+        redirect_to: str = "http://127.0.0.1:9/v2/chat/completions",
     ) -> None:
         unknown = [f for f in [*(script or []), then] if f not in FAULTS]
         if unknown:
@@ -73,7 +87,12 @@ class FaultyServer:
         self.retry_after = retry_after
         self.hang_s = hang_s
         self.delay_s = delay_s
+        self.drip_s = drip_s
+        self.huge_bytes = huge_bytes
+        self.redirect_to = redirect_to
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.bytes_sent = 0
         self.served: list[str] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -144,8 +163,13 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
             except ValueError:
                 body = {"unparsed": raw.decode("utf-8", "replace")}
+            with server._lock:
+                server.headers.append(dict(self.headers.items()))
             fault = server.next_fault(body)
-            self._serve(fault)
+            try:
+                self._serve(fault)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: as it should
+                self.close_connection = True
 
         def _serve(self, fault: str) -> None:
             if fault == "ok":
@@ -183,6 +207,41 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "slow":
                 server.wait(server.delay_s)
                 self._json(200, completion_body(server.answer))
+            elif fault == "drip":
+                self._drip(json.dumps(completion_body(server.answer)).encode())
+            elif fault == "huge":
+                self._huge(chunked=False)
+            elif fault == "huge_chunked":
+                self._huge(chunked=True)
+            elif fault == "parts":
+                body = completion_body(server.answer)
+                half = len(server.answer) // 2
+                body["choices"][0]["message"]["content"] = [
+                    {"type": "text", "text": server.answer[:half]},
+                    {"type": "text", "text": server.answer[half:]},
+                ]
+                self._json(200, body)
+            elif fault == "redirect":
+                self._raw(307, b"", "text/plain", {"Location": server.redirect_to})
+            elif fault == "echo":
+                first = sorted(self.headers.items(), key=lambda item: item[0].lower() != "authorization")
+                echoed = "".join(f"<li>{name}: {value}</li>" for name, value in first)
+                page = (
+                    "<html><body><h1>502 Bad Gateway</h1><p>upstream failed; request was:</p>"
+                    f"<ul>{echoed}</ul></body></html>"
+                )
+                self._raw(502, page.encode(), "text/html")
+            elif fault == "echo_answer":
+                said = self.headers.get("Authorization", "no Authorization header")
+                self._json(200, completion_body(f"The keeper read the note aloud: Authorization: {said}."))
+            elif fault == "bad_gzip":
+                self._raw(200, json.dumps(completion_body(server.answer)).encode(), "application/json",
+                          {"Content-Encoding": "gzip"})  # fmt: skip
+            elif fault == "no_finish":
+                body = completion_body(server.answer)
+                del body["usage"]
+                del body["choices"][0]["finish_reason"]
+                self._json(200, body)
 
         def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             self._raw(status, json.dumps(payload).encode(), "application/json", headers)
@@ -198,6 +257,44 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
             self.wfile.flush()
+
+        def _drip(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for byte in data:
+                if server._released.is_set():
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                server.bytes_sent += 1
+                server.wait(server.drip_s)
+            self.close_connection = True
+
+        def _huge(self, *, chunked: bool) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(server.huge_bytes))
+            self.end_headers()
+            block = b" " * 65536
+            left = server.huge_bytes
+            while left > 0 and not server._released.is_set():
+                piece = block[: min(left, len(block))]
+                if chunked:
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                else:
+                    self.wfile.write(piece)
+                server.bytes_sent += len(piece)
+                left -= len(piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            self.close_connection = True
 
         def _reset(self) -> None:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -236,18 +333,38 @@ def check_title(completion: Completion) -> None:
 
 
 def trial_settings(
-    urls: dict[str, str], chain: list[str], *, attempts: int = 3, timeout: float = 5.0, backoff: float = 0.5
+    urls: dict[str, str],
+    chain: list[str],
+    *,
+    attempts: int = 3,
+    timeout: float = 5.0,
+    backoff: float = 0.5,
+    api_key_env: str | None = None,
+    max_response_bytes: int | None = None,
+    breaker_failures: int = 3,
+    breaker_cooldown: float = 60.0,
 ) -> Settings:
+    extra: dict[str, Any] = {}
+    if api_key_env:
+        extra["api_key_env"] = api_key_env
+    if max_response_bytes:
+        extra["max_response_bytes"] = max_response_bytes
     providers = {
         name: {"type": "openai", "base_url": url, "model": f"model-{name}", "timeout": timeout,
-               "context_window": 4096}
+               "context_window": 4096, **extra}
         for name, url in urls.items()
     }  # fmt: skip
     routes = {component: chain for component in COMPONENTS}
     return Settings.model_validate(
         {
             "narrative": {"providers": routes},
-            "retry": {"attempts": attempts, "backoff_initial": backoff, "backoff_max": 20.0},
+            "retry": {
+                "attempts": attempts,
+                "backoff_initial": backoff,
+                "backoff_max": 20.0,
+                "breaker_failures": breaker_failures,
+                "breaker_cooldown": breaker_cooldown,
+            },
             "cache": {"enabled": False},
             "providers": providers,
         }

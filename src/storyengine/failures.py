@@ -1,7 +1,8 @@
 """Invalid structured outputs, one JSON file each, in a rotating directory kept for triage.
 
 Secrets are scrubbed from every string written. This module does not read the environment
-(config.py does): pass the values to hide as `secrets=`, e.g. `secret_values_in(os.environ)`.
+(config.py does): pass the values to hide as `secrets=`, e.g. `config.secret_values()`.
+Which values are secret is decided in one place, `storyengine.secrets`.
 """
 
 from __future__ import annotations
@@ -13,28 +14,17 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("storyengine")
+from .secrets import MIN_SECRET_LENGTH, REDACTED, SECRET_SUFFIXES, scrub, secret_values_in
 
-SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
-MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
-REDACTED = "[redacted]"
+logger = logging.getLogger("storyengine")
 
 _NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[a-z0-9_-]{0,40}-[0-9a-f]{8}\.json$")
 _clock_lock = threading.Lock()
 _last_stamp_us = 0
-
-
-def secret_values_in(environ: Mapping[str, str]) -> list[str]:
-    """Values of the variables named *_KEY, *_TOKEN or *_SECRET that are at least 8 characters."""
-    return [
-        value.strip()
-        for name, value in environ.items()
-        if name.upper().endswith(SECRET_SUFFIXES) and len(value.strip()) >= MIN_SECRET_LENGTH
-    ]
 
 
 def _timestamp() -> str:
@@ -131,9 +121,7 @@ class InvalidOutputLog:
     # -- helpers --
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
-            return value
+            return scrub(value, self._secrets, REDACTED)
         if isinstance(value, dict):
             return {self._scrub(str(k)): self._scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -176,4 +164,4 @@ class InvalidOutputLog:
         )
 
 
-__all__ = ["REDACTED", "InvalidOutputLog", "secret_values_in"]
+__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "SECRET_SUFFIXES", "InvalidOutputLog", "secret_values_in"]

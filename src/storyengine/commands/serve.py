@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 
 import click
 
-from ..config import load_settings
+from ..config import WEB_TOKEN_ENV, load_settings, web_token
 from ..errors import ConfigError
 
 
@@ -28,8 +29,25 @@ def _is_loopback(host: str) -> bool:
 @click.option(
     "--provider", default=None, help="Route every component to this configured provider by default."
 )
-def serve(host: str, port: int, config_path: str | None, provider: str | None) -> None:
-    """Serve the web app: runs and versions are kept in the data directory, across restarts."""
+@click.option(
+    "--token",
+    default=None,
+    help=f"Access token the API requires (default: ${WEB_TOKEN_ENV}, else a new random one when "
+    "binding beyond loopback).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve beyond loopback without a token (anyone on the network can use it).",
+)
+def serve(
+    host: str, port: int, config_path: str | None, provider: str | None, token: str | None, no_auth: bool
+) -> None:
+    """Serve the web app: runs and versions are kept in the data directory, across restarts.
+
+    On loopback (the default) no token is needed. Bound to any other address, every API call
+    needs a token: given with --token or $STORYENGINE_WEB_TOKEN, or made up and printed with
+    the URL to open."""
     try:
         import uvicorn
 
@@ -42,15 +60,31 @@ def serve(host: str, port: int, config_path: str | None, provider: str | None) -
     settings = load_settings(config_path)  # a broken config fails here, before binding
     if provider:
         settings.with_route(provider)
-    if not _is_loopback(host):
-        click.echo(
-            f"storyengine: warning: serving on {host}: anyone who can reach it can start runs "
-            "with your providers (and their API keys)",
-            err=True,
-        )
-    app = create_app(config_engine_factory(config_path, provider))
-    click.echo(f"storyengine: serving on http://{host}:{port}/ (Ctrl+C stops)", err=True)
+    token = access_token(host, token, no_auth)
+    app = create_app(
+        config_engine_factory(config_path, provider),
+        token=token,
+        max_body_bytes=settings.web.max_request_bytes,
+    )
+    url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    click.echo(f"storyengine: serving on {url} (Ctrl+C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def access_token(host: str, given: str | None, no_auth: bool) -> str | None:
+    """The token the API will require: None on loopback (unless given) or with --no-auth."""
+    if no_auth:
+        if not _is_loopback(host):
+            click.echo(
+                f"storyengine: warning: serving on {host} with --no-auth: anyone who can reach it can "
+                "start runs with your providers (and their API keys) and read every story",
+                err=True,
+            )
+        return None
+    token = (given or "").strip() or web_token()
+    if token is None and not _is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    return token
 
 
 COMMANDS = [serve]

@@ -4,12 +4,19 @@ A model file is loaded once per process, lazily, and shared by every provider th
 the same file and context size. Generation runs in a worker thread (`asyncio.to_thread`)
 so the event loop never blocks; calls to one model are serialized, because a llama.cpp
 context serves one sequence at a time.
+
+A request's timeout is a deadline for its generation (not for the wait for the model): when it
+passes, a timer sets llama.cpp's abort callback, the current decode stops within a token, and
+the call fails with `ProviderTimeout`. (The callback is only set when the deadline passes, so a
+call that finishes in time pays nothing for it.) Any exception llama.cpp raises while
+generating becomes a `ProviderError` subclass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import importlib.util
 import logging
 import threading
@@ -20,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PACKAGED_MODEL_FILE, EmbeddedProviderSettings
-from ..errors import ModelLoadError, ProviderError
+from ..errors import ModelError, ModelLoadError, ProviderError, ProviderTimeout
 from ..types import Completion, CompletionRequest, Usage
 
 logger = logging.getLogger(__name__)
@@ -65,12 +72,99 @@ class LoadedModel:
             lock = self._loop_locks[loop] = asyncio.Lock()
         return lock
 
-    def chat(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def chat(self, kwargs: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+        """One chat completion; aborted (raising `GenerationDeadline`) when it runs past `seconds`."""
         # The thread lock guards against callers on other event loops, and against a
         # cancelled caller whose worker thread is still generating.
         with self.thread_lock:
-            answer: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+            watch = _DeadlineWatch(self.llama, seconds)
+            try:
+                answer: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+            except Exception:
+                if watch.fired:
+                    raise GenerationDeadline(seconds or 0.0) from None
+                raise
+            finally:
+                watch.stop()
             return answer
+
+
+class GenerationDeadline(Exception):
+    """Generation was aborted at its deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"generation aborted after {seconds:g}s")
+        self.seconds = seconds
+
+
+_ABORT_ALWAYS: Any = None
+_abort_setter: Any = None
+_LLAMA_LOG = logging.getLogger("llama-cpp-python")  # what llama-cpp-python prints llama.cpp's log by
+
+
+def _set_abort(llama: Any, on: bool) -> bool:
+    """Set (or clear) llama.cpp's abort callback of `llama`'s context; False when unavailable."""
+    global _ABORT_ALWAYS, _abort_setter
+    try:
+        if _abort_setter is None:
+            import llama_cpp
+
+            lib = llama_cpp.llama_cpp._lib
+            setter = lib.llama_set_abort_callback
+            setter.argtypes = [ctypes.c_void_p, llama_cpp.ggml_abort_callback, ctypes.c_void_p]
+            setter.restype = None
+            _ABORT_ALWAYS = llama_cpp.ggml_abort_callback(lambda _data: True)
+            _abort_setter = setter
+        callback = _ABORT_ALWAYS if on else type(_ABORT_ALWAYS)()  # a NULL callback: never abort
+        _abort_setter(llama.ctx, callback, None)
+        return True
+    except Exception as exc:  # an older llama-cpp-python, or a stand-in model in tests
+        logger.debug("cannot set llama.cpp's abort callback (%s); the deadline is not enforced", exc)
+        return False
+
+
+class _DeadlineWatch:
+    """A timer that aborts the model's generation when `seconds` have passed."""
+
+    def __init__(self, llama: Any, seconds: float | None) -> None:
+        self.llama = llama
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._log_level: int | None = None
+        self._timer: threading.Timer | None = None
+        if seconds is not None and seconds > 0:
+            self._timer = threading.Timer(seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._done:
+                # llama.cpp logs the aborted decode ("decode: removing memory module entries ...")
+                # straight to stderr; the ProviderTimeout says it better.
+                self._log_level = _LLAMA_LOG.level
+                _LLAMA_LOG.setLevel(logging.CRITICAL + 1)
+                self.fired = _set_abort(self.llama, True) or _abort_hook(self.llama)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self.fired:
+                _set_abort(self.llama, False)
+            if self._log_level is not None:
+                _LLAMA_LOG.setLevel(self._log_level)
+
+
+def _abort_hook(llama: Any) -> bool:
+    """A stand-in model (tests) may offer `abort()`; call it. True when it did."""
+    abort = getattr(llama, "abort", None)
+    if callable(abort):
+        abort()
+        return True
+    return False
 
 
 _models: dict[tuple[str, int], LoadedModel] = {}
@@ -192,7 +286,14 @@ class EmbeddedProvider:
             # Generation only: not the one-time load, nor the wait for another call to finish.
             started = time.perf_counter()
             try:
-                answer = await asyncio.to_thread(model.chat, kwargs)
+                answer = await asyncio.to_thread(model.chat, kwargs, request.timeout)
+            except GenerationDeadline:
+                raise ProviderTimeout(
+                    f"{self.name}: generation did not finish within {request.timeout:g}s and was stopped "
+                    f"there (max_tokens {request.max_tokens}); raise timeout in narrative.defaults, "
+                    "lower max_tokens, or use a faster model",
+                    provider=self.name,
+                ) from None
             except ValueError as exc:
                 # llama-cpp-python raises ValueError for a prompt longer than the context.
                 raise ProviderError(
@@ -201,7 +302,21 @@ class EmbeddedProvider:
                     provider=self.name,
                     retryable=False,
                 ) from None
-        return self._completion(answer, request, time.perf_counter() - started)
+            except Exception as exc:  # RuntimeError from llama_decode, a grammar error, ...
+                raise ModelError(
+                    f"{self.name}: the model failed while generating ({type(exc).__name__}: {exc}); "
+                    "if it keeps failing, check the model file and context_window "
+                    f"(now {self.context_window})",
+                    provider=self.name,
+                ) from None
+        try:
+            return self._completion(answer, request, time.perf_counter() - started)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(
+                f"{self.name}: llama.cpp returned an answer of an unexpected shape "
+                f"({type(exc).__name__}: {exc})",
+                provider=self.name,
+            ) from None
 
     def _chat_arguments(self, request: CompletionRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -9,7 +9,15 @@ A server is a base URL, an API-key environment variable and a structured-output 
     none                nothing: the caller structures by prompt alone
 
 The API key is read from the environment at each call and sent as a Bearer token; it never
-appears in an error, a log line or a repr.
+appears in an error, a log line or a repr: every text taken from the server (an error page, a
+redirect target, the answer itself) is scrubbed of every secret value (see storyengine.secrets)
+before it goes anywhere.
+
+A call's timeout is a deadline for the whole answer, from connecting to its last byte (httpx's
+own timeouts are per read, so a server that drips its body would never trip them), and the body
+is read as a stream of at most `max_response_bytes`: a larger answer is refused, not read.
+Every exception on the way (httpx's, the socket's, a body that does not decode) becomes a
+`ProviderError` subclass.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +40,15 @@ from ..config import OpenAIProviderSettings
 from ..errors import (
     AuthenticationError,
     BadResponse,
+    ProviderError,
     ProviderHTTPError,
+    ProviderRedirect,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    ResponseTooLarge,
 )
+from ..secrets import scrub
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
 
@@ -82,7 +95,16 @@ class OpenAICompatProvider:
             response = await self._post(body, timeout)
         latency = time.perf_counter() - started
         self._raise_for_status(response, structured=any(field in body for field in _STRUCTURED_FIELDS))
-        return self._completion(response, request, latency)
+        try:
+            return self._completion(response, request, latency)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a shape no branch foresaw: still an error of this provider
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} could not be read "
+                f"({type(exc).__name__}: {self._redact(str(exc))})",
+                provider=self.name,
+            ) from None
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
@@ -153,17 +175,41 @@ class OpenAICompatProvider:
             self._client = httpx.AsyncClient(base_url=self.base_url + "/", transport=self._transport)
         return self._client
 
-    async def _post(self, body: dict[str, Any], seconds: float) -> httpx.Response:
+    async def _post(self, body: dict[str, Any], seconds: float) -> _Answer:
+        """POST the body and read the whole answer within `seconds`, connect to last byte."""
         url = f"{self.base_url}/chat/completions"
         logger.debug("%s: POST %s (model %s)", self.name, url, self.model)
+        progress = _Progress()
         try:
-            return await self._http().post(
-                "chat/completions", json=body, headers=self._headers(), timeout=httpx.Timeout(seconds)
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(seconds):
+                async with self._http().stream(
+                    "POST", "chat/completions", json=body, headers=self._headers(),
+                    timeout=httpx.Timeout(seconds),
+                ) as response:  # fmt: skip
+                    progress.encoding = response.headers.get("Content-Encoding", "")
+                    content = await self._read_body(response, url, progress)
+                    return _Answer(
+                        status_code=response.status_code,
+                        reason_phrase=response.reason_phrase,
+                        headers=response.headers,
+                        url=str(response.url),
+                        content=content,
+                        encoding=response.charset_encoding or "utf-8",
+                    )
+        except ProviderError:
+            raise
+        except (TimeoutError, httpx.TimeoutException):
+            got = f"; {progress.received:,} bytes of it had arrived" if progress.received else ""
             raise ProviderTimeout(
-                f"{self.name}: no answer from {url} within {seconds:g}s; "
-                "check the server or raise the timeout",
+                f"{self.name}: no complete answer from {url} within {seconds:g}s (the timeout bounds "
+                f"the whole answer, connect to last byte{got}); check the server or raise the timeout",
+                provider=self.name,
+            ) from None
+        except httpx.DecodingError as exc:
+            raise BadResponse(
+                f"{self.name}: the answer from {url} cannot be decoded ({self._redact(str(exc))}); "
+                "its body does not match its Content-Encoding "
+                f"({self._redact(progress.encoding) or 'none'})",
                 provider=self.name,
             ) from None
         except httpx.TransportError as exc:
@@ -172,12 +218,51 @@ class OpenAICompatProvider:
                 f"{self.name}: cannot reach {self.base_url} ({self._redact(reason)}); is the server running?",
                 provider=self.name,
             ) from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise ProviderError(
+                f"{self.name}: the request to {url} failed ({type(exc).__name__}: "
+                f"{self._redact(str(exc))}); check base_url of this provider",
+                provider=self.name,
+                retryable=False,
+            ) from None
+        except Exception as exc:  # anything else from the HTTP stack is still this provider's failure
+            raise ProviderUnavailable(
+                f"{self.name}: the request to {url} failed unexpectedly ({type(exc).__name__}: "
+                f"{self._redact(str(exc))})",
+                provider=self.name,
+            ) from None
 
-    def _raise_for_status(self, response: httpx.Response, *, structured: bool) -> None:
+    async def _read_body(self, response: httpx.Response, url: str, progress: _Progress) -> bytes:
+        """The decoded body, read in chunks; refused as soon as it is over max_response_bytes."""
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(
+                f"{self.name}: the answer from {url} declares {int(declared):,} bytes, more than "
+                f"max_response_bytes ({limit:,}); refused without reading it (raise max_response_bytes "
+                "of this provider if its answers are really this large)",
+                provider=self.name,
+            )
+        chunks: list[bytes] = []
+        async for chunk in response.aiter_bytes():
+            progress.received += len(chunk)
+            if progress.received > limit:
+                raise ResponseTooLarge(
+                    f"{self.name}: the answer from {url} is larger than max_response_bytes ({limit:,}); "
+                    "refused after reading that much (raise max_response_bytes of this provider "
+                    "if its answers are really this large)",
+                    provider=self.name,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _raise_for_status(self, response: _Answer, *, structured: bool) -> None:
         status = response.status_code
+        if 300 <= status < 400:
+            self._raise_redirect(response)
         if status < 400:
             return
-        excerpt = self._redact(_error_excerpt(response))
+        excerpt = _error_excerpt(response, self._redact)
         where = f"{self.name}: {self.base_url} answered HTTP {status}"
         if status in (401, 403):
             env = self.settings.api_key_env
@@ -205,26 +290,44 @@ class OpenAICompatProvider:
             )
         raise ProviderHTTPError(f"{where}: {excerpt}{hint}", provider=self.name, status=status)
 
+    def _raise_redirect(self, response: _Answer) -> None:
+        location = response.headers.get("Location", "")
+        target = (
+            self._redact(str(httpx.URL(response.url).join(location))) if location else "nowhere (no Location)"
+        )
+        raise ProviderRedirect(
+            f"{self.name}: {self.base_url} answered HTTP {response.status_code}, a redirect to {target}; "
+            "redirects are not followed (they would carry the API key elsewhere): set base_url of this "
+            "provider to the address it should use",
+            provider=self.name,
+            status=response.status_code,
+            location=target,
+        )
+
     def _redact(self, text: str) -> str:
+        """`text` without this provider's key or any other secret value (storyengine.secrets)."""
         key = config.api_key(self.settings.api_key_env)
-        return text.replace(key, "***") if key else text
+        if key:
+            text = text.replace(key, "***")
+        return scrub(text, config.secret_values(), "***")
 
     # -- the answer --
 
-    def _completion(self, response: httpx.Response, request: CompletionRequest, latency: float) -> Completion:
+    def _completion(self, response: _Answer, request: CompletionRequest, latency: float) -> Completion:
         data = self._json_body(response)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise BadResponse(
-                f"{self.name}: the answer from {self.base_url} has no choices: {_excerpt(response.text)}",
+                f"{self.name}: the answer from {self.base_url} has no choices: "
+                f"{_excerpt(self._redact(response.text))}",
                 provider=self.name,
             )
         choice = choices[0]
         raw_message = choice.get("message")
         message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-        text = self._text_of(message, request)
+        text = self._redact(self._text_of(message, request))
         usage = _usage(data.get("usage"), request, text)
-        finish_reason = str(choice.get("finish_reason") or "stop")
+        finish_reason = str(choice.get("finish_reason") or "unknown")
         if finish_reason == "tool_calls" and usage.completion_tokens >= request.max_tokens:
             # Some servers report a forced tool call as "tool_calls" even when cut off.
             finish_reason = "length"
@@ -239,18 +342,19 @@ class OpenAICompatProvider:
             structured_mode=structured,
         )
 
-    def _json_body(self, response: httpx.Response) -> dict[str, Any]:
+    def _json_body(self, response: _Answer) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
+            shown = _excerpt(self._redact(response.text)) or f"an empty body (HTTP {response.status_code})"
             raise BadResponse(
-                f"{self.name}: the answer from {self.base_url} is not JSON: {_excerpt(response.text)}",
+                f"{self.name}: the answer from {self.base_url} is not JSON: {shown}",
                 provider=self.name,
             ) from None
         if not isinstance(data, dict):
             raise BadResponse(
                 f"{self.name}: the answer from {self.base_url} is not a JSON object: "
-                f"{_excerpt(response.text)}",
+                f"{_excerpt(self._redact(response.text))}",
                 provider=self.name,
             )
         return data
@@ -263,12 +367,59 @@ class OpenAICompatProvider:
         content = message.get("content")
         if content is None:
             return ""
+        if isinstance(content, list):
+            text = _text_parts(content)
+            if text is not None:
+                return text
         if not isinstance(content, str):
             raise BadResponse(
-                f"{self.name}: the answer's message content is {type(content).__name__}, not text",
+                f"{self.name}: the answer's message content is {type(content).__name__}, not text "
+                "(nor a list of text parts)",
                 provider=self.name,
             )
         return content
+
+
+@dataclass
+class _Progress:
+    """How far reading an answer got (for the message when it does not finish)."""
+
+    received: int = 0
+    encoding: str = ""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A response read whole (within the deadline and the size limit)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    url: str
+    content: bytes
+    encoding: str = "utf-8"
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.content.decode(self.encoding, errors="replace")
+        except LookupError:  # an unknown charset
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def _text_parts(parts: list[Any]) -> str | None:
+    """The text of a content given as parts (`[{"type": "text", "text": ...}, ...]`), joined;
+    None when no part is text."""
+    texts: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "".join(texts) if texts else None
 
 
 def _network_reason(exc: BaseException) -> str:
@@ -326,12 +477,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _error_excerpt(response: httpx.Response) -> str:
-    """The server's own error message, short: OpenAI's error.message, Ollama's error, FastAPI's detail."""
+def _error_excerpt(response: _Answer, redact: Any) -> str:
+    """The server's own error message, short: OpenAI's error.message, Ollama's error, FastAPI's detail.
+
+    The whole body is scrubbed by `redact` before it is cut (a cut must not leave half a key)."""
+    text = redact(response.text)
     try:
-        data = response.json()
+        data = json.loads(text)
     except ValueError:
-        return _excerpt(response.text) or response.reason_phrase or "no error message"
+        return _excerpt(text) or response.reason_phrase or "no error message"
     message: Any = data
     if isinstance(data, dict):
         error = data.get("error", data.get("detail", data.get("message")))

@@ -2,11 +2,13 @@
 
     Instrumented         around a component's whole chain: one `call` row per Router call
     RecordedAttempts     around one provider's attempt (inside Retrying): one `attempt` row each
+    RecordedLink         around one link of a fallback chain: notes why the chain moved on
 
 Retry, fallback and cache know nothing of recording. An attempt's outcome is only known once
 the next thing happens, so its row waits in the call's scope: the next attempt of the same
 provider makes it `retry`; an attempt of another provider makes it final (`error` or
-`invalid`) and adds a `switch` row (outcome `fallback`); the end of the call makes it final,
+`invalid`), and after a failed link (retried out, or skipped by its breaker) the next
+provider's first attempt adds a `switch` row (outcome `fallback`); the end of the call makes it final,
 or `ok` when the call's answer is that attempt's text made usable (a cut-off draft kept as far
 as it goes).
 
@@ -27,11 +29,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..config import secret_values
 from ..errors import EmptyOutput, SchemaValidationError, TruncatedOutput
 from ..hashing import canonical_json, prompt_hash, sha256_hex
+from ..secrets import scrub
 from ..types import CallRecord, Completion, CompletionRequest, Kind, Outcome
 from .base import Check, Generator
 
@@ -40,6 +44,7 @@ __all__ = [
     "Instrumentation",
     "Instrumented",
     "RecordedAttempts",
+    "RecordedLink",
     "RunRecorder",
     "Sink",
     "current_recorder",
@@ -111,6 +116,9 @@ class Instrumentation:
     def attempts(self, inner: Generator, *, provider: str, model: str) -> RecordedAttempts:
         return RecordedAttempts(inner, provider=provider, model=model, instrumentation=self)
 
+    def link(self, inner: Generator, *, provider: str) -> RecordedLink:
+        return RecordedLink(inner, provider=provider)
+
 
 _NO_SINKS = Instrumentation()
 
@@ -135,7 +143,7 @@ class _CallScope:
     provider: str = ""
     model: str = ""
     pending: _Pending | None = None
-    rows: list[CallRecord] = field(default_factory=list)
+    failed_link: tuple[str, CompletionRequest, BaseException] | None = None  # the chain moves on from it
 
     def settle(self, outcome: Outcome) -> None:
         """Write the waiting attempt's row with `outcome`."""
@@ -215,25 +223,37 @@ class RecordedAttempts:
     def _before(self, scope: _CallScope) -> None:
         pending = scope.pending
         if pending is not None:
-            if pending.provider == self.provider:
-                scope.settle("retry")
-            else:
-                scope.settle(_final(pending.error))
-                reason = short_error(pending.error)
-                switch = _row(
-                    pending.request,
-                    "switch",
-                    scope.call_id,
-                    pending.provider,
-                    "",
-                    "fallback",
-                    0.0,
-                    None,
-                    f"switching to {self.provider}: {reason}",
-                )
-                scope.instrumentation.emit(switch)
+            scope.settle("retry" if pending.provider == self.provider else _final(pending.error))
+        failed = scope.failed_link
+        if failed is not None and failed[0] != self.provider:
+            source, request, error = failed
+            scope.failed_link = None
+            switch = _row(request, "switch", scope.call_id, source, "", "fallback", 0.0, None,
+                          f"switching to {self.provider}: {short_error(error)}")  # fmt: skip
+            scope.instrumentation.emit(switch)
         scope.attempts += 1
         scope.provider, scope.model = self.provider, self.model
+
+
+class RecordedLink:
+    """A Generator around one link of a fallback chain: notes its failure (a retried-out provider,
+    one its breaker skips), so the next provider's first attempt writes the `switch` row."""
+
+    def __init__(self, inner: Generator, *, provider: str) -> None:
+        self.inner = inner
+        self.provider_name = provider
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped link's own attributes (provider, ...)
+        return getattr(self.inner, name)
+
+    async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        try:
+            return await self.inner.generate(request, check)
+        except Exception as exc:
+            scope = _current_call.get()
+            if scope is not None:
+                scope.failed_link = (self.provider_name, request, exc)
+            raise
 
 
 class Instrumented:
@@ -358,6 +378,7 @@ def short_error(error: BaseException | str | None) -> str | None:
     if error is None:
         return None
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = scrub(text, secret_values())  # every configured key, whatever its name
     text = _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + "***", " ".join(text.split()))
     return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 

@@ -5,7 +5,8 @@ list) is cut into **routes**: runs of consecutive providers that share a model p
 (providers/profiles.py), so they are asked the same way. For each route it composes, from
 the outside in,
 
-    Instrumented( Cached( Fallback( Retrying(A, ask=RecordedAttempts(Asked(A))), ... ) ) )
+    Instrumented( Cached( Fallback(
+        RecordedLink(Breaker(Retrying(A, ask=RecordedAttempts(Asked(A))))), ... ) ) )
 
 The pipeline (pipeline/twostage.py) walks a component's routes itself, because moving from a
 `standard` provider to a `tiny` one changes how a step is asked (one call or many), with the
@@ -31,6 +32,7 @@ from ..providers.profiles import PROFILES, Profile
 from ..runlog import RunLog
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
+from .breaker import Breaker
 from .cache import Cached, chain_identity
 from .cache_store import ResponseCache
 from .fallback import Fallback
@@ -220,7 +222,12 @@ class Router:
                 rng=rng,
                 ask=ask,
             )
-            links.append((provider.name, retrying))
+            # One breaker per provider object, shared by every component: a provider that keeps
+            # failing is skipped at once instead of costing each call its whole retry budget.
+            breaker = Breaker.around(
+                provider, retrying, failures=retry.breaker_failures, cooldown=retry.breaker_cooldown
+            )
+            links.append((provider.name, self.instrumentation.link(breaker, provider=provider.name)))
         inner: Generator = Fallback(links)
         if cache is not None:
             inner = cache(inner, members)

@@ -37,6 +37,7 @@ from ..pipeline.steering import Steer
 from . import jobs
 from .compare import changed_parts, line_diff
 from .errors import Conflict, install_error_handlers
+from .guard import DEFAULT_MAX_BODY_BYTES, Guard
 from .runs import LiveRun, Runs
 
 STATIC = Path(__file__).parent / "static"
@@ -122,11 +123,19 @@ def config_engine_factory(
     return ConfigEngines(config_path, provider)
 
 
-def create_app(engine_factory: EngineFactory | None = None, *, settings: Settings | None = None) -> FastAPI:
+def create_app(
+    engine_factory: EngineFactory | None = None,
+    *,
+    settings: Settings | None = None,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
     """The app. `engine_factory(provider_or_None)` builds the engine for a run (tests inject one).
 
     `settings` (default: the factory's `.settings`, else the config) name the providers and the
     data directory whose run store the app lists; engines built by the factory must share it.
+    With a `token`, every /api/ request must carry it (see guard.py); request bodies are bounded
+    by `max_body_bytes` either way.
     """
     factory = engine_factory or config_engine_factory()
     settings = settings or getattr(factory, "settings", None) or load_settings()
@@ -151,6 +160,7 @@ def create_app(engine_factory: EngineFactory | None = None, *, settings: Setting
     app.state.store = runs
     app.state.engines = engines
     install_error_handlers(app)
+    app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -47,8 +47,22 @@ function setAttrs(el, attrs) {
   }
 }
 
+// The access token of a server bound beyond loopback: given once as ?token= in the page's URL,
+// kept for this tab, sent with every API call (as a header, or in the URL where none can be set).
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  try {
+    if (given) sessionStorage.setItem("storyengine-token", given);
+    return given || sessionStorage.getItem("storyengine-token") || "";
+  } catch (error) {
+    return given || "";
+  }
+})();
+const withToken = (path) => (TOKEN ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}` : path);
+
 async function api(method, path, body) {
   const options = { method, headers: {} };
+  if (TOKEN) options.headers.Authorization = `Bearer ${TOKEN}`;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -141,7 +155,7 @@ async function loadRuns() {
 // -- following a run's events --
 function follow(after) {
   closeStream();
-  const source = new EventSource(`${runPath("/events")}?after=${after}`);
+  const source = new EventSource(withToken(`${runPath("/events")}?after=${after}`));
   state.source = source;
   source.onmessage = (message) => onEvent(JSON.parse(message.data));
   source.onerror = () => {
@@ -412,7 +426,7 @@ function renderExports() {
   box.replaceChildren();
   if (state.viewing === null) return;
   for (const [fmt, label] of [["json", "JSON"], ["markdown", "Markdown"], ["fountain", "Fountain"]]) {
-    box.append(h("a", { href: runPath(`/versions/${state.viewing}/export/${fmt}`), download: "", "data-format": fmt }, label));
+    box.append(h("a", { href: withToken(runPath(`/versions/${state.viewing}/export/${fmt}`)), download: "", "data-format": fmt }, label));
   }
 }
 
