@@ -100,3 +100,20 @@ async def test_a_resume_with_another_seed_changes_only_the_steps_not_made_yet(tm
     assert steps["plot.draft"]["seed"] == call_seed(1, "plot")  # made before: kept
     assert steps["dialogue.0.draft"]["seed"] == call_seed(9, "dialogue", 0, "round", 1)
     assert steps["dialogue.0.draft"]["round"] == 1 and steps["scene.0.draft"]["round"] == 0
+
+
+async def test_an_exception_outside_the_error_tree_still_marks_the_run_failed(tmp_path: Path) -> None:
+    from storyengine.runlog import RunLog
+
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "scene":
+            return RuntimeError("a bug deep inside a provider")
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "standard") as engine:
+        with pytest.raises(RuntimeError):
+            await engine.generate(PREMISE, scenes=1, seed=1, run_id="run-with-a-bug")
+        state = engine.checkpoints.load("run-with-a-bug")
+    assert state.header["status"] == "failed" and "RuntimeError" in state.header["error"]
+    (run,) = [r for r in RunLog(tmp_path / "runs.sqlite3").runs() if r.id == "run-with-a-bug"]
+    assert run.status == "failed" and "a bug deep inside" in (run.error or "")

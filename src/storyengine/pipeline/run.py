@@ -143,6 +143,12 @@ class StoryRun:
             )
             self.emit("run_failed", error=str(failed))
             raise failed from exc
+        except BaseException as exc:  # a bug, Ctrl-C, a cancelled task: the run is not "running"
+            why = f"stopped: {type(exc).__name__}: {exc}"
+            await asyncio.shield(asyncio.to_thread(self.state.set_status, "failed", why))
+            if runlog is not None:
+                runlog.finish_run(self.state.run_id, "failed", why)
+            raise
         await asyncio.to_thread(self.state.set_status, "done")
         if runlog is not None:
             runlog.finish_run(self.state.run_id, "done", None)
