@@ -48,25 +48,25 @@ async def test_a_resume_asks_the_failed_step_differently_and_finishes(tmp_path: 
     def script(request: CompletionRequest) -> Any:
         if not first_run["on"]:
             resumed.append(request)
-        if request.component == "evaluation" and request.stage == "structuring":
+        if request.component == "dialogue" and request.stage == "structuring":
             if first_run["on"] or key(request) in failed:  # a repeated call fails as it did before
                 failed.add(key(request))
-                return '{ "score":10, "rationale":"Aclockmaker }'
+                return '{ "speaker": "Aclockmaker }'
         return story_script(request)
 
     async with engine_for(script, tmp_path, profile) as engine:
         with pytest.raises(RunFailed) as caught:
             await engine.generate(PREMISE, scenes=1, seed=1)
         message = str(caught.value)
-        assert "stopped at step evaluation" in message and "--resume" in message
+        assert "stopped at step dialogue.0" in message and "--resume" in message
         first_run["on"] = False
         story = await engine.resume(caught.value.run_id)
     assert failed and not {key(r) for r in resumed} & failed
-    # Finished steps were not made again: only the evaluation (drawn again) and what follows it.
-    assert {r.component for r in resumed} <= {"evaluation", "enhancement"}
+    # Finished steps were not made again: only the dialogue (drawn again) and what follows it.
+    assert {r.component for r in resumed} <= {"dialogue", "evaluation", "enhancement"}
     steps = story.meta["steps"]
-    assert steps["evaluation.draft"]["round"] == 1 and steps["plot.draft"]["round"] == 0
-    assert steps["evaluation.draft"]["seed"] != story.meta["steps"].get("plot.draft", {}).get("seed")
+    assert steps["dialogue.0.draft"]["round"] == 1 and steps["plot.draft"]["round"] == 0
+    assert steps["dialogue.0.draft"]["seed"] == call_seed(1, "dialogue", 0, "round", 1)
 
 
 async def test_a_finished_run_is_not_resumed_and_nothing_is_overwritten(tmp_path: Path) -> None:
@@ -117,3 +117,67 @@ async def test_an_exception_outside_the_error_tree_still_marks_the_run_failed(tm
     assert state.header["status"] == "failed" and "RuntimeError" in state.header["error"]
     (run,) = [r for r in RunLog(tmp_path / "runs.sqlite3").runs() if r.id == "run-with-a-bug"]
     assert run.status == "failed" and "a bug deep inside" in (run.error or "")
+
+
+async def test_a_story_whose_evaluation_fails_is_kept_with_the_gap_named(tmp_path: Path) -> None:
+    """The evaluation fails every attempt: the story is still made, the gap says why, and a resume
+    tries the missing parts again (a new round) without remaking the story."""
+    broken = {"on": True}
+    asked: list[CompletionRequest] = []
+
+    def script(request: CompletionRequest) -> Any:
+        asked.append(request)
+        if request.component == "evaluation" and request.stage == "structuring" and broken["on"]:
+            return '{ "score":10, "rationale":"Aclockmaker }'
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "standard") as engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=1)
+        assert story.evaluation is None and story.enhancement is None
+        assert "no valid evaluation" in story.gaps["evaluation"] and "enhancement" in story.gaps
+        assert len(story.scenes) == 1 and story.scenes[0].dialogue.lines
+        run_id = story.meta["run_id"]
+        assert engine.checkpoints.load(run_id).header["status"] == "gaps"
+        assert engine.runs.run(run_id).versions  # kept as a version
+        broken["on"] = False
+        asked.clear()
+        again = await engine.resume(run_id)
+    assert again.evaluation is not None and again.enhancement is not None and not again.gaps
+    assert {r.component for r in asked} <= {"evaluation", "enhancement"}
+    assert again.scenes == story.scenes
+
+
+def test_the_cli_writes_a_story_with_a_gap_and_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from storyengine.cli import main
+    from storyengine.commands import generate as generate_command
+    from storyengine.schemas import Story
+
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "evaluation" and request.stage == "structuring":
+            return "not json at all"
+        return story_script(request)
+
+    original = StoryEngine.from_config
+
+    def scripted(*args: Any, **kwargs: Any) -> StoryEngine:
+        provider = ScriptedProvider(script, name="embedded", structured_mode="grammar")
+        return original(*args, **{**kwargs, "providers": {"embedded": provider}})
+
+    monkeypatch.setattr(generate_command.StoryEngine, "from_config", scripted)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"providers: {{embedded: {{type: embedded, profile: standard}}}}\ncache: {{enabled: false}}\n"
+        f"retry: {{attempts: 1}}\n"
+        f"logging: {{runlog: {tmp_path / 'runs.sqlite3'}, dir: {tmp_path / 'logs'}}}\n"
+    )
+    out = tmp_path / "story"
+    result = CliRunner().invoke(main, ["generate", PREMISE, "--scenes", "1", "--seed", "2", "--config",
+                                       str(config), "--out", str(out), "--quiet"])  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "written without its evaluation" in result.output and "--resume" in result.output
+    story = Story.model_validate_json((out / "story.json").read_text())
+    assert story.evaluation is None and story.gaps and (out / "story.md").exists()

@@ -32,11 +32,19 @@ def to_markdown(story: Story) -> str:
             out.append(f"> **{line.speaker}**{direction}: {line.text}  ")
         out.append("")
     ev = story.evaluation
-    out += ["## Evaluation", "", f"Overall: **{ev.overall}/10**. {ev.summary}", ""]
-    out += ["| Criterion | Score | Rationale |", "|---|---|---|"]
-    out += [f"| {s.criterion} | {s.score} | {_cell(s.rationale)} |" for s in ev.scores]
-    out += ["", "## Enhancement", "", story.enhancement.summary, ""]
-    out += [f"- **{s.target}**: {s.problem} → {s.change}" for s in story.enhancement.suggestions]
+    out += ["## Evaluation", ""]
+    if ev is None:
+        out += [f"*Missing: {story.gaps.get('evaluation', 'not made')}*"]
+    else:
+        out += [f"Overall: **{ev.overall}/10**. {ev.summary}", ""]
+        out += ["| Criterion | Score | Rationale |", "|---|---|---|"]
+        out += [f"| {s.criterion} | {s.score} | {_cell(s.rationale)} |" for s in ev.scores]
+    out += ["", "## Enhancement", ""]
+    if story.enhancement is None:
+        out += [f"*Missing: {story.gaps.get('enhancement', 'not made')}*"]
+    else:
+        out += [story.enhancement.summary, ""]
+        out += [f"- **{s.target}**: {s.problem} → {s.change}" for s in story.enhancement.suggestions]
     return "\n".join(out) + "\n"
 
 

@@ -290,8 +290,11 @@ class Story(_Model):
     plot: PlotStructure
     bible: StoryBible | None = None  # stories written before the bible have none
     scenes: list[StoryScene] = Field(min_length=1, max_length=48)
-    evaluation: Evaluation
-    enhancement: Enhancement
+    # The story is finished before these: when one cannot be made valid it is None, and `gaps`
+    # says why (part -> reason), so a failed evaluation never costs a finished story.
+    evaluation: Evaluation | None = None
+    enhancement: Enhancement | None = None
+    gaps: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -107,12 +107,29 @@ def generate(
     out_dir = out_dir or _check_out_dir(Path("stories") / run_id)
     paths = write_story(story, out_dir)
     if mode == "json":
-        print(json.dumps({"event": "written", "run_id": run_id, **{k: str(v) for k, v in paths.items()}}))
+        written = {k: str(v) for k, v in paths.items()}
+        print(json.dumps({"event": "written", "run_id": run_id, "gaps": story.gaps, **written}))
+        _report_gaps(story, run_id, say=False)
         return
     if not quiet:
         click.echo(f"Story written in {time.perf_counter() - started:.0f}s (run {run_id}):", err=True)
     for path in paths.values():
         click.echo(str(path))
+    _report_gaps(story, run_id)
+
+
+EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement) is missing
+
+
+def _report_gaps(story: Any, run_id: str, *, say: bool = True) -> None:
+    """Say what is missing from a written story, and exit with EXIT_GAPS when something is."""
+    if not story.gaps:
+        return
+    if say:
+        for part, why in story.gaps.items():
+            click.echo(f"storyengine: the story is written without its {part}: {why}", err=True)
+        click.echo(f"Try the missing parts again with: storyengine generate --resume {run_id}", err=True)
+    sys.exit(EXIT_GAPS)
 
 
 async def _run(

@@ -416,11 +416,14 @@ class StoryEngine:
         return await asyncio.to_thread(self._first_version, run_id, story, header.get("seed"))
 
     def _first_version(self, run_id: str, story: Story, seed: int | None) -> Version:
+        """Version 1 of a run; a resume that filled a story's gaps adds the completed story."""
         versions = self.runs.versions(run_id)
-        if versions:  # a finished run resumed again: it made nothing new
-            found = self.runs.version(run_id, versions[-1].number)
-        else:
+        if not versions:
             found = self.runs.add_version(run_id, story, "generated", seed=seed)
+        elif self.runs.version(run_id, versions[-1].number).the_story().gaps and not story.gaps:
+            found = self.runs.add_version(run_id, story, "completed", parent=versions[-1].number, seed=seed)
+        else:  # nothing new
+            found = self.runs.version(run_id, versions[-1].number)
         self.runs.set_status(run_id, "done")
         found.story = story
         return found
@@ -431,7 +434,9 @@ def next_round(state: RunState) -> None:
     failed = state.header.get("failed_step")
     state.header["round"] = int(state.header.get("round", 0)) + 1
     state.header.pop("failed_step", None)
-    if failed and not failed.endswith(".draft"):
-        state.steps.pop(f"{failed}.draft", None)  # its structuring failed: draw the draft again
-        state.meta.pop(f"{failed}.draft", None)
+    again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
+    again += [f"{part}.draft" for part in state.header.pop("gaps", [])]  # parts a story went without
+    for name in again:  # its structuring failed: draw the draft again
+        state.steps.pop(name, None)
+        state.meta.pop(name, None)
     state.set_status("running")

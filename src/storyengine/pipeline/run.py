@@ -50,6 +50,7 @@ class StoryRun:
         self.premise: str = state.header["premise"]
         self.seed: int | None = state.header.get("seed")
         self.round = int(state.header.get("round", 0))  # how many times a failed run was resumed
+        self.gaps: dict[str, str] = {}  # optional parts that could not be made, and why
         self.started = time.perf_counter()
         self.tokens = 0
         self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
@@ -149,9 +150,13 @@ class StoryRun:
             if runlog is not None:
                 runlog.finish_run(self.state.run_id, "failed", why)
             raise
-        await asyncio.to_thread(self.state.set_status, "done")
+        # A story with a gap is kept, and a resume may try its missing parts again (a new round).
+        status = "gaps" if story.gaps else "done"
+        self.state.header["gaps"] = sorted(story.gaps)
+        gaps = "; ".join(f"{part} missing: {why}" for part, why in story.gaps.items()) or None
+        await asyncio.to_thread(self.state.set_status, status, gaps)
         if runlog is not None:
-            runlog.finish_run(self.state.run_id, "done", None)
+            runlog.finish_run(self.state.run_id, status, gaps)
         story.meta["calls"] = [c.model_dump(mode="json") for c in recorder.calls]
         self.emit("run_done")
         return story
@@ -189,20 +194,7 @@ class StoryRun:
         pairs = zip(results[:n], results[n:], strict=True)
         scenes = [StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d)) for s, d in pairs]
         digest = story_digest(plot, scenes)
-        evaluation = await self.two_stages(
-            "evaluation",
-            "evaluation",
-            lambda m: self.c.evaluation_draft(self.premise, digest, m, self.seed_for("ev")),
-            self.c.evaluation,
-            Evaluation,
-        )
-        enhancement = await self.two_stages(
-            "enhancement",
-            "enhancement",
-            lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, self.seed_for("en")),
-            self.c.enhancement,
-            Enhancement,
-        )
+        evaluation, enhancement = await self._after_steps(digest)
         meta = {
             "run_id": self.state.run_id,
             "seed": seed,
@@ -221,8 +213,39 @@ class StoryRun:
             scenes=scenes,
             evaluation=evaluation,
             enhancement=enhancement,
+            gaps=dict(self.gaps),
             meta=meta,
         )
+
+    async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
+        """The evaluation and the enhancement. The story is finished before them: when one cannot be
+        made valid, the story is still kept, that part missing and said why (`Story.gaps`)."""
+        try:
+            evaluation: Evaluation | None = await self.two_stages(
+                "evaluation",
+                "evaluation",
+                lambda m: self.c.evaluation_draft(self.premise, digest, m, self.seed_for("ev")),
+                self.c.evaluation,
+                Evaluation,
+            )
+        except StoryEngineError as exc:
+            self.gaps["evaluation"] = f"the model gave no valid evaluation: {exc}"
+            evaluation = None
+        if evaluation is None:
+            self.gaps["enhancement"] = "not made: the enhancement works from the evaluation, which is missing"
+            return None, None
+        try:
+            enhancement: Enhancement | None = await self.two_stages(
+                "enhancement",
+                "enhancement",
+                lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, self.seed_for("en")),
+                self.c.enhancement,
+                Enhancement,
+            )
+        except StoryEngineError as exc:
+            self.gaps["enhancement"] = f"the model gave no valid enhancement: {exc}"
+            enhancement = None
+        return evaluation, enhancement
 
     async def _scene(
         self, plot: PlotStructure, bible: StoryBible, i: int, beat: int, n: int, done: asyncio.Future[Scene]

@@ -60,7 +60,7 @@ def _m001_runs_and_versions(db: sqlite3.Connection) -> None:
             title TEXT,
             beats INTEGER NOT NULL,
             scenes INTEGER NOT NULL,
-            overall INTEGER NOT NULL,
+            overall INTEGER,
             story TEXT NOT NULL,
             created_at REAL NOT NULL,
             PRIMARY KEY (run_id, number)
@@ -111,7 +111,7 @@ class Version:
     title: str | None
     beats: int
     scenes: int
-    overall: int
+    overall: int | None
     created_at: float
     story: Story | None = None
 
@@ -244,7 +244,7 @@ class RunStore:
                 story.plot.title,
                 len(story.plot.beats),
                 len(story.scenes),
-                story.evaluation.overall,
+                story.evaluation.overall if story.evaluation else None,
                 now,
                 story,
             )

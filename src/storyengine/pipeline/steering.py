@@ -100,8 +100,10 @@ class Steer:
             if j not in dialogues:
                 steps[f"dialogue.{j}"] = item.dialogue.model_dump(mode="json")
         if not reevaluate:
-            steps["evaluation"] = story.evaluation.model_dump(mode="json")
-            steps["enhancement"] = story.enhancement.model_dump(mode="json")
+            if story.evaluation is not None:
+                steps["evaluation"] = story.evaluation.model_dump(mode="json")
+            if story.enhancement is not None:
+                steps["enhancement"] = story.enhancement.model_dump(mode="json")
         return steps, edited
 
     def as_dict(self) -> dict[str, Any]:

@@ -281,7 +281,7 @@ function renderVersions() {
     const from = v.parent ? ` (from v${v.parent})` : "";
     list.append(h("li", { class: v.number === state.viewing ? "current" : null, "data-version": v.number },
       h("span", { class: "label" }, h("b", {}, `v${v.number}`),
-        ` ${v.label}${from}${v.seed !== null && v.seed !== undefined ? ` · seed ${v.seed}` : ""} · overall ${v.overall}/10`),
+        ` ${v.label}${from}${v.seed !== null && v.seed !== undefined ? ` · seed ${v.seed}` : ""} · ${v.overall === null || v.overall === undefined ? "not evaluated" : `overall ${v.overall}/10`}`),
       h("button", { type: "button", class: "small secondary", onclick: () => viewVersion(v.number) }, "View"),
       v.number !== latest
         ? h("button", { type: "button", class: "small secondary", onclick: () => restore(v.number) }, "Restore")
@@ -416,8 +416,9 @@ function render() {
   $("chart").replaceChildren(plot ? tensionChart(plot.beats) : h("p", { class: "pending" }, "waiting for the plot…"));
   $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : []));
   $("scenes-view").replaceChildren(...sceneCards(story));
-  renderEvaluation(story.evaluation);
-  renderEnhancement(story.enhancement);
+  const gaps = story.gaps || {};
+  renderEvaluation(story.evaluation, gaps.evaluation);
+  renderEnhancement(story.enhancement, gaps.enhancement);
   renderCalls((story.meta && story.meta.calls) || []);
 }
 
@@ -507,10 +508,10 @@ function screenplay(scene, dialogue) {
   return page;
 }
 
-function renderEvaluation(evaluation) {
+function renderEvaluation(evaluation, gap) {
   const box = $("evaluation");
   if (!evaluation) {
-    box.replaceChildren(h("p", { class: "pending" }, "not yet evaluated"));
+    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "not yet evaluated"));
     return;
   }
   box.replaceChildren(
@@ -521,10 +522,10 @@ function renderEvaluation(evaluation) {
       h("b", {}, score.score))));
 }
 
-function renderEnhancement(enhancement) {
+function renderEnhancement(enhancement, gap) {
   const box = $("enhancement");
   if (!enhancement) {
-    box.replaceChildren(h("p", { class: "pending" }, "no suggestions yet"));
+    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "no suggestions yet"));
     return;
   }
   box.replaceChildren(h("p", {}, enhancement.summary), h("ul", { class: "suggestions" },
