@@ -191,6 +191,12 @@ class StoryEngine:
         state = self.checkpoints.load(run_id)
         return await _Run(self, state, on_event).execute()
 
+    def batch(self, premises: Any, **options: Any) -> Any:
+        """An async iterator of `storyengine.batch.BatchResult`s as stories end (see `run_batch`)."""
+        from ..batch.runner import run_batch
+
+        return run_batch(self, premises, **options)
+
 
 class _Run:
     """One run of the pipeline over a checkpointed state."""
