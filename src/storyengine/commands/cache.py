@@ -86,7 +86,9 @@ def _render(stats: CacheStats) -> str:
 
 def _redis(settings: Settings, action: Callable[[RedisEntries], Awaitable[T]]) -> T:
     """Run `action` on the configured Redis cache; a clear InputError when it cannot."""
-    from ..routing.redis_store import RedisEntries, redacted
+    from ..routing.redis_store import RedisEntries, redacted, require_redis
+
+    require_redis()  # a ConfigError that says how to install it
 
     async def run() -> T:
         entries = RedisEntries(settings.cache.redis_url, ttl_seconds=settings.cache.ttl_seconds)
@@ -95,17 +97,15 @@ def _redis(settings: Settings, action: Callable[[RedisEntries], Awaitable[T]]) -
         finally:
             await entries.aclose()
 
+    import redis.exceptions
+
+    url = redacted(settings.cache.redis_url)
     try:
         return asyncio.run(run())
-    except (OSError, TimeoutError, ConnectionError) as exc:
-        raise InputError(
-            f"cannot reach the Redis cache at {redacted(settings.cache.redis_url)}: {exc}"
-        ) from None
-    except Exception as exc:
-        if type(exc).__module__.startswith("redis"):
-            url = redacted(settings.cache.redis_url)
-            raise InputError(f"the Redis cache at {url} failed: {exc}") from None
-        raise
+    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise InputError(f"cannot reach the Redis cache at {url}: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise InputError(f"the Redis cache at {url} failed: {exc}") from None
 
 
 def collect_stats(settings: Settings) -> CacheStats:

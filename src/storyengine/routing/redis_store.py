@@ -42,7 +42,7 @@ return 0
 """
 
 
-def _redis_module() -> Any:
+def require_redis() -> Any:
     try:
         import redis.asyncio as redis_asyncio
     except ImportError:
@@ -72,7 +72,7 @@ class RedisEntries:
     """The cache's keys on one Redis server. Every method may raise a redis error or `OSError`."""
 
     def __init__(self, url: str, *, ttl_seconds: float, timeout_s: float = 5.0, prefix: str = PREFIX) -> None:
-        redis_asyncio = _redis_module()
+        redis_asyncio = require_redis()
         self.url = url
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
         self.prefix = prefix
