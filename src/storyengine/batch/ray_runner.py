@@ -45,6 +45,24 @@ def _ray() -> Any:
     return ray
 
 
+_QUIET: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+
+
+def init_local_runtime(num_cpus: int = 2) -> None:
+    """Start a Ray runtime on this machine, on 127.0.0.1 only. Its workers import what this
+    process imports (same machine, same paths), so a development checkout works as installed."""
+    ray = _ray()
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **_QUIET)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
 def server_limits(settings: Settings, concurrency: int) -> tuple[int, int]:
     """(tasks in flight, scene concurrency per task) that keep every server within `max_parallel`."""
     routed = {name for c in COMPONENTS for name in settings.narrative.providers.chain(c)}
@@ -124,28 +142,17 @@ class RayExecutor:
         self._remote = ray.remote(max_retries=self.max_retries, retry_exceptions=False)(story_task)
 
     def _init(self) -> None:
-        ray = self._ray
-        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-        if self.address:
-            try:
-                ray.init(address=self.address, **quiet)
-            except Exception as exc:
-                raise ConfigError(
-                    f"cannot reach the Ray cluster at {self.address} ({type(exc).__name__}: {exc}); "
-                    "give a running cluster (ray://HOST:10001 or auto), or leave out the address "
-                    "for a local Ray runtime"
-                ) from None
+        if not self.address:
+            init_local_runtime(self.num_cpus)
             return
-        # A local runtime's workers import what this process imports (same machine, same paths).
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
-            ray.init(num_cpus=self.num_cpus, **quiet)
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+            self._ray.init(address=self.address, **_QUIET)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {self.address} ({type(exc).__name__}: {exc}); "
+                "give a running cluster (ray://HOST:10001 or auto), or leave out the address "
+                "for a local Ray runtime"
+            ) from None
 
     async def run(self, item: PremiseItem, run_id: str) -> StoryOutcome:
         spec = {
