@@ -353,3 +353,13 @@ def test_ray_without_ray_installed_says_how_to_install(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'storyengine\[ray\]'"):
         ray_runner._ray()
+
+
+async def test_a_bad_default_scene_count_fails_once_before_any_call(tmp_path: Path) -> None:
+    from storyengine.errors import InputError
+
+    engine, provider = engine_with(story_script)
+    async with engine:
+        with pytest.raises(InputError, match="scenes must be between"):
+            await collect(engine, ["A premise.", "Another."], out=tmp_path / "out", scenes=99)
+    assert provider.calls == 0

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import StoryEngineError
 from ..export import write_story
 from ..pipeline.checkpoint import new_run_id
+from ..pipeline.engine import check_inputs
 from ..schemas import Story
 from .outdir import BatchDir, StoryState
 from .premises import Entry, PremiseItem, PremiseLike, Rejected, load_premises, normalize
@@ -286,6 +287,8 @@ async def run_batch(
         if engine is None:
             raise ValueError("run_batch needs an engine or an executor")
         executor = LocalExecutor(engine, concurrency)
+    if scenes is not None:
+        check_inputs("the batch default", scenes)  # a bad --scenes fails once, not once per story
     entries = _entries(premises)
     batch_dir = BatchDir(out) if out is not None else None
     batch = _Batch(executor, batch_dir, on_event, len(entries))
