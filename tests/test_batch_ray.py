@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from storyengine.batch.ray_runner import RayExecutor, init_local_runtime, server_limits
+from storyengine.batch.ray_runner import RayExecutor, init_local_runtime, server_limits, task_cpus
 from storyengine.batch.runner import BatchResult
 from storyengine.config import Settings, parse_settings
 from storyengine.pipeline.engine import StoryEngine
@@ -153,3 +153,4 @@ narrative:
     assert server_limits(settings, 8) == (4, 1)  # 4 tasks, one call each at most
     assert server_limits(settings, 2) == (2, 2)  # 2 tasks, two scenes each
     assert server_limits(parse_settings(""), 8) == (8, 2)  # the embedded model: per worker
+    assert task_cpus(settings) == 0.25 and task_cpus(parse_settings("")) == 1.0

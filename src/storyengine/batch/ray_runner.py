@@ -63,6 +63,15 @@ def init_local_runtime(num_cpus: int = 2) -> None:
             os.environ["PYTHONPATH"] = saved
 
 
+def task_cpus(settings: Settings) -> float:
+    """Ray CPUs one story task reserves: a whole one when a route runs the embedded model in the
+    worker; a quarter when every route is a server (the task mostly waits on the network, and the
+    driver already caps the tasks in flight)."""
+    routed = {name for c in COMPONENTS for name in settings.narrative.providers.chain(c)}
+    servers = all(isinstance(settings.providers[name], OpenAIProviderSettings) for name in routed)
+    return 0.25 if servers else 1.0
+
+
 def server_limits(settings: Settings, concurrency: int) -> tuple[int, int]:
     """(tasks in flight, scene concurrency per task) that keep every server within `max_parallel`."""
     routed = {name for c in COMPONENTS for name in settings.narrative.providers.chain(c)}
@@ -103,6 +112,15 @@ async def _story_task(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def warm_worker() -> int:
+    """Render every template once in this worker (the first render of each starts Node), so
+    that cost is paid at startup, in parallel, and not by the first stories."""
+    from ..prompts.render import warm
+
+    warm()
+    return os.getpid()
+
+
 class RayExecutor:
     """Each story as a Ray task; results come back to the driver, which writes everything."""
 
@@ -139,7 +157,12 @@ class RayExecutor:
         if not ray.is_initialized():
             await asyncio.to_thread(self._init)
             self._owns_runtime = True
-        self._remote = ray.remote(max_retries=self.max_retries, retry_exceptions=False)(story_task)
+        cpus = task_cpus(self.settings)
+        self._remote = ray.remote(max_retries=self.max_retries, retry_exceptions=False, num_cpus=cpus)(
+            story_task
+        )
+        warm = ray.remote(num_cpus=cpus)(warm_worker)
+        await asyncio.gather(*(warm.remote() for _ in range(self.concurrency)))
 
     def _init(self) -> None:
         if not self.address:
