@@ -363,3 +363,24 @@ async def test_a_bad_default_scene_count_fails_once_before_any_call(tmp_path: Pa
         with pytest.raises(InputError, match="scenes must be between"):
             await collect(engine, ["A premise.", "Another."], out=tmp_path / "out", scenes=99)
     assert provider.calls == 0
+
+
+def test_the_progress_bar_shows_counts_rate_and_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from storyengine.batch.progress import BatchProgress, rate_and_eta
+
+    assert rate_and_eta(0, 10, 5.0) == (None, None)
+    assert rate_and_eta(2, 6, 60.0) == (2.0, 180.0)
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160)
+    base = {"total": 10, "skipped": 2, "rejected": 1, "running": 3}
+    with BatchProgress("rich", console) as progress:
+        progress({"event": "story_started", **base, "done": 0, "failed": 0, "elapsed": 1.0, "id": "a"})
+        failed = {"event": "story_ended", "status": "failed", "id": "b", "error": "server down"}
+        progress({**failed, **base, "done": 2, "failed": 1, "elapsed": 90.0})
+    text = buffer.getvalue()
+    assert "done 2  failed 1  running 3  skipped 2  rejected 1" in text
+    assert "2.0/min" in text and "ETA 2m00s" in text and "b: server down" in text

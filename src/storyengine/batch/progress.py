@@ -119,7 +119,7 @@ class Summary:
     def table(self, interrupted: bool = False) -> Table:
         data = self.as_dict(interrupted)
         title = "batch interrupted — run the same command again to resume" if interrupted else "batch"
-        table = Table(title=title, show_header=True)
+        table = Table(title=title, show_header=False)
         table.add_column("")
         table.add_column("", justify="right")
         for key in ("done", "failed", "skipped", "rejected"):

@@ -292,20 +292,24 @@ async def run_batch(
     entries = _entries(premises)
     batch_dir = BatchDir(out) if out is not None else None
     batch = _Batch(executor, batch_dir, on_event, len(entries))
-    await executor.start()
+    todo: list[PremiseItem] = []
+    ended: list[Rejected | BatchResult] = []
+    for entry in entries:
+        if isinstance(entry, Rejected):
+            ended.append(entry)
+            continue
+        item = _with_defaults(entry, scenes, seed)
+        skipped = batch.skipped(item)
+        if skipped is None:
+            todo.append(item)
+        else:
+            ended.append(skipped)
+    if todo:  # an unreachable cache or cluster is one error here, before any story starts
+        await executor.start()
     workers: list[asyncio.Task[None]] = []
     try:
-        todo: list[PremiseItem] = []
-        for entry in entries:
-            if isinstance(entry, Rejected):
-                result = batch.rejected(entry)
-            else:
-                item = _with_defaults(entry, scenes, seed)
-                skipped = batch.skipped(item)
-                if skipped is None:
-                    todo.append(item)
-                    continue
-                result = skipped
+        for early in ended:
+            result = batch.rejected(early) if isinstance(early, Rejected) else early
             batch.count(result)
             yield result
         batch.emit("batch_started", to_run=len(todo), concurrency=executor.concurrency)
