@@ -384,3 +384,19 @@ def test_the_progress_bar_shows_counts_rate_and_eta() -> None:
     text = buffer.getvalue()
     assert "done 2  failed 1  running 3  skipped 2  rejected 1" in text
     assert "2.0/min" in text and "ETA 2m00s" in text and "b: server down" in text
+
+
+def test_default_concurrency_follows_the_routed_providers() -> None:
+    from storyengine.batch.runner import default_concurrency
+    from storyengine.config import parse_settings
+
+    assert default_concurrency(parse_settings("")) == 1  # the embedded model serializes
+    server = parse_settings(
+        """
+providers:
+  srv: {type: openai, base_url: "http://127.0.0.1:9/v1", model: m, max_parallel: 3}
+narrative:
+  providers: {plot: srv, scene: srv, dialogue: srv, evaluation: srv, enhancement: srv, summarize: srv}
+"""
+    )
+    assert default_concurrency(server) == 6

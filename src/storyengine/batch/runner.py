@@ -144,6 +144,14 @@ def provider_slots(settings: Settings) -> int:
     return max((getattr(settings.providers[name], "max_parallel", 1) for name in routed), default=1)
 
 
+def default_concurrency(settings: Settings) -> int:
+    """Stories at once when not told: twice the slots of a server (a story has serial stretches,
+    its plot first, so more stories than slots keep every slot busy; the provider still never
+    makes more than `max_parallel` calls at once); 1 for the embedded model, which serializes."""
+    slots = provider_slots(settings)
+    return 2 * slots if slots > 1 else 1
+
+
 async def check_cache(engine: StoryEngine) -> None:
     """Raise now (ConfigError) when the configured cache server cannot be reached."""
     store = getattr(getattr(engine.router, "cache", None), "store", None)
@@ -157,7 +165,7 @@ class LocalExecutor:
 
     def __init__(self, engine: StoryEngine, concurrency: int | None = None) -> None:
         self.engine = engine
-        self.concurrency = max(1, concurrency or provider_slots(engine.settings))
+        self.concurrency = max(1, concurrency or default_concurrency(engine.settings))
 
     async def start(self) -> None:
         await check_cache(self.engine)

@@ -28,7 +28,7 @@ from ..pipeline.engine import StoryEngine
     "--concurrency",
     type=click.IntRange(1, 1024),
     default=None,
-    help="Stories at once (default: the routed providers' max_parallel; the embedded model: 1).",
+    help="Stories at once (default: twice a server's max_parallel; the embedded model: 1).",
 )
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config.yaml to use."
