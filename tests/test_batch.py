@@ -400,3 +400,12 @@ narrative:
 """
     )
     assert default_concurrency(server) == 6
+
+
+async def test_the_batch_bench_keeps_the_server_within_its_slots() -> None:
+    from storyengine.batch.bench import measure
+
+    result = await measure(stories=3, slots=2, latency=0.01, scenes=1)
+    assert result["done"] == 3 and result["provider_calls"] > 0
+    assert result["max_in_flight"] == 2  # busy, and never beyond max_parallel
+    assert result["ideal_s"] == pytest.approx(result["provider_calls"] * 0.01 / 2, abs=0.01)
