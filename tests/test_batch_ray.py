@@ -154,3 +154,35 @@ narrative:
     assert server_limits(settings, 2) == (2, 2)  # 2 tasks, two scenes each
     assert server_limits(parse_settings(""), 8) == (8, 2)  # the embedded model: per worker
     assert task_cpus(settings) == 0.25 and task_cpus(parse_settings("")) == 1.0
+
+
+def test_an_unreachable_ray_address_is_one_clear_error_before_any_story(tmp_path: Path) -> None:
+    """Ray itself waits minutes for a cluster that never answers; the batch gives up in time, in
+    one line, with no story started, and the process exits (run apart: Ray's state stays there)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    tests = Path(__file__).resolve().parent
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path[:0] = [{str(tests.parent / "src")!r}, {str(tests)!r}]
+        from test_pipeline import engine_with
+        from storyengine.providers.fake_story import story_script
+        from storyengine.batch.ray_runner import RayExecutor
+        from storyengine.errors import ConfigError
+        async def main():
+            engine, provider = engine_with(story_script)
+            executor = RayExecutor(engine, address="127.0.0.1:1", connect_timeout_s=3)
+            try:
+                async for _ in engine.batch(["A kite."], out={str(tmp_path / "out")!r}, executor=executor):
+                    print("a story ran")
+            except ConfigError as exc:
+                print("ConfigError:", exc, "calls:", provider.calls)
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "ConfigError: no answer from the Ray cluster at 127.0.0.1:1 within 3 s" in done.stdout
+    assert "calls: 0" in done.stdout and "a story ran" not in done.stdout

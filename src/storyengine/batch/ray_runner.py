@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ class RayExecutor:
         provider_factory: ProviderFactory | None = None,
         max_retries: int = 3,
         num_cpus: int = 2,
+        connect_timeout_s: float = 60.0,
     ) -> None:
         self._ray = _ray()
         self.engine = engine
@@ -147,6 +149,7 @@ class RayExecutor:
         self.provider_factory = provider_factory
         self.max_retries = max_retries
         self.num_cpus = num_cpus
+        self.connect_timeout_s = connect_timeout_s
         self.checkpoints = str(Path(engine.checkpoints.directory).resolve())
         self._owns_runtime = False
         self._remote: Any = None
@@ -155,7 +158,7 @@ class RayExecutor:
         await check_cache(self.engine)
         ray = self._ray
         if not ray.is_initialized():
-            await asyncio.to_thread(self._init)
+            await self._init_within(self.connect_timeout_s)
             self._owns_runtime = True
         cpus = task_cpus(self.settings)
         self._remote = ray.remote(max_retries=self.max_retries, retry_exceptions=False, num_cpus=cpus)(
@@ -163,6 +166,29 @@ class RayExecutor:
         )
         warm = ray.remote(num_cpus=cpus)(warm_worker)
         await asyncio.gather(*(warm.remote() for _ in range(self.concurrency)))
+
+    async def _init_within(self, seconds: float) -> None:
+        """`ray.init` in a daemon thread: an address that never answers (Ray waits for it for
+        minutes) is one ConfigError after `seconds`, and cannot keep the process from exiting."""
+        finished = threading.Event()
+        failure: list[BaseException] = []
+
+        def init() -> None:
+            try:
+                self._init()
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=init, name="ray-init", daemon=True).start()
+        if not await asyncio.to_thread(finished.wait, seconds):
+            raise ConfigError(
+                f"no answer from the Ray cluster at {self.address} within {seconds:.0f} s; give a running "
+                "cluster (ray://HOST:10001 or auto), or leave out the address for a local Ray runtime"
+            )
+        if failure:
+            raise failure[0]
 
     def _init(self) -> None:
         if not self.address:
