@@ -6,6 +6,7 @@ import os
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from platformdirs import user_cache_dir, user_data_dir, user_log_dir
@@ -82,13 +83,47 @@ class RetrySettings(_Strict):
     breaker_cooldown: float = Field(default=60.0, gt=0.0)
 
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 class CacheSettings(_Strict):
     enabled: bool = True
+    # Where answers persist: one SQLite file (`path`), or a Redis server (`url`) that several
+    # processes or machines share (`pip install 'storyengine[redis]'`).
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str | None = None
     path: Path | None = None
     ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     memory_entries: int = Field(default=512, ge=0)
     cache_creative_with_seed_only: bool = True
     legacy_keys: bool = True
+
+    @model_validator(mode="after")
+    def _url_fits_backend(self) -> CacheSettings:
+        if self.url is None:
+            return self
+        if self.backend != "redis":
+            raise ValueError("cache.url is only used with cache.backend: redis")
+        parsed = urlsplit(self.url)
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"cache.url {self.url!r} is not a Redis URL; write redis://HOST:PORT/DB "
+                "(or rediss:// for TLS, unix:///path/to/redis.sock)"
+            )
+        if parsed.scheme != "unix" and not parsed.hostname:
+            raise ValueError(f"cache.url {self.url!r} names no host; write redis://HOST:PORT/DB")
+        try:
+            parsed.port  # noqa: B018  (raises for a port that is not a number)
+        except ValueError:
+            raise ValueError(f"cache.url {self.url!r} has a port that is not a number") from None
+        db = parsed.path.strip("/")
+        if parsed.scheme != "unix" and db and not db.isdigit():
+            raise ValueError(f"cache.url {self.url!r}: the database after the port must be a number")
+        return self
+
+    @property
+    def redis_url(self) -> str:
+        return self.url or DEFAULT_REDIS_URL
 
 
 class LoggingSettings(_Strict):

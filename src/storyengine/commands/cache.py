@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from ..config import Settings, load_settings
 from ..errors import InputError
 from ..routing.cache_store import CacheStats, SqliteEntries, remove_cache_file
+
+if TYPE_CHECKING:
+    from ..routing.redis_store import RedisEntries
+
+T = TypeVar("T")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
@@ -76,7 +84,34 @@ def _render(stats: CacheStats) -> str:
     return "\n".join(lines)
 
 
+def _redis(settings: Settings, action: Callable[[RedisEntries], Awaitable[T]]) -> T:
+    """Run `action` on the configured Redis cache; a clear InputError when it cannot."""
+    from ..routing.redis_store import RedisEntries, redacted, require_redis
+
+    require_redis()  # a ConfigError that says how to install it
+
+    async def run() -> T:
+        entries = RedisEntries(settings.cache.redis_url, ttl_seconds=settings.cache.ttl_seconds)
+        try:
+            return await action(entries)
+        finally:
+            await entries.aclose()
+
+    import redis.exceptions
+
+    url = redacted(settings.cache.redis_url)
+    try:
+        return asyncio.run(run())
+    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise InputError(f"cannot reach the Redis cache at {url}: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise InputError(f"the Redis cache at {url} failed: {exc}") from None
+
+
 def collect_stats(settings: Settings) -> CacheStats:
+    if settings.cache.backend == "redis":
+        expired_before = time.time() - settings.cache.ttl_seconds
+        return _redis(settings, lambda entries: entries.stats(expired_before=expired_before))
     path = settings.cache_path
     if not path.exists():
         return CacheStats(path=str(path))
@@ -115,7 +150,17 @@ def stats_command(config_path: Path | None, as_json: bool) -> None:
 def clear_command(config_path: Path | None, older_than: str | None) -> None:
     """Delete cached answers."""
     max_age = parse_duration(older_than) if older_than is not None else None
-    path = load_settings(config_path).cache_path
+    settings = load_settings(config_path)
+    scope = "" if older_than is None else f" older than {older_than}"
+    if settings.cache.backend == "redis":
+        from ..routing.redis_store import redacted
+
+        cutoff = None if max_age is None else time.time() - max_age
+        count = _redis(settings, lambda entries: entries.clear(created_before=cutoff))
+        where = redacted(settings.cache.redis_url)
+        click.echo(f"deleted {count} entr{'y' if count == 1 else 'ies'}{scope} from {where}")
+        return
+    path = settings.cache_path
     if not path.exists():
         click.echo(f"nothing to clear: no cache at {path}")
         return
@@ -137,7 +182,6 @@ def clear_command(config_path: Path | None, older_than: str | None) -> None:
         raise InputError(f"cannot clear the response cache {path} ({exc})") from None
     finally:
         db.close()
-    scope = "" if older_than is None else f" older than {older_than}"
     click.echo(f"deleted {deleted} entr{'y' if deleted == 1 else 'ies'}{scope} from {path}")
 
 

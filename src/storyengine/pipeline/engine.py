@@ -428,6 +428,12 @@ class StoryEngine:
         found.story = story
         return found
 
+    def batch(self, premises: Any, **options: Any) -> Any:
+        """An async iterator of `storyengine.batch.BatchResult`s as stories end (see `run_batch`)."""
+        from ..batch.runner import run_batch
+
+        return run_batch(self, premises, **options)
+
 
 def next_round(state: RunState) -> None:
     """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`)."""

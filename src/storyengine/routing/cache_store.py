@@ -307,11 +307,20 @@ class ResponseCache:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResponseCache:
+        """The cache `settings.cache` describes: SQLite by default, Redis for `backend: redis`."""
+        if settings.cache.backend == "redis":
+            from .redis_store import RedisResponseCache
+
+            return RedisResponseCache.from_settings(settings)
         return cls(
             settings.cache_path,
             ttl_seconds=settings.cache.ttl_seconds,
             memory_entries=settings.cache.memory_entries,
         )
+
+    async def check(self) -> None:
+        """Raise a ConfigError now when the persistent tier cannot be reached (a no-op for SQLite)."""
+        return None
 
     @property
     def persistent(self) -> bool:
@@ -331,7 +340,7 @@ class ResponseCache:
         entry = self._memory.get(key, fresh_after=fresh_after)
         if entry is not None:
             return entry
-        row = await self._on_disk(lambda db: db.get(key))
+        row = await self._load(key)
         if row is None:
             return None
         completion_json, component, created_at, hits = row
@@ -350,18 +359,17 @@ class ResponseCache:
         stored = completion.model_copy(deep=True, update={"cached": False})
         entry = CacheEntry(stored, component, self._clock())
         self._memory.put(key, entry)
-        payload = stored.model_dump_json()
-        await self._on_disk(lambda db: db.put(key, payload, component, entry.created_at))
+        await self._store(key, stored.model_dump_json(), component, entry.created_at)
 
     async def delete(self, key: str) -> None:
         self._memory.pop(key)
-        await self._on_disk(lambda db: db.delete(key))
+        await self._remove(key)
 
     async def rename(self, old_key: str, new_key: str) -> None:
         entry = self._memory.pop(old_key)
         if entry is not None:
             self._memory.put(new_key, entry)
-        await self._on_disk(lambda db: db.rename(old_key, new_key))
+        await self._move(old_key, new_key)
 
     async def record(self, component: str, *, hit: bool, key: str | None = None) -> None:
         """Count one lookup for `component` (and, for a hit, on the entry under `key`)."""
@@ -370,6 +378,22 @@ class ResponseCache:
             counted.hits += 1
         else:
             counted.misses += 1
+        await self._count(component, hit=hit, key=key)
+
+    # -- the persistent tier (SQLite here; `RedisResponseCache` overrides these) --
+    async def _load(self, key: str) -> tuple[str, str, float, int] | None:
+        return await self._on_disk(lambda db: db.get(key))
+
+    async def _store(self, key: str, payload: str, component: str, created_at: float) -> None:
+        await self._on_disk(lambda db: db.put(key, payload, component, created_at))
+
+    async def _remove(self, key: str) -> None:
+        await self._on_disk(lambda db: db.delete(key))
+
+    async def _move(self, old_key: str, new_key: str) -> None:
+        await self._on_disk(lambda db: db.rename(old_key, new_key))
+
+    async def _count(self, component: str, *, hit: bool, key: str | None) -> None:
         await self._on_disk(lambda db: db.record(component, hit=hit, key=key))
 
     def clear_memory(self) -> None:
