@@ -145,10 +145,10 @@ def test_lower_bound_is_the_true_optimum_on_small_stories(scenes: int, slots: in
 
 
 def test_lower_bound_known_cases_and_never_above_a_real_schedule() -> None:
-    assert len(story_graph(6).needs) == 2 + 4 * 6 + 4
-    assert lower_bound_steps(story_graph(6), 4) == 12  # 2 + ceil(24 / 4) + 4
-    assert lower_bound_steps(story_graph(6), 1) == 30  # one slot: every call in turn
-    assert lower_bound_steps(story_graph(6), 12) == 10  # unlimited: the longest path
+    assert len(story_graph(6).needs) == 4 + 4 * 6 + 4  # plot, bible, 6 × (scene, dialogue), after
+    assert lower_bound_steps(story_graph(6), 4) == 14  # 4 + ceil(24 / 4) + 4
+    assert lower_bound_steps(story_graph(6), 1) == 32  # one slot: every call in turn
+    assert lower_bound_steps(story_graph(6), 12) == 12  # unlimited: the longest path
     for scenes, slots in itertools.product(range(1, 9), range(1, 7)):
         graph = story_graph(scenes)
         bound = lower_bound_steps(graph, slots)

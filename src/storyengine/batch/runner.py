@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config import COMPONENTS
 from ..errors import StoryEngineError
 from ..export import write_story
 from ..pipeline.checkpoint import new_run_id
@@ -106,7 +107,14 @@ async def run_story(engine: StoryEngine, item: PremiseItem, run_id: str) -> Stor
     """
     started = datetime.now(UTC) - timedelta(seconds=1)
     try:
-        if engine.checkpoints.path(run_id).exists():
+        state = (
+            await asyncio.to_thread(engine.checkpoints.load, run_id)
+            if engine.checkpoints.path(run_id).exists()
+            else None
+        )
+        if state is not None and state.header.get("status") == "done":  # finished, not yet written out
+            story = (await asyncio.to_thread(engine.runs.version, run_id)).the_story()
+        elif state is not None:
             story = await engine.resume(run_id)
         else:
             story = await engine.generate(item.premise, scenes=item.scenes, seed=item.seed, run_id=run_id)
@@ -136,11 +144,7 @@ class Executor(Protocol):
 
 def provider_slots(settings: Settings) -> int:
     """How many calls the routed providers take at once: the largest `max_parallel` (embedded: 1)."""
-    routed = {
-        name
-        for c in ("plot", "scene", "dialogue", "evaluation", "enhancement", "summarize")
-        for name in settings.narrative.providers.chain(c)
-    }
+    routed = {name for c in COMPONENTS for name in settings.narrative.providers.chain(c)}
     return max((getattr(settings.providers[name], "max_parallel", 1) for name in routed), default=1)
 
 

@@ -66,8 +66,10 @@ def story_graph(scenes: int) -> Graph:
     if scenes < 1:
         raise ValueError("a story has at least one scene")
     needs: dict[str, tuple[str, ...]] = {"plot.draft": (), "plot": ("plot.draft",)}
+    needs["bible.draft"] = ("plot",)  # the story bible: who is who, before any scene is written
+    needs["bible"] = ("bible.draft",)
     for i in range(scenes):
-        needs[f"scene.{i}.draft"] = ("plot",)
+        needs[f"scene.{i}.draft"] = ("bible",)
         needs[f"scene.{i}"] = (f"scene.{i}.draft",)
     for i in range(scenes):
         needs[f"dialogue.{i}.draft"] = tuple(f"scene.{j}" for j in range(i + 1))

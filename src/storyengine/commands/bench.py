@@ -243,6 +243,42 @@ def cache_bench(
     _emit(report, as_json)
 
 
+@bench.command("completion")
+@click.option("--premises", type=int, default=20, show_default=True, help="Premises from the project's set.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per premise.")
+@click.option("--scenes", type=int, default=1, show_default=True)
+@_provider_options
+@_json_option
+@click.pass_context
+def completion_bench(
+    ctx: click.Context,
+    premises: int,
+    seeds: int,
+    scenes: int,
+    provider: str | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Premises × seeds short stories: complete, complete with a gap, failed; one resume per failure."""
+    from ..bench.completion import run_completion_bench
+    from ..bench.harness import bench_settings
+
+    for name, value in (("--premises", premises), ("--seeds", seeds), ("--scenes", scenes)):
+        _positive(name, value)
+    settings = bench_settings(config_path, provider)
+    report = _run(
+        run_completion_bench(
+            _report(ctx, "completion"),
+            settings,
+            premises=premises,
+            seeds=seeds,
+            scenes=scenes,
+            progress=_progress(),
+        )
+    )
+    _emit(report, as_json)
+
+
 @bench.command("validity")
 @click.option(
     "--premises", "count", type=int, default=30, show_default=True, help="Built-in premises to use."
