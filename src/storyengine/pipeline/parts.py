@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
+from ..sanity import similar
 from ..schemas import (
     EVALUATION_CRITERIA,
     CriterionScore,
@@ -31,7 +32,7 @@ from ..schemas import (
     DialogueLine,
     Enhancement,
     Evaluation,
-    Name,
+    PersonName,
     PlotBeat,
     PlotStructure,
     Scene,
@@ -49,7 +50,7 @@ STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "
 
 
 class _NameModel(BaseModel):
-    name: Name
+    name: PersonName
 
 
 CrossCheck = Callable[[dict[str, Any], dict[str, Any]], str | None]
@@ -122,18 +123,18 @@ def _model_of(model: type[BaseModel], fields: list[str]) -> type[BaseModel]:
 def _distinct(key: str, label: str, allowed: int = 0) -> CrossCheck:
     """Reject a value of `key` that the assembled items already use more than `allowed` times.
 
-    Compared by words only (case, spacing and punctuation ignored): stricter than the full
-    model's own uniqueness rules, so an object assembled from checked parts cannot fail them.
+    Compared as the full models compare (`sanity.similar`: the same words, or mostly the
+    same words), never looser, so an object assembled from checked parts cannot fail them.
     """
 
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine = word_key(str(value[key]))
+        mine = str(value[key])
         used = sum(
             1
             for items in assembled.values()
             if isinstance(items, list)
             for item in items
-            if isinstance(item, dict) and word_key(str(item.get(key, ""))) == mine
+            if isinstance(item, dict) and key in item and similar(str(item[key]), mine)
         )
         if used > allowed:
             return f"{key}: {value[key]!r} was already used; write a different {label}"
@@ -165,12 +166,12 @@ def _each_once(key: str) -> CrossCheck:
     return check
 
 
-def _differs(key: str, other: str) -> CrossCheck:
+def _differs(key: str, other: str, fixed: dict[str, Any] | None = None) -> CrossCheck:
     """Reject a `key` that only repeats `other` (compared by words, as the full models do)."""
 
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine, theirs = word_key(str(value.get(key, ""))), word_key(str({**assembled, **value}.get(other, "")))
-        if mine and mine == theirs:
+        mine, theirs = str(value.get(key, "")), str({**assembled, **(fixed or {}), **value}.get(other, ""))
+        if word_key(mine) and similar(mine, theirs):
             return f"{key} only repeats the {other}; say something new"
         return None
 
@@ -364,6 +365,10 @@ def evaluation_parts() -> PartPlan:
                 _model_of(CriterionScore, ["score", "rationale"]),
                 item_of="scores",
                 extra={"criterion": criterion},
+                check=_all(
+                    _distinct("rationale", f"reason, about {criterion} only"),
+                    _differs("rationale", "criterion", {"criterion": criterion}),
+                ),
             )
         )
     plan: PartPlan = [
@@ -410,7 +415,9 @@ def enhancement_parts(suggestions: int = 2) -> list[Part]:
             item,
             Suggestion,
             item_of="suggestions",
-            check=_all(_differs("change", "problem"), _distinct("change", "change")),
+            check=_all(
+                _differs("change", "problem"), _distinct("change", "change"), _distinct("problem", "problem")
+            ),
             slice_of=(i, suggestions),
             optional=i >= 1,
         )
