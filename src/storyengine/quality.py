@@ -59,9 +59,9 @@ STOPWORDS = frozenset(
 )
 TENSION_WORDS = frozenset(
     """afraid alarm anger angry attack blood break breaks broke chase crash cries cry danger dark
-    dead death desperate die dies escape explode fear fight fire flee force gun hide horror hurt
-    kill last lie lies lost must never panic rage risk run runs scream shout shouts shock sudden
-    suddenly terror threat trap trapped warn warning wound""".split()
+    dead death desperate die dies escape explode fear fight fire flee gun hide horror hurt kill
+    lost panic rage risk run runs scream screams shout shouts shock sudden suddenly terror threat
+    trap trapped warn warning wound""".split()
 )
 PROSE_FIELDS = ("purpose", "description", "setting", "summary", "text", "rationale", "problem", "change")
 # The issue's goals, as the checks a story must pass (name -> description).
@@ -111,7 +111,7 @@ _PREFIX = re.compile(
     r"^\s*(?:#+\s*|>\s*|(?:A|Q|Answer|Response|Assistant|Output|Prose|Story|Scene(?:\s+\d+(?:\s+of\s+\d+)?)?)\s*:\s*)+",
     re.I,
 )
-_HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*[:.]?|title\s*:.*|scene\s+\d+.*)$", re.I)
+_HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*.*|title\s*:.*|scene\s+\d+.*)$", re.I)
 
 
 def clean_prose(text: str) -> str:
@@ -130,9 +130,9 @@ def clean_prose(text: str) -> str:
                 paragraphs.append(current)
                 current = []
             continue
+        line = _PREFIX.sub("", line)
         if _HEADING_LINE.match(line) and not _TERMINAL.search(line.strip().rstrip("*")):
             continue
-        line = _PREFIX.sub("", line)
         line = re.sub(r"\*\*|__|`+|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w)", "", line).replace("#", "")
         if line.strip():
             current.append(line.strip())
@@ -143,6 +143,7 @@ def clean_prose(text: str) -> str:
     for paragraph in paragraphs:
         fresh = []
         for sentence in sentences(" ".join(paragraph)):
+            sentence = " ".join(sentence.split())
             key = word_key(sentence)
             if not key or key in seen or loop_problem(sentence):
                 continue

@@ -57,11 +57,16 @@ PREMISE_MAX = 10_000
 EVALUATION_CRITERIA = ("coherence", "character", "pacing", "dialogue", "originality")
 
 
+def _lenient(info: ValidationInfo) -> bool:
+    """Whether this validation reads a story written before the sanity rules (quality.load_story)."""
+    return isinstance(info.context, dict) and info.context.get(LENIENT) is True
+
+
 def _rule(*rules: Callable[[str], str | None]) -> AfterValidator:
     """A field validator that raises the first problem any of `rules` finds (a re-ask reason)."""
 
     def check(text: str, info: ValidationInfo) -> str:
-        if isinstance(info.context, dict) and info.context.get(LENIENT) is True:
+        if _lenient(info):
             return text  # reading a story written before these rules, to measure it (quality.py)
         for rule in rules:
             problem = rule(text)
@@ -288,7 +293,7 @@ class Evaluation(_Model):
 
     @field_validator("scores")
     @classmethod
-    def _each_criterion_once(cls, scores: list[CriterionScore]) -> list[CriterionScore]:
+    def _each_criterion_once(cls, scores: list[CriterionScore], info: ValidationInfo) -> list[CriterionScore]:
         counts = Counter(s.criterion for s in scores)
         twice = [c for c, n in counts.items() if n > 1]
         missing = [c for c in EVALUATION_CRITERIA if c not in counts]
@@ -301,7 +306,7 @@ class Evaluation(_Model):
             raise ValueError(
                 f"score each criterion exactly once ({', '.join(EVALUATION_CRITERIA)}); {'; '.join(problems)}"
             )
-        copied = first_similar([s.rationale for s in scores])
+        copied = None if _lenient(info) else first_similar([s.rationale for s in scores])
         if copied:
             first, again = (scores[i].criterion for i in copied)
             raise ValueError(
@@ -344,8 +349,8 @@ class Enhancement(_Model):
 
     @field_validator("suggestions")
     @classmethod
-    def _no_repeated_suggestion(cls, suggestions: list[Suggestion]) -> list[Suggestion]:
-        for key in ("change", "problem"):
+    def _no_repeated_suggestion(cls, suggestions: list[Suggestion], info: ValidationInfo) -> list[Suggestion]:
+        for key in () if _lenient(info) else ("change", "problem"):
             copied = first_similar([getattr(s, key) for s in suggestions])
             if copied:
                 first, again = copied
