@@ -163,6 +163,12 @@ def test_a_high_score_for_a_failing_story_is_marked_unreliable() -> None:
     assert mark_evaluation(story()).evaluation.reliable is True  # a middling score is not contradicted
 
 
+def test_premise_coverage_counts_the_story_not_the_models_comments_on_it() -> None:
+    data = story_data()
+    data["evaluation"]["summary"] = "The future self of the keeper is written well."
+    assert quality_report(Story.model_validate(data)).premise_coverage == pytest.approx(5 / 8, abs=0.001)
+
+
 def test_speakers_outside_the_cast_are_reported() -> None:
     loaded = story().model_copy(deep=True)
     loaded.scenes[0].dialogue.lines[0].speaker = "Cy"  # an old file may hold anything
@@ -202,6 +208,10 @@ def test_plot_drafts_must_name_the_beats_asked_for() -> None:
     good = "1. Arrival: Ana finds the bottle.\n2. Storm: the lamp fails.\n3. Dawn: the ferry returns."
     assert draft_problems("plot", good, premise=PREMISE, beats=3) == []
     assert "names 3 of the 5" in draft_problems("plot", good, premise=PREMISE, beats=5)[0]
+    bold = "\n".join(
+        ["**1. Arrival**: Ana finds the bottle.", "**Beat 2: Storm** - it fails.", "- Dawn: it ends."]
+    )
+    assert draft_problems("plot", bold, premise=PREMISE, beats=3) == []
 
 
 def test_scene_drafts_that_are_empty_short_looping_or_off_topic_are_redrawn() -> None:

@@ -10,7 +10,8 @@
   prose fields without final punctuation (a softer measure than "cut off");
 - copied rationales and suggestions (sanity.similar);
 - premise coverage: the share of the premise's content words (not in STOPWORDS, 3+ letters,
-  compared by a crude stem) found anywhere in the story;
+  compared by a crude stem) found in the story (its plot, scenes, prose and dialogue; not in
+  the model's evaluation or enhancement of it);
 - cast consistency: speakers outside their scene's cast; capitalised words used as names in a
   scene's prose (not at a sentence start) that no cast list holds;
 - words of prose per scene (what story.md shows: the prose, else the summary);
@@ -195,7 +196,11 @@ def draft_problems(
             problems.append(f"the {component} draft loops: {tandem}")
     if component == "plot":
         wanted = beats or 3
-        named = sum(1 for line in text.splitlines() if _BEAT_LINE.match(line) and len(words(line)) >= 3)
+        named = sum(
+            1
+            for line in text.splitlines()
+            if _BEAT_LINE.match(line.lstrip("*_#> ")) and len(words(line)) >= 3
+        )
         if named < wanted:
             problems.append(
                 f"the plot draft names {named} of the {wanted} beats asked for; write a numbered list "
@@ -481,9 +486,9 @@ def quality_report(story: Story) -> QualityReport:
     tokens = [w for s in reading for w in words(s)]
     bigrams = list(itertools.pairwise(tokens))
 
-    everything = (
-        " ".join(text for _, _, text in _fields(story)) + " " + " ".join(scene_prose(i) for i in story.scenes)
-    )
+    # The story itself (plan, scenes, prose, dialogue): not the model's evaluation of it.
+    told = [text for where, _, text in _fields(story) if where.startswith(("plot.", "scenes["))]
+    everything = " ".join(told + [scene_prose(item) for item in story.scenes])
     premise_words = content_words(story.premise)
     present = {stem(w) for w in words(everything)}
     found = [w for w in premise_words if stem(w) in present]
