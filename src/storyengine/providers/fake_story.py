@@ -175,8 +175,10 @@ def _instance(schema: dict[str, Any], name: str, index: int) -> Any:
     if kind == "boolean":
         return index % 2 == 0
     pattern = schema.get("pattern", "")
-    if pattern.startswith("^["):  # a name whose initial the schema chooses (distinct by construction)
-        return pattern[2] + "ara"
+    if pattern.startswith(("^[", "^(")):  # a name whose initial the schema chooses (distinct by construction)
+        fitting = [f"{c}ara" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if re.fullmatch(pattern, f"{c}ara")]
+        if fitting:
+            return fitting[0]
     if name in ("characters", "speaker"):
         return NAMES[index % len(NAMES)]
     limit = schema.get("maxLength", 300)
