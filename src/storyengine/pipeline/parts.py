@@ -120,12 +120,28 @@ def notes_slice(draft: str, index: int, total: int) -> str:
     return "\n".join(units[start:end])
 
 
+# Any character but those of JSON debris: no braces, brackets, double quotes, backslashes or line
+# breaks in a free-text field. The schemas reject debris in text; in parts the grammar does not
+# offer it (measured: SmolLM2 re-asked about "{{A-L-E-Y...}}" wrote it again every time).
+PLAIN_CHARACTER = r'[^{}\[\]"\\\n]'
+
+
+def _plain(prop: dict[str, Any]) -> dict[str, Any]:
+    """A string property without its own pattern or enum, restricted to PLAIN_CHARACTERs."""
+    if prop.get("type") != "string" or "pattern" in prop or "enum" in prop:
+        return prop
+    low, high = prop.get("minLength", 1), prop.get("maxLength", 120)
+    return {**prop, "pattern": f"^{PLAIN_CHARACTER}{{{low},{high}}}$"}
+
+
 def _slice(
     schema: dict[str, Any], fields: list[str], overrides: dict[str, dict[str, Any]] | None = None
 ) -> dict:
     # An optional field (dropped from the decoding schema) is a plain bounded string here.
     plain = {"type": "string", "minLength": 1, "maxLength": 120}
-    properties = {f: {**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})} for f in fields}
+    properties = {
+        f: _plain({**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})}) for f in fields
+    }
     return {"type": "object", "properties": properties, "required": fields, "additionalProperties": False}
 
 
@@ -182,12 +198,14 @@ def _each_once(key: str) -> CrossCheck:
     return check
 
 
-def _differs(key: str, other: str, fixed: dict[str, Any] | None = None) -> CrossCheck:
-    """Reject a `key` that only repeats `other` (compared by words, as the full models do)."""
+def _differs(key: str, other: str, fixed: dict[str, Any] | None = None, *, loose: bool = False) -> CrossCheck:
+    """Reject a `key` that only repeats `other`, compared as the full model compares the two:
+    the same words, or with `loose` also mostly the same words (`sanity.similar`)."""
 
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
         mine, theirs = str(value.get(key, "")), str({**assembled, **(fixed or {}), **value}.get(other, ""))
-        if word_key(mine) and similar(mine, theirs):
+        same = similar(mine, theirs) if loose else word_key(mine) == word_key(theirs)
+        if word_key(mine) and same:
             return f"{key} only repeats the {other}; say something new"
         return None
 
@@ -432,7 +450,9 @@ def enhancement_parts(suggestions: int = 2) -> list[Part]:
             Suggestion,
             item_of="suggestions",
             check=_all(
-                _differs("change", "problem"), _distinct("change", "change"), _distinct("problem", "problem")
+                _differs("change", "problem", loose=True),
+                _distinct("change", "change"),
+                _distinct("problem", "problem"),
             ),
             slice_of=(i, suggestions),
             optional=i >= 1,

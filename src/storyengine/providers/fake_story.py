@@ -175,7 +175,8 @@ def _instance(schema: dict[str, Any], name: str, index: int) -> Any:
     if kind == "boolean":
         return index % 2 == 0
     pattern = schema.get("pattern", "")
-    if pattern.startswith(("^[", "^(")):  # a name whose initial the schema chooses (distinct by construction)
+    # A name whose initial the schema chooses (distinct by construction): "^[ABC]..." or "^([BC]...|A(...))".
+    if re.match(r"\^\(?\[?[A-Z]", pattern):
         fitting = [f"{c}ara" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if re.fullmatch(pattern, f"{c}ara")]
         if fitting:
             return fitting[0]
