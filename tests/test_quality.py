@@ -16,6 +16,7 @@ from storyengine.cli import main
 from storyengine.quality import (
     GOALS,
     NotAStory,
+    cast_problems,
     clean_prose,
     draft_problems,
     load_story,
@@ -167,6 +168,13 @@ def test_premise_coverage_counts_the_story_not_the_models_comments_on_it() -> No
     data = story_data()
     data["evaluation"]["summary"] = "The future self of the keeper is written well."
     assert quality_report(Story.model_validate(data)).premise_coverage == pytest.approx(5 / 8, abs=0.001)
+
+
+def test_a_scene_cast_that_misses_the_names_its_prose_uses_is_a_problem() -> None:
+    prose = "The keeper waits. Then Sarah climbs the stairs, and John follows her with the lamp."
+    problems = cast_problems(["A Keeper", "Bottle"], prose, known=PREMISE)
+    assert len(problems) == 1 and "names John, Sarah" in problems[0]
+    assert cast_problems(["Sarah", "John Reed"], prose, known=PREMISE) == []
 
 
 def test_speakers_outside_the_cast_are_reported() -> None:

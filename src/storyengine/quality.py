@@ -425,21 +425,43 @@ def _tension(text: str) -> float:
     return round(100 * hits / len(tokens), 2)
 
 
+def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, a person's
+    name by sanity.person_name_problem), except those in `known` (lower case), sorted."""
+    found: set[str] = set()
+    for sentence in sentences(text):
+        for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
+            name = match.group(1)
+            lower = name.casefold()
+            if lower in known or lower in STOPWORDS or name in ("I", "I'm"):
+                continue
+            if person_name_problem(name) is None:
+                found.add(name)
+    return sorted(found)
+
+
+def cast_problems(cast: list[str], prose: str, *, known: str = "") -> list[str]:
+    """Names the prose of a scene uses that its cast does not hold (words of `known`, e.g. the
+    premise and title, are not names to ask about). One sentence per problem, for a re-ask."""
+    words_of_cast = {w.casefold() for name in cast for w in name.split()}
+    words_known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", known)}
+    outside = names_in(prose, frozenset(words_of_cast | words_known))
+    if not outside:
+        return []
+    return [
+        f"the scene's prose names {', '.join(outside)}, who are not in its cast ({', '.join(cast)}); "
+        "list the characters who appear in the scene"
+    ]
+
+
 def _names_not_in_cast(story: Story) -> list[str]:
     cast = {w.casefold() for name in story.plot.characters for w in name.split()}
     for item in story.scenes:
         cast |= {w.casefold() for name in item.scene.characters for w in name.split()}
     known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", f"{story.premise} {story.plot.title}")}
-    found: Counter[str] = Counter()
+    found: set[str] = set()
     for item in story.scenes:
-        for sentence in sentences(item.prose or ""):
-            for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
-                name = match.group(1)
-                lower = name.casefold()
-                if lower in cast or lower in known or lower in STOPWORDS or name in ("I", "I'm"):
-                    continue
-                if person_name_problem(name) is None:
-                    found[name] += 1
+        found.update(names_in(item.prose or "", frozenset(cast | known)))
     return sorted(found)
 
 
@@ -600,11 +622,13 @@ __all__ = [
     "NotAStory",
     "QualityReport",
     "SceneQuality",
+    "cast_problems",
     "clean_prose",
     "content_words",
     "draft_problems",
     "load_story",
     "mark_evaluation",
+    "names_in",
     "quality_report",
     "rubric_verdict",
     "scene_prose",
