@@ -47,7 +47,10 @@ def test_each_new_name_must_start_with_an_unused_initial() -> None:
     pattern = part.schema["properties"]["name"]["pattern"]
     assert re.match(pattern, "Ilse Vane") and not re.match(pattern, "Mina") and not re.match(pattern, "Tom")
     assert not re.match(pattern, "{ ") and not re.match(pattern, " ")
-    assert NAME_PATTERN.startswith("^[A-Z")
+    for name in ("Ana", "Anna", "Theo", "Thea", "Tom Reed", "Ilse Vane"):
+        assert re.match(NAME_PATTERN, name), name
+    for phrase in ("The Lighthouse", "An Owl", "A Keeper", "the keeper", "Mara-"):
+        assert not re.match(NAME_PATTERN, phrase), phrase
 
     beat = plan[-1]
     assert callable(beat)

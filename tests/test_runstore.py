@@ -68,7 +68,7 @@ async def test_a_failed_run_is_recorded_with_its_error_and_its_resume_adds_versi
     healthy = {"on": False}
 
     def flaky(request: CompletionRequest) -> Any:
-        if request.component == "enhancement" and not healthy["on"]:
+        if request.component == "dialogue" and not healthy["on"]:  # a required step
             return ProviderUnavailable("connection refused", provider="embedded")
         return story_script(request)
 

@@ -96,11 +96,21 @@ def test_valid_plot_is_accepted_and_strings_are_stripped() -> None:
 
 def test_optional_plot_fields_default() -> None:
     data = plot_data()
-    del data["title"], data["characters"]
+    del data["characters"]
     plot = PlotStructure.model_validate(data)
-    assert plot.title is None
     assert plot.characters == []
     assert plot.beats[0].description is None
+
+
+def test_a_plot_without_a_title_is_rejected_but_an_old_story_without_one_loads() -> None:
+    data = plot_data()
+    del data["title"]
+    with pytest.raises(ValidationError) as exc:
+        PlotStructure.model_validate(data)
+    assert exc.value.errors()[0]["loc"] == ("title",)
+    old = story_data()
+    old["plot"]["title"] = None
+    assert Story.model_validate(old).plot.title == "Untitled"
 
 
 @pytest.mark.parametrize("tension", [0, 11, -3, "7", 7.0, 7.5, True, None])
@@ -263,10 +273,10 @@ def test_speakers_must_come_from_the_cast_and_take_its_spelling() -> None:
     data["lines"][1]["speaker"] = "bo"
     dialogue = Dialogue.model_validate(data, context={"cast": ["Ana", "Bo"]})
     assert dialogue.lines[1].speaker == "Bo"
-    data["lines"][1]["speaker"] = "Narrator"
+    data["lines"][1]["speaker"] = "Nadia"
     with pytest.raises(ValidationError) as exc:
         Dialogue.model_validate(data, context={"cast": ["Ana", "Bo"]})
-    assert "'Narrator'" in messages(exc) and "Ana, Bo" in messages(exc)
+    assert "'Nadia'" in messages(exc) and "Ana, Bo" in messages(exc)
 
 
 def test_a_line_repeated_more_than_twice_is_a_loop() -> None:

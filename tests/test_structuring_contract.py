@@ -33,7 +33,7 @@ BEATS = [
     {"name": "Climax", "purpose": "Ana confronts Bo at the lamp", "tension": 10},
     {"name": "Dawn", "purpose": "The ferry returns", "tension": 3},
 ]
-GOOD = json.dumps({"structure_type": "three-act", "beats": BEATS}, indent=2)
+GOOD = json.dumps({"structure_type": "three-act", "title": "The Lamp", "beats": BEATS}, indent=2)
 
 
 def plot_json(**changes: Any) -> str:
@@ -41,16 +41,16 @@ def plot_json(**changes: Any) -> str:
     for key, value in changes.items():
         index, field = key.split("_", 1)
         beats[int(index.removeprefix("b"))][field] = value
-    return json.dumps({"structure_type": "three-act", "beats": beats})
+    return json.dumps({"structure_type": "three-act", "title": "The Lamp", "beats": beats})
 
 
 def same_tensions() -> str:
-    return json.dumps({"structure_type": "x", "beats": [{**b, "tension": 5} for b in BEATS]})
+    return json.dumps({"structure_type": "x", "title": "T", "beats": [{**b, "tension": 5} for b in BEATS]})
 
 
 def copied_purposes() -> str:
     beats = [{**b, "purpose": "Things happen"} if i < 3 else b for i, b in enumerate(BEATS)]
-    return json.dumps({"structure_type": "x", "beats": beats})
+    return json.dumps({"structure_type": "x", "title": "T", "beats": beats})
 
 
 ACCEPTED = {
@@ -139,8 +139,12 @@ def test_repair_false_skips_the_repair_pass() -> None:
 
 
 def test_a_failed_repair_reports_the_repaired_text_and_its_errors() -> None:
-    beats = "{'name': 'A', 'purpose': 'pa', 'tension': 1}, {'name': 'B', 'purpose': 'pb', 'tension': 99}"
-    text = "{'structure_type': 'x', 'beats': [" + beats + ", {'name': 'C', 'purpose': 'pc', 'tension': 3},]}"
+    beats = "{'name': 'A', 'purpose': 'Ana.', 'tension': 1}, {'name': 'B', 'purpose': 'Bo.', 'tension': 99}"
+    text = (
+        "{'structure_type': 'x', 'title': 'T', 'beats': ["
+        + beats
+        + ", {'name': 'C', 'purpose': 'Cy.', 'tension': 3},]}"
+    )
     with pytest.raises(SchemaValidationError) as exc:
         validate_json_payload(text, PlotStructure)
     error = exc.value
@@ -167,7 +171,8 @@ def test_dialogue_speakers_checked_against_cast_from_context() -> None:
     assert [ln.speaker for ln in dialogue.lines] == ["Ana", "Bo"]
     with pytest.raises(SchemaValidationError) as exc:
         validate_json_payload(text, Dialogue, context={"cast": ["Ana", "Cy"]})
-    assert "lines: speaker(s) 'bo' are not in this scene's cast" in format_errors(exc.value)
+    # a lower-case name is capitalised first ("bo" -> "Bo"), then checked against the cast
+    assert "lines: speaker(s) 'Bo' are not in this scene's cast" in format_errors(exc.value)
 
 
 def test_dialogue_line_repeated_five_times_is_rejected() -> None:
@@ -178,7 +183,7 @@ def test_dialogue_line_repeated_five_times_is_rejected() -> None:
 
 
 def test_evaluation_missing_a_criterion_is_rejected() -> None:
-    scores = [{"criterion": c, "score": 6, "rationale": "fine"} for c in EVALUATION_CRITERIA[:4]]
+    scores = [{"criterion": c, "score": 6, "rationale": f"{c} is fine"} for c in EVALUATION_CRITERIA[:4]]
     text = json.dumps({"scores": scores, "overall": 6, "summary": "ok"})
     with pytest.raises(SchemaValidationError) as exc:
         validate_json_payload(text, Evaluation)
@@ -233,19 +238,25 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), mi
 @st.composite
 def valid_plots(draw: st.DrawFn) -> PlotStructure:
     count = draw(st.integers(3, 8))
+    # Every field holds a letter (a field of symbols only is debris); the rest is arbitrary text.
     names = draw(
-        st.lists(TEXT, min_size=count, max_size=count, unique_by=lambda s: " ".join(s.split()).casefold())
+        st.lists(
+            TEXT.map(lambda s: "B" + s),
+            min_size=count,
+            max_size=count,
+            unique_by=lambda s: " ".join(s.split()).casefold(),
+        )
     )
     beats = [
         {
             "name": name,
-            "purpose": f"{draw(TEXT)} ({i})",
+            "purpose": f"P {draw(TEXT)} ({i})",
             "tension": draw(st.integers(1, 10)),
-            **({"description": draw(TEXT)} if draw(st.booleans()) else {}),
+            **({"description": f"D {draw(TEXT)}."} if draw(st.booleans()) else {}),
         }
         for i, name in enumerate(names)
     ]
-    data = {"structure_type": draw(TEXT), "beats": beats, "title": draw(st.none() | TEXT)}
+    data = {"structure_type": "S" + draw(TEXT), "beats": beats, "title": "T" + draw(TEXT)}
     try:
         return PlotStructure.model_validate(data)
     except ValidationError:
@@ -343,7 +354,7 @@ def conform(instance: Any, schema: dict[str, Any], path: str = "$") -> list[str]
 
 
 def required_only(plot: PlotStructure) -> dict[str, Any]:
-    return plot.model_dump(exclude={"title": True, "characters": True, "beats": {"__all__": {"description"}}})
+    return plot.model_dump(exclude={"characters": True, "beats": {"__all__": {"description"}}})
 
 
 def test_plot_schema_with_fixed_beat_count_validates_a_dumped_instance() -> None:
@@ -356,9 +367,10 @@ def test_plot_schema_with_fixed_beat_count_validates_a_dumped_instance() -> None
         pass
     else:
         jsonschema.validate(required_only(plot), schema)
-    four = PlotStructure.model_validate({"structure_type": "x", "beats": BEATS[:4]})
+    four = PlotStructure.model_validate({"structure_type": "x", "title": "T", "beats": BEATS[:4]})
     assert conform(required_only(four), schema) == ["$.beats: 4 items"]
-    assert conform({**required_only(plot), "title": "T"}, schema) == ["$: extra title"]
+    # an optional field is not in the decoding schema: a model that writes it breaks the schema
+    assert conform({**required_only(plot), "characters": ["Ana"]}, schema) == ["$: extra characters"]
     wrong = required_only(plot)
     wrong["beats"][0]["tension"] = 11
     assert conform(wrong, schema) == ["$.beats[0].tension: 11 not in enum"]
@@ -367,13 +379,13 @@ def test_plot_schema_with_fixed_beat_count_validates_a_dumped_instance() -> None
 def test_plot_schema_shape() -> None:
     schema = decoding_schema(PlotStructure, counts={"beats": (5, 5), "characters": (2, 5)})
     beats = schema["properties"]["beats"]
-    assert schema["required"] == ["structure_type", "beats", "characters"]
+    assert schema["required"] == ["structure_type", "beats", "title", "characters"]
     assert (beats["minItems"], beats["maxItems"]) == (5, 5)
     assert beats["items"]["required"] == ["name", "purpose", "tension"]
     assert beats["items"]["properties"]["tension"] == {"type": "integer", "enum": list(range(1, 11))}
     assert beats["items"]["properties"]["purpose"]["maxLength"] == 300
     assert beats["items"]["properties"]["name"]["maxLength"] == 80  # the field's own, smaller max
-    assert "title" not in schema["properties"]
+    assert schema["properties"]["title"]["maxLength"] == 200  # a story has a title: it is asked for
     assert "characters" not in decoding_schema(PlotStructure)["properties"]
 
 

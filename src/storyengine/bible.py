@@ -6,8 +6,8 @@ gets it. Checks by code hold the story to it:
 
 - `premise_pronouns`: the premise's own pronouns for its protagonist ("her future self"
   makes the keeper *she*); the bible's first character must agree (re-asked otherwise).
-- `unknown_names`: names the prose uses that the bible lacks (a scene draft that invents
-  people is drawn again; what remains is listed in the story's metadata).
+- names the prose uses that the bible lacks: a scene draft that invents people is drawn again
+  (`quality.cast_problems` against the bible's names; what remains is in the step metadata).
 - `pronoun_slips`: a sentence about one character of the bible that refers to them with
   another character's pronouns set ("Mara ... his" when Mara is she/her).
 """
@@ -15,7 +15,6 @@ gets it. Checks by code hold the story to it:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
@@ -29,15 +28,6 @@ _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-# Capitalised words that are not names even in mid-sentence.
-_NOT_NAMES = {
-    "i", "i'm", "i'd", "i'll", "i've", "god", "mr", "mrs", "ms", "dr", "sir", "madam", "lord", "lady",
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
-    "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
-    "english", "christmas", "ok", "okay", "the", "a", "an",
-}  # fmt: skip
-
-
 class BibleCharacter(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -107,26 +97,6 @@ def bible_text(bible: StoryBible) -> str:
     lines.append(f"Setting: {bible.setting}")
     lines += [f"Fact: {fact}" for fact in bible.facts]
     return "\n".join(lines)
-
-
-def unknown_names(text: str, known: Iterable[str]) -> list[str]:
-    """Capitalised words used as names in `text` (not at a sentence start) that `known` lacks."""
-    known_words = {w.casefold() for name in known for w in _WORD.findall(name)}
-    found: list[str] = []
-    for sentence in _SENTENCE.split(text):
-        words = list(_WORD.finditer(sentence))
-        for match in words[1:]:  # the first word of a sentence is capitalised anyway
-            word = match.group().rstrip("'’")
-            word = re.sub(r"['’]s$", "", word)
-            before = sentence[: match.start()].rstrip()
-            if not word[:1].isupper() or before.endswith((":", '"', "“", "—")):
-                continue
-            key = word.casefold()
-            if key in known_words or key in _NOT_NAMES or word.isupper():
-                continue
-            if word not in found:
-                found.append(word)
-    return found
 
 
 def pronoun_slips(text: str, bible: StoryBible) -> list[str]:

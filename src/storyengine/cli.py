@@ -16,7 +16,7 @@ import click
 
 from .errors import StoryEngineError
 
-COMMAND_MODULES = ("providers", "templates", "generate", "batch", "logs", "cache", "bench", "serve")
+COMMAND_MODULES = ("providers", "templates", "generate", "batch", "eval", "logs", "cache", "bench", "serve")
 
 
 class _Group(click.Group):

@@ -1,10 +1,23 @@
-"""A Story as Markdown, Fountain (the screenplay format) and JSON files."""
+"""A Story as Markdown (the story to read), Fountain (the screenplay format) and JSON files.
+
+story.md reads as a story: the title, then each scene as prose (`StoryScene.prose`, or the
+scene's summary when it has none) with its dialogue after it; the plot, the evaluation beside
+the quality report computed by code, and the enhancement follow as an appendix.
+
+story.fountain is Fountain (https://fountain.io/syntax): a title page, a forced scene heading
+per scene, the prose as action, character cues in capitals, parentheticals, dialogue. Text is
+escaped so that a parser reads nothing as something else: an action line that would read as a
+cue, heading, transition, section, synopsis, lyric, note or centered text is forced to action
+with `!`; emphasis characters and note/boneyard openers are escaped inside every line.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from .quality import quality_report, scene_prose
 from .schemas import Story
 
 
@@ -12,56 +25,167 @@ def to_json(story: Story) -> str:
     return json.dumps(story.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n"
 
 
+# -- Markdown --
+
+
 def to_markdown(story: Story) -> str:
     plot = story.plot
-    out = [f"# {plot.title or 'Untitled story'}", "", f"*{story.premise}*", ""]
-    out += [f"## Plot ({plot.structure_type})", ""]
+    out = [f"# {_md_inline(plot.title or 'Untitled story')}", "", f"*{_md_inline(story.premise)}*", ""]
+    for i, item in enumerate(story.scenes, 1):
+        scene = item.scene
+        out += [f"## Scene {i}: {_md_inline(scene.title)}", "", f"*{_md_inline(scene.setting)}*", ""]
+        for paragraph in _paragraphs(scene_prose(item)):
+            out += [_md_line(paragraph), ""]
+        for line in item.dialogue.lines:
+            direction = f" *({_md_inline(line.direction)})*" if line.direction else ""
+            out += [f"**{_md_inline(line.speaker)}**{direction}: {_md_inline(line.text)}", ""]
+    out += ["---", "", "# Appendix", ""]
+    out += _plot_section(story)
+    if story.bible is not None:
+        out += _bible_section(story)
+    out += _evaluation_section(story)
+    out += ["## Enhancement", ""]
+    if story.enhancement is None:
+        out += [f"*Missing: {_md_inline(story.gaps.get('enhancement', 'not made'))}*", ""]
+    else:
+        out += [_md_line(story.enhancement.summary), ""]
+        out += [
+            f"- **{_md_inline(s.target)}**: {_md_inline(s.problem)} → {_md_inline(s.change)}"
+            for s in story.enhancement.suggestions
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _bible_section(story: Story) -> list[str]:
+    assert story.bible is not None
+    out = ["## Story bible", "", "| Name | Pronouns | Role | Who they are |", "|---|---|---|---|"]
+    out += [
+        f"| {_cell(c.name)} | {c.pronouns} | {_cell(c.role)} | {_cell(c.description)} |"
+        for c in story.bible.characters
+    ]
+    out += ["", f"**Setting:** {_md_inline(story.bible.setting)}", ""]
+    out += [f"- {_md_inline(fact)}" for fact in story.bible.facts]
+    return [*out, ""]
+
+
+def _plot_section(story: Story) -> list[str]:
+    plot = story.plot
+    out = [f"## Plot ({_md_inline(plot.structure_type)})", ""]
     if plot.characters:
-        out += ["**Characters:** " + ", ".join(plot.characters), ""]
+        out += ["**Characters:** " + ", ".join(_md_inline(c) for c in plot.characters), ""]
     out += ["| # | Beat | Purpose | Tension |", "|---|---|---|---|"]
     for i, beat in enumerate(plot.beats, 1):
         out.append(f"| {i} | {_cell(beat.name)} | {_cell(beat.purpose)} | {beat.tension} |")
     out.append("")
     for i, item in enumerate(story.scenes, 1):
-        scene = item.scene
-        out += [f"## Scene {i}: {scene.title}", ""]
-        out += [f"*{scene.setting}*" + (f" — beat: {scene.beat}" if scene.beat else ""), ""]
-        out += [scene.summary, "", "**Characters:** " + ", ".join(scene.characters), ""]
-        for line in item.dialogue.lines:
-            direction = f" *({line.direction})*" if line.direction else ""
-            out.append(f"> **{line.speaker}**{direction}: {line.text}  ")
-        out.append("")
+        realises = f" (beat: {_md_inline(item.scene.beat)})" if item.scene.beat else ""
+        out.append(f"{i}. **{_md_inline(item.scene.title)}**{realises}: {_md_inline(item.scene.summary)}")
+    return [*out, ""]
+
+
+def _evaluation_section(story: Story) -> list[str]:
     ev = story.evaluation
-    out += ["## Evaluation", ""]
+    report = quality_report(story)
+    out = ["## Evaluation", ""]
     if ev is None:
-        out += [f"*Missing: {story.gaps.get('evaluation', 'not made')}*"]
-    else:
-        out += [f"Overall: **{ev.overall}/10**. {ev.summary}", ""]
+        missing = story.gaps.get("evaluation", "not made")
+        out += [f"*The model's evaluation is missing: {_md_inline(missing)}*"]
+    elif not report.rubric_reliable:
+        out += [
+            "**The model's scores below are not reliable:** "
+            + "; ".join(map(_md_inline, report.rubric_notes)),
+            "",
+        ]
+    if ev is not None:
+        out += [f"The model's verdict: **{ev.overall}/10**. {_md_inline(ev.summary)}", ""]
         out += ["| Criterion | Score | Rationale |", "|---|---|---|"]
         out += [f"| {s.criterion} | {s.score} | {_cell(s.rationale)} |" for s in ev.scores]
-    out += ["", "## Enhancement", ""]
-    if story.enhancement is None:
-        out += [f"*Missing: {story.gaps.get('enhancement', 'not made')}*"]
-    else:
-        out += [story.enhancement.summary, ""]
-        out += [f"- **{s.target}**: {s.problem} → {s.change}" for s in story.enhancement.suggestions]
-    return "\n".join(out) + "\n"
+    out += ["", "### Quality measured by code", "", "| Measure | Value |", "|---|---|"]
+    out += [f"| {_cell(name)} | {_cell(value)} |" for name, value in report.as_rows()]
+    return [*out, ""]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def _md_inline(text: str) -> str:
+    """Text on one line, with the characters Markdown would read as markup escaped."""
+    return re.sub(r"([\\`*_<>\[\]|])", r"\\\1", " ".join(text.split()))
+
+
+def _md_line(text: str) -> str:
+    """A paragraph: inline escapes, and no line start that makes a heading, quote or list."""
+    line = _md_inline(text)
+    return "\\" + line if re.match(r"(?:#|>|[-+=](?:\s|$)|\d+[.)](?:\s|$))", line) else line
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# -- Fountain --
+
+# What a line must not start with in action (Fountain would read it as another element).
+_SPECIAL_START = re.compile(r"^(?:[!@#=~>.]|\[\[|/\*|(?:INT|EXT|EST|INT\./EXT|INT/EXT|I/E)[. ])", re.I)
 
 
 def to_fountain(story: Story) -> str:
-    """The scenes and their dialogue as a Fountain screenplay (https://fountain.io syntax)."""
-    out = [f"Title: {story.plot.title or 'Untitled'}", f"Notes: {story.premise}", ""]
+    """The story as a Fountain screenplay: each scene's prose as action, its dialogue as dialogue."""
+    title = _one_line(story.plot.title or "Untitled")
+    out = [
+        f"Title: {_fountain_text(title)}",
+        "Credit: Written with storyengine",
+        f"Notes: {_one_line(story.premise)}",
+        "",
+    ]
     for item in story.scenes:
         scene = item.scene
-        heading = scene.setting.upper().replace("\n", " ")
+        heading = _fountain_text(_one_line(scene.setting).upper().lstrip(".!@#=~> ")) or "SCENE"
         # A leading "." forces a scene heading whatever the setting's words are.
-        out += ["", f".{heading}", "", scene.summary, ""]
+        out += ["", f".{heading}", ""]
+        for paragraph in _paragraphs(scene_prose(item)):
+            out += [_action(paragraph), ""]
         for line in item.dialogue.lines:
-            out.append(f"@{line.speaker.upper()}" if not line.speaker.isupper() else line.speaker)
+            out.append(_cue(line.speaker))
             if line.direction:
-                out.append(f"({line.direction})")
-            out += [line.text, ""]
+                out.append(f"({_fountain_text(_one_line(line.direction)).strip('()')})")
+            out += [_speech(line.text), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fountain_text(text: str) -> str:
+    """Inline escapes: emphasis markers, notes and boneyard openers are not markup here."""
+    text = re.sub(r"([*_\\])", r"\\\1", text)
+    return text.replace("[[", "[ [").replace("]]", "] ]").replace("/*", "/ *").replace("*/", "* /")
+
+
+def _action(paragraph: str) -> str:
+    """One action paragraph, forced to action (`!`) when Fountain would read it as anything else."""
+    text = _fountain_text(_one_line(paragraph))
+    letters = [c for c in text if c.isalpha()]
+    looks_like_cue = bool(letters) and all(c.isupper() for c in letters)
+    centered = text.startswith(">") or text.endswith("<")
+    if looks_like_cue or centered or _SPECIAL_START.match(text) or text.upper().endswith("TO:"):
+        return "!" + text
+    return text
+
+
+def _cue(speaker: str) -> str:
+    """A character cue: the name in capitals, forced with `@` (a name with non-Latin letters or
+    an extension-like ending would otherwise not read as a cue)."""
+    name = _one_line(speaker).upper().lstrip("!@#=~>.")
+    return f"@{name}"
+
+
+def _speech(text: str) -> str:
+    """A dialogue line on one line, without a start Fountain reads as lyrics or another element."""
+    line = _fountain_text(_one_line(text))
+    return re.sub(r"^[~!@#=>.]+\s*", "", line) or "..."
 
 
 def write_story(story: Story, out_dir: Path) -> dict[str, Path]:
@@ -75,7 +199,3 @@ def write_story(story: Story, out_dir: Path) -> dict[str, Path]:
     paths["markdown"].write_text(to_markdown(story), encoding="utf-8")
     paths["fountain"].write_text(to_fountain(story), encoding="utf-8")
     return paths
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

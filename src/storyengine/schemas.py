@@ -4,8 +4,16 @@ Every string is stripped and must not be blank; every size is bounded. Besides s
 validators check meaning that a small model gets wrong while producing shape-valid JSON:
 a plot must have an arc (not all tensions equal), purposes must not be copied from beat to
 beat or be the beat's own name, dialogue must come from the scene's cast and must not loop,
-an evaluation scores every criterion exactly once. Error messages are written to be shown
-to the model in a re-ask, so they say what is wrong and what to write instead.
+an evaluation scores every criterion exactly once, with its own rationale. Error messages are
+written to be shown to the model in a re-ask, so they say what is wrong and what to write
+instead.
+
+The sanity rules on text (sanity.py: no JSON debris, no loops, prose not cut off mid-word,
+characters with a person's name, dialogue lines that are speech) ride on the field types
+(`Name`, `PersonName`, `Label`, `Text`, `Speech`), so they hold on every path: one-shot
+structuring, structuring in parts (a part copies its fields' types), and a story.json read
+from disk. An evaluation that gives every criterion one score is kept but marked
+`reliable=False` (see quality.py for the other reasons a verdict is not trusted).
 
 Integers are strict: `"7"` or `7.0` is not a tension. The schema says integer, constrained
 decoding always yields one, and a model that writes a string has not followed the format.
@@ -16,10 +24,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +39,16 @@ from pydantic import (
 )
 
 from .bible import StoryBible
+from .sanity import (
+    capitalise_lower_case,
+    cut_off_problem,
+    debris_problem,
+    first_similar,
+    loop_problem,
+    person_name_problem,
+    similar,
+    speech_problem,
+)
 
 NAME_MAX = 80
 LABEL_MAX = 200
@@ -38,14 +57,56 @@ PREMISE_MAX = 10_000
 
 EVALUATION_CRITERIA = ("coherence", "character", "pacing", "dialogue", "originality")
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TEXT_MAX)]
+
+def _lenient(info: ValidationInfo) -> bool:
+    """Whether this validation reads a story written before the sanity rules (quality.load_story)."""
+    return isinstance(info.context, dict) and info.context.get(LENIENT) is True
+
+
+def _rule(*rules: Callable[[str], str | None]) -> AfterValidator:
+    """A field validator that raises the first problem any of `rules` finds (a re-ask reason)."""
+
+    def check(text: str, info: ValidationInfo) -> str:
+        if _lenient(info):
+            return text  # reading a story written before these rules, to measure it (quality.py)
+        for rule in rules:
+            problem = rule(text)
+            if problem is not None:
+                raise ValueError(problem)
+        return text
+
+    return AfterValidator(check)
+
+
+def _bounded(limit: int) -> StringConstraints:
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=limit)
+
+
+# The sanity rules ride on the field types, so they hold wherever a field is validated: the
+# whole model, a part of it (parts.py copies the field), a story.json read from disk.
+Name = Annotated[str, _bounded(NAME_MAX), _rule(debris_problem, loop_problem)]
+"""A short name of a thing: a beat, a structure type."""
+PersonName = Annotated[
+    str, _bounded(NAME_MAX), AfterValidator(capitalise_lower_case), _rule(debris_problem, person_name_problem)
+]
+"""A character's name: one to four capitalised words ("José", "O'Neil", "Mary-Jane"); a name written
+all in lower case ("bo") is capitalised first."""
+Label = Annotated[str, _bounded(LABEL_MAX), _rule(debris_problem, loop_problem)]
+"""A title or a short phrase: no final punctuation needed."""
+Text = Annotated[str, _bounded(TEXT_MAX), _rule(debris_problem, loop_problem, cut_off_problem)]
+"""Prose: a sentence or more, which must not stop mid-sentence or mid-word."""
+Speech = Annotated[
+    str, _bounded(TEXT_MAX), _rule(debris_problem, speech_problem, loop_problem, cut_off_problem)
+]
+"""What a character says: words spoken, not a description, a list or a stage direction."""
 Premise = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PREMISE_MAX)]
 Rating = Annotated[int, Field(strict=True, ge=1, le=10)]
 Criterion = Literal["coherence", "character", "pacing", "dialogue", "originality"]
 
 MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
+ONE_SCORE_NOTE = "every criterion got the same score: the model did not tell the criteria apart"
+UNTITLED = "Untitled"
+LENIENT = "skip_sanity_rules"  # validation context key: load without the text rules (old files)
 
 
 def name_key(text: str) -> str:
@@ -91,8 +152,8 @@ class PlotBeat(_Model):
 class PlotStructure(_Model):
     structure_type: Name = Field(description="e.g. three-act, hero's journey")
     beats: list[PlotBeat] = Field(min_length=3, max_length=24)
-    title: Label | None = None
-    characters: list[Name] = Field(default_factory=list, max_length=12)
+    title: Label = Field(description="the story's title")
+    characters: list[PersonName] = Field(default_factory=list, max_length=12)
 
     @field_validator("beats")
     @classmethod
@@ -110,7 +171,7 @@ class PlotStructure(_Model):
                 f"all {len(beats)} beats have tension {beats[0].tension}; a plot needs an arc: "
                 "let tension rise toward the climax and fall after it"
             )
-        purpose, count = Counter(name_key(b.purpose) for b in beats).most_common(1)[0]
+        purpose, count = Counter(word_key(b.purpose) for b in beats).most_common(1)[0]
         if count * 2 > len(beats):
             raise ValueError(
                 f"{count} of {len(beats)} beats have the same purpose ({purpose!r}); "
@@ -131,7 +192,7 @@ class Scene(_Model):
     title: Label
     setting: Text = Field(description="where and when")
     summary: Text = Field(description="what happens")
-    characters: list[Name] = Field(min_length=1, max_length=8)
+    characters: list[PersonName] = Field(min_length=1, max_length=8)
     beat: Name | None = Field(default=None, description="name of the plot beat this scene realises")
     mood: Label | None = None
 
@@ -151,8 +212,8 @@ class Scene(_Model):
 
 
 class DialogueLine(_Model):
-    speaker: Name
-    text: Text
+    speaker: PersonName
+    text: Speech
     direction: Label | None = Field(default=None, description="how the line is said or what the speaker does")
 
 
@@ -183,6 +244,15 @@ class Dialogue(_Model):
         cast = _cast_from(info.context)
         if not cast:
             return lines
+        for index, line in enumerate(lines):
+            label = next(
+                (n for n in cast if re.match(rf"\s*{re.escape(n.strip())}\s*:", line.text, re.I)), None
+            )
+            if label:
+                raise ValueError(
+                    f"lines[{index}] starts with {label.strip() + ':'!r}; the speaker goes in 'speaker', "
+                    "and 'text' holds only the words they say"
+                )
         spelling = {name_key(name): name.strip() for name in cast}
         outsiders = sorted({line.speaker for line in lines if name_key(line.speaker) not in spelling})
         if outsiders:
@@ -203,6 +273,14 @@ class CriterionScore(_Model):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().casefold() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _rationale_is_a_reason(self) -> CriterionScore:
+        if word_key(self.rationale) == word_key(self.criterion):
+            raise ValueError(
+                f"the rationale for {self.criterion} only names the criterion; say why it earns {self.score}"
+            )
+        return self
+
 
 class Evaluation(_Model):
     scores: list[CriterionScore] = Field(
@@ -210,10 +288,13 @@ class Evaluation(_Model):
     )
     overall: Rating
     summary: Text
+    # Set by code, never asked of the model: whether the scores can be read as a verdict.
+    reliable: bool = True
+    notes: list[str] = Field(default_factory=list)
 
     @field_validator("scores")
     @classmethod
-    def _each_criterion_once(cls, scores: list[CriterionScore]) -> list[CriterionScore]:
+    def _each_criterion_once(cls, scores: list[CriterionScore], info: ValidationInfo) -> list[CriterionScore]:
         counts = Counter(s.criterion for s in scores)
         twice = [c for c, n in counts.items() if n > 1]
         missing = [c for c in EVALUATION_CRITERIA if c not in counts]
@@ -226,6 +307,13 @@ class Evaluation(_Model):
             raise ValueError(
                 f"score each criterion exactly once ({', '.join(EVALUATION_CRITERIA)}); {'; '.join(problems)}"
             )
+        copied = None if _lenient(info) else first_similar([s.rationale for s in scores])
+        if copied:
+            first, again = (scores[i].criterion for i in copied)
+            raise ValueError(
+                f"the rationales for {first} and {again} are the same sentence; give each criterion "
+                "its own reason, about that criterion"
+            )
         return scores
 
     @model_validator(mode="after")
@@ -237,6 +325,10 @@ class Evaluation(_Model):
                 f"overall {self.overall} contradicts the criterion scores ({low} to {high}); "
                 "give an overall score in line with them"
             )
+        if low == high and ONE_SCORE_NOTE not in self.notes:
+            # Not rejected (a re-ask rarely changes it); marked so no one reads it as a verdict.
+            self.reliable = False
+            self.notes.append(ONE_SCORE_NOTE)
         return self
 
 
@@ -247,7 +339,7 @@ class Suggestion(_Model):
 
     @model_validator(mode="after")
     def _change_is_not_the_problem(self) -> Suggestion:
-        if word_key(self.change) == word_key(self.problem):
+        if similar(self.change, self.problem):
             raise ValueError(f"the change for {self.target!r} only repeats the problem; say what to do")
         return self
 
@@ -258,20 +350,22 @@ class Enhancement(_Model):
 
     @field_validator("suggestions")
     @classmethod
-    def _no_repeated_suggestion(cls, suggestions: list[Suggestion]) -> list[Suggestion]:
-        duplicate = _first_duplicate(s.change for s in suggestions)
-        if duplicate:
-            _, first, again = duplicate
-            raise ValueError(
-                f"suggestions[{first}] and suggestions[{again}] propose the same change; "
-                "make each suggestion different"
-            )
+    def _no_repeated_suggestion(cls, suggestions: list[Suggestion], info: ValidationInfo) -> list[Suggestion]:
+        for key in () if _lenient(info) else ("change", "problem"):
+            copied = first_similar([getattr(s, key) for s in suggestions])
+            if copied:
+                first, again = copied
+                raise ValueError(
+                    f"suggestions[{first}] and suggestions[{again}] propose the same {key}; "
+                    "make each suggestion different"
+                )
         return suggestions
 
 
 class StoryScene(_Model):
     scene: Scene
     dialogue: Dialogue
+    prose: str = Field(default="", description="the scene as prose: its stage-1 draft, cleaned")
 
     @model_validator(mode="after")
     def _speakers_in_scene(self) -> StoryScene:
@@ -297,6 +391,14 @@ class Story(_Model):
     gaps: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _untitled_old_files(cls, data: Any) -> Any:
+        """story.json files written before a title was required load as "Untitled"."""
+        if isinstance(data, dict) and isinstance(data.get("plot"), dict) and not data["plot"].get("title"):
+            data = {**data, "plot": {**data["plot"], "title": UNTITLED}}
+        return data
+
 
 __all__ = [
     "EVALUATION_CRITERIA",
@@ -305,11 +407,17 @@ __all__ = [
     "DialogueLine",
     "Enhancement",
     "Evaluation",
+    "Label",
+    "Name",
+    "PersonName",
     "PlotBeat",
     "PlotStructure",
     "Scene",
+    "Speech",
     "Story",
     "StoryScene",
     "Suggestion",
+    "Text",
     "name_key",
+    "word_key",
 ]

@@ -373,4 +373,46 @@ def peer_bench(
     _emit(report, as_json)
 
 
+@bench.command("quality")
+@click.option(
+    "--premises", "count", type=int, default=5, show_default=True, help="Premises of the quality set to use."
+)
+@click.option("--scenes", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Start no new premise after this long.")
+@_provider_options
+@_json_option
+@click.pass_context
+def quality_bench(
+    ctx: click.Context,
+    count: int,
+    scenes: int,
+    seed: int,
+    max_minutes: float | None,
+    provider: str | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Whole stories over the project's premise set: medians of the quality report's measures."""
+    from ..bench.harness import bench_settings
+    from ..bench.quality import run_quality_bench
+    from ..bench.quality_premises import quality_premises
+
+    chosen = quality_premises(count)
+    _positive("--scenes", scenes)
+    settings = bench_settings(config_path, provider)
+    report = _run(
+        run_quality_bench(
+            _report(ctx, "quality"),
+            settings,
+            premises=chosen,
+            scenes=scenes,
+            seed=seed,
+            max_minutes=max_minutes,
+            progress=_progress(),
+        )
+    )
+    _emit(report, as_json)
+
+
 COMMANDS = [bench]

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
+from ..sanity import similar
 from ..schemas import (
     EVALUATION_CRITERIA,
     CriterionScore,
@@ -33,7 +34,7 @@ from ..schemas import (
     DialogueLine,
     Enhancement,
     Evaluation,
-    Name,
+    PersonName,
     PlotBeat,
     PlotStructure,
     Scene,
@@ -43,21 +44,50 @@ from ..schemas import (
 )
 from ..structuring import decoding_schema
 
-# Letters a name may hold: Latin with its accents, Greek, Cyrillic; apostrophes and hyphens too
-# ("José", "O'Neil", "Zoë", "Mary-Jane"). Ranges, because llama.cpp's grammar has no \p{L}.
+# Letters a name may hold: Latin with its accents, Greek, Cyrillic; one apostrophe or hyphen may
+# join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane"). Ranges, because llama.cpp's
+# grammar has no \p{L}; plain groups only, because its converter has no `(?:` or lookahead.
 _UPPER_ACCENTED = "À-ÖØ-ÞΑ-ΩА-Я"
 _UPPER = "A-Z" + _UPPER_ACCENTED
-LETTERS = _UPPER + "a-zß-öø-ÿĀ-žα-ωа-я"
-# A character's name: one to three capitalised words, the first of two letters or more (blocks
-# "{ ", " " and sentences as names; lets through "Zoë Ó Súilleabháin").
-NAME_PATTERN = f"^[{_UPPER}][{LETTERS}'’-]{{1,19}}( [{_UPPER}][{LETTERS}'’-]{{0,19}}){{0,2}}$"
+_LOWER_REST = "ß-öø-ÿĀ-žα-ωа-я"
+LETTERS = _UPPER + "a-z" + _LOWER_REST
+_JOINED = f"(['’-][{LETTERS}]{{1,19}})?"  # "'Neil", "-Jane"
 _INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)
+
+
+def _letters_but(lower: str) -> str:
+    """LETTERS with the lower-case ASCII range `lower` in place of a-z (to leave one letter out)."""
+    return _UPPER + lower + _LOWER_REST
+
+
+def name_pattern(initials: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str:
+    """A character's name: one to three capitalised words, the first of two letters or more, starting
+    with one of `initials` (or an accented capital) and not an article: the schemas reject "The
+    Lighthouse" or "An Owl" as names, so the grammar does not offer them (measured, SmolLM2
+    answered "The Lighthouse" on every re-ask)."""
+    plain = "".join(c for c in initials if c not in "AT") + _UPPER_ACCENTED
+    options = [f"[{plain}]([{LETTERS}]{{1,19}}{_JOINED}|['’-][{LETTERS}]{{1,19}})"]
+    if "A" in initials:  # not "A", "An"
+        no_n = _letters_but("a-mo-z")
+        options.append(f"A([{no_n}][{LETTERS}]{{0,18}}{_JOINED}|n[{LETTERS}]{{1,18}}{_JOINED})")
+    if "T" in initials:  # not "The"
+        no_h, no_e = _letters_but("a-gi-z"), _letters_but("a-df-z")
+        options.append(
+            f"T([{no_h}][{LETTERS}]{{0,18}}{_JOINED}|h|h[{no_e}][{LETTERS}]{{0,17}}{_JOINED}"
+            f"|he[{LETTERS}]{{1,17}}{_JOINED})"
+        )
+    later = f"( [{_UPPER}][{LETTERS}]{{0,19}}{_JOINED}){{0,2}}"
+    return f"^({'|'.join(options)}){later}$"
+
+
+# A character's name (blocks "{ ", " ", sentences and "The ..." as names).
+NAME_PATTERN = name_pattern()
 SENTENCE = 30  # minLength of a field that must be a sentence, not a copied name
 STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "in medias res"]
 
 
 class _NameModel(BaseModel):
-    name: Name
+    name: PersonName
 
 
 CrossCheck = Callable[[dict[str, Any], dict[str, Any]], str | None]
@@ -111,12 +141,28 @@ def notes_slice(draft: str, index: int, total: int) -> str:
     return "\n".join(units[start:end])
 
 
+# Any character but those of JSON debris: no braces, brackets, double quotes, backslashes or line
+# breaks in a free-text field. The schemas reject debris in text; in parts the grammar does not
+# offer it (measured: SmolLM2 re-asked about "{{A-L-E-Y...}}" wrote it again every time).
+PLAIN_CHARACTER = r'[^{}\[\]"\\\n]'
+
+
+def _plain(prop: dict[str, Any]) -> dict[str, Any]:
+    """A string property without its own pattern or enum, restricted to PLAIN_CHARACTERs."""
+    if prop.get("type") != "string" or "pattern" in prop or "enum" in prop:
+        return prop
+    low, high = prop.get("minLength", 1), prop.get("maxLength", 120)
+    return {**prop, "pattern": f"^{PLAIN_CHARACTER}{{{low},{high}}}$"}
+
+
 def _slice(
     schema: dict[str, Any], fields: list[str], overrides: dict[str, dict[str, Any]] | None = None
 ) -> dict:
     # An optional field (dropped from the decoding schema) is a plain bounded string here.
     plain = {"type": "string", "minLength": 1, "maxLength": 120}
-    properties = {f: {**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})} for f in fields}
+    properties = {
+        f: _plain({**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})}) for f in fields
+    }
     return {"type": "object", "properties": properties, "required": fields, "additionalProperties": False}
 
 
@@ -130,18 +176,18 @@ def _model_of(model: type[BaseModel], fields: list[str]) -> type[BaseModel]:
 def _distinct(key: str, label: str, allowed: int = 0) -> CrossCheck:
     """Reject a value of `key` that the assembled items already use more than `allowed` times.
 
-    Compared by words only (case, spacing and punctuation ignored): stricter than the full
-    model's own uniqueness rules, so an object assembled from checked parts cannot fail them.
+    Compared as the full models compare (`sanity.similar`: the same words, or mostly the
+    same words), never looser, so an object assembled from checked parts cannot fail them.
     """
 
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine = word_key(str(value[key]))
+        mine = str(value[key])
         used = sum(
             1
             for items in assembled.values()
             if isinstance(items, list)
             for item in items
-            if isinstance(item, dict) and word_key(str(item.get(key, ""))) == mine
+            if isinstance(item, dict) and key in item and similar(str(item[key]), mine)
         )
         if used > allowed:
             return f"{key}: {value[key]!r} was already used; write a different {label}"
@@ -173,12 +219,14 @@ def _each_once(key: str) -> CrossCheck:
     return check
 
 
-def _differs(key: str, other: str) -> CrossCheck:
-    """Reject a `key` that only repeats `other` (compared by words, as the full models do)."""
+def _differs(key: str, other: str, fixed: dict[str, Any] | None = None, *, loose: bool = False) -> CrossCheck:
+    """Reject a `key` that only repeats `other`, compared as the full model compares the two:
+    the same words, or with `loose` also mostly the same words (`sanity.similar`)."""
 
     def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine, theirs = word_key(str(value.get(key, ""))), word_key(str({**assembled, **value}.get(other, "")))
-        if mine and mine == theirs:
+        mine, theirs = str(value.get(key, "")), str({**assembled, **(fixed or {}), **value}.get(other, ""))
+        same = similar(mine, theirs) if loose else word_key(mine) == word_key(theirs)
+        if word_key(mine) and same:
             return f"{key} only repeats the {other}; say something new"
         return None
 
@@ -292,7 +340,7 @@ def _character_part(assembled: dict[str, Any]) -> Part:
     """One more main character, whose initial differs from the others': distinct by construction."""
     taken = {name[0] for name in assembled.get("characters", [])}
     initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
-    pattern = NAME_PATTERN.replace(f"^[{_UPPER}]", f"^[{initials}{_UPPER_ACCENTED}]", 1)
+    pattern = name_pattern(initials)
     schema = _slice({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
     what = "the name of one more main character (a first name, maybe a last name)"
     return Part(what, schema, _NameModel, item_of="characters", scalar="name")
@@ -372,6 +420,10 @@ def evaluation_parts() -> PartPlan:
                 _model_of(CriterionScore, ["score", "rationale"]),
                 item_of="scores",
                 extra={"criterion": criterion},
+                check=_all(
+                    _distinct("rationale", f"reason, about {criterion} only"),
+                    _differs("rationale", "criterion", {"criterion": criterion}),
+                ),
             )
         )
     plan: PartPlan = [
@@ -418,7 +470,11 @@ def enhancement_parts(suggestions: int = 2) -> list[Part]:
             item,
             Suggestion,
             item_of="suggestions",
-            check=_all(_differs("change", "problem"), _distinct("change", "change")),
+            check=_all(
+                _differs("change", "problem", loose=True),
+                _distinct("change", "change"),
+                _distinct("problem", "problem"),
+            ),
             slice_of=(i, suggestions),
             optional=i >= 1,
         )

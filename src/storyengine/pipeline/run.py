@@ -25,6 +25,7 @@ from ..bible import StoryBible
 from ..config import COMPONENTS
 from ..errors import RunFailed, StoryEngineError
 from ..prompts.render import warm as warm_templates
+from ..quality import clean_prose, mark_evaluation
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import RunState
@@ -192,7 +193,10 @@ class StoryRun:
         if errors:
             raise next((e for e in errors if isinstance(e, StoryEngineError)), errors[0])
         pairs = zip(results[:n], results[n:], strict=True)
-        scenes = [StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d)) for s, d in pairs]
+        scenes = [
+            StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d), prose=self._prose(i))
+            for i, (s, d) in enumerate(pairs)
+        ]
         digest = story_digest(plot, scenes)
         evaluation, enhancement = await self._after_steps(digest)
         meta = {
@@ -206,7 +210,7 @@ class StoryRun:
         }
         if "steered" in self.state.header:
             meta["steered"] = self.state.header["steered"]
-        return Story(
+        story = Story(
             premise=self.premise,
             plot=plot,
             bible=bible,
@@ -216,6 +220,13 @@ class StoryRun:
             gaps=dict(self.gaps),
             meta=meta,
         )
+        # A rubric that gives one score to everything, or praises a story the code finds broken,
+        # is kept but marked unreliable (quality.py), never shown as a verdict.
+        return mark_evaluation(story)
+
+    def _prose(self, i: int) -> str:
+        """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
+        return clean_prose(str(self.state.get(f"scene.{i}.draft") or ""))
 
     async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
         """The evaluation and the enhancement. The story is finished before them: when one cannot be

@@ -97,6 +97,7 @@ class Steer:
         for j, item in enumerate(story.scenes):
             if j not in scenes:
                 steps[f"scene.{j}"] = item.scene.model_dump(mode="json")
+                steps[f"scene.{j}.draft"] = item.prose  # the kept scene keeps its prose
             if j not in dialogues:
                 steps[f"dialogue.{j}"] = item.dialogue.model_dump(mode="json")
         if not reevaluate:

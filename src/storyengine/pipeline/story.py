@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..bible import StoryBible, bible_text, premise_pronouns, unknown_names
+from ..bible import StoryBible, bible_text, premise_pronouns
+from ..quality import cast_problems, draft_problems
 from ..schemas import (
     EVALUATION_CRITERIA,
     Dialogue,
@@ -82,8 +83,13 @@ class Components:
         self.stages = stages
 
     async def plot_draft(self, premise: str, beats: int | None, meta: StepMeta, seed: int | None) -> str:
-        context = {"premise": premise, "beats": beats_for(beats) or BEATS_WANTED}
-        return await self.stages.freeform("plot", context, meta, seed=seed)
+        wanted = beats_for(beats) or BEATS_WANTED
+        context = {"premise": premise, "beats": wanted}
+
+        def check(text: str) -> list[str]:  # a draft that names no beats is drawn again
+            return draft_problems("plot", text, premise=premise, beats=wanted)
+
+        return await self.stages.freeform("plot", context, meta, seed=seed, check=check)
 
     async def plot(self, premise: str, draft: str, beats: int | None, meta: StepMeta) -> PlotStructure:
         wanted = beats_for(beats)
@@ -150,13 +156,14 @@ class Components:
             "number": number[0],
             "total": number[1],
         }
-        check = None
-        if bible is not None:
-            known = [*bible.names]
+        cast = cast_of(plot, bible)
+        beat_text = f"{beat.name}: {beat.purpose}"
 
-            def check(text: str) -> list[str]:
-                strangers = unknown_names(text, known)
-                return [f"names people the story bible lacks: {', '.join(strangers)}"] if strangers else []
+        def check(text: str) -> list[str]:
+            """A draft that loops, is one line, ignores its beat and the premise, or names people
+            the story's cast (its bible) lacks, is drawn again."""
+            problems = draft_problems("scene", text, premise=premise, beat=beat_text)
+            return problems + cast_problems(cast, text, known=f"{premise} {plot.title}")
 
         return await self.stages.freeform("scene", context, meta, seed=seed, check=check)
 

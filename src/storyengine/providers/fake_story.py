@@ -5,6 +5,12 @@ short text in the shape each template asks for; structuring stages get a JSON ob
 from the request's decoding schema (or, in prompt-only mode, the schema quoted in the
 prompt) that satisfies it, with distinct names, a rising-and-falling tension arc and
 speakers drawn from the enum the schema gives. Use it with `ScriptedProvider(story_script)`.
+
+Its answers pass every sanity rule of the schemas (sanity.py): names are names, prose fields
+are finished sentences cut at a word boundary, no two rationales or suggestions share their
+words, and the drafts have the shape `quality.draft_problems` asks for (a plot draft with
+the number of beats asked for, scene drafts of several paragraphs that use the beat's and
+the premise's words).
 """
 
 from __future__ import annotations
@@ -19,7 +25,41 @@ from ..types import CompletionRequest
 
 NAMES = ["Mara", "Tobin", "Ilse", "Quill", "Ravi"]
 WORDS = ["lantern", "harbor", "letter", "storm", "key", "garden", "bridge", "echo", "winter", "map"]
+# A larger pool for prose fields, so that no two fields share most of their words.
+POOL = (
+    "lantern harbor letter storm key garden bridge echo winter map candle river window promise "
+    "ladder orchard compass ferry attic clock mirror ribbon violin meadow kettle tower lighthouse "
+    "engine blanket signal"
+).split()
+VERBS = [
+    "finds",
+    "hides",
+    "mends",
+    "follows",
+    "remembers",
+    "loses",
+    "opens",
+    "guards",
+    "answers",
+    "waits for",
+]
+CLAUSES = [
+    "and the wind rattles every shutter in the house",
+    "while a gull cries somewhere above the rocks",
+    "though nobody says a word about what it means",
+    "as rain begins to tap against the glass",
+    "because the morning will not wait much longer",
+    "and for a moment the whole room holds its breath",
+    "until footsteps sound on the stairs below",
+    "and the old floorboards creak under every step",
+]
 ARC = [3, 5, 7, 9, 6, 4, 8, 10, 5, 2]
+PROSE_FIELDS = ("summary", "setting", "purpose", "text", "rationale", "problem", "change", "description")
+STOPWORDS = frozenset(
+    "the a an and or of to in on at by for with from into this that these those his her their its "
+    "is was are were be been write scene plot premise characters story so far beat beats tension "
+    "numbered list line each one then what who where when which short sentence paragraphs".split()
+)
 
 
 def story_script(request: CompletionRequest) -> str:
@@ -45,11 +85,19 @@ def _freeform(request: CompletionRequest) -> str:
     twist = rng.choice(WORDS)
     component = request.component
     if component == "plot":
+        found = re.search(r"list of (\d+) beats", prompt)
+        count = int(found.group(1)) if found else 5
         return "\n".join(
-            f"{i}. The {w} turns: {NAMES[i % 5]} faces the {twist}." for i, w in enumerate(WORDS[:5], 1)
+            f"{i}. The {POOL[i % len(POOL)].capitalize()}: {NAMES[i % 5]} faces the {twist}."
+            for i in range(1, count + 1)
         )
+    if component == "scene":
+        return _scene_draft(prompt, rng)
     if component == "dialogue":
-        return "\n".join(f"{NAMES[i % 2]}: About the {rng.choice(WORDS)}, I was wrong." for i in range(4))
+        return "\n".join(
+            f"{NAMES[i % 2]}: About the {rng.choice(POOL)} and the {rng.choice(POOL)}, I was wrong."
+            for i in range(4)
+        )
     if component == "summarize":
         return " ".join(prompt.split()[:40])
     return f"A {component} in which the {twist} matters more than anyone admits."
@@ -72,6 +120,44 @@ def _bible(request: CompletionRequest) -> str | None:
              "pronouns": pronouns}
         )  # fmt: skip
     return json.dumps({"characters": people, "setting": "A harbor town, one winter.", "facts": []})
+
+
+def _scene_draft(prompt: str, rng: random.Random) -> str:
+    """Three paragraphs that use the words of the request (its premise and beat), as a scene would."""
+    wanted = " ".join(re.findall(r"(?:Premise|In this scene):([^\n]*)", prompt)) or prompt
+    given = [w for w in re.findall(r"[A-Za-z]{4,}", wanted) if w.casefold() not in STOPWORDS]
+    focus = list(dict.fromkeys(w.casefold() for w in given)) or WORDS[:4]
+    paragraphs = []
+    for p in range(3):
+        sentences = []
+        for k in range(5):
+            n = p * 5 + k
+            who, verb = NAMES[n % len(NAMES)], VERBS[n % len(VERBS)]
+            thing, other = focus[n % len(focus)], POOL[rng.randrange(len(POOL))]
+            clause = CLAUSES[(n + p) % len(CLAUSES)]
+            sentences.append(f"{who} {verb} the {thing} beside the {other}, {clause}.")
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs)
+
+
+def _sentence(name: str, index: int, words: int) -> str:
+    """A finished sentence for a prose field; its words depend on the field and the index."""
+    offset = sum(map(ord, name)) + 7 * index
+    chosen = [POOL[(offset + 7 * k) % len(POOL)] for k in range(words)]
+    verb = VERBS[(offset // 3) % len(VERBS)]
+    return (
+        f"{NAMES[index % len(NAMES)]} {verb} the {chosen[0]} ({index + 1}) near the "
+        + ", the ".join(chosen[1:])
+        + "."
+    )
+
+
+def _fit(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters at a word boundary, still ending as a sentence."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:( ")
+    return cut + "."
 
 
 def _schema_in_prompt(request: CompletionRequest) -> dict[str, Any] | None:
@@ -114,15 +200,22 @@ def _instance(schema: dict[str, Any], name: str, index: int) -> Any:
     if kind == "boolean":
         return index % 2 == 0
     pattern = schema.get("pattern", "")
-    if pattern.startswith("^["):  # a name whose initial the schema chooses (distinct by construction)
-        return pattern[2] + "ara"
+    # A name whose initial the schema chooses (distinct by construction): "^[ABC]..." or "^([BC]...|A(...))".
+    if re.match(r"\^\(?\[?[A-Z]", pattern):
+        fitting = [f"{c}ara" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if re.fullmatch(pattern, f"{c}ara")]
+        if fitting:
+            return fitting[0]
     if name in ("characters", "speaker"):
         return NAMES[index % len(NAMES)]
-    text = f"{name.replace('_', ' ').capitalize()} of the {WORDS[index % len(WORDS)]} {index + 1}"
-    if name in ("summary", "setting", "purpose", "text", "rationale", "problem", "change"):
+    limit = schema.get("maxLength", 300)
+    if name in PROSE_FIELDS:
         # Prose-sized fields, so long stories really press on a small context window.
-        text += ": " + " ".join(WORDS[(index + k) % len(WORDS)] for k in range(14))
+        text = _sentence(name, index, 9)
+    else:
+        text = f"{name.replace('_', ' ').capitalize()} of the {WORDS[index % len(WORDS)]} {index + 1}"
     opener = re.match(r"\^([A-Za-z ,]+) \[", pattern)  # a sentence the schema starts (a beat's job)
     if opener:
-        text = f"{opener.group(1)} {text[0].lower()}{text[1:]}".replace(":", ",")
-    return text[: schema.get("maxLength", 300)]
+        text = f"{opener.group(1)} {text}".replace("(", "").replace(")", "")
+    text = _fit(text, limit)
+    minimum = schema.get("minLength", 1)
+    return text if len(text) >= minimum else _fit(text[:-1] + " and more of the same story.", limit)

@@ -1,0 +1,642 @@
+"""The quality of a story, measured by code; and the draft checks and prose cleaning the pipeline uses.
+
+`quality_report(story)` computes, from the typed `Story` alone (no model call):
+
+- repetition: the share of the reader's sentences (the prose of every scene, else its summary,
+  and every dialogue line) that repeat an earlier sentence word for word;
+- distinct-1 / distinct-2: distinct words (word pairs) over all words (pairs) of that text;
+- fields with JSON debris, word loops, names that are not names, prose fields cut off (the
+  rules of sanity.py, counted rather than raised: an old story.json may break them) and
+  prose fields without final punctuation (a softer measure than "cut off");
+- copied rationales and suggestions (sanity.similar);
+- premise coverage: the share of the premise's content words (not in STOPWORDS, 3+ letters,
+  compared by a crude stem) found in the story (its plot, scenes, prose and dialogue; not in
+  the model's evaluation or enhancement of it);
+- cast consistency: speakers outside their scene's cast; capitalised words used as names in a
+  scene's prose (not at a sentence start) that no cast list holds;
+- words of prose per scene (what story.md shows: the prose, else the summary);
+- tension: per scene, tension words (TENSION_WORDS) and exclamation marks per 100 words of its
+  prose and dialogue; against the plan, the Spearman rank correlation between the planned
+  tension of each scene's beat and that measure (None with fewer than 3 scenes or a flat side);
+- the model's rubric: marked unreliable when every criterion got one score, or when the model
+  gave 8 or more overall to a story that fails the code's checks (GOALS).
+
+`clean_prose(text)` and `draft_problems(...)` are pure helpers for the pipeline: the first turns
+a stage-1 draft into the prose a reader gets, the second says why a draft should be redrawn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .sanity import (
+    cut_off_problem,
+    debris_problem,
+    first_similar,
+    loop_problem,
+    person_name_problem,
+    speech_problem,
+    words,
+)
+from .schemas import LENIENT, Story, name_key, word_key
+
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each even ever every
+    few for from further had has have having he her here hers herself him himself his how i if in
+    into is it its itself just least less let like made make many may me more most much must my
+    myself never no nor not now of off on once one only or other our ours out over own same she
+    should so some such than that the their theirs them themselves then there these they this
+    those through to too under until up upon very was we were what when where which while who whom
+    whose why will with within without would yet you your yours yourself""".split()
+)
+TENSION_WORDS = frozenset(
+    """afraid alarm anger angry attack blood break breaks broke chase crash cries cry danger dark
+    dead death desperate die dies escape explode fear fight fire flee gun hide horror hurt kill
+    lost panic rage risk run runs scream screams shout shouts shock sudden suddenly terror threat
+    trap trapped warn warning wound""".split()
+)
+PROSE_FIELDS = ("purpose", "description", "setting", "summary", "text", "rationale", "problem", "change")
+# The issue's goals, as the checks a story must pass (name -> description).
+GOALS = {
+    "debris": "no field with JSON debris",
+    "cut_off": "at most 5 % of prose fields cut off",
+    "repetition": "at most 2 % of sentences repeated verbatim",
+    "copied": "no copied rationales or suggestions",
+    "names": "every speaker a cast member with a person's name",
+    "prose": "at least 150 words of prose per scene (median)",
+    "premise": "at least half of the premise's content words in the story",
+}
+HIGH_SCORE = 8
+
+
+# -- text helpers --
+
+_SENTENCE = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+")
+_TERMINAL = re.compile(r"[.!?…][\"')\]”’*]*$")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of `text` (split after . ! ? … outside numbers; lines are breaks too)."""
+    found = []
+    for line in text.splitlines():
+        found += [s.strip() for s in _SENTENCE.split(line) if s and s.strip()]
+    return found
+
+
+def stem(word: str) -> str:
+    """A crude stem, enough to match "lighthouses" with "lighthouse" or "written" with "writes"."""
+    w = word.casefold().removesuffix("'s").removesuffix("’s")
+    for suffix in ("ing", "ed", "es", "en", "s", "ly", "er"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 4:
+            return w[: -len(suffix)]
+    return w
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` that carry meaning: not stop words, three letters or more, in order, once."""
+    return list(dict.fromkeys(w for w in words(text) if len(w) >= 3 and w not in STOPWORDS))
+
+
+# -- clean_prose --
+
+_PREFIX = re.compile(
+    r"^\s*(?:#+\s*|>\s*|(?:A|Q|Answer|Response|Assistant|Output|Prose|Story|Scene(?:\s+\d+(?:\s+of\s+\d+)?)?)\s*:\s*)+",
+    re.I,
+)
+_HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*.*|title\s*:.*|scene\s+\d+.*)$", re.I)
+
+
+def clean_prose(text: str) -> str:
+    """A stage-1 draft as prose a reader gets.
+
+    Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
+    "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), sentences said before (a
+    loop) and sentences that loop inside, and an unfinished last sentence. Paragraphs stay
+    paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
+    """
+    paragraphs: list[list[str]] = []
+    current: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            if current:
+                paragraphs.append(current)
+                current = []
+            continue
+        line = _PREFIX.sub("", line)
+        if _HEADING_LINE.match(line) and not _TERMINAL.search(line.strip().rstrip("*")):
+            continue
+        line = re.sub(r"\*\*|__|`+|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w)", "", line).replace("#", "")
+        if line.strip():
+            current.append(line.strip())
+    if current:
+        paragraphs.append(current)
+    seen: set[str] = set()
+    kept: list[list[str]] = []
+    for paragraph in paragraphs:
+        fresh = []
+        for sentence in sentences(" ".join(paragraph)):
+            sentence = " ".join(sentence.split())
+            key = word_key(sentence)
+            if not key or key in seen or loop_problem(sentence):
+                continue
+            seen.add(key)
+            fresh.append(sentence)
+        if fresh:
+            kept.append(fresh)
+    if kept and not _TERMINAL.search(kept[-1][-1]):
+        kept[-1].pop()
+        if not kept[-1]:
+            kept.pop()
+    return "\n\n".join(" ".join(paragraph) for paragraph in kept)
+
+
+# -- draft_problems --
+
+_BEAT_LINE = re.compile(r"^\s*(?:\d+\s*[.):-]|[-*•]|(?:beat|step|part)\s+\d+\s*[.:)-]?)\s*\S", re.I)
+MIN_SCENE_WORDS = 40
+
+
+def draft_problems(
+    component: str,
+    draft: str,
+    *,
+    premise: str,
+    beats: int | None = None,
+    beat: str | None = None,
+) -> list[str]:
+    """Why a stage-1 draft should be drawn again (empty list: keep it).
+
+    Every draft: not empty, and no loop (a sentence said three times, or a word or phrase
+    repeated in a row, see sanity.loop_problem's tandem rules). A plot draft: a line per beat
+    (numbered or bulleted), at least `beats` of them (3 when not given). A scene draft: more than
+    one line or sentence, at least MIN_SCENE_WORDS words, and at least one content word shared
+    with its beat (`beat`: name and purpose) or the premise. Each reason is a sentence that can
+    be logged or shown in a re-draw.
+    """
+    text = draft.strip()
+    if not text:
+        return [f"the {component} draft is empty"]
+    problems = []
+    said = Counter(word_key(s) for s in sentences(text) if len(words(s)) >= 3)
+    looped = [s for s, n in said.items() if n >= 3]
+    if looped:
+        problems.append(f"the {component} draft loops: {looped[0]!r} is said {said[looped[0]]} times")
+    else:
+        tandem = loop_problem(text) if len(words(text)) <= 120 else _tandem_only(text)
+        if tandem:
+            problems.append(f"the {component} draft loops: {tandem}")
+    if component == "plot":
+        wanted = beats or 3
+        named = sum(
+            1
+            for line in text.splitlines()
+            if _BEAT_LINE.match(line.lstrip("*_#> ")) and len(words(line)) >= 3
+        )
+        if named < wanted:
+            problems.append(
+                f"the plot draft names {named} of the {wanted} beats asked for; write a numbered list "
+                f"of {wanted} beats, one per line"
+            )
+    if component == "scene":
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) <= 1 and len(sentences(text)) <= 1:
+            problems.append("the scene draft is one line; write two or three paragraphs of prose")
+        elif len(words(text)) < MIN_SCENE_WORDS:
+            problems.append(f"the scene draft has {len(words(text))} words; write two or three paragraphs")
+        wanted_words = {stem(w) for w in content_words(f"{premise} {beat or ''}")}
+        if wanted_words and not wanted_words & {stem(w) for w in content_words(text)}:
+            problems.append(
+                "the scene draft shares no word with its beat or the premise; write the scene the "
+                "beat describes"
+            )
+    return problems
+
+
+def _tandem_only(text: str) -> str | None:
+    """loop_problem's in-a-row rules only (a long draft may repeat a phrase far apart)."""
+    for sentence in sentences(text):
+        problem = loop_problem(sentence)
+        if problem:
+            return problem
+    return None
+
+
+# -- reading a story --
+
+
+class NotAStory(ValueError):
+    """The text is not a storyengine Story (not JSON, or not the shape of one)."""
+
+
+def load_story(text: str) -> tuple[Story, bool]:
+    """The Story in `text` (story.json), and whether it passes today's sanity rules.
+
+    A story written before the rules (or with text that breaks them) still loads, without the
+    text rules, so that it can be measured; its shape must be a Story's. Raises NotAStory.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotAStory(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise NotAStory(f"a JSON {type(data).__name__}, not a story object")
+    try:
+        return Story.model_validate(data), True
+    except ValidationError:
+        pass
+    try:
+        return Story.model_validate(data, context={LENIENT: True}), False
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        raise NotAStory(f"{exc.error_count()} problem(s), first at {where}: {first['msg']}") from None
+
+
+# -- the report --
+
+
+class SceneQuality(BaseModel):
+    index: int
+    title: str
+    prose_words: int = Field(description="words of prose story.md shows (the prose, else the summary)")
+    dialogue_lines: int
+    planned_tension: int | None
+    tension_words_per_100: float
+
+
+class QualityReport(BaseModel):
+    """Measures of one story, computed by code. `failed` names the GOALS the story misses."""
+
+    scenes: list[SceneQuality]
+    sentences: int
+    repeated_sentences: float = Field(description="share of sentences repeating an earlier one verbatim")
+    distinct_1: float
+    distinct_2: float
+    prose_fields: int
+    cut_off_fields: list[str]
+    unpunctuated_fields: list[str]
+    debris_fields: list[str]
+    loop_fields: list[str]
+    non_names: list[str]
+    non_speech_lines: list[str]
+    copied: list[str]
+    premise_words: list[str]
+    premise_words_found: list[str]
+    premise_coverage: float
+    speakers_outside_cast: list[str]
+    names_not_in_cast: list[str]
+    prose_words_median: float
+    tension_correlation: float | None
+    rubric_scores: dict[str, int]
+    rubric_overall: int | None  # None: the story has no evaluation (a gap)
+    rubric_reliable: bool
+    rubric_notes: list[str]
+    failed: list[str]
+
+    @property
+    def cut_off_share(self) -> float:
+        return len(self.cut_off_fields) / self.prose_fields if self.prose_fields else 0.0
+
+    def measures(self) -> dict[str, float | int | None]:
+        """The report's numbers, flat (what `bench quality` takes medians of)."""
+        return {
+            "repeated sentences %": round(100 * self.repeated_sentences, 1),
+            "distinct-1": self.distinct_1,
+            "distinct-2": self.distinct_2,
+            "prose fields cut off %": round(100 * self.cut_off_share, 1),
+            "prose fields unpunctuated %": round(
+                100 * len(self.unpunctuated_fields) / self.prose_fields if self.prose_fields else 0, 1
+            ),
+            "fields with debris": len(self.debris_fields),
+            "fields with loops": len(self.loop_fields),
+            "names that are not names": len(self.non_names),
+            "dialogue lines that are not speech": len(self.non_speech_lines),
+            "copied rationales/suggestions": len(self.copied),
+            "premise coverage %": round(100 * self.premise_coverage, 1),
+            "speakers outside the cast": len(self.speakers_outside_cast),
+            "names in prose not in the cast": len(self.names_not_in_cast),
+            "prose words per scene (median)": self.prose_words_median,
+            "tension: plan vs realised (Spearman)": self.tension_correlation,
+            "rubric overall": self.rubric_overall,
+            "rubric reliable": int(self.rubric_reliable),
+            "goals failed": len(self.failed),
+        }
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        """(measure, value) rows for a table, with the lists that explain the numbers."""
+        rows = [(name, "-" if value is None else f"{value:g}") for name, value in self.measures().items()]
+        details = {
+            "cut off": self.cut_off_fields,
+            "debris": self.debris_fields,
+            "loops": self.loop_fields,
+            "not names": self.non_names,
+            "not speech": self.non_speech_lines,
+            "copied": self.copied,
+            "premise words missing": [w for w in self.premise_words if w not in self.premise_words_found],
+            "names not in the cast": self.names_not_in_cast,
+            "rubric notes": self.rubric_notes,
+            "goals failed": [GOALS[g] for g in self.failed],
+        }
+        rows += [(k, "; ".join(v[:8]) + (" …" if len(v) > 8 else "")) for k, v in details.items() if v]
+        return rows
+
+    def as_table(self) -> str:
+        """A plain-text table (measure, value), one row a line."""
+        rows = self.as_rows()
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows) + "\n"
+
+
+def _fields(story: Story) -> Iterator[tuple[str, str, str]]:
+    """(where, kind, text) for every string a model wrote; kind is the field's name."""
+    plot = story.plot
+    yield "plot.title", "title", plot.title
+    yield "plot.structure_type", "structure_type", plot.structure_type
+    for i, name in enumerate(plot.characters):
+        yield f"plot.characters[{i}]", "character", name
+    for i, beat in enumerate(plot.beats):
+        yield f"plot.beats[{i}].name", "name", beat.name
+        yield f"plot.beats[{i}].purpose", "purpose", beat.purpose
+        if beat.description:
+            yield f"plot.beats[{i}].description", "description", beat.description
+    for i, item in enumerate(story.scenes):
+        scene = item.scene
+        for key in ("title", "setting", "summary", "mood", "beat"):
+            value = getattr(scene, key)
+            if value:
+                yield f"scenes[{i}].{key}", key, value
+        for j, name in enumerate(scene.characters):
+            yield f"scenes[{i}].characters[{j}]", "character", name
+        for j, line in enumerate(item.dialogue.lines):
+            yield f"scenes[{i}].lines[{j}].speaker", "character", line.speaker
+            yield f"scenes[{i}].lines[{j}].text", "text", line.text
+            if line.direction:
+                yield f"scenes[{i}].lines[{j}].direction", "direction", line.direction
+    if story.evaluation is not None:
+        for i, score in enumerate(story.evaluation.scores):
+            yield f"evaluation.scores[{i}].rationale", "rationale", score.rationale
+        yield "evaluation.summary", "summary", story.evaluation.summary
+    if story.enhancement is not None:
+        for i, s in enumerate(story.enhancement.suggestions):
+            yield f"enhancement.suggestions[{i}].target", "target", s.target
+            yield f"enhancement.suggestions[{i}].problem", "problem", s.problem
+            yield f"enhancement.suggestions[{i}].change", "change", s.change
+        yield "enhancement.summary", "summary", story.enhancement.summary
+
+
+def scene_prose(item: Any) -> str:
+    """What a reader gets as a scene's prose: its prose, else its summary."""
+    return (item.prose or "").strip() or item.scene.summary
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        result = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                result[order[k]] = (i + j) / 2
+            i = j + 1
+        return result
+
+    rx, ry = ranks(xs), ranks(ys)
+    return round(statistics.correlation(rx, ry), 3)
+
+
+def _tension(text: str) -> float:
+    tokens = words(text)
+    if not tokens:
+        return 0.0
+    hits = sum(1 for w in tokens if w in TENSION_WORDS or stem(w) in TENSION_WORDS) + text.count("!")
+    return round(100 * hits / len(tokens), 2)
+
+
+def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, a person's
+    name by sanity.person_name_problem), except those in `known` (lower case), sorted."""
+    found: set[str] = set()
+    for sentence in sentences(text):
+        for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
+            name = match.group(1)
+            lower = name.casefold()
+            if lower in known or lower in STOPWORDS or name in ("I", "I'm"):
+                continue
+            if person_name_problem(name) is None:
+                found.add(name)
+    return sorted(found)
+
+
+def cast_problems(cast: list[str], prose: str, *, known: str = "") -> list[str]:
+    """Names the prose of a scene uses that its cast does not hold (words of `known`, e.g. the
+    premise and title, are not names to ask about). One sentence per problem, for a re-ask."""
+    words_of_cast = {w.casefold() for name in cast for w in name.split()}
+    words_known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", known)}
+    outside = names_in(prose, frozenset(words_of_cast | words_known))
+    if not outside:
+        return []
+    return [
+        f"the scene's prose names {', '.join(outside)}, who are not in its cast ({', '.join(cast)}); "
+        "list the characters who appear in the scene"
+    ]
+
+
+def _names_not_in_cast(story: Story) -> list[str]:
+    cast = {w.casefold() for name in story.plot.characters for w in name.split()}
+    for item in story.scenes:
+        cast |= {w.casefold() for name in item.scene.characters for w in name.split()}
+    known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", f"{story.premise} {story.plot.title}")}
+    found: set[str] = set()
+    for item in story.scenes:
+        found.update(names_in(item.prose or "", frozenset(cast | known)))
+    return sorted(found)
+
+
+def _copies(story: Story) -> list[str]:
+    copied = []
+    scores = story.evaluation.scores if story.evaluation is not None else []
+    pair = first_similar([s.rationale for s in scores])
+    if pair:
+        copied.append(f"rationales of {scores[pair[0]].criterion} and {scores[pair[1]].criterion}")
+    suggestions = story.enhancement.suggestions if story.enhancement is not None else []
+    for key in ("change", "problem"):
+        pair = first_similar([getattr(s, key) for s in suggestions])
+        if pair:
+            copied.append(f"suggestions[{pair[0]}] and suggestions[{pair[1]}]: same {key}")
+    return copied
+
+
+def quality_report(story: Story) -> QualityReport:
+    """The quality report of `story` (see the module docstring for each measure)."""
+    debris, loops, non_names, non_speech, cut_off, unpunctuated = [], [], [], [], [], []
+    prose_fields = 0
+    for where, kind, text in _fields(story):
+        if debris_problem(text):
+            debris.append(where)
+        if loop_problem(text):
+            loops.append(where)
+        if kind == "character" and person_name_problem(text):
+            non_names.append(f"{where}: {text!r}")
+        if kind == "text" and speech_problem(text):
+            non_speech.append(where)
+        if kind in PROSE_FIELDS:
+            prose_fields += 1
+            if cut_off_problem(text):
+                cut_off.append(where)
+            elif not _TERMINAL.search(text.strip()):
+                unpunctuated.append(where)
+
+    reading = []
+    for item in story.scenes:
+        reading += sentences(scene_prose(item))
+        reading += [s for line in item.dialogue.lines for s in sentences(line.text)]
+    keys = [word_key(s) for s in reading if word_key(s)]
+    repeated = len(keys) - len(set(keys))
+    tokens = [w for s in reading for w in words(s)]
+    bigrams = list(itertools.pairwise(tokens))
+
+    # The story itself (plan, scenes, prose, dialogue): not the model's evaluation of it.
+    told = [text for where, _, text in _fields(story) if where.startswith(("plot.", "scenes["))]
+    everything = " ".join(told + [scene_prose(item) for item in story.scenes])
+    premise_words = content_words(story.premise)
+    present = {stem(w) for w in words(everything)}
+    found = [w for w in premise_words if stem(w) in present]
+
+    beat_tension = {name_key(b.name): b.tension for b in story.plot.beats}
+    scenes = []
+    for i, item in enumerate(story.scenes):
+        text = scene_prose(item) + " " + " ".join(line.text for line in item.dialogue.lines)
+        scenes.append(
+            SceneQuality(
+                index=i + 1,
+                title=item.scene.title,
+                prose_words=len(words(scene_prose(item))),
+                dialogue_lines=len(item.dialogue.lines),
+                planned_tension=beat_tension.get(name_key(item.scene.beat or "")),
+                tension_words_per_100=_tension(text),
+            )
+        )
+    planned = [(s.planned_tension, s.tension_words_per_100) for s in scenes if s.planned_tension is not None]
+    correlation = _spearman([float(p) for p, _ in planned], [r for _, r in planned])
+
+    outside = [
+        f"scenes[{i}]: {line.speaker}"
+        for i, item in enumerate(story.scenes)
+        for line in item.dialogue.lines
+        if name_key(line.speaker) not in {name_key(c) for c in item.scene.characters}
+    ]
+    report = QualityReport(
+        scenes=scenes,
+        sentences=len(keys),
+        repeated_sentences=round(repeated / len(keys), 4) if keys else 0.0,
+        distinct_1=round(len(set(tokens)) / len(tokens), 3) if tokens else 0.0,
+        distinct_2=round(len(set(bigrams)) / len(bigrams), 3) if bigrams else 0.0,
+        prose_fields=prose_fields,
+        cut_off_fields=cut_off,
+        unpunctuated_fields=unpunctuated,
+        debris_fields=debris,
+        loop_fields=loops,
+        non_names=non_names,
+        non_speech_lines=non_speech,
+        copied=_copies(story),
+        premise_words=premise_words,
+        premise_words_found=found,
+        premise_coverage=round(len(found) / len(premise_words), 3) if premise_words else 1.0,
+        speakers_outside_cast=outside,
+        names_not_in_cast=_names_not_in_cast(story),
+        prose_words_median=statistics.median(s.prose_words for s in scenes) if scenes else 0,
+        tension_correlation=correlation,
+        rubric_scores={s.criterion: s.score for s in story.evaluation.scores} if story.evaluation else {},
+        rubric_overall=story.evaluation.overall if story.evaluation else None,
+        rubric_reliable=story.evaluation.reliable if story.evaluation else False,
+        rubric_notes=list(story.evaluation.notes) if story.evaluation else [],
+        failed=[],
+    )
+    report.failed = _failed_goals(report)
+    reliable, notes = rubric_verdict(story, report)
+    report.rubric_reliable, report.rubric_notes = reliable, notes
+    return report
+
+
+def _failed_goals(report: QualityReport) -> list[str]:
+    checks = {
+        "debris": not report.debris_fields,
+        "cut_off": report.cut_off_share <= 0.05,
+        "repetition": report.repeated_sentences <= 0.02,
+        "copied": not report.copied,
+        "names": not (report.non_names or report.speakers_outside_cast or report.non_speech_lines),
+        "prose": report.prose_words_median >= 150,
+        "premise": report.premise_coverage >= 0.5,
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
+def rubric_verdict(story: Story, report: QualityReport) -> tuple[bool, list[str]]:
+    """Whether the model's rubric can be read as a verdict, and why not.
+
+    Unreliable when every criterion got one score, or when the model scored the story
+    HIGH_SCORE or more overall while it fails the code's checks (`report.failed`).
+    """
+    evaluation = story.evaluation
+    if evaluation is None:
+        return False, [f"there is no model evaluation: {story.gaps.get('evaluation', 'not made')}"]
+    notes = list(evaluation.notes)
+    reliable = evaluation.reliable
+    scores = {s.score for s in evaluation.scores}
+    if len(scores) == 1:
+        reliable = False
+        note = "every criterion got the same score: the model did not tell the criteria apart"
+        if note not in notes:
+            notes.append(note)
+    if evaluation.overall >= HIGH_SCORE and report.failed:
+        reliable = False
+        notes.append(
+            f"the model scored {evaluation.overall}/10 a story that fails the code's checks: "
+            + ", ".join(GOALS[g] for g in report.failed)
+        )
+    return reliable, notes
+
+
+def mark_evaluation(story: Story) -> Story:
+    """`story` with its evaluation marked unreliable (and why) when the code's report says so."""
+    if story.evaluation is None:
+        return story
+    report = quality_report(story)
+    evaluation = story.evaluation.model_copy(
+        update={"reliable": report.rubric_reliable, "notes": report.rubric_notes}
+    )
+    return story.model_copy(update={"evaluation": evaluation})
+
+
+__all__ = [
+    "GOALS",
+    "NotAStory",
+    "QualityReport",
+    "SceneQuality",
+    "cast_problems",
+    "clean_prose",
+    "content_words",
+    "draft_problems",
+    "load_story",
+    "mark_evaluation",
+    "names_in",
+    "quality_report",
+    "rubric_verdict",
+    "scene_prose",
+    "sentences",
+]
