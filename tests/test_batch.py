@@ -148,8 +148,8 @@ async def test_rerun_skips_finished_stories_with_zero_calls_and_retries_the_fail
     broken = {"on": True}
 
     def script(request: CompletionRequest) -> str:
-        if broken["on"] and "doomed" in _prompt(request) and request.component == "evaluation":
-            raise ProviderError("evaluation server down", provider="embedded")
+        if broken["on"] and "doomed" in _prompt(request) and request.component == "scene":
+            raise ProviderError("scene server down", provider="embedded")
         return story_script(request)
 
     out = tmp_path / "out"
@@ -169,8 +169,8 @@ async def test_rerun_skips_finished_stories_with_zero_calls_and_retries_the_fail
     assert sorted(r.status for r in second) == ["done", "rejected", "skipped", "skipped"]
     retried = next(r for r in second if r.status == "done")
     assert retried.id == failed.id and retried.run_id == failed.run_id and retried.resumed
-    # only the failed story's unfinished steps were asked again: evaluation and enhancement
-    assert {r.component for r in provider2.requests} <= {"evaluation", "enhancement"}
+    # only the failed story's unfinished steps were asked again: its scenes and what follows them
+    assert {r.component for r in provider2.requests} <= {"scene", "dialogue", "evaluation", "enhancement"}
     lines = manifest(out)
     assert len(lines) == lines_after_first + 1  # the retried story; the rejected line is not repeated
 

@@ -203,15 +203,15 @@ def test_render_bench_reports_both_costs_and_identical_output() -> None:
 def test_concurrency_bench_reports_wall_time_against_the_lower_bound() -> None:
     report = run_bench("concurrency", "--scenes", "3", "--latency", "0.05", "--slots", "2", "--runs", "2")
     graph = story_graph(3)
-    assert report["graph_calls"] == len(graph.needs) == 18
-    assert report["calls_per_run"] == [18, 18]
-    assert report["lower_bound_steps"] == lower_bound_steps(graph, 2) == 12
-    assert report["lower_bound_s"] == pytest.approx(12 * 0.05)
+    assert report["graph_calls"] == len(graph.needs) == 20
+    assert report["calls_per_run"] == [20, 20]
+    assert report["lower_bound_steps"] == lower_bound_steps(graph, 2) == 14
+    assert report["lower_bound_s"] == pytest.approx(14 * 0.05)
     # Each call sleeps the latency on the server, on at most 2 slots: nothing beats the bound.
     assert report["server_max_in_flight"] <= 2
     assert report["wall_s"] >= report["lower_bound_s"]
     assert report["ratio"] == pytest.approx(report["wall_s"] / report["lower_bound_s"], rel=0.02)
-    assert report["server_requests"] == 3 * 18  # the warm-up run and two measured runs
+    assert report["server_requests"] == 3 * 20  # the warm-up run and two measured runs
     assert len(measure(report, "wall time")["runs"]) == 2
 
 

@@ -140,7 +140,16 @@ def test_a_scene_summary_that_only_repeats_the_title_is_rejected_at_its_part() -
     assert summary.check({"summary": "The lamp fails as the storm hits the rocks."}, assembled) is None
 
 
-NAMES_WITH_ANY_LETTERS = ["José", "O'Neil", "Zoë", "Mary-Jane", "Zoë Ó Súilleabháin", "Ярослава"]
+NAMES_WITH_ANY_LETTERS = ["José", "O'Neil", "Zoë", "Mary-Jane", "Zoë Ó Súilleabháin", "Łukasz Żółć"]
+
+
+def test_the_schemas_take_names_in_any_script() -> None:
+    """The tiny grammar offers Latin letters with their diacritics; the models' own rule, which
+    holds on every path, takes names in any script."""
+    from storyengine.sanity import person_name_problem
+
+    for name in [*NAMES_WITH_ANY_LETTERS, "Ярослава", "李娜", "Αλέξανδρος"]:
+        assert person_name_problem(name) is None, name
 
 
 def _name_patterns(schema: object) -> list[str]:

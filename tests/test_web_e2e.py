@@ -139,6 +139,11 @@ def test_write_watch_steer_and_export_in_chromium(server: str, browser: WebDrive
     assert len(scenes) == 3
     first_cue = scenes[0].find_element(By.CSS_SELECTOR, ".cue").text
     assert first_cue == story["scenes"][0]["dialogue"]["lines"][0]["speaker"].upper()
+    # the scene's prose is on the page (the story a reader reads), and the quality report by code
+    prose = story["scenes"][0]["prose"]
+    assert prose and prose.split("\n\n")[0][:60] in scenes[0].find_element(By.CSS_SELECTOR, ".prose").text
+    quality = browser.find_element(By.ID, "quality").text
+    assert "premise coverage" in quality
     assert browser.find_element(By.ID, "overall").text == f"{story['evaluation']['overall']}/10"
     calls = browser.find_elements(By.CSS_SELECTOR, "#calls tr.call")
     assert len(calls) == len([c for c in story["meta"]["calls"] if c["kind"] == "call"]) > 0

@@ -201,7 +201,8 @@ def person_name_problem(name: str) -> str | None:
 
 
 def _capitalised(word: str) -> bool:
-    if word[0].isupper():
+    # A capital, or a letter of a script without case (李娜, ሰላም): names in any letters.
+    if word[0].isupper() or (word[0].isalpha() and not word[0].islower()):
         return True
     # d'Artagnan, l'Estrange: a lower-case elided particle before a capitalised name
     return len(word) > 2 and word[1] in "'’" and word[2].isupper()

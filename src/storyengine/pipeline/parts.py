@@ -44,12 +44,14 @@ from ..schemas import (
 )
 from ..structuring import decoding_schema
 
-# Letters a name may hold: Latin with its accents, Greek, Cyrillic; one apostrophe or hyphen may
-# join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane"). Ranges, because llama.cpp's
-# grammar has no \p{L}; plain groups only, because its converter has no `(?:` or lookahead.
-_UPPER_ACCENTED = "À-ÖØ-ÞΑ-ΩА-Я"
+# Letters a name may hold: Latin with its diacritics (Latin-1 and Latin Extended-A); one
+# apostrophe or hyphen may join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane").
+# Ranges, because llama.cpp's grammar has no \p{L}; plain groups only, because its converter has
+# no `(?:` or lookahead. (Other scripts pass the schemas' name rule; this grammar is the tiny
+# profile's, for a 135M model that writes Latin script.)
+_UPPER_ACCENTED = "À-ÖØ-ÞĀ-ž"  # Latin Extended-A mixes cases: its capitals (Ł, Ż) start names
 _UPPER = "A-Z" + _UPPER_ACCENTED
-_LOWER_REST = "ß-öø-ÿĀ-žα-ωа-я"
+_LOWER_REST = "ß-öø-ÿĀ-ž"
 LETTERS = _UPPER + "a-z" + _LOWER_REST
 _JOINED = f"(['’-][{LETTERS}]{{1,19}})?"  # "'Neil", "-Jane"
 _INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)

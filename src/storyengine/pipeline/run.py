@@ -25,7 +25,7 @@ from ..bible import StoryBible
 from ..config import COMPONENTS
 from ..errors import RunFailed, StoryEngineError
 from ..prompts.render import warm as warm_templates
-from ..quality import clean_prose, mark_evaluation
+from ..quality import clean_prose, mark_evaluation, quality_report
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import RunState
@@ -222,7 +222,10 @@ class StoryRun:
         )
         # A rubric that gives one score to everything, or praises a story the code finds broken,
         # is kept but marked unreliable (quality.py), never shown as a verdict.
-        return mark_evaluation(story)
+        story = mark_evaluation(story)
+        # The quality report by code travels with the story (the web page shows it per version).
+        story.meta["quality"] = {"rows": quality_report(story).as_rows()}
+        return story
 
     def _prose(self, i: int) -> str:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""

@@ -56,6 +56,15 @@ SUMMARY_WORDS = 90
 PART_MAX_TOKENS = 200  # one part is a few short fields
 
 
+def without_patterns(schema: Any) -> Any:
+    """`schema` without its `pattern` keys (what a prompt shows; the grammar keeps them)."""
+    if isinstance(schema, dict):
+        return {k: without_patterns(v) for k, v in schema.items() if k != "pattern"}
+    if isinstance(schema, list):
+        return [without_patterns(v) for v in schema]
+    return schema
+
+
 def _as_schema_error(exc: ValidationError, assembled: dict[str, Any]) -> SchemaValidationError:
     errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return SchemaValidationError(str(exc), raw_text=json.dumps(assembled), validation_errors=errors)
@@ -350,7 +359,9 @@ class TwoStage:
         route: Route,
     ) -> tuple[dict[str, Any], str]:
         defaults = self.settings.narrative.defaults.structuring
-        schema_text = json.dumps(part.schema, separators=(",", ":"))
+        # The prompt shows the part's shape; its patterns (names, openers) are for the grammar, which
+        # enforces them anyway, and would cost a tiny model hundreds of tokens of regex to read.
+        schema_text = json.dumps(without_patterns(part.schema), separators=(",", ":"), ensure_ascii=False)
         shown = "" if part.slice_of else "\n".join(earlier)
         context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
         request = await self._fitted("part_structuring", component, context, defaults, meta, route)

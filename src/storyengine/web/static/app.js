@@ -412,12 +412,14 @@ function render() {
   $("premise-view").textContent = story.premise;
   renderExports();
   $("structure").textContent = plot ? `(${plot.structure_type})` : "";
-  $("characters").textContent = plot && plot.characters.length ? `Characters: ${plot.characters.join(", ")}` : "";
+  const people = story.bible ? story.bible.characters.map((c) => `${c.name} (${c.pronouns}), ${c.role}`) : plot ? plot.characters : [];
+  $("characters").textContent = people.length ? `Characters: ${people.join("; ")}` : "";
   $("chart").replaceChildren(plot ? tensionChart(plot.beats) : h("p", { class: "pending" }, "waiting for the plot…"));
   $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : []));
   $("scenes-view").replaceChildren(...sceneCards(story));
   const gaps = story.gaps || {};
   renderEvaluation(story.evaluation, gaps.evaluation);
+  renderQuality((story.meta && story.meta.quality) || null);
   renderEnhancement(story.enhancement, gaps.enhancement);
   renderCalls((story.meta && story.meta.calls) || []);
 }
@@ -482,19 +484,21 @@ function sceneCards(story) {
         h("button", { type: "button", class: "small secondary", "data-action": "regenerate-scene", onclick: () => steer(`/scenes/${i}/regenerate`, {}) }, "Regenerate scene"),
         h("button", { type: "button", class: "small secondary", "data-action": "regenerate-dialogue", onclick: () => steer(`/scenes/${i}/dialogue/regenerate`, {}) }, "Regenerate dialogue"));
     }
-    cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue)));
+    cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue, item.prose)));
   }
   return cards;
 }
 
-function screenplay(scene, dialogue) {
+function screenplay(scene, dialogue, prose) {
   const page = h("div", { class: "screenplay" });
   if (!scene) {
     add(page, h("p", { class: "pending" }, "writing…"));
     return page;
   }
+  // The scene as the reader gets it: its prose (paragraphs), or its summary when it has none.
+  const paragraphs = (prose || "").split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean);
   add(page, h("div", { class: "slugline" }, scene.setting),
-    h("p", { class: "action" }, scene.summary),
+    ...(paragraphs.length ? paragraphs : [scene.summary]).map((p) => h("p", { class: "action prose" }, p)),
     scene.mood ? h("p", { class: "action muted" }, `Mood: ${scene.mood}`) : null);
   if (!dialogue) {
     add(page, h("p", { class: "pending" }, "dialogue being written…"));
@@ -520,6 +524,15 @@ function renderEvaluation(evaluation, gap) {
     ...evaluation.scores.map((score) => h("div", { class: "score", title: score.rationale, "data-criterion": score.criterion },
       h("span", {}, score.criterion), h("div", { class: "bar" }, h("span", { style: `width:${score.score * 10}%` })),
       h("b", {}, score.score))));
+}
+
+function renderQuality(quality) {
+  const table = $("quality");
+  if (!quality) {
+    table.replaceChildren(h("tbody", {}, h("tr", {}, h("td", { class: "muted" }, "measured when the story is finished"))));
+    return;
+  }
+  table.replaceChildren(h("tbody", {}, quality.rows.map(([name, value]) => h("tr", {}, h("td", {}, name), h("td", {}, value)))));
 }
 
 function renderEnhancement(enhancement, gap) {
