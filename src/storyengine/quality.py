@@ -21,8 +21,9 @@
 - the model's rubric: marked unreliable when every criterion got one score, or when the model
   gave 8 or more overall to a story that fails the code's checks (GOALS).
 
-`clean_prose(text)` and `draft_problems(...)` are pure helpers for the pipeline: the first turns
-a stage-1 draft into the prose a reader gets, the second says why a draft should be redrawn.
+The pipeline's draft helpers live in drafts.py and are re-exported here: `clean_prose(text)`
+turns a stage-1 draft into the prose a reader gets, `draft_problems(...)` says why a draft
+should be drawn again, `cast_problems(...)` what names a scene's cast lacks.
 """
 
 from __future__ import annotations
@@ -31,12 +32,22 @@ import itertools
 import json
 import re
 import statistics
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .drafts import (
+    STOPWORDS,
+    TERMINAL_END,
+    cast_problems,
+    clean_prose,
+    content_words,
+    draft_problems,
+    names_in,
+    sentences,
+    stem,
+)
 from .sanity import (
     cut_off_problem,
     debris_problem,
@@ -48,16 +59,6 @@ from .sanity import (
 )
 from .schemas import LENIENT, Story, name_key, word_key
 
-STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each even ever every
-    few for from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just least less let like made make many may me more most much must my
-    myself never no nor not now of off on once one only or other our ours out over own same she
-    should so some such than that the their theirs them themselves then there these they this
-    those through to too under until up upon very was we were what when where which while who whom
-    whose why will with within without would yet you your yours yourself""".split()
-)
 TENSION_WORDS = frozenset(
     """afraid alarm anger angry attack blood break breaks broke chase crash cries cry danger dark
     dead death desperate die dies escape explode fear fight fire flee gun hide horror hurt kill
@@ -76,158 +77,6 @@ GOALS = {
     "premise": "at least half of the premise's content words in the story",
 }
 HIGH_SCORE = 8
-
-
-# -- text helpers --
-
-_SENTENCE = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+")
-_TERMINAL = re.compile(r"[.!?…][\"')\]”’*]*$")
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of `text` (split after . ! ? … outside numbers; lines are breaks too)."""
-    found = []
-    for line in text.splitlines():
-        found += [s.strip() for s in _SENTENCE.split(line) if s and s.strip()]
-    return found
-
-
-def stem(word: str) -> str:
-    """A crude stem, enough to match "lighthouses" with "lighthouse" or "written" with "writes"."""
-    w = word.casefold().removesuffix("'s").removesuffix("’s")
-    for suffix in ("ing", "ed", "es", "en", "s", "ly", "er"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 4:
-            return w[: -len(suffix)]
-    return w
-
-
-def content_words(text: str) -> list[str]:
-    """The words of `text` that carry meaning: not stop words, three letters or more, in order, once."""
-    return list(dict.fromkeys(w for w in words(text) if len(w) >= 3 and w not in STOPWORDS))
-
-
-# -- clean_prose --
-
-_PREFIX = re.compile(
-    r"^\s*(?:#+\s*|>\s*|(?:A|Q|Answer|Response|Assistant|Output|Prose|Story|Scene(?:\s+\d+(?:\s+of\s+\d+)?)?)\s*:\s*)+",
-    re.I,
-)
-_HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*.*|title\s*:.*|scene\s+\d+.*)$", re.I)
-
-
-def clean_prose(text: str) -> str:
-    """A stage-1 draft as prose a reader gets.
-
-    Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
-    "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), sentences said before (a
-    loop) and sentences that loop inside, and an unfinished last sentence. Paragraphs stay
-    paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
-    """
-    paragraphs: list[list[str]] = []
-    current: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if not line.strip():
-            if current:
-                paragraphs.append(current)
-                current = []
-            continue
-        line = _PREFIX.sub("", line)
-        if _HEADING_LINE.match(line) and not _TERMINAL.search(line.strip().rstrip("*")):
-            continue
-        line = re.sub(r"\*\*|__|`+|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w)", "", line).replace("#", "")
-        if line.strip():
-            current.append(line.strip())
-    if current:
-        paragraphs.append(current)
-    seen: set[str] = set()
-    kept: list[list[str]] = []
-    for paragraph in paragraphs:
-        fresh = []
-        for sentence in sentences(" ".join(paragraph)):
-            sentence = " ".join(sentence.split())
-            key = word_key(sentence)
-            if not key or key in seen or loop_problem(sentence):
-                continue
-            seen.add(key)
-            fresh.append(sentence)
-        if fresh:
-            kept.append(fresh)
-    if kept and not _TERMINAL.search(kept[-1][-1]):
-        kept[-1].pop()
-        if not kept[-1]:
-            kept.pop()
-    return "\n\n".join(" ".join(paragraph) for paragraph in kept)
-
-
-# -- draft_problems --
-
-_BEAT_LINE = re.compile(r"^\s*(?:\d+\s*[.):-]|[-*•]|(?:beat|step|part)\s+\d+\s*[.:)-]?)\s*\S", re.I)
-MIN_SCENE_WORDS = 40
-
-
-def draft_problems(
-    component: str,
-    draft: str,
-    *,
-    premise: str,
-    beats: int | None = None,
-    beat: str | None = None,
-) -> list[str]:
-    """Why a stage-1 draft should be drawn again (empty list: keep it).
-
-    Every draft: not empty, and no loop (a sentence said three times, or a word or phrase
-    repeated in a row, see sanity.loop_problem's tandem rules). A plot draft: a line per beat
-    (numbered or bulleted), at least `beats` of them (3 when not given). A scene draft: more than
-    one line or sentence, at least MIN_SCENE_WORDS words, and at least one content word shared
-    with its beat (`beat`: name and purpose) or the premise. Each reason is a sentence that can
-    be logged or shown in a re-draw.
-    """
-    text = draft.strip()
-    if not text:
-        return [f"the {component} draft is empty"]
-    problems = []
-    said = Counter(word_key(s) for s in sentences(text) if len(words(s)) >= 3)
-    looped = [s for s, n in said.items() if n >= 3]
-    if looped:
-        problems.append(f"the {component} draft loops: {looped[0]!r} is said {said[looped[0]]} times")
-    else:
-        tandem = loop_problem(text) if len(words(text)) <= 120 else _tandem_only(text)
-        if tandem:
-            problems.append(f"the {component} draft loops: {tandem}")
-    if component == "plot":
-        wanted = beats or 3
-        named = sum(
-            1
-            for line in text.splitlines()
-            if _BEAT_LINE.match(line.lstrip("*_#> ")) and len(words(line)) >= 3
-        )
-        if named < wanted:
-            problems.append(
-                f"the plot draft names {named} of the {wanted} beats asked for; write a numbered list "
-                f"of {wanted} beats, one per line"
-            )
-    if component == "scene":
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) <= 1 and len(sentences(text)) <= 1:
-            problems.append("the scene draft is one line; write two or three paragraphs of prose")
-        elif len(words(text)) < MIN_SCENE_WORDS:
-            problems.append(f"the scene draft has {len(words(text))} words; write two or three paragraphs")
-        wanted_words = {stem(w) for w in content_words(f"{premise} {beat or ''}")}
-        if wanted_words and not wanted_words & {stem(w) for w in content_words(text)}:
-            problems.append(
-                "the scene draft shares no word with its beat or the premise; write the scene the "
-                "beat describes"
-            )
-    return problems
-
-
-def _tandem_only(text: str) -> str | None:
-    """loop_problem's in-a-row rules only (a long draft may repeat a phrase far apart)."""
-    for sentence in sentences(text):
-        problem = loop_problem(sentence)
-        if problem:
-            return problem
-    return None
 
 
 # -- reading a story --
@@ -344,7 +193,7 @@ class QualityReport(BaseModel):
             "premise words missing": [w for w in self.premise_words if w not in self.premise_words_found],
             "names not in the cast": self.names_not_in_cast,
             "rubric notes": self.rubric_notes,
-            "goals failed": [GOALS[g] for g in self.failed],
+            "goals missed": [GOALS[g] for g in self.failed],
         }
         rows += [(k, "; ".join(v[:8]) + (" …" if len(v) > 8 else "")) for k, v in details.items() if v]
         return rows
@@ -427,35 +276,6 @@ def _tension(text: str) -> float:
     return round(100 * hits / len(tokens), 2)
 
 
-def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, a person's
-    name by sanity.person_name_problem), except those in `known` (lower case), sorted."""
-    found: set[str] = set()
-    for sentence in sentences(text):
-        for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
-            name = match.group(1)
-            lower = name.casefold()
-            if lower in known or lower in STOPWORDS or name in ("I", "I'm"):
-                continue
-            if person_name_problem(name) is None:
-                found.add(name)
-    return sorted(found)
-
-
-def cast_problems(cast: list[str], prose: str, *, known: str = "") -> list[str]:
-    """Names the prose of a scene uses that its cast does not hold (words of `known`, e.g. the
-    premise and title, are not names to ask about). One sentence per problem, for a re-ask."""
-    words_of_cast = {w.casefold() for name in cast for w in name.split()}
-    words_known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", known)}
-    outside = names_in(prose, frozenset(words_of_cast | words_known))
-    if not outside:
-        return []
-    return [
-        f"the scene's prose names {', '.join(outside)}, who are not in its cast ({', '.join(cast)}); "
-        "list the characters who appear in the scene"
-    ]
-
-
 def _names_not_in_cast(story: Story) -> list[str]:
     cast = {w.casefold() for name in story.plot.characters for w in name.split()}
     for item in story.scenes:
@@ -498,7 +318,7 @@ def quality_report(story: Story) -> QualityReport:
             prose_fields += 1
             if cut_off_problem(text):
                 cut_off.append(where)
-            elif not _TERMINAL.search(text.strip()):
+            elif not TERMINAL_END.search(text.strip()):
                 unpunctuated.append(where)
 
     reading = []
@@ -625,6 +445,7 @@ def mark_evaluation(story: Story) -> Story:
 
 __all__ = [
     "GOALS",
+    "STOPWORDS",
     "NotAStory",
     "QualityReport",
     "SceneQuality",
@@ -639,4 +460,5 @@ __all__ = [
     "rubric_verdict",
     "scene_prose",
     "sentences",
+    "stem",
 ]
