@@ -334,8 +334,8 @@ async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(
     healthy = {"on": False}
     script = numbered_script()
 
-    def flaky(request: CompletionRequest) -> Any:
-        if request.component == "evaluation" and not healthy["on"]:
+    def flaky(request: CompletionRequest) -> Any:  # a required step fails (not the evaluation: a gap)
+        if request.component == "dialogue" and not healthy["on"]:
             return ProviderUnavailable("connection refused", provider="embedded")
         return script(request)
 
@@ -356,7 +356,7 @@ async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(
     events = await events_of(client, run_id, after=resumed.json()["after"])
     assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1
     again = {r.component for r in engines.requests[before:]}
-    assert again == {"evaluation", "enhancement"}  # plot, scenes and dialogue came from the checkpoint
+    assert again == {"dialogue", "evaluation", "enhancement"}  # plot, bible, scenes: from the checkpoint
     run = (await client.get(f"/api/runs/{run_id}")).json()
     assert run["status"] == "done" and run["error"] is None and len(run["story"]["scenes"]) == 3
     twice = await client.post(f"/api/runs/{run_id}/resume")
@@ -556,7 +556,7 @@ async def test_a_restarted_server_lists_and_opens_runs_made_before_and_by_the_cl
         direct = await engine.generate("A clockmaker repairs time.", scenes=1, seed=2, provider="embedded")
 
     def down(request: CompletionRequest) -> Any:
-        if request.component == "evaluation":
+        if request.component == "dialogue":
             return ProviderUnavailable("connection refused", provider="embedded")
         return story_script(request)
 

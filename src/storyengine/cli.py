@@ -28,6 +28,17 @@ class _Group(click.Group):
                 raise
             click.echo(f"storyengine: error: {exc}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line, and what to do (the traceback with --debug)
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(
+                f"storyengine: internal error: {type(exc).__name__}: {exc} (finished steps are saved; "
+                "run again with --debug before the command for the traceback, and report it)",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

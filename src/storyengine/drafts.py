@@ -190,7 +190,8 @@ def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[
         for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
             name = match.group(1)
             lower = name.casefold()
-            if lower in known or lower in STOPWORDS or name in ("I", "I'm"):
+            stem = re.sub(r"['’](?:s|re|ll|ve|d|m|t)$", "", lower)  # "It's", "You're": not names
+            if lower in known or lower in STOPWORDS or stem in STOPWORDS or name in ("I", "I'm"):
                 continue
             if person_name_problem(name) is None:
                 found.add(name)

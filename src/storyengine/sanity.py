@@ -197,6 +197,8 @@ def person_name_problem(name: str) -> str | None:
             )
         if not _capitalised(part):
             return f"{_clip(name)!r} is not a name: each word of a name starts with a capital letter"
+        if sum(c.isupper() for c in part) >= 3:  # "TheFutureBeginsWhen": a phrase run together
+            return f"{_clip(name)!r} is a phrase run together, not a name; {EXAMPLE}"
     return None
 
 

@@ -53,13 +53,14 @@ _UPPER_ACCENTED = "À-ÖØ-ÞĀ-ž"  # Latin Extended-A mixes cases: its capital
 _UPPER = "A-Z" + _UPPER_ACCENTED
 _LOWER_REST = "ß-öø-ÿĀ-ž"
 LETTERS = _UPPER + "a-z" + _LOWER_REST
-_JOINED = f"(['’-][{LETTERS}]{{1,19}})?"  # "'Neil", "-Jane"
+_LOWER = "a-z" + _LOWER_REST  # after a name's capital: no run-together phrase ("TheFutureBegins")
+_JOINED = f"(['’-][{LETTERS}][{_LOWER}]{{0,18}})?"  # "'Neil", "-Jane"
 _INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)
 
 
 def _letters_but(lower: str) -> str:
-    """LETTERS with the lower-case ASCII range `lower` in place of a-z (to leave one letter out)."""
-    return _UPPER + lower + _LOWER_REST
+    """The lower-case letters with the ASCII range `lower` in place of a-z (to leave one out)."""
+    return lower + _LOWER_REST
 
 
 def name_pattern(initials: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str:
@@ -68,17 +69,17 @@ def name_pattern(initials: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str:
     Lighthouse" or "An Owl" as names, so the grammar does not offer them (measured, SmolLM2
     answered "The Lighthouse" on every re-ask)."""
     plain = "".join(c for c in initials if c not in "AT") + _UPPER_ACCENTED
-    options = [f"[{plain}]([{LETTERS}]{{1,19}}{_JOINED}|['’-][{LETTERS}]{{1,19}})"]
+    options = [f"[{plain}]([{_LOWER}]{{1,19}}{_JOINED}|['’-][{LETTERS}][{_LOWER}]{{0,18}})"]
     if "A" in initials:  # not "A", "An"
         no_n = _letters_but("a-mo-z")
-        options.append(f"A([{no_n}][{LETTERS}]{{0,18}}{_JOINED}|n[{LETTERS}]{{1,18}}{_JOINED})")
+        options.append(f"A([{no_n}][{_LOWER}]{{0,18}}{_JOINED}|n[{_LOWER}]{{1,18}}{_JOINED})")
     if "T" in initials:  # not "The"
         no_h, no_e = _letters_but("a-gi-z"), _letters_but("a-df-z")
         options.append(
-            f"T([{no_h}][{LETTERS}]{{0,18}}{_JOINED}|h|h[{no_e}][{LETTERS}]{{0,17}}{_JOINED}"
-            f"|he[{LETTERS}]{{1,17}}{_JOINED})"
+            f"T([{no_h}][{_LOWER}]{{0,18}}{_JOINED}|h|h[{no_e}][{_LOWER}]{{0,17}}{_JOINED}"
+            f"|he[{_LOWER}]{{1,17}}{_JOINED})"
         )
-    later = f"( [{_UPPER}][{LETTERS}]{{0,19}}{_JOINED}){{0,2}}"
+    later = f"( [{_UPPER}][{_LOWER}]{{0,19}}{_JOINED}){{0,2}}"
     return f"^({'|'.join(options)}){later}$"
 
 
