@@ -19,11 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..bible import StoryBible
 from ..config import COMPONENTS
-from ..errors import RunFailed, StoryEngineError
+from ..errors import InputError, RunFailed, StoryEngineError
 from ..prompts.render import warm as warm_templates
 from ..quality import clean_prose, mark_evaluation, quality_report
 from ..routing.instrument import RunRecorder
@@ -56,6 +56,18 @@ class StoryRun:
         self.tokens = 0
         self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
 
+    def _checkpointed(self, name: str, value: Any, model: type[M]) -> M:
+        """A finished step from the checkpoint, checked by today's rules."""
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InputError(
+                f"run {self.state.run_id}: its checkpointed step {name} no longer passes this version's "
+                f"rules ({'.'.join(map(str, first['loc']))}: {first['msg']}); start a new run for this "
+                "premise (steps made after it were built on it, so it is not remade alone)"
+            ) from None
+
     def seed_for(self, *parts: object) -> int | None:
         """The seed of one call: from the run's seed, and from the round after a resume."""
         return call_seed(self.seed, *parts, *(("round", self.round) if self.round else ()))
@@ -84,7 +96,7 @@ class StoryRun:
         """Run one stage unless the checkpoint has it; checkpoint it the moment it finishes."""
         done = self.state.get(name)
         if done is not None:
-            return model.model_validate(done) if model else done
+            return self._checkpointed(name, done, model) if model else done
         stage = "freeform" if name.endswith(".draft") else "structuring"
         self.emit("step_started", step=component, stage=stage, **info)
         meta = StepMeta(component, round=self.round)
@@ -111,7 +123,7 @@ class StoryRun:
         """Step `name` (and its draft before it); a state that has the value needs no draft."""
         done = self.state.get(name)
         if done is not None:
-            return model.model_validate(done)
+            return self._checkpointed(name, done, model)
         text = await self.step(f"{name}.draft", component, draft, **info)
         return cast(M, await self.step(name, component, lambda m: structure(text, m), model, **info))
 
