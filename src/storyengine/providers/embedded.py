@@ -276,7 +276,7 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
 def _prefix_reusing(base: type) -> type:
     """`Llama` that puts back the best KV snapshot (see `PrefixSnapshots`) before it evaluates."""
 
-    class PrefixReusingLlama(base):  # type: ignore[misc,valid-type]
+    class PrefixReusingLlama(base):
         snapshots: PrefixSnapshots | None = None
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
