@@ -242,6 +242,7 @@ async def run_story_bench(
                 report.summary["failed"] = str(exc).split(" — ")[0][:300]
             wall = time.perf_counter() - started
             busy = busy_seconds(all_calls(providers), since=started)
+            provider_calls = len(all_calls(providers))
             stats = _stats_delta(before, model.stats) if model and before else None
             if model and model.snapshots:
                 restored = model.snapshots.restored_tokens - restored
@@ -269,6 +270,7 @@ async def run_story_bench(
             "scenes": scenes,
             "seed": seed,
             **headline,
+            "provider_calls": provider_calls,
             "tokens": tokens,
             "prompt_tokens_evaluated": evaluated,
             "kv_reused_by_snapshots": restored if model else None,
