@@ -28,7 +28,7 @@ def story_script(request: CompletionRequest) -> str:
         if schema is not None:
             # Vary with the prompt (all of it: a part's notes sit in its system message), so that
             # each part of an object gets its own values.
-            prompt = "\\0".join(m.content for m in request.messages)
+            prompt = " | ".join(m.content for m in request.messages)
             digest = hashlib.sha256(prompt.encode()).digest()
             return json.dumps(_instance(schema, "root", digest[0] % 97), ensure_ascii=False)
     return _freeform(request)
