@@ -6,6 +6,7 @@
 - cache: a story twice with one seed, cold and warm provider calls
 - validity: structured validity per mode over built-in premises
 - peer: storyengine's plot component beside instructor on the same model
+- story: one story, cache off, against the decode and prefill bounds of the model's own rates
 """
 
 from .table import Measure, Report, machine

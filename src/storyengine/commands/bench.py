@@ -279,6 +279,32 @@ def completion_bench(
     _emit(report, as_json)
 
 
+@bench.command("story")
+@click.option("--scenes", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=5, show_default=True)
+@_provider_options
+@_json_option
+@click.pass_context
+def story_bench(
+    ctx: click.Context,
+    scenes: int,
+    seed: int,
+    provider: str | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """One story, cache off: wall time against the decode and prefill bounds of the model's own rates."""
+    from ..bench.harness import bench_settings
+    from ..bench.story import run_story_bench
+
+    _positive("--scenes", scenes)
+    settings = bench_settings(config_path, provider)
+    report = _run(
+        run_story_bench(_report(ctx, "story"), settings, scenes=scenes, seed=seed, progress=_progress())
+    )
+    _emit(report, as_json)
+
+
 @bench.command("validity")
 @click.option(
     "--premises", "count", type=int, default=30, show_default=True, help="Built-in premises to use."

@@ -236,7 +236,7 @@ class StoryRun:
         # is kept but marked unreliable (quality.py), never shown as a verdict.
         story = mark_evaluation(story)
         # The quality report by code travels with the story (the web page shows it per version).
-        story.meta["quality"] = {"rows": quality_report(story).as_rows()}
+        story.meta["quality"] = {"rows": [list(row) for row in quality_report(story).as_rows()]}
         return story
 
     def _prose(self, i: int) -> str:

@@ -39,7 +39,7 @@ from ..routing.instrument import short_error
 from ..routing.router import Route, Router
 from ..structuring import format_errors, validate_json_payload
 from ..types import Completion, CompletionRequest
-from .parts import Part
+from .parts import Part, answer_token_bound
 
 logger = logging.getLogger("storyengine")
 R = TypeVar("R")
@@ -53,7 +53,7 @@ T = TypeVar("T", bound=BaseModel)
 # Context values that may be summarized when a prompt does not fit, most expendable first.
 SUMMARIZABLE = ("previous", "story", "plot", "evaluation", "draft", "text")
 SUMMARY_WORDS = 90
-PART_MAX_TOKENS = 200  # one part is a few short fields
+PART_MAX_TOKENS = 200  # one part is a few short fields (when its schema does not bound it)
 
 
 def without_patterns(schema: Any) -> Any:
@@ -369,7 +369,7 @@ class TwoStage:
             update={
                 "json_schema": part.schema,
                 "schema_name": part.model.__name__,
-                "max_tokens": min(request.max_tokens, PART_MAX_TOKENS),
+                "max_tokens": min(request.max_tokens, answer_token_bound(part.schema, PART_MAX_TOKENS)),
             }
         )
         fields = set(part.schema["properties"])

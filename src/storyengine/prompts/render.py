@@ -19,12 +19,21 @@ sentinel cannot stand for, `render` hands to `render_slow` (a real `poml.poml()`
 
 Template sources may use only bare variables (`{{ name }}`, `if="name"`), no `for`, no
 `<let>`, so a sentinel and the real value always take the same branches.
+
+Skeletons are also kept on disk (`templates/` in the user cache directory), keyed by the
+template's text, the poml version, this module's skeleton format and the shape, so a new
+process renders its first prompt without starting Node. A file that is missing, unreadable or
+does not match its key is ignored and the skeleton is built again.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.metadata
+import json
 import logging
+import os
 import re
 import threading
 import time
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import poml
+from platformdirs import user_cache_dir
 from pydantic import ValidationError
 
 from ..errors import TemplateError
@@ -81,6 +91,7 @@ class _Template:
     name: str
     path: Path
     variables: frozenset[str]
+    source: str = ""
 
 
 def template_names() -> list[str]:
@@ -113,7 +124,7 @@ def _load_template(directory: Path, name: str) -> _Template:
             f"template {name!r} ({path}) uses expressions {bad}; "
             "use only bare variables like {{ premise }}"
         )
-    return _Template(name=name, path=path, variables=frozenset(expressions))
+    return _Template(name=name, path=path, variables=frozenset(expressions), source=source)
 
 
 def _checked_values(template: _Template, context: Mapping[str, Any]) -> dict[str, ContextValue]:
@@ -260,6 +271,95 @@ def _build_skeleton(template: _Template, empties: frozenset[tuple[str, ContextVa
     return _Skeleton(name=template.name, messages=tuple(intact), params=rendered.params)
 
 
+# -- skeletons on disk ---------------------------------------------------------------------------
+
+SKELETON_FORMAT = 1  # bump when _Skeleton or the sentinel changes: older files are then ignored
+DISK_CACHE = True  # False: never read or write skeleton files (memory only)
+
+
+def skeleton_dir() -> Path:
+    """Where skeletons are kept between processes (the user cache directory)."""
+    return Path(user_cache_dir("storyengine", appauthor=False)) / "templates"
+
+
+@cache
+def poml_version() -> str:
+    try:
+        return importlib.metadata.version("poml")
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(poml, "__version__", "unknown")
+
+
+def skeleton_key(template: _Template, empties: frozenset[tuple[str, ContextValue]]) -> str:
+    """What a skeleton depends on: template text, poml version, skeleton format, sentinel, shape."""
+    shape = sorted((key, repr(value)) for key, value in empties)
+    material = json.dumps(
+        [SKELETON_FORMAT, poml_version(), _sentinel("x"), template.name, template.source, shape],
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(material.encode("ascii")).hexdigest()
+
+
+def _skeleton_file(template: _Template, key: str) -> Path:
+    return skeleton_dir() / f"{template.name}-{key[:32]}.json"
+
+
+def _read_skeleton(template: _Template, key: str) -> _Skeleton | None:
+    try:
+        data = json.loads(_skeleton_file(template, key).read_text(encoding="utf-8"))
+        if data.get("key") != key:
+            return None
+        plans = []
+        for item in data["messages"]:
+            role, pieces, slots = item["role"], tuple(item["pieces"]), tuple(item["slots"])
+            if role not in _ROLES or len(pieces) != len(slots) + 1 or not set(slots) <= template.variables:
+                return None
+            if not all(isinstance(piece, str) and not _MARKERS.search(piece) for piece in pieces):
+                return None
+            static = Message(role=role, content=pieces[0]) if not slots else None
+            plans.append(_MessagePlan(role=role, pieces=pieces, slots=slots, static=static))
+        params = data["params"]
+        if not isinstance(params, dict):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError):
+        return None
+    return _Skeleton(name=template.name, messages=tuple(plans), params=params)
+
+
+def _write_skeleton(template: _Template, key: str, skeleton: _Skeleton) -> None:
+    data = {
+        "key": key,
+        "template": template.name,
+        "poml": poml_version(),
+        "messages": [
+            {"role": p.role, "pieces": list(p.pieces), "slots": list(p.slots)} for p in skeleton.messages
+        ],
+        "params": skeleton.params,
+    }
+    path = _skeleton_file(template, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        os.replace(temporary, path)  # atomic: a reader sees the old file or the whole new one
+    except (OSError, TypeError, ValueError) as exc:
+        logger.debug("template %r: skeleton not written to %s (%s)", template.name, path, exc)
+
+
+def _built_or_read(template: _Template, empties: frozenset[tuple[str, ContextValue]]) -> _Skeleton | None:
+    """The skeleton from disk when a matching file is there, else built by poml (and written)."""
+    if not DISK_CACHE:
+        return _build_skeleton(template, empties)
+    key = skeleton_key(template, empties)
+    found = _read_skeleton(template, key)
+    if found is not None:
+        return found
+    built = _build_skeleton(template, empties)
+    if built is not None:
+        _write_skeleton(template, key, built)
+    return built
+
+
 _Key = tuple[Path, frozenset[tuple[str, ContextValue]]]
 _SKELETONS: dict[_Key, _Skeleton | None] = {}
 _BUILD_LOCKS: dict[_Key, threading.Lock] = {}
@@ -277,7 +377,7 @@ def _skeleton(template: _Template, empties: frozenset[tuple[str, ContextValue]])
     with lock:
         found = _SKELETONS.get(key, _UNBUILT)
         if found is _UNBUILT:
-            found = _build_skeleton(template, empties)
+            found = _built_or_read(template, empties)
             _SKELETONS[key] = found
     return found  # type: ignore[return-value]
 
@@ -331,6 +431,7 @@ __all__ = [
     "clear_cache",
     "render",
     "render_slow",
+    "skeleton_dir",
     "template_names",
     "template_variables",
     "warm",

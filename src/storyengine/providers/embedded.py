@@ -10,6 +10,15 @@ passes, a timer sets llama.cpp's abort callback, the current decode stops within
 the call fails with `ProviderTimeout`. (The callback is only set when the deadline passes, so a
 call that finishes in time pays nothing for it.) Any exception llama.cpp raises while
 generating becomes a `ProviderError` subclass.
+
+Reusing what the model has read. llama-cpp-python keeps the KV state of the last evaluation
+and, when the next prompt starts with the same tokens, evaluates only the rest (`Llama.generate`:
+longest common prefix, then `kv_cache_seq_rm` of the tail). Calls that interleave (two scenes
+structured at once) would each throw away the other's prefix, so after every call the KV cells of
+the sequence are kept as a snapshot (`PrefixSnapshots`: the KV cells only, not the logits, within
+a byte budget), and before a prompt is evaluated the snapshot that shares the longest prefix
+with it is put back when it beats what is loaded. `LoadedModel.stats` counts the prompt tokens
+actually evaluated, so the saving is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -52,6 +61,116 @@ def default_model_path() -> Path:
     )
 
 
+# Snapshots kept per model: the KV cells of recent sequences (SmolLM2-135M: about 23 kB a token).
+PREFIX_SNAPSHOT_BYTES = 256 * 2**20
+PREFIX_SNAPSHOT_GAIN = 16  # restore only when it saves at least this many prompt tokens
+
+
+def common_prefix(a: Any, b: Any) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Snapshot:
+    tokens: tuple[int, ...]
+    data: Any  # a ctypes byte array holding llama_state_seq_get_data of sequence 0
+    size: int
+
+
+class PrefixSnapshots:
+    """KV snapshots of recent sequences, so interleaved calls keep their shared prefixes.
+
+    `save` after a call keeps the sequence's KV cells (dropping snapshots it extends, and the
+    oldest beyond the byte budget); `restore` before a prompt is evaluated loads the snapshot
+    sharing the longest prefix with the prompt, when that beats the KV already loaded.
+    llama-cpp-python's own prefix match then evaluates only the rest.
+    """
+
+    def __init__(self, capacity_bytes: int = PREFIX_SNAPSHOT_BYTES) -> None:
+        self.capacity_bytes = capacity_bytes
+        self.snapshots: list[_Snapshot] = []  # oldest first
+        self.restored = 0
+        self.restored_tokens = 0
+
+    def save(self, llama: Any) -> None:
+        from llama_cpp import llama_cpp as lib
+
+        tokens = tuple(int(t) for t in llama.input_ids[: llama.n_tokens])
+        if not tokens:
+            return
+        size = int(lib.llama_state_seq_get_size(llama.ctx, 0))
+        if size <= 0 or size > self.capacity_bytes:
+            return
+        data = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data(llama.ctx, data, size, 0))
+        if written <= 0:
+            return
+        kept = [s for s in self.snapshots if common_prefix(s.tokens, tokens) < len(s.tokens)]
+        kept.append(_Snapshot(tokens, data, written))
+        while sum(s.size for s in kept) > self.capacity_bytes:
+            kept.pop(0)
+        self.snapshots = kept
+
+    def restore(self, llama: Any, prompt: list[int]) -> int:
+        """Load the best snapshot for `prompt` if it beats the loaded KV; the tokens it saves."""
+        from llama_cpp import llama_cpp as lib
+
+        loaded = common_prefix(llama.input_ids[: llama.n_tokens], prompt)
+        best, shared = None, loaded
+        for snapshot in self.snapshots:
+            n = common_prefix(snapshot.tokens, prompt)
+            if n > shared:
+                best, shared = snapshot, n
+        if best is None or shared - loaded < PREFIX_SNAPSHOT_GAIN:
+            return 0
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        if int(lib.llama_state_seq_set_data(llama.ctx, best.data, best.size, 0)) == 0:
+            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+            llama.n_tokens = 0
+            return 0
+        llama.input_ids[: len(best.tokens)] = best.tokens
+        llama.n_tokens = len(best.tokens)
+        llama._requires_eval = True
+        self.snapshots.remove(best)
+        self.snapshots.append(best)  # most recently used last
+        self.restored += 1
+        self.restored_tokens += shared - loaded
+        return shared - loaded
+
+
+@dataclass
+class ModelStats:
+    """What one model did in this process, from llama.cpp's own counters (`llama_perf_context`)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0  # prompt tokens the calls sent
+    prompt_tokens_evaluated: int = 0  # ... of which the model evaluated (the rest came from KV reuse)
+    prefill_seconds: float = 0.0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    generate_seconds: float = 0.0  # wall time inside create_chat_completion (sampling, grammar too)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+def _perf(llama: Any) -> tuple[int, float, int, float]:
+    """llama.cpp's cumulative (prompt tokens, prompt ms, decoded tokens, decode ms)."""
+    try:
+        from llama_cpp import llama_cpp as lib
+
+        data = lib.llama_perf_context(llama.ctx)
+        return int(data.n_p_eval), float(data.t_p_eval_ms), int(data.n_eval), float(data.t_eval_ms)
+    except (ImportError, AttributeError, TypeError, ValueError, ctypes.ArgumentError):
+        return 0, 0.0, 0, 0.0
+
+
 @dataclass
 class LoadedModel:
     """One `llama_cpp.Llama` and the locks that serialize its use."""
@@ -60,6 +179,8 @@ class LoadedModel:
     path: Path
     n_ctx: int
     thread_lock: threading.Lock = field(default_factory=threading.Lock)
+    stats: ModelStats = field(default_factory=ModelStats)
+    snapshots: PrefixSnapshots | None = field(default_factory=PrefixSnapshots)
     _loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
         default_factory=weakref.WeakKeyDictionary
     )
@@ -78,6 +199,8 @@ class LoadedModel:
         # cancelled caller whose worker thread is still generating.
         with self.thread_lock:
             watch = _DeadlineWatch(self.llama, seconds)
+            before = _perf(self.llama)
+            started = time.perf_counter()
             try:
                 answer: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
             except Exception:
@@ -86,7 +209,30 @@ class LoadedModel:
                 raise
             finally:
                 watch.stop()
+            self._count(before, _perf(self.llama), time.perf_counter() - started, answer)
+            if self.snapshots is not None:
+                try:
+                    self.snapshots.save(self.llama)
+                except (AttributeError, TypeError, ValueError, OSError) as exc:  # keep serving, unsnapshotted
+                    logger.debug("KV snapshots off for %s: %s", self.path, exc)
+                    self.snapshots = self.llama.snapshots = None
             return answer
+
+    def _count(
+        self,
+        before: tuple[int, float, int, float],
+        after: tuple[int, float, int, float],
+        seconds: float,
+        answer: dict[str, Any],
+    ) -> None:
+        stats = self.stats
+        stats.calls += 1
+        stats.prompt_tokens += int((answer.get("usage") or {}).get("prompt_tokens", 0))
+        stats.prompt_tokens_evaluated += after[0] - before[0]
+        stats.prefill_seconds += (after[1] - before[1]) / 1000
+        stats.decode_tokens += after[2] - before[2]
+        stats.decode_seconds += (after[3] - before[3]) / 1000
+        stats.generate_seconds += seconds
 
 
 class GenerationDeadline(Exception):
@@ -193,6 +339,7 @@ def load_model(
         if model is None:
             llama = _load_llama(resolved, n_ctx, threads, provider)
             model = _models[key] = LoadedModel(llama=llama, path=resolved, n_ctx=n_ctx)
+            llama.snapshots = model.snapshots
         return model
 
 
@@ -208,7 +355,7 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
         ) from None
     started = time.perf_counter()
     try:
-        llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        llama = _prefix_reusing(Llama)(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
             f"llama.cpp could not load {path} ({exc}); the file is corrupt or not a model llama.cpp "
@@ -217,6 +364,20 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
         ) from None
     logger.debug("loaded %s (n_ctx=%d) in %.2fs", path, n_ctx, time.perf_counter() - started)
     return llama
+
+
+def _prefix_reusing(base: type) -> type:
+    """`Llama` that puts back the best KV snapshot (see `PrefixSnapshots`) before it evaluates."""
+
+    class PrefixReusingLlama(base):
+        snapshots: PrefixSnapshots | None = None
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.snapshots is not None and kwargs.get("reset", True):
+                self.snapshots.restore(self, list(tokens))
+            yield from super().generate(tokens, *args, **kwargs)
+
+    return PrefixReusingLlama
 
 
 def _check_gguf_file(path: Path, provider: str) -> None:

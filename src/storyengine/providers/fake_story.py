@@ -72,8 +72,10 @@ def story_script(request: CompletionRequest) -> str:
     if request.stage == "structuring" or request.json_schema is not None:
         schema = request.json_schema or _schema_in_prompt(request)
         if schema is not None:
-            # Vary with the prompt, so that each part of an object gets its own values.
-            digest = hashlib.sha256(request.messages[-1].content.encode()).digest()
+            # Vary with the prompt (all of it: a part's notes sit in its system message), so that
+            # each part of an object gets its own values.
+            prompt = " | ".join(m.content for m in request.messages)
+            digest = hashlib.sha256(prompt.encode()).digest()
             return json.dumps(_instance(schema, "root", digest[0] % 97), ensure_ascii=False)
     return _freeform(request)
 

@@ -7,6 +7,9 @@ backoff with jitter; a 429's Retry-After wins (capped by `backoff_max`). Unusabl
     empty / invalid   lower temperature (min(t, 0.2), then 0); structuring: a JSON-clamped system prompt
     cut off           double max_tokens within the context window; if it cannot grow,
                       shorten the longest user message (keeping its head and tail)
+    cut off, looping  a sampled free-writing answer that repeats itself (see `looping`) is
+                      redrawn with another seed and the same max_tokens: more room would
+                      only hold more of the loop
 
 A structuring answer that is cut off is never accepted. A free-writing answer (a stage-1
 draft, a summary) still cut off after the last attempt is returned as far as it goes: its
@@ -153,6 +156,8 @@ class Retrying:
     def adjust(self, request: CompletionRequest, error: BaseException) -> CompletionRequest:
         """The request for the next attempt after an unusable answer."""
         if isinstance(error, TruncatedOutput):
+            if self._redraw_loop(request, getattr(error, "completion", None)):
+                return self._fresh_draw(request)
             return self._fresh_draw(self._more_room(request))
         update: dict[str, object] = {
             "temperature": min(request.temperature, _LOW_TEMPERATURE)
@@ -166,6 +171,17 @@ class Retrying:
                 update = {"temperature": _RESAMPLE_TEMPERATURE, "seed": _next_seed(request)}
             update["messages"] = clamped
         return request.model_copy(update=update)
+
+    @staticmethod
+    def _redraw_loop(request: CompletionRequest, completion: Completion | None) -> bool:
+        """Whether a cut-off answer is a sampled free-writing loop, to redraw at the same budget."""
+        return (
+            request.stage != "structuring"
+            and request.temperature > 0
+            and request.seed is not None
+            and completion is not None
+            and looping(completion.text)
+        )
 
     @staticmethod
     def _fresh_draw(request: CompletionRequest) -> CompletionRequest:
@@ -237,6 +253,37 @@ def whole_sentences(text: str) -> str:
         if re.search(r"[^\W\d_]", " ".join(fresh)):  # some words left, not only a list number
             kept.append(" ".join(fresh))
     return "\n".join(kept)
+
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_LOOP_SENTENCE_WORDS = 4  # a repeated sentence this long is a loop, not a refrain ("Yes.")
+_LOOP_SHINGLE = 6  # ... as is any run of this many words said three times
+_LOOP_SHINGLE_REPEATS = 3
+
+
+def looping(text: str) -> bool:
+    """Whether `text` repeats itself the way a small model's runaway does.
+
+    A loop: a sentence of four words or more said twice, or a run of six words said three times
+    (a loop without punctuation). Prose that only shares short phrases is not a loop.
+    """
+    seen: set[str] = set()
+    for line in text.splitlines():
+        for sentence in _SENTENCE_BREAK.split(line.strip()):
+            key = word_key(sentence)
+            if len(key.split()) < _LOOP_SENTENCE_WORDS:
+                continue
+            if key in seen:
+                return True
+            seen.add(key)
+    words = [w.lower() for w in _WORD.findall(text)]
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - _LOOP_SHINGLE + 1):
+        shingle = tuple(words[i : i + _LOOP_SHINGLE])
+        counts[shingle] = counts.get(shingle, 0) + 1
+        if counts[shingle] >= _LOOP_SHINGLE_REPEATS:
+            return True
+    return False
 
 
 def is_retryable(error: BaseException) -> bool:

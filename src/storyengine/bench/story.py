@@ -1,0 +1,324 @@
+"""`bench story`: one story with the cache off, against what the model's own speed allows.
+
+The story is generated once on the configured provider (default: the embedded model) with the
+response cache off, every call timed at the provider boundary. In the same process, before the
+story, the model's own rates are measured on a fixed probe:
+
+    embedded   llama.cpp evaluates a fixed 256-token prompt (prefill tokens/s), then 64 tokens one
+               at a time (decode tokens/s): the model alone, no sampling, no grammar
+    a server   a fixed prompt answered with max_tokens=1 (prefill: prompt tokens / latency) and
+               with max_tokens=64 (decode: the extra tokens / the extra seconds)
+
+From those and the run's call records (`Story.meta["calls"]`):
+
+    decode bound       completion tokens of every attempt ÷ decode rate
+    prefill bound      prompt tokens the model evaluated ÷ prefill rate (embedded: what llama.cpp
+                       really evaluated after KV reuse; a server: every prompt token sent)
+    thrown away        completion tokens of attempts whose answer was not used (outcome retry,
+                       invalid or error)
+    pipeline's own     wall time − the time some model call was in flight
+
+and the story's own measures, to compare before and after a speed change (quality must not
+drop): valid or not, drafts cut off, drafts that loop, optional parts left out, the
+evaluation's overall score.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import StoryEngineError
+from ..providers.base import Provider
+from ..providers.embedded import EmbeddedProvider, LoadedModel, ModelStats
+from ..routing.retry import looping
+from ..schemas import Story
+from ..types import CompletionRequest, Message
+from .harness import (
+    MeteredProvider,
+    all_calls,
+    build_engine,
+    busy_seconds,
+    metered_providers,
+    primary_provider,
+    scratch_settings,
+)
+from .table import Measure, Report
+
+Progress = Callable[[str], None]
+PREMISE = "Two rival bakers must cook together for a royal wedding."
+THROWN_AWAY = ("retry", "invalid", "error")
+PROBE_PROMPT_TOKENS = 256
+PROBE_DECODE_TOKENS = 64
+PROBE_RUNS = 3
+# A fixed English text: the probe's prompt (tokenized, cut to PROBE_PROMPT_TOKENS).
+PROBE_TEXT = " ".join(
+    [
+        "The lighthouse keeper climbed the spiral stairs at dusk, counting each of the one hundred",
+        "and twelve steps as her father had taught her. Below, the sea threw itself against the rocks,",
+        "and the gulls wheeled and cried over the harbour where the fishing boats rocked at anchor.",
+        "She trimmed the wick, polished the great lens until it shone, and lit the lamp. Far out,",
+        "a ship's lantern answered, blinking twice, then once, then twice again, as if it knew her.",
+    ]
+    * 8
+)
+
+
+# -- the model's own rates -----------------------------------------------------------------------
+
+
+def probe_embedded(model: LoadedModel, runs: int = PROBE_RUNS) -> dict[str, Any]:
+    """Prefill and decode tokens/s of the loaded model on the fixed probe (median of `runs`)."""
+    prefill, decode = [], []
+    with model.thread_lock:
+        llama = model.llama
+        tokens = llama.tokenize(PROBE_TEXT.encode("utf-8"), add_bos=True)[:PROBE_PROMPT_TOKENS]
+        steps = tokens[:PROBE_DECODE_TOKENS]
+        try:
+            for _ in range(runs):
+                llama.reset()
+                started = time.perf_counter()
+                llama.eval(tokens)
+                prefill.append(len(tokens) / (time.perf_counter() - started))
+                started = time.perf_counter()
+                for token in steps:
+                    llama.eval([token])
+                decode.append(len(steps) / (time.perf_counter() - started))
+        finally:
+            llama.reset()  # the next call starts from a clean state (the prefix match finds nothing)
+    return {
+        "prefill_tps": statistics.median(prefill),
+        "decode_tps": statistics.median(decode),
+        "prompt_tokens": len(tokens),
+        "decode_tokens": len(steps),
+        "method": "llama.cpp eval of a fixed prompt, then one token at a time (no sampling)",
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if len(known) == len(values) and known else None
+
+
+async def probe_server(provider: Provider, runs: int = PROBE_RUNS) -> dict[str, Any]:
+    """Prefill and decode tokens/s of any provider, from the latency of two fixed requests."""
+    messages = (Message(role="user", content=PROBE_TEXT + "\n\nContinue the story."),)
+    prefill, decode = [], []
+    prompt_tokens = 0
+    for _ in range(runs):
+        short = await provider.complete(
+            CompletionRequest(messages=messages, temperature=0, seed=0, max_tokens=1, component="probe")
+        )
+        long = await provider.complete(
+            CompletionRequest(
+                messages=messages,
+                temperature=0,
+                seed=0,
+                max_tokens=PROBE_DECODE_TOKENS,
+                component="probe",
+            )
+        )
+        prompt_tokens = short.usage.prompt_tokens
+        prefill.append(_rate(prompt_tokens, short.latency_s))
+        extra = long.usage.completion_tokens - short.usage.completion_tokens
+        decode.append(_rate(extra, long.latency_s - short.latency_s))
+    return {
+        "prefill_tps": _median(prefill),
+        "decode_tps": _median(decode),
+        "prompt_tokens": prompt_tokens,
+        "decode_tokens": PROBE_DECODE_TOKENS,
+        "method": "latency of max_tokens=1 (prefill) and of max_tokens=64 (decode) on a fixed prompt",
+    }
+
+
+def _embedded(provider: MeteredProvider) -> EmbeddedProvider | None:
+    inner = provider.inner
+    return inner if isinstance(inner, EmbeddedProvider) else None
+
+
+# -- what the run's records say ------------------------------------------------------------------
+
+
+def token_accounting(calls: list[dict[str, Any]]) -> dict[str, int]:
+    """Tokens of every attempt of a run (its `Story.meta["calls"]`), and of those thrown away."""
+    attempts = [c for c in calls if c.get("kind") == "attempt"]
+    wasted = [c for c in attempts if c.get("outcome") in THROWN_AWAY]
+    return {
+        "attempts": len(attempts),
+        "attempts_thrown_away": len(wasted),
+        "attempts_cut_off": sum(1 for c in attempts if c.get("finish_reason") == "length"),
+        "prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in attempts),
+        "completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in attempts),
+        "thrown_away_tokens": sum(int(c.get("completion_tokens") or 0) for c in wasted),
+    }
+
+
+def story_measures(story: Story) -> dict[str, Any]:
+    """What a speed change must not make worse: cut-offs, loops, parts left out, the evaluation."""
+    steps: dict[str, dict[str, Any]] = story.meta.get("steps", {})
+    drafts = [s for s in steps.values() if isinstance(s, dict) and s.get("stage1_text")]
+    return {
+        "valid": True,
+        "drafts": len(drafts),
+        "drafts_cut_off": sum(1 for s in drafts if s.get("stage1_cut_off")),
+        "drafts_looping": sum(1 for s in drafts if looping(str(s.get("stage1_text", "")))),
+        "parts_left_out": sum(
+            len(s.get("parts_left_out") or []) for s in steps.values() if isinstance(s, dict)
+        ),
+        "reasked_steps": sum(1 for s in steps.values() if isinstance(s, dict) and s.get("reasked")),
+        "evaluation_overall": story.evaluation.overall if story.evaluation else None,
+    }
+
+
+def _rate(tokens: float, seconds: float) -> float | None:
+    return tokens / seconds if tokens > 0 and seconds > 0 else None
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def bounds(
+    tokens: dict[str, int], rates: dict[str, Any], evaluated: int | None, wall: float, busy: float
+) -> dict[str, Any]:
+    """The headline numbers: bounds from the probe's rates, and wall time against them.
+
+    A rate the probe could not measure (a server whose latency does not grow with the answer)
+    leaves its bound out (None)."""
+    decode_tps, prefill_tps = rates.get("decode_tps"), rates.get("prefill_tps")
+    prompt = evaluated if evaluated is not None else tokens["prompt_tokens"]
+    completion = tokens["completion_tokens"]
+    decode_bound = completion / decode_tps if decode_tps else None
+    prefill_bound = prompt / prefill_tps if prefill_tps else None
+    both = decode_bound + prefill_bound if decode_bound is not None and prefill_bound is not None else None
+    return {
+        "wall_s": round(wall, 2),
+        "model_s": round(busy, 2),
+        "pipeline_own_s": round(wall - busy, 2),
+        "decode_tps": round(decode_tps, 1) if decode_tps else None,
+        "prefill_tps": round(prefill_tps, 1) if prefill_tps else None,
+        "decode_bound_s": round(decode_bound, 2) if decode_bound is not None else None,
+        "prefill_bound_s": round(prefill_bound, 2) if prefill_bound is not None else None,
+        "wall_over_decode_bound": _ratio(wall, decode_bound),
+        "wall_over_decode_plus_prefill": _ratio(wall, both),
+        "thrown_away_pct": round(100 * tokens["thrown_away_tokens"] / completion, 1) if completion else 0.0,
+    }
+
+
+# -- the bench -----------------------------------------------------------------------------------
+
+
+def _stats_delta(before: ModelStats, after: ModelStats) -> dict[str, float]:
+    return {k: round(getattr(after, k) - getattr(before, k), 3) for k in vars(after)}
+
+
+async def run_story_bench(
+    report: Report, settings: Settings, *, scenes: int, seed: int, progress: Progress
+) -> Report:
+    with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
+        settings = scratch_settings(settings, Path(tmp), cache=False)
+        name = primary_provider(settings)
+        providers = metered_providers(settings)
+        provider = providers[name]
+        embedded = _embedded(provider)
+        async with build_engine(settings, providers) as engine:
+            progress(f"{name}: measuring the model's own rates on a fixed probe")
+            model: LoadedModel | None = await embedded.load() if embedded else None
+            rates = probe_embedded(model) if model else await probe_server(provider.inner)
+            provider.calls.clear()  # the probe is not part of the story
+            before = ModelStats(**vars(model.stats)) if model else None
+            restored = model.snapshots.restored_tokens if model and model.snapshots else 0
+            progress(f"{name}: one {scenes}-scene story, cache off (minutes on a small CPU)")
+            started = time.perf_counter()
+            story: Story | None = None
+            try:
+                story = await engine.generate(PREMISE, scenes=scenes, seed=seed)
+            except StoryEngineError as exc:
+                report.summary["failed"] = str(exc).split(" — ")[0][:300]
+            wall = time.perf_counter() - started
+            busy = busy_seconds(all_calls(providers), since=started)
+            provider_calls = len(all_calls(providers))
+            stats = _stats_delta(before, model.stats) if model and before else None
+            if model and model.snapshots:
+                restored = model.snapshots.restored_tokens - restored
+    if story is not None:
+        tokens = token_accounting(story.meta.get("calls", []))
+        quality = story_measures(story)
+    else:  # no call records: count what reached the provider; what was thrown away is unknown
+        done = [c.completion for c in all_calls(providers) if c.completion is not None]
+        tokens = {
+            "attempts": len(all_calls(providers)),
+            "attempts_thrown_away": -1,
+            "attempts_cut_off": sum(1 for c in done if c.truncated),
+            "prompt_tokens": sum(c.usage.prompt_tokens for c in done),
+            "completion_tokens": sum(c.usage.completion_tokens for c in done),
+            "thrown_away_tokens": 0,
+        }
+        quality = {"valid": False}
+        report.notes.append("the story failed: thrown-away tokens are not known without its call records")
+    evaluated = int(stats["prompt_tokens_evaluated"]) if stats else None
+    headline = bounds(tokens, rates, evaluated, wall, busy)
+    _measures(report, headline, tokens, stats, evaluated)
+    report.summary.update(
+        {
+            "provider": name,
+            "scenes": scenes,
+            "seed": seed,
+            **headline,
+            "provider_calls": provider_calls,
+            "tokens": tokens,
+            "prompt_tokens_evaluated": evaluated,
+            "kv_reused_by_snapshots": restored if model else None,
+            "model_stats": stats,
+            "probe": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rates.items()},
+            "story": quality,
+        }
+    )
+    report.notes.append(
+        "decode bound = completion tokens of every attempt ÷ decode rate; prefill bound = prompt "
+        "tokens the model evaluated ÷ prefill rate; rates from the probe, in the same process"
+    )
+    return report
+
+
+def _add(measure: Measure, value: float | None) -> None:
+    if value is not None:  # an unknown value leaves the measure without runs ("-")
+        measure.add(value)
+
+
+def _measures(
+    report: Report,
+    headline: dict[str, Any],
+    tokens: dict[str, int],
+    stats: dict[str, float] | None,
+    evaluated: int | None,
+) -> None:
+    for label, key in (
+        ("story wall time", "wall_s"),
+        ("time inside the model", "model_s"),
+        ("pipeline's own time (wall − model)", "pipeline_own_s"),
+        ("decode bound (completion tokens ÷ decode rate)", "decode_bound_s"),
+        ("prefill bound (prompt tokens evaluated ÷ prefill rate)", "prefill_bound_s"),
+    ):
+        _add(report.measure(label, "s", digits=2), headline[key])
+    _add(report.measure("wall ÷ decode bound", "×", digits=2), headline["wall_over_decode_bound"])
+    _add(report.measure("decode rate (probe)", "tok/s", digits=1), headline["decode_tps"])
+    _add(report.measure("prefill rate (probe)", "tok/s", digits=1), headline["prefill_tps"])
+    report.measure("completion tokens (all attempts)", "tokens", digits=0).add(tokens["completion_tokens"])
+    report.measure("thrown-away completion tokens", "tokens", digits=0).add(tokens["thrown_away_tokens"])
+    report.measure("thrown away", "%", digits=1).add(headline["thrown_away_pct"])
+    report.measure("prompt tokens sent", "tokens", digits=0).add(tokens["prompt_tokens"])
+    if evaluated is not None:
+        report.measure("prompt tokens evaluated (after KV reuse)", "tokens", digits=0).add(evaluated)
+    if stats is not None:
+        grammar = stats["generate_seconds"] - stats["prefill_seconds"] - stats["decode_seconds"]
+        report.measure("in the model: prefill", "s", digits=2).add(stats["prefill_seconds"])
+        report.measure("in the model: decode", "s", digits=2).add(stats["decode_seconds"])
+        report.measure("in the model: sampling, grammar, rest", "s", digits=2).add(grammar)
+    report.measure("attempts", "calls", digits=0).add(tokens["attempts"])
+    report.measure("attempts cut off at max_tokens", "calls", digits=0).add(tokens["attempts_cut_off"])
