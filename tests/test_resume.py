@@ -181,3 +181,16 @@ def test_the_cli_writes_a_story_with_a_gap_and_exits_3(
     assert "written without its evaluation" in result.output and "--resume" in result.output
     story = Story.model_validate_json((out / "story.json").read_text())
     assert story.evaluation is None and story.gaps and (out / "story.md").exists()
+
+
+async def test_a_bible_the_model_cannot_write_is_made_plain_and_the_story_goes_on(tmp_path: Path) -> None:
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "bible" and request.stage == "structuring":
+            return "not json"
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "tiny") as engine:
+        story = await engine.generate("A keeper finds a bottle written by her future self.", scenes=1, seed=4)
+    assert story.bible is not None and story.bible.names == list(story.plot.characters)
+    assert story.bible.characters[0].pronouns == "she/her"  # the premise's, for the lead
+    assert "plain one" in story.gaps["bible"] and story.evaluation is not None

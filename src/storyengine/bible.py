@@ -114,3 +114,19 @@ def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
         if used & wrong and not used & (_SHE if person.pronouns == "she/her" else _HE):
             slips.append(f"{person.name} is {person.pronouns}: {sentence.strip()[:160]}")
     return slips
+
+
+def plain_bible(premise: str, cast: list[str]) -> StoryBible:
+    """A minimal bible made by code from the plot's cast, for when the model cannot write one: the
+    names, the premise's pronouns for the lead (they/them otherwise), the premise as the setting."""
+    lead = premise_pronouns(premise) or "they/them"
+    people = [
+        BibleCharacter(
+            name=name,
+            role="the protagonist" if i == 0 else "a character of the story",
+            description=f"{name}, as the plot tells it.",
+            pronouns=lead if i == 0 else "they/them",
+        )
+        for i, name in enumerate(cast or ["Protagonist"])
+    ]
+    return StoryBible(characters=people, setting=" ".join(premise.split())[:240] or "As the premise tells.")

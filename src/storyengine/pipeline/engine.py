@@ -441,7 +441,8 @@ def next_round(state: RunState) -> None:
     state.header["round"] = int(state.header.get("round", 0)) + 1
     state.header.pop("failed_step", None)
     again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
-    again += [f"{part}.draft" for part in state.header.pop("gaps", [])]  # parts a story went without
+    gaps = state.header.pop("gaps", [])  # parts a story went without: tried again (not the bible,
+    again += [f"{part}.draft" for part in gaps if part != "bible"]  # which its scenes were built on)
     for name in again:  # its structuring failed: draw the draft again
         state.steps.pop(name, None)
         state.meta.pop(name, None)

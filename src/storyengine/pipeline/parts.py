@@ -517,6 +517,9 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
                 item_of="characters",
                 extra={"name": name},
                 check=_distinct("description", "description of this character"),
+                # Its own line of the notes (one a character, then the setting), not the others'
+                # answers: a tiny model copies the description it was just shown.
+                slice_of=(index, len(cast) + 1),
             )
         )
     plan.append(
@@ -524,6 +527,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             "the setting: where and when the story happens, in one sentence",
             _slice(schema, ["setting"], {"setting": {"maxLength": 160}}),
             _model_of(StoryBible, ["setting"]),
+            slice_of=(len(cast), len(cast) + 1),
         )
     )
     fact = _slice(

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
-from ..bible import StoryBible
+from ..bible import StoryBible, plain_bible
 from ..config import COMPONENTS
-from ..errors import InputError, RunFailed, StoryEngineError
+from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
 from ..quality import clean_prose, mark_evaluation, quality_report
 from ..routing.instrument import RunRecorder
@@ -184,13 +184,7 @@ class StoryRun:
             lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
             PlotStructure,
         )
-        bible = await self.two_stages(
-            "bible",
-            "bible",
-            lambda m: self.c.bible_draft(self.premise, plot, m, self.seed_for("bible")),
-            lambda draft, m: self.c.bible(self.premise, plot, draft, m),
-            StoryBible,
-        )
+        bible = await self._bible(plot)
         beats = scene_beats(plot, wanted)
         n = len(beats)
         scene_futures: list[asyncio.Future[Scene]] = [
@@ -239,11 +233,32 @@ class StoryRun:
         story.meta["quality"] = {"rows": [list(row) for row in quality_report(story).as_rows()]}
         return story
 
+    async def _bible(self, plot: PlotStructure) -> StoryBible:
+        """The story bible; when the model cannot make it valid, a plain one made by code from the
+        plot (a gap, said so), so that the story is still written."""
+        try:
+            bible: StoryBible = await self.two_stages(
+                "bible",
+                "bible",
+                lambda m: self.c.bible_draft(self.premise, plot, m, self.seed_for("bible")),
+                lambda draft, m: self.c.bible(self.premise, plot, draft, m),
+                StoryBible,
+            )
+            return bible
+        except StructuringError as exc:
+            bible = plain_bible(self.premise, list(plot.characters))
+            why = f"the model gave no valid bible, so a plain one was made from the plot ({exc})"
+            self.state.header["plain_bible"] = why
+            await asyncio.to_thread(self.state.put, "bible", bible.model_dump(mode="json"), {"plain": why})
+            return bible
+
     def _prose(self, i: int) -> str:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
         return clean_prose(str(self.state.get(f"scene.{i}.draft") or ""))
 
     async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
+        if "plain_bible" in self.state.header:
+            self.gaps["bible"] = self.state.header["plain_bible"]
         """The evaluation and the enhancement. The story is finished before them: when one cannot be
         made valid, the story is still kept, that part missing and said why (`Story.gaps`)."""
         try:
