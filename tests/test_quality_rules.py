@@ -150,6 +150,8 @@ def test_speech_that_repeats_for_effect_is_not_a_loop(text: str) -> None:
     "text",
     [
         "She lights the fire in the fm",
+        "She lights the fire in the fm.",
+        "It was accessible to a.",
         "The keeper climbs to the",
         "They argue about the compl",
         "He reads the lett",
@@ -280,21 +282,22 @@ def evaluation(rationales: list[str], scores: tuple[int, ...] = (7, 6, 5, 8, 6))
     }
 
 
-def test_copied_rationales_are_rejected() -> None:
+def test_copied_rationales_are_kept_but_mark_the_evaluation_unreliable() -> None:
+    """The review of a story must not fail the story: a copy is a note, and the scores no verdict."""
     same = "The story is good and the characters are interesting to read about."
     rationales = [same, "The pace is even.", same + "!", "The lines sound real.", "A fresh idea."]
-    with pytest.raises(ValidationError, match="rationales for coherence and pacing are the same"):
-        Evaluation.model_validate(evaluation(rationales))
-    near = [
-        same,
-        "The pace is even.",
-        "The story is good and the characters are interesting to read.",
-        "The lines sound real.",
-        "A fresh idea.",
+    marked = Evaluation.model_validate(evaluation(rationales))
+    assert marked.reliable is False
+    assert marked.notes == [
+        "the rationales for coherence and pacing are the same sentence: the model did not reason about "
+        "each criterion"
     ]
+    near = [same, "The pace is even.", "The story is good and the characters are interesting to read.",
+            "The lines sound real.", "A fresh idea."]  # fmt: skip
     assert similar(near[0], near[2])
-    with pytest.raises(ValidationError, match="same sentence"):
-        Evaluation.model_validate(evaluation(near))
+    assert Evaluation.model_validate(evaluation(near)).reliable is False
+    distinct = ["Events follow.", "People feel real.", "It moves.", "Lines sound spoken.", "Fresh."]
+    assert Evaluation.model_validate(evaluation(distinct)).reliable is True
 
 
 def test_one_score_for_every_criterion_is_kept_but_marked_unreliable() -> None:

@@ -229,7 +229,7 @@ def test_concurrent_first_renders_build_one_skeleton(
     template_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (template_dir / "greet.poml").write_text(
-        '<poml><system-msg>Be kind.</system-msg>'
+        "<poml><system-msg>Be kind.</system-msg>"
         '<human-msg><p whiteSpace="pre">Hi {{ who }}</p></human-msg></poml>'
     )
     spy = PomlSpy(monkeypatch)
@@ -333,7 +333,8 @@ def test_cli_check_fails_on_a_missing_variable_and_on_missing_guardrails(templat
         '<poml><system-msg>S.</system-msg><human-msg><p whiteSpace="pre">{{ premise }}</p></human-msg></poml>'
     )
     (template_dir / "plot_structuring.poml").write_text(
-        (REAL_DIR / "plot_structuring.poml").read_text()
+        (REAL_DIR / "plot_structuring.poml")
+        .read_text()
         .replace("Start with { and end with }.", "")
         .replace("<runtime ", '<runtime temperature="0.7" seed="3" ')
     )

@@ -18,7 +18,8 @@ The rules, and how each is measured:
   plausible complete English word. Cut off: it ends with a comma, or with a word no complete
   sentence ends with (the, a, of, and, their, ...), or with a fragment: one letter other than
   "a"/"i", no vowel ("fm", "th"), a final letter j/q/v, or a final cluster English words do
-  not end in ("compl", "lett", "bott", "wh"). Without a word list this misses fragments that
+  not end in ("compl", "lett", "bott", "wh"). A full stop after such a word does not finish
+  the sentence either ("the fm.", "to a."). Without a word list this misses fragments that
   look like words ("ligh") and cut-offs that end in a real word ("keep" of "keeper"); it is
   conservative. Measured (tests/test_quality_rules.py): it flags no complete sentence and no
   word of a story vocabulary, and among the 1,571 words Python's own docs use three times or
@@ -104,7 +105,7 @@ DANGLING = frozenset(
     "the a an of and or but nor their its my your our into onto than because whose very the".split()
 )
 VOWELS = set("aeiouyàáâäãåæèéêëìíîïòóôöõøœùúûüýÿ")
-NO_VOWEL_WORDS = frozenset("hmm hm shh sh psst pst brr grr tsk pfft mm nth zzz tv dj".split())
+NO_VOWEL_WORDS = frozenset("hmm hm shh sh psst pst brr grr tsk pfft mm nth zzz tv dj vs st".split())
 # Final letter clusters English words do not end in (fragments such as "compl", "lett", "bott").
 _FRAGMENT_END = re.compile(
     r"(?:[bcdfgkpstz]l|[bcdfgkptv]r|wh|kn|qu|sw|tw|dw|sn|sl|tt|pp|cc|nn|mm|hh|ww|vv|xx|rr|dg|tc|rg|hr"
@@ -131,9 +132,22 @@ def fragment(word: str) -> bool:
 
 
 def cut_off_problem(text: str) -> str | None:
-    """Whether prose `text` stops mid-sentence or mid-word (see the module docstring)."""
+    """Whether prose `text` stops mid-sentence or mid-word (see the module docstring).
+
+    A full stop after a fragment or a dangling word ("the fm.", "accessible to a.") does not
+    finish the sentence: a grammar that makes a field end with punctuation would hide a cut-off.
+    """
     stripped = text.rstrip()
-    if not stripped or stripped[-1] in TERMINAL:
+    if not stripped:
+        return None
+    if stripped[-1] in TERMINAL:
+        body = stripped.rstrip(TERMINAL + " ")
+        found = _WORD.findall(body)
+        last = found[-1] if found else ""
+        trailing = stripped.endswith(("…", "..."))  # an ellipsis trails off on purpose
+        if last and body.endswith(last) and last[0].islower() and not trailing:
+            if last.casefold() in DANGLING or fragment(last):
+                return f"{_clip(text)!r} is cut off ({last!r} does not end a sentence); finish the sentence"
         return None
     if stripped[-1] in ",;:":
         return f"{_clip(text)!r} stops mid-sentence; finish the sentence and end it with a full stop"

@@ -4,7 +4,7 @@ Every string is stripped and must not be blank; every size is bounded. Besides s
 validators check meaning that a small model gets wrong while producing shape-valid JSON:
 a plot must have an arc (not all tensions equal), purposes must not be copied from beat to
 beat or be the beat's own name, dialogue must come from the scene's cast and must not loop,
-an evaluation scores every criterion exactly once, with its own rationale. Error messages are
+an evaluation scores every criterion exactly once. Error messages are
 written to be shown to the model in a re-ask, so they say what is wrong and what to write
 instead.
 
@@ -12,8 +12,9 @@ The sanity rules on text (sanity.py: no JSON debris, no loops, prose not cut off
 characters with a person's name, dialogue lines that are speech) ride on the field types
 (`Name`, `PersonName`, `Label`, `Text`, `Speech`), so they hold on every path: one-shot
 structuring, structuring in parts (a part copies its fields' types), and a story.json read
-from disk. An evaluation that gives every criterion one score is kept but marked
-`reliable=False` (see quality.py for the other reasons a verdict is not trusted).
+from disk. An evaluation that gives every criterion one score, or the same rationale to two
+criteria, is kept but marked `reliable=False` with a note (the review of a story must not fail
+the story; see quality.py for the other reasons a verdict is not trusted).
 
 Integers are strict: `"7"` or `7.0` is not a tension. The schema says integer, constrained
 decoding always yields one, and a model that writes a string has not followed the format.
@@ -105,6 +106,7 @@ Criterion = Literal["coherence", "character", "pacing", "dialogue", "originality
 
 MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
 ONE_SCORE_NOTE = "every criterion got the same score: the model did not tell the criteria apart"
+COPIED_NOTE = "the model did not reason about each criterion"
 UNTITLED = "Untitled"
 LENIENT = "skip_sanity_rules"  # validation context key: load without the text rules (old files)
 
@@ -294,7 +296,7 @@ class Evaluation(_Model):
 
     @field_validator("scores")
     @classmethod
-    def _each_criterion_once(cls, scores: list[CriterionScore], info: ValidationInfo) -> list[CriterionScore]:
+    def _each_criterion_once(cls, scores: list[CriterionScore]) -> list[CriterionScore]:
         counts = Counter(s.criterion for s in scores)
         twice = [c for c, n in counts.items() if n > 1]
         missing = [c for c in EVALUATION_CRITERIA if c not in counts]
@@ -307,13 +309,6 @@ class Evaluation(_Model):
             raise ValueError(
                 f"score each criterion exactly once ({', '.join(EVALUATION_CRITERIA)}); {'; '.join(problems)}"
             )
-        copied = None if _lenient(info) else first_similar([s.rationale for s in scores])
-        if copied:
-            first, again = (scores[i].criterion for i in copied)
-            raise ValueError(
-                f"the rationales for {first} and {again} are the same sentence; give each criterion "
-                "its own reason, about that criterion"
-            )
         return scores
 
     @model_validator(mode="after")
@@ -325,10 +320,17 @@ class Evaluation(_Model):
                 f"overall {self.overall} contradicts the criterion scores ({low} to {high}); "
                 "give an overall score in line with them"
             )
-        if low == high and ONE_SCORE_NOTE not in self.notes:
-            # Not rejected (a re-ask rarely changes it); marked so no one reads it as a verdict.
-            self.reliable = False
-            self.notes.append(ONE_SCORE_NOTE)
+        # Not rejected (a re-ask rarely changes them, and a story must not fail for its review):
+        # marked, so that no one reads the scores as a verdict.
+        copied = first_similar([s.rationale for s in self.scores])
+        marks = [ONE_SCORE_NOTE] if low == high else []
+        if copied:
+            first, again = (self.scores[i].criterion for i in copied)
+            marks.append(f"the rationales for {first} and {again} are the same sentence: {COPIED_NOTE}")
+        for mark in marks:
+            if mark not in self.notes:
+                self.reliable = False
+                self.notes.append(mark)
         return self
 
 

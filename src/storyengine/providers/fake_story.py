@@ -158,8 +158,12 @@ def _fit(text: str, limit: int) -> str:
     """`text` cut to `limit` characters at a word boundary, still ending as a sentence."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:( ")
-    return cut + "."
+    words = text[: limit - 1].rsplit(" ", 1)[0].split()
+    while len(words) > 1 and (
+        words[-1].casefold() in ("the", "a", "an", "of", "and", "near") or "(" in words[-1]
+    ):
+        words.pop()  # a sentence does not end on these (sanity.cut_off_problem)
+    return " ".join(words).rstrip(",;:( ") + "."
 
 
 def _schema_in_prompt(request: CompletionRequest) -> dict[str, Any] | None:
