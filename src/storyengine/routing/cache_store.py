@@ -20,19 +20,25 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import Settings
+from ..store import open_db, transaction
 from ..types import Completion
 
 logger = logging.getLogger("storyengine")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+
+def _m001_entries_and_counters(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        db.execute(statement)
+
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
@@ -49,6 +55,7 @@ _SCHEMA = (
         misses INTEGER NOT NULL DEFAULT 0
     )""",
 )
+MIGRATIONS = [_m001_entries_and_counters]  # "IF NOT EXISTS": files made before the list adopt it
 
 
 @dataclass
@@ -104,45 +111,12 @@ class SqliteEntries:
     """The cache file. Synchronous; every method may raise `sqlite3.Error` (or `OSError`)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._set_up(busy_timeout_s)
-        except BaseException:
-            self._conn.close()
-            raise
+        # WAL, the busy timeout, a retried set-up and the schema: store.py, as for every file we keep.
+        self._conn = open_db(path, MIGRATIONS, busy_timeout=busy_timeout_s)
 
-    def _set_up(self, busy_timeout_s: float) -> None:
-        """WAL mode and the schema. Switching to WAL can answer "locked" at once, without waiting
-        for the busy timeout, while another process is setting up the same file: retry it."""
-        deadline = time.monotonic() + busy_timeout_s
-        while True:
-            try:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                with self._transaction() as conn:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                return
-            except sqlite3.OperationalError as exc:
-                transient = "locked" in str(exc) or "busy" in str(exc)
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
 
     def get(self, key: str) -> tuple[str, str, float, int] | None:
         row = self._conn.execute(
