@@ -11,6 +11,7 @@ says how many ever ran at once.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,20 @@ class Timing:
     ended: float
 
 
+# What a free-writing prompt asks for, by its template's words (a server sees no component).
+_PROMPT_COMPONENTS = (
+    (re.compile(r"list of \d+ beats"), "plot"),
+    (re.compile(r"Write the dialogue of this scene"), "dialogue"),
+    (re.compile(r"Write scene \d+ of"), "scene"),
+    (re.compile(r"You keep the story bible"), "bible"),
+)
+
+
+def _component_of_prompt(messages: tuple[Message, ...]) -> str:
+    text = "\n".join(m.content for m in messages)
+    return next((component for pattern, component in _PROMPT_COMPONENTS if pattern.search(text)), "scene")
+
+
 def request_from_body(body: dict[str, Any]) -> CompletionRequest:
     """The storyengine request an OpenAI chat body stands for (enough for `story_script`)."""
     messages = tuple(
@@ -53,7 +68,7 @@ def request_from_body(body: dict[str, Any]) -> CompletionRequest:
         schema, name = spec.get("schema"), spec.get("name", "output")
     elif response_format.get("type") == "json_object":
         schema = response_format.get("schema")
-    component = _COMPONENT_OF_SCHEMA.get(name, "scene")
+    component = _COMPONENT_OF_SCHEMA.get(name) or _component_of_prompt(messages)
     return CompletionRequest(
         messages=messages or (Message(role="user", content=""),),
         temperature=float(body.get("temperature", 0.8)),

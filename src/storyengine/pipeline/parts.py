@@ -116,6 +116,10 @@ class Part:
     # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
     # of its list are left out (and said so in the metadata) instead of failing the object.
     optional: bool = False
+    # A required part the model cannot write validly: its value made by code from the notes (a
+    # scene's summary from its draft's first sentences), checked like an answer, said so in the
+    # metadata. None: the failure stands.
+    from_notes: Callable[[str], dict[str, Any]] | None = None
 
     def notes(self, draft: str) -> str:
         return draft if self.slice_of is None else notes_slice(draft, *self.slice_of)
@@ -383,6 +387,7 @@ def scene_parts(cast: list[str]) -> list[Part]:
             _slice(schema, ["summary"], overrides),
             _model_of(Scene, ["summary"]),
             check=_differs("summary", "title"),
+            from_notes=_summary_from_draft,
         ),
         Part(
             "the characters who appear in the scene, each named once",
@@ -631,3 +636,18 @@ def answer_token_bound(schema: dict[str, Any], fallback: int) -> int:
     """
     chars = json_char_bound(schema)
     return fallback if chars is None else chars + _TOKEN_MARGIN
+
+
+def _summary_from_draft(notes: str) -> dict[str, Any]:
+    """A scene's summary made from its notes: the draft's first whole sentences (up to 300 chars)."""
+    from ..drafts import clean_prose, sentences
+
+    draft = "\n".join(line for line in notes.splitlines() if not line.startswith("Plot beat:"))
+    summary = ""
+    for sentence in sentences(clean_prose(draft)):
+        if len(summary) + len(sentence) + 1 > 300:
+            break
+        summary = f"{summary} {sentence}".strip()
+        if len(summary) >= 120:
+            break
+    return {"summary": summary}

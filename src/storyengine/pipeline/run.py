@@ -102,8 +102,9 @@ class StoryRun:
         meta = StepMeta(component, round=self.round)
         try:
             value = await produce(meta)
-        except BaseException:
-            self.state.header["failed_step"] = name
+        except BaseException as exc:
+            if getattr(exc, "failed_step", None) is None:
+                exc.failed_step = name  # type: ignore[attr-defined]  # where it happened, first
             raise
         self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
         dumped = value.model_dump(mode="json") if model else value
@@ -142,10 +143,11 @@ class StoryRun:
             with recorder.active():
                 story = await self._pipeline()
         except StoryEngineError as exc:
+            step = getattr(exc, "failed_step", "")
+            self.state.header["failed_step"] = step  # a resume draws this step's draft again
             await asyncio.to_thread(self.state.set_status, "failed", str(exc))
             if runlog is not None:
                 runlog.finish_run(self.state.run_id, "failed", str(exc))
-            step = self.state.header.get("failed_step", "")
             failed = RunFailed(
                 f"{exc} — run {self.state.run_id} stopped at step {step or '?'}; every finished step is "
                 f"saved. Continue with: storyengine generate --resume {self.state.run_id} (the failed "

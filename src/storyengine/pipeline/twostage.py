@@ -326,6 +326,14 @@ class TwoStage:
                 try:
                     value, text = await self._part(component, draft, part, assembled, earlier, meta, route)
                 except StructuringError as exc:
+                    made = self._from_notes(part, draft, assembled)
+                    if made is not None:
+                        value, text = made, json.dumps(made, ensure_ascii=False)
+                        meta.parts_left_out.append(f"{part.what}: made from the draft (no valid answer)")
+                        part.merge(assembled, value)
+                        earlier.append(part.describe(value))
+                        answers.append(text)
+                        continue
                     if not part.optional:
                         raise
                     left_out.add(part.item_of)
@@ -347,6 +355,18 @@ class TwoStage:
                 component=component,
                 attempts=[{"ok": False, "assembled": assembled}],
             ) from exc
+
+    @staticmethod
+    def _from_notes(part: Part, draft: str, assembled: dict[str, Any]) -> dict[str, Any] | None:
+        """A required part's value made by code from the notes, when it passes the part's checks."""
+        if part.from_notes is None:
+            return None
+        fields = set(part.schema["properties"])
+        try:
+            value = part.model.model_validate(part.from_notes(part.notes(draft))).model_dump(include=fields)
+        except ValidationError:
+            return None
+        return None if part.check and part.check(value, assembled) else value
 
     async def _part(
         self,
