@@ -30,6 +30,7 @@ STOPWORDS = frozenset(
     those through to too under until up upon very was we were what when where which while who whom
     whose why will with within without would yet you your yours yourself""".split()
 )
+
 # -- text helpers --
 
 _SENTENCE = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+")

@@ -33,7 +33,8 @@ The rules, and how each is measured:
 - not speech: a dialogue line that is a label list ("NAME: Sarah, ... NAME: John"), a bullet
   list, a stage direction in brackets or asterisks, or a lower-case noun phrase with no
   sentence punctuation and no speaker ("the keeper of the glass door").
-- copied: two texts with the same words, or (six words or more each) 80 % the same words.
+- copied: two texts with the same words, or (six words or more each) 80 % the same words
+  (suggestions copied are rejected; rationales copied mark their evaluation unreliable).
 """
 
 from __future__ import annotations
