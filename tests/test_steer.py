@@ -220,7 +220,10 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
         assert mine and mine[0] in theirs, component
     assert plot.value == story.plot and scene.value == story.scenes[2].scene
     assert dialogue.value == story.scenes[2].dialogue
-    assert evaluation == story.evaluation and enhancement == story.enhancement
+    # the run's story also carries the code's verdict on the rubric (reliable, notes); the model's is the same
+    assert story.evaluation is not None
+    assert evaluation.scores == story.evaluation.scores and evaluation.summary == story.evaluation.summary
+    assert enhancement == story.enhancement
     assert set(plot.meta) == {"plot.draft", "plot"} and plot.meta["plot"]["structured_mode"] == "grammar"
     assert plot.meta["plot.draft"]["stage1_text"] == story.meta["steps"]["plot.draft"]["stage1_text"]
     assert set(dialogue.meta) == {"dialogue.2.draft", "dialogue.2"}

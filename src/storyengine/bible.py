@@ -17,7 +17,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .sanity import cut_off_problem, debris_problem, loop_problem, person_name_problem
 
 Pronouns = Literal["she/her", "he/him", "they/them"]
 PRONOUNS: tuple[Pronouns, ...] = ("she/her", "he/him", "they/them")
@@ -28,6 +38,16 @@ _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+def _sane(text: str, *, prose: bool) -> str:
+    """The sanity rules of schemas.py on a bible field (no JSON debris, no loop; prose not cut off)."""
+    rules = (debris_problem, loop_problem, cut_off_problem) if prose else (debris_problem, loop_problem)
+    for rule in rules:
+        problem = rule(text)
+        if problem is not None:
+            raise ValueError(problem)
+    return text
+
+
 class BibleCharacter(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -35,6 +55,24 @@ class BibleCharacter(BaseModel):
     role: _Line = Field(description="their part in the story, e.g. the lighthouse keeper")
     description: _Line = Field(description="one line: who they are")
     pronouns: Pronouns
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, name: str) -> str:
+        problem = debris_problem(name) or person_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("role")
+    @classmethod
+    def _sane_role(cls, text: str) -> str:
+        return _sane(text, prose=False)
+
+    @field_validator("description")
+    @classmethod
+    def _sane_description(cls, text: str) -> str:
+        return _sane(text, prose=True)
 
 
 class StoryBible(BaseModel):
@@ -49,6 +87,16 @@ class StoryBible(BaseModel):
     characters: list[BibleCharacter] = Field(min_length=1, max_length=12)
     setting: _Line = Field(description="where and when the story happens")
     facts: list[_Line] = Field(default_factory=list, max_length=6)
+
+    @field_validator("setting")
+    @classmethod
+    def _sane_setting(cls, text: str) -> str:
+        return _sane(text, prose=False)
+
+    @field_validator("facts")
+    @classmethod
+    def _sane_facts(cls, facts: list[str]) -> list[str]:
+        return [_sane(fact, prose=True) for fact in facts]
 
     @model_validator(mode="after")
     def _one_entry_each_and_the_premise_agrees(self, info: ValidationInfo) -> StoryBible:

@@ -437,9 +437,8 @@ def mark_evaluation(story: Story) -> Story:
     if story.evaluation is None:
         return story
     report = quality_report(story)
-    evaluation = story.evaluation.model_copy(
-        update={"reliable": report.rubric_reliable, "notes": report.rubric_notes}
-    )
+    notes = list(dict.fromkeys(report.rubric_notes))  # marking a marked evaluation adds nothing
+    evaluation = story.evaluation.model_copy(update={"reliable": report.rubric_reliable, "notes": notes})
     return story.model_copy(update={"evaluation": evaluation})
 
 

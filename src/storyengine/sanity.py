@@ -43,7 +43,7 @@ import re
 
 # -- debris --
 
-_DEBRIS = re.compile(r'\]\s*\[|[{}]|"\s*:|\\["ntu]')
+_DEBRIS = re.compile(r'\]\s*\[|[{}]|"\s*:|\\["ntu]|\'\w+\'\s*:\s*\'')  # ... 'type': 'object' ...
 
 
 def debris_problem(text: str) -> str | None:

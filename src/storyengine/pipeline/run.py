@@ -15,6 +15,7 @@ draft of a structuring step that failed is drawn again, so the failed step is as
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -256,7 +257,7 @@ class StoryRun:
 
     def _prose(self, i: int) -> str:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
-        return clean_prose(str(self.state.get(f"scene.{i}.draft") or ""))
+        return clean_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
 
     async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
         if "plain_bible" in self.state.header:
@@ -329,3 +330,11 @@ class StoryRun:
                 index=i + 1,
                 total=n,
             )
+
+
+_BIBLE_ECHO = re.compile(r"[^.!?\n]*\((?:she/her|he/him|they/them)\)[^.!?\n]*[.!?]?")
+
+
+def _without_bible_lines(draft: str) -> str:
+    """A draft without the sentences a small model copied from the bible's "Name (she/her): ..."."""
+    return _BIBLE_ECHO.sub("", draft)
