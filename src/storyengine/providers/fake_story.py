@@ -45,7 +45,9 @@ def _freeform(request: CompletionRequest) -> str:
             f"{i}. The {w} turns: {NAMES[i % 5]} faces the {twist}." for i, w in enumerate(WORDS[:5], 1)
         )
     if component == "dialogue":
-        return "\n".join(f"{NAMES[i % 2]}: About the {rng.choice(WORDS)}, I was wrong." for i in range(4))
+        # Numbered, so two dialogues rarely share a line (identical part prompts would be cache hits).
+        lines = [f"About the {rng.choice(WORDS)} {rng.randint(2, 999)}, I was wrong." for _ in range(4)]
+        return "\n".join(f"{NAMES[i % 2]}: {line}" for i, line in enumerate(lines))
     if component == "summarize":
         return " ".join(prompt.split()[:40])
     return f"A {component} in which the {twist} matters more than anyone admits."
