@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from .sanity import cut_off_problem, debris_problem, loop_problem, person_name_problem
+from .sanity import LENIENT, cut_off_problem, debris_problem, loop_problem, person_name_problem
 
 Pronouns = Literal["she/her", "he/him", "they/them"]
 PRONOUNS: tuple[Pronouns, ...] = ("she/her", "he/him", "they/them")
@@ -38,8 +38,11 @@ _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-def _sane(text: str, *, prose: bool) -> str:
-    """The sanity rules of schemas.py on a bible field (no JSON debris, no loop; prose not cut off)."""
+def _sane(text: str, info: ValidationInfo, *, prose: bool) -> str:
+    """The sanity rules of schemas.py on a bible field (no JSON debris, no loop; prose not cut off),
+    except when reading a story written before them (`LENIENT`, as schemas.py does)."""
+    if isinstance(info.context, dict) and info.context.get(LENIENT) is True:
+        return text
     rules = (debris_problem, loop_problem, cut_off_problem) if prose else (debris_problem, loop_problem)
     for rule in rules:
         problem = rule(text)
@@ -58,7 +61,9 @@ class BibleCharacter(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _a_name(cls, name: str) -> str:
+    def _a_name(cls, name: str, info: ValidationInfo) -> str:
+        if isinstance(info.context, dict) and info.context.get(LENIENT) is True:
+            return name
         problem = debris_problem(name) or person_name_problem(name)
         if problem is not None:
             raise ValueError(problem)
@@ -66,13 +71,13 @@ class BibleCharacter(BaseModel):
 
     @field_validator("role")
     @classmethod
-    def _sane_role(cls, text: str) -> str:
-        return _sane(text, prose=False)
+    def _sane_role(cls, text: str, info: ValidationInfo) -> str:
+        return _sane(text, info, prose=False)
 
     @field_validator("description")
     @classmethod
-    def _sane_description(cls, text: str) -> str:
-        return _sane(text, prose=True)
+    def _sane_description(cls, text: str, info: ValidationInfo) -> str:
+        return _sane(text, info, prose=True)
 
 
 class StoryBible(BaseModel):
@@ -90,13 +95,13 @@ class StoryBible(BaseModel):
 
     @field_validator("setting")
     @classmethod
-    def _sane_setting(cls, text: str) -> str:
-        return _sane(text, prose=False)
+    def _sane_setting(cls, text: str, info: ValidationInfo) -> str:
+        return _sane(text, info, prose=False)
 
     @field_validator("facts")
     @classmethod
-    def _sane_facts(cls, facts: list[str]) -> list[str]:
-        return [_sane(fact, prose=True) for fact in facts]
+    def _sane_facts(cls, facts: list[str], info: ValidationInfo) -> list[str]:
+        return [_sane(fact, info, prose=True) for fact in facts]
 
     @model_validator(mode="after")
     def _one_entry_each_and_the_premise_agrees(self, info: ValidationInfo) -> StoryBible:

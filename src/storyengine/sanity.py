@@ -43,6 +43,8 @@ import re
 
 # -- debris --
 
+LENIENT = "skip_sanity_rules"  # validation context key: load without the text rules (old files)
+
 _DEBRIS = re.compile(r'\]\s*\[|[{}]|"\s*:|\\["ntu]|\'\w+\'\s*:\s*\'')  # ... 'type': 'object' ...
 
 

@@ -41,6 +41,7 @@ from pydantic import (
 
 from .bible import StoryBible
 from .sanity import (
+    LENIENT,
     capitalise_lower_case,
     cut_off_problem,
     debris_problem,
@@ -108,7 +109,6 @@ MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a gener
 ONE_SCORE_NOTE = "every criterion got the same score: the model did not tell the criteria apart"
 COPIED_NOTE = "the model did not reason about each criterion"
 UNTITLED = "Untitled"
-LENIENT = "skip_sanity_rules"  # validation context key: load without the text rules (old files)
 
 
 def name_key(text: str) -> str:
