@@ -106,7 +106,8 @@ class Components:
             "premise": premise,
             "plot": outline(plot),
             "cast": ", ".join(cast),
-            "lead": cast[0] if cast else "",
+            # Both or neither: the lead is named only in the sentence about the premise's pronouns.
+            "lead": cast[0] if cast and pronouns else "",
             "pronouns": pronouns if cast else "",
         }
         return await self.stages.freeform("bible", context, meta, seed=seed)
