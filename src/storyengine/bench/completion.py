@@ -36,6 +36,8 @@ async def run_completion_bench(
 ) -> Report:
     outcomes: Counter[str] = Counter()
     failures: list[dict[str, Any]] = []
+    seconds = report.measure("seconds per story", "s")
+    repeats = report.measure("repeated calls on resume", "calls", digits=0)
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
         settings = scratch_settings(settings, Path(tmp), cache=False)
         providers = metered_providers(settings)
@@ -67,9 +69,9 @@ async def run_completion_bench(
                             {"premise": premise, "seed": seed, "step": step, "resume_finished": fixed,
                              "resume_gaps": gap, "repeated_calls": repeated, "error": str(exc.cause)[:200]}
                         )  # fmt: skip
-                        report.measure("repeated calls on resume", "calls", digits=0).add(repeated)
+                        repeats.add(repeated)
                         continue
-                    report.measure("seconds per story", "s").add(time.perf_counter() - started)
+                    seconds.add(time.perf_counter() - started)
                     if story.gaps:
                         outcomes["complete with a gap"] += 1
                         for part in story.gaps:

@@ -159,7 +159,9 @@ PLAIN_CHARACTER = r'[^{}\[\]"\\\n]'
 # ends them with a sentence's final punctuation within their length (measured: SmolLM2 ran to
 # maxLength mid-sentence in 38 % of prose fields, and a re-ask ran to it again). A full stop
 # after a fragment or a dangling word is still rejected as cut off (sanity.cut_off_problem).
-PROSE_FIELDS = ("setting", "summary", "purpose", "description", "text", "rationale", "problem", "change")
+PROSE_FIELDS = (
+    "setting", "summary", "purpose", "description", "text", "rationale", "problem", "change", "fact",
+)  # fmt: skip
 
 
 def _plain(name: str, prop: dict[str, Any]) -> dict[str, Any]:
@@ -531,7 +533,11 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
                 _model_of(BibleCharacter, ["role", "description", "pronouns"]),
                 item_of="characters",
                 extra={"name": name},
-                check=_distinct("description", "description of this character"),
+                check=_all(
+                    _distinct("description", "description of this character"),
+                    _text_rules("role", prose=False),
+                    _text_rules("description", prose=True),
+                ),
                 # Its own line of the notes (one a character, then the setting), not the others'
                 # answers: a tiny model copies the description it was just shown.
                 slice_of=(index, len(cast) + 1),
@@ -542,6 +548,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             "the setting: where and when the story happens, in one sentence",
             _slice(schema, ["setting"], {"setting": {"maxLength": 160}}),
             _model_of(StoryBible, ["setting"]),
+            check=_text_rules("setting", prose=False),
             slice_of=(len(cast), len(cast) + 1),
         )
     )
@@ -557,11 +564,23 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             item_of="facts",
             scalar="fact",
             optional=True,
-            check=_distinct_scalar("facts"),
+            check=_all(_distinct_scalar("facts"), _text_rules("fact", prose=True)),
         )
         for i in range(facts)
     ]
     return plan
+
+
+def _text_rules(key: str, *, prose: bool) -> CrossCheck:
+    """The bible's text rules at the part (its model's validators are not copied into a part's)."""
+    from ..sanity import cut_off_problem, debris_problem, loop_problem
+
+    rules = (debris_problem, loop_problem, cut_off_problem) if prose else (debris_problem, loop_problem)
+
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        return next((p for rule in rules if (p := rule(str(value.get(key, "")))) is not None), None)
+
+    return check
 
 
 def _distinct_scalar(key: str) -> CrossCheck:
