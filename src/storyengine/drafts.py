@@ -73,7 +73,8 @@ def clean_prose(text: str) -> str:
 
     Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
     "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), sentences said before (a
-    loop) and sentences that loop inside, and an unfinished last sentence. Paragraphs stay
+    loop) and sentences that loop inside, and the unfinished sentence that ends a paragraph
+    (a heading-like line without a full stop goes with it). Paragraphs stay
     paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
     """
     paragraphs: list[list[str]] = []
@@ -105,11 +106,9 @@ def clean_prose(text: str) -> str:
             fresh.append(sentence)
         if fresh:
             kept.append(fresh)
-    if kept and not TERMINAL_END.search(kept[-1][-1]):
-        kept[-1].pop()
-        if not kept[-1]:
-            kept.pop()
-    return "\n\n".join(" ".join(paragraph) for paragraph in kept)
+    # An unfinished sentence ends any paragraph a small model broke off (not only the last one).
+    kept = [p if TERMINAL_END.search(p[-1]) else p[:-1] for p in kept]
+    return "\n\n".join(" ".join(paragraph) for paragraph in kept if paragraph)
 
 
 # -- draft_problems --
