@@ -142,11 +142,16 @@ async def test_an_escaping_exception_is_a_json_500() -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("the engine fell over")
 
-    transport = httpx.ASGITransport(app=Guard(broken), raise_app_exceptions=False)
+    # One layer answers what escapes: web/errors.py's middleware, behind the guard as create_app
+    # stacks them (the guard itself only checks the token and the body size).
+    from storyengine.web.errors import UnexpectedErrors
+
+    app = Guard(UnexpectedErrors(broken))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.get("/api/runs")
     assert response.status_code == 500
-    assert response.json() == {"error": "internal error (RuntimeError): the engine fell over"}
+    assert response.json() == {"error": "internal error: RuntimeError: the engine fell over"}
 
 
 # -- storyengine serve --

@@ -130,5 +130,13 @@ class UnexpectedErrors:
             logger.exception("request %s %s failed", scope.get("method"), scope.get("path"))
             if started:  # a stream already under way cannot change its status
                 raise
-            answer = error(500, f"internal error: {type(exc).__name__}: {exc}")
+            answer = error(500, f"internal error: {type(exc).__name__}: {_scrubbed(str(exc))}")
             await answer(scope, receive, send)
+
+
+def _scrubbed(text: str) -> str:
+    """An error text without any configured key, on one line, cut to 300 characters."""
+    from ..config import secret_values
+    from ..secrets import scrub
+
+    return " ".join(scrub(text, secret_values()).split())[:300] or "no details"

@@ -77,7 +77,7 @@ class Guard:
             except BodyTooLarge:
                 await _answer(send, 413, self._too_large())
                 return
-        await self._run(scope, receive, send)
+        await self.app(scope, receive, send)  # errors: web/errors.py answers them as JSON
 
     def authorized(self, scope: Scope) -> bool:
         assert self.token is not None
@@ -114,24 +114,6 @@ class Guard:
             return await receive()  # after the body: http.disconnect, when it comes
 
         return replay
-
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception as exc:
-            if started:
-                raise
-            logger.exception("the web app failed on %s %s", scope.get("method"), scope.get("path"))
-            await _answer(send, 500, f"internal error ({type(exc).__name__}): {_clean(str(exc))}")
-
 
 def _clean(text: str) -> str:
     from ..config import secret_values
