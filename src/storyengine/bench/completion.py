@@ -70,8 +70,16 @@ async def run_completion_bench(
                              "resume_gaps": gap, "repeated_calls": repeated, "error": str(exc.cause)[:200]}
                         )  # fmt: skip
                         repeats.add(repeated)
+                        progress(
+                            f"  failed at {step}; one resume {'finished' if fixed else 'did not finish'} it"
+                            f" ({repeated} repeated calls)"
+                        )
                         continue
                     seconds.add(time.perf_counter() - started)
+                    progress(
+                        f"  complete{', missing ' + ', '.join(sorted(story.gaps)) if story.gaps else ''}"
+                        f" in {time.perf_counter() - started:.0f} s"
+                    )
                     if story.gaps:
                         outcomes["complete with a gap"] += 1
                         for part in story.gaps:
