@@ -14,6 +14,8 @@
   the model's evaluation or enhancement of it);
 - cast consistency: speakers outside their scene's cast; capitalised words used as names in a
   scene's prose (not at a sentence start) that no cast list holds;
+- the story bible (when the story has one): speakers who are not in it; pronoun slips, sentences
+  about one character of the bible that use the other binary pronoun set for them;
 - words of prose per scene (what story.md shows: the prose, else the summary);
 - tension: per scene, tension words (TENSION_WORDS) and exclamation marks per 100 words of its
   prose and dialogue; against the plan, the Spearman rank correlation between the planned
@@ -37,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .bible import pronoun_slips
 from .drafts import (
     STOPWORDS,
     TERMINAL_END,
@@ -73,6 +76,7 @@ GOALS = {
     "repetition": "at most 2 % of sentences repeated verbatim",
     "copied": "no copied rationales or suggestions",
     "names": "every speaker a cast member with a person's name",
+    "bible": "no speaker outside the story bible, no pronoun that contradicts it",
     "prose": "at least 150 words of prose per scene (median)",
     "premise": "at least half of the premise's content words in the story",
 }
@@ -143,6 +147,8 @@ class QualityReport(BaseModel):
     premise_coverage: float
     speakers_outside_cast: list[str]
     names_not_in_cast: list[str]
+    speakers_outside_bible: list[str] = Field(default_factory=list)
+    pronoun_slips: list[str] = Field(default_factory=list)
     prose_words_median: float
     tension_correlation: float | None
     rubric_scores: dict[str, int]
@@ -173,6 +179,8 @@ class QualityReport(BaseModel):
             "premise coverage %": round(100 * self.premise_coverage, 1),
             "speakers outside the cast": len(self.speakers_outside_cast),
             "names in prose not in the cast": len(self.names_not_in_cast),
+            "speakers outside the bible": len(self.speakers_outside_bible),
+            "pronoun slips": len(self.pronoun_slips),
             "prose words per scene (median)": self.prose_words_median,
             "tension: plan vs realised (Spearman)": self.tension_correlation,
             "rubric overall": self.rubric_overall,
@@ -192,6 +200,8 @@ class QualityReport(BaseModel):
             "copied": self.copied,
             "premise words missing": [w for w in self.premise_words if w not in self.premise_words_found],
             "names not in the cast": self.names_not_in_cast,
+            "speakers outside the bible": self.speakers_outside_bible,
+            "pronoun slips": self.pronoun_slips,
             "rubric notes": self.rubric_notes,
             "goals missed": [GOALS[g] for g in self.failed],
         }
@@ -360,6 +370,15 @@ def quality_report(story: Story) -> QualityReport:
         for line in item.dialogue.lines
         if name_key(line.speaker) not in {name_key(c) for c in item.scene.characters}
     ]
+    bible = story.bible
+    outside_bible, slips = [], []
+    if bible is not None:
+        people = {name_key(n) for n in bible.names}
+        speakers = {line.speaker for item in story.scenes for line in item.dialogue.lines}
+        outside_bible = sorted(s for s in speakers if name_key(s) not in people)
+        for i, item in enumerate(story.scenes):
+            told = [scene_prose(item)] + [line.text for line in item.dialogue.lines]
+            slips += [f"scenes[{i}]: {slip}" for text in told for slip in pronoun_slips(text, bible)]
     report = QualityReport(
         scenes=scenes,
         sentences=len(keys),
@@ -379,6 +398,8 @@ def quality_report(story: Story) -> QualityReport:
         premise_coverage=round(len(found) / len(premise_words), 3) if premise_words else 1.0,
         speakers_outside_cast=outside,
         names_not_in_cast=_names_not_in_cast(story),
+        speakers_outside_bible=outside_bible,
+        pronoun_slips=slips,
         prose_words_median=statistics.median(s.prose_words for s in scenes) if scenes else 0,
         tension_correlation=correlation,
         rubric_scores={s.criterion: s.score for s in story.evaluation.scores} if story.evaluation else {},
@@ -400,6 +421,7 @@ def _failed_goals(report: QualityReport) -> list[str]:
         "repetition": report.repeated_sentences <= 0.02,
         "copied": not report.copied,
         "names": not (report.non_names or report.speakers_outside_cast or report.non_speech_lines),
+        "bible": not (report.speakers_outside_bible or report.pronoun_slips),
         "prose": report.prose_words_median >= 150,
         "premise": report.premise_coverage >= 0.5,
     }
@@ -432,6 +454,54 @@ def rubric_verdict(story: Story, report: QualityReport) -> tuple[bool, list[str]
     return reliable, notes
 
 
+# How two reports compare (revision.keep_better): which measures are better higher; the rest are
+# better lower. The rubric is the model's opinion of the story, not a measure of it.
+HIGHER_IS_BETTER = frozenset(
+    {
+        "distinct-1",
+        "distinct-2",
+        "premise coverage %",
+        "prose words per scene (median)",
+        "tension: plan vs realised (Spearman)",
+    }
+)
+MODEL_MEASURES = frozenset({"rubric overall", "rubric reliable"})
+
+
+def story_measures(story: Story) -> dict[str, float | int | None]:
+    """The code's measures of the story itself: without the model's evaluation and enhancement
+    (their text is not the story) and without the rubric."""
+    told = story.model_copy(update={"evaluation": None, "enhancement": None})
+    measures = quality_report(told).measures()
+    return {name: value for name, value in measures.items() if name not in MODEL_MEASURES}
+
+
+def _compare(before: dict[str, Any], after: dict[str, Any], *, worse: bool) -> list[str]:
+    found = []
+    for name, old in before.items():
+        new = after.get(name)
+        if old is None or new is None:
+            if worse and old is not None:  # a measure the story had and lost
+                found.append(f"{name}: {old:g} -> none")
+            continue
+        higher = name in HIGHER_IS_BETTER
+        lowered = new < old if higher else new > old
+        raised = new > old if higher else new < old
+        if lowered if worse else raised:
+            found.append(f"{name}: {old:g} -> {new:g}")
+    return found
+
+
+def worse_measures(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The measures (of `story_measures`) that are worse in `after`, with both values."""
+    return _compare(before, after, worse=True)
+
+
+def better_measures(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The measures that are better in `after`, with both values."""
+    return _compare(before, after, worse=False)
+
+
 def mark_evaluation(story: Story) -> Story:
     """`story` with its evaluation marked unreliable (and why) when the code's report says so."""
     if story.evaluation is None:
@@ -448,6 +518,7 @@ __all__ = [
     "NotAStory",
     "QualityReport",
     "SceneQuality",
+    "better_measures",
     "cast_problems",
     "clean_prose",
     "content_words",
@@ -460,4 +531,6 @@ __all__ = [
     "scene_prose",
     "sentences",
     "stem",
+    "story_measures",
+    "worse_measures",
 ]

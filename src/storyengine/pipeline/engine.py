@@ -27,6 +27,7 @@ from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
+from .revision import plan_revision
 from .run import OnEvent, StoryRun
 from .runstore import RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
@@ -367,6 +368,41 @@ class StoryEngine:
         """Make the dialogue of scene `index` again (and, by default, the evaluation)."""
         op = Steer("regenerate_dialogue", index, reevaluate=reevaluate)
         return await self.steer(run_id, op, **options)
+
+    async def revise(
+        self,
+        run_id: str,
+        *,
+        base: int | None = None,
+        seed: int | None = None,
+        provider: str | None = None,
+        on_event: OnEvent | None = None,
+    ) -> Version:
+        """Apply the enhancement's suggestions of version `base` (default: the latest) as a new version.
+
+        The scenes the suggestions target are rewritten (pipeline/revision.py); a rewritten scene is
+        kept only where it makes no code-computed measure of the story worse. The new version's
+        `meta["revision"]` says what was applied, what targeted nothing, which scenes kept their
+        earlier version and why, and the story's measures before and after. InputError (nothing
+        written) for an unknown run or version, a version without suggestions, suggestions that
+        target nothing, or a run whose providers this configuration no longer has (`provider`:
+        the one this engine was built to route to instead, as the CLI's --provider)."""
+        found = await asyncio.to_thread(self.runs.version, run_id, base)
+        story = found.the_story()
+        label = f"version {found.number} of run {run_id}"
+        revision = plan_revision(story, label=label)
+        if provider is None:
+            routes = story.meta.get("routes") or {}
+            gone = sorted({p for chain in routes.values() for p in chain} - set(self.settings.providers))
+            if gone:
+                raise InputError(
+                    f"{label} was written with provider(s) {', '.join(gone)}, which {self.settings.source} "
+                    "no longer configures; add them back, or revise with --provider NAME"
+                )
+        earlier = {str(i): story.scenes[i].model_dump(mode="json") for i in revision.changes}
+        changes = {"revision": revision.as_dict(), "earlier": earlier}
+        operation = Steer("revise", min(revision.changes), changes)
+        return await self.steer(run_id, operation, base=found.number, seed=seed, on_event=on_event)
 
     async def restore(self, run_id: str, number: int) -> Version:
         """Version `number` again as the latest, as a new version (nothing is overwritten)."""

@@ -26,10 +26,11 @@ from ..bible import StoryBible, plain_bible
 from ..config import COMPONENTS
 from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
-from ..quality import clean_prose, mark_evaluation, quality_report
+from ..quality import clean_prose, mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import RunState
+from .revision import Revision, keep_better
 from .story import call_seed, scene_beats, scene_text, story_digest
 from .twostage import StepMeta
 
@@ -56,6 +57,13 @@ class StoryRun:
         self.started = time.perf_counter()
         self.tokens = 0
         self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
+        steered = state.header.get("steered") or {}
+        self.revision: Revision | None = None  # a revision: the changes per scene, the earlier scenes
+        self.earlier: dict[int, StoryScene] = {}
+        if steered.get("operation") == "revise":
+            self.revision = Revision.from_dict(steered["changes"]["revision"])
+            earlier = steered["changes"]["earlier"].items()
+            self.earlier = {int(i): StoryScene.model_validate(value) for i, value in earlier}
 
     def _checkpointed(self, name: str, value: Any, model: type[M]) -> M:
         """A finished step from the checkpoint, checked by today's rules."""
@@ -206,6 +214,8 @@ class StoryRun:
             StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d), prose=self._prose(i))
             for i, (s, d) in enumerate(pairs)
         ]
+        if self.revision is not None:
+            scenes = await self._keep_better(plot, bible, scenes)
         digest = story_digest(plot, scenes)
         evaluation, enhancement = await self._after_steps(digest)
         meta = {
@@ -219,6 +229,8 @@ class StoryRun:
         }
         if "steered" in self.state.header:
             meta["steered"] = self.state.header["steered"]
+        if self.revision is not None:
+            meta["revision"] = self._revision_meta(plot, bible, scenes)
         story = Story(
             premise=self.premise,
             plot=plot,
@@ -254,6 +266,47 @@ class StoryRun:
             self.state.header["plain_bible"] = why
             await asyncio.to_thread(self.state.put, "bible", bible.model_dump(mode="json"), {"plain": why})
             return bible
+
+    async def _keep_better(
+        self, plot: PlotStructure, bible: StoryBible, scenes: list[StoryScene]
+    ) -> list[StoryScene]:
+        """A revision's scenes: each rewritten scene only where it makes no code measure worse; the
+        others keep their earlier version (put back in the checkpoint, and said why)."""
+        refused: dict[str, list[str]] = self.state.header.setdefault("revision_refused", {})
+        earlier = [self.earlier.get(i, scene) for i, scene in enumerate(scenes)]
+        revised = {i: scenes[i] for i in self.earlier if str(i) not in refused}
+
+        def rebuild(items: list[StoryScene]) -> Story:
+            return Story(premise=self.premise, plot=plot, bible=bible, scenes=items)
+
+        kept, newly = await asyncio.to_thread(keep_better, rebuild(earlier), revised, rebuild)
+        for i, worse in newly.items():
+            refused[str(i)] = worse
+            old = self.earlier[i]
+            why = {"kept_earlier": f"the rewritten scene made the story worse: {'; '.join(worse)}"}
+            await asyncio.to_thread(self.state.put, f"scene.{i}", old.scene.model_dump(mode="json"), why)
+            await asyncio.to_thread(self.state.put, f"scene.{i}.draft", old.prose, why)
+            await asyncio.to_thread(
+                self.state.put, f"dialogue.{i}", old.dialogue.model_dump(mode="json"), why
+            )
+        return [self.earlier[i] if str(i) in refused else scene for i, scene in enumerate(kept)]
+
+    def _revision_meta(
+        self, plot: PlotStructure, bible: StoryBible, scenes: list[StoryScene]
+    ) -> dict[str, Any]:
+        """What a revision did: applied and untargeted suggestions, the scenes rewritten and kept, and
+        the story's code measures before and after."""
+        assert self.revision is not None
+        refused = self.state.header.get("revision_refused", {})
+        earlier = [self.earlier.get(i, scene) for i, scene in enumerate(scenes)]
+        return {
+            **self.revision.as_dict(),
+            "base": self.state.header["steered"]["base"],
+            "revised": [i + 1 for i in sorted(self.earlier) if str(i) not in refused],
+            "kept_earlier": {str(int(i) + 1): worse for i, worse in refused.items()},
+            "before": story_measures(Story(premise=self.premise, plot=plot, bible=bible, scenes=earlier)),
+            "after": story_measures(Story(premise=self.premise, plot=plot, bible=bible, scenes=scenes)),
+        }
 
     def _prose(self, i: int) -> str:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
@@ -294,13 +347,17 @@ class StoryRun:
     async def _scene(
         self, plot: PlotStructure, bible: StoryBible, i: int, beat: int, n: int, done: asyncio.Future[Scene]
     ) -> Scene:
+        revision = None
+        if self.revision is not None and i in self.revision.changes:
+            old = self.earlier[i]
+            revision = (old.prose or old.scene.summary, self.revision.changes_text(i))
         try:
             async with self.semaphore:
                 scene = await self.two_stages(
                     f"scene.{i}",
                     "scene",
                     lambda m: self.c.scene_draft(
-                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i), bible
+                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i), bible, revision
                     ),
                     lambda draft, m: self.c.scene(plot, beat, draft, m, bible),
                     Scene,

@@ -10,6 +10,9 @@ the same numbering ("scene i+1 of n") and the same prompts as `generate`.
                            made again with its dialogue; then the evaluation and the enhancement
     regenerate_scene i     scene i and its dialogue (the old lines belong to the old scene)
     regenerate_dialogue i  the dialogue of scene i
+    revise                 the scenes the enhancement's suggestions target, rewritten with their
+                           changes, and their dialogue; then the evaluation and the enhancement
+                           (pipeline/revision.py; `changes` holds the plan and the earlier scenes)
     reevaluate             (default) the evaluation and enhancement are made again too
 """
 
@@ -24,7 +27,7 @@ from ..errors import InputError
 from ..schemas import PlotStructure, Story
 from .story import scene_beats
 
-Operation = Literal["edit_beat", "regenerate_scene", "regenerate_dialogue"]
+Operation = Literal["edit_beat", "regenerate_scene", "regenerate_dialogue", "revise"]
 BEAT_FIELDS = ("name", "purpose", "tension", "description")
 
 
@@ -61,16 +64,26 @@ class Steer:
             return f"edited beat {self.index + 1}, regenerated from it"
         if self.operation == "regenerate_scene":
             return f"regenerated scene {self.index + 1}"
+        if self.operation == "revise":
+            numbers = ", ".join(str(i + 1) for i in self.revised_scenes)
+            return f"revised scene(s) {numbers} from the suggestions"
         return f"regenerated dialogue of scene {self.index + 1}"
+
+    @property
+    def revised_scenes(self) -> list[int]:
+        """The scenes a revision rewrites (indexes)."""
+        return sorted(int(i) for i in self.changes.get("earlier", {}))
 
     def check(self, story: Story) -> None:
         """InputError when the operation does not apply to `story` (nothing is made then)."""
         if self.operation == "edit_beat":
             edited_plot(story.plot, self.index, self.changes)
-        elif not 0 <= self.index < len(story.scenes):
-            raise InputError(
-                f"scene {self.index} does not exist; this story has scenes 0 to {len(story.scenes) - 1}"
-            )
+            return
+        for index in self.revised_scenes if self.operation == "revise" else [self.index]:
+            if not 0 <= index < len(story.scenes):
+                raise InputError(
+                    f"scene {index} does not exist; this story has scenes 0 to {len(story.scenes) - 1}"
+                )
 
     def layout(self, story: Story) -> tuple[dict[str, Any], list[str]]:
         """The steps the new state starts with (JSON values, as checkpointed) and which were edited."""
@@ -89,6 +102,9 @@ class Steer:
             reevaluate = True  # the story changed from the beat on: its assessment is stale
         elif self.operation == "regenerate_scene":
             scenes = dialogues = {self.index}
+        elif self.operation == "revise":
+            scenes, dialogues = set(self.revised_scenes), set(self.revised_scenes)
+            reevaluate = True  # the story changed: its assessment is stale
         else:
             dialogues = {self.index}
         steps: dict[str, Any] = {"plot": plot.model_dump(mode="json")}

@@ -144,9 +144,12 @@ class Components:
         meta: StepMeta,
         seed: int | None,
         bible: StoryBible | None = None,
+        revision: tuple[str, str] | None = None,
     ) -> str:
-        """Stage 1 of the scene that realises beat `index`; `number` is (this scene, of total)."""
+        """Stage 1 of the scene that realises beat `index`; `number` is (this scene, of total).
+        `revision` is (the scene's earlier prose, the changes to make) when the scene is rewritten."""
         beat = plot.beats[index]
+        earlier, changes = revision or ("", "")
         context = {
             "premise": premise,
             "plot": outline(plot),
@@ -156,6 +159,8 @@ class Components:
             "bible": bible_text(bible) if bible else "",
             "number": number[0],
             "total": number[1],
+            "earlier": earlier,
+            "changes": changes,
         }
         cast = cast_of(plot, bible)
         beat_text = f"{beat.name}: {beat.purpose}"

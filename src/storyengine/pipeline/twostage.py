@@ -51,7 +51,7 @@ _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaVa
 T = TypeVar("T", bound=BaseModel)
 
 # Context values that may be summarized when a prompt does not fit, most expendable first.
-SUMMARIZABLE = ("previous", "story", "plot", "evaluation", "draft", "text")
+SUMMARIZABLE = ("previous", "earlier", "story", "plot", "evaluation", "draft", "text")
 SUMMARY_WORDS = 90
 PART_MAX_TOKENS = 200  # one part is a few short fields (when its schema does not bound it)
 

@@ -38,6 +38,8 @@ CONTRACT: Mapping[str, Mapping[str, type]] = {
         "bible": str,
         "number": int,
         "total": int,
+        "earlier": str,
+        "changes": str,
     },
     "scene_structuring": {"draft": str, "beat_name": str, "cast": str, "schema": str},
     "dialogue_freeform": {"scene": str, "cast": str, "bible": str, "previous": str},

@@ -1,0 +1,228 @@
+"""Revision: the enhancement's suggestions applied to the targeted scenes, as a new version."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from storyengine.config import Settings, parse_settings
+from storyengine.errors import InputError
+from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.revision import plan_revision, scenes_targeted
+from storyengine.pipeline.runstore import NotFound
+from storyengine.providers.fake_story import story_script
+from storyengine.providers.scripted import ScriptedProvider
+from storyengine.quality import story_measures, worse_measures
+from storyengine.schemas import Enhancement, Story
+from storyengine.types import CompletionRequest
+
+PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
+CHANGE = "Let the storm break over the harbor while Mara studies the redrawn coastline."
+UNTARGETED = {
+    "target": "The weather in general",
+    "problem": "Skies stay vague.",
+    "change": "Name the clouds.",
+}
+
+# A rewritten scene that reads better by every code measure: longer, varied, on the premise.
+_VERBS = "unrolls traces compares circles questions copies burns signs locks folds measures hides".split()
+_THINGS = "chart coastline inlets islands soundings survey drawer compass ledger lantern atlas quill".split()
+_PLACES = "harbor lighthouse fjord estuary quay channel archive office study attic pier tower".split()
+_SKY = "storm rain thunder lightning gale surf squall dawn fog hail tide wind".split()
+_DOES = "gathers hammers rolls splits tears climbs passes breaks lifts rattles turns howls".split()
+BETTER = "The cartographer discovers that her maps redraw themselves overnight.\n\n" + "\n\n".join(
+    " ".join(
+        f"Mara {_VERBS[k % 12]} the {_THINGS[(k + p) % 12]} in the {_PLACES[(k + 5 * p) % 12]}; "
+        f"outside, the {_SKY[(k + 7 * p) % 12]} {_DOES[(k + 3 * p) % 12]}."
+        for k in range(p * 5, p * 5 + 5)
+    )
+    for p in range(4)
+)
+# A rewritten scene that makes the story worse: one sentence, said again and again.
+WORSE = " ".join(["Mara looks at the map."] * 12)
+
+
+def enhancement(targets: list[str]) -> str:
+    suggestions = [
+        {"target": t, "problem": f"The {t.lower()} feels thin and rushed.", "change": CHANGE} for t in targets
+    ]
+    suggestions.append(UNTARGETED)
+    return json.dumps({"suggestions": suggestions, "summary": "Sharpen the middle of the story."})
+
+
+def script(targets: list[str], rewritten: str) -> Any:
+    def answer(request: CompletionRequest) -> str:
+        prompt = request.messages[-1].content
+        if request.component == "enhancement" and request.stage == "structuring":
+            return enhancement(targets)
+        if request.component == "scene" and request.stage == "freeform" and "Rewrite it with" in prompt:
+            return rewritten
+        return story_script(request)
+
+    return answer
+
+
+def settings(extra: str = "") -> Settings:
+    return parse_settings(
+        f"""
+providers:
+  embedded: {{type: embedded, context_window: 8192, profile: standard}}
+{extra}
+retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
+cache: {{enabled: false}}
+""",
+        source="test.yaml",
+    )
+
+
+def engine_with(answer: Any) -> tuple[StoryEngine, ScriptedProvider]:
+    provider = ScriptedProvider(answer, name="embedded", structured_mode="grammar")
+    return StoryEngine.from_config(settings=settings(), providers={"embedded": provider}), provider
+
+
+def without_meta(story: Story) -> dict[str, Any]:
+    return story.model_dump(mode="json", exclude={"meta"})
+
+
+async def test_a_revision_rewrites_exactly_the_targeted_scene_as_a_new_version() -> None:
+    engine, provider = engine_with(script(["Scene 2"], BETTER))
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=7)
+        run_id = story.meta["run_id"]
+        before = len(provider.requests)
+        version = await engine.revise(run_id, seed=11)
+    asked = provider.requests[before:]
+    revised = version.the_story()
+    assert (version.number, version.parent) == (2, 1)
+    assert version.label == "revised scene(s) 2 from the suggestions"
+    # only scene 2 (and its dialogue) was written again, then the story was assessed again
+    scene_drafts = [r for r in asked if r.component == "scene" and r.stage == "freeform"]
+    assert len(scene_drafts) == 1 and "Write scene 2 of 3." in scene_drafts[0].messages[-1].content
+    prompt = scene_drafts[0].messages[-1].content
+    assert CHANGE in prompt and story.scenes[1].prose[:80] in prompt  # the change and the earlier prose
+    assert {r.component for r in asked} == {"scene", "dialogue", "evaluation", "enhancement"}
+    assert revised.scenes[0] == story.scenes[0] and revised.scenes[2] == story.scenes[2]
+    assert revised.scenes[1].prose != story.scenes[1].prose and "storm" in revised.scenes[1].prose
+    record = revised.meta["revision"]
+    assert record["revised"] == [2] and record["kept_earlier"] == {}
+    assert record["applied"][0]["scenes"] == [2]
+    assert [u["target"] for u in record["untargeted"]] == [UNTARGETED["target"]]  # reported, not applied
+    assert not worse_measures(story_measures(story), story_measures(revised))
+    assert record["before"] == story_measures(story) and record["after"] == story_measures(revised)
+    # nothing overwritten: version 1 is the story it was
+    assert without_meta(engine.runs.version(run_id, 1).the_story()) == without_meta(story)
+
+
+async def test_a_rewritten_scene_that_makes_the_story_worse_keeps_its_earlier_version() -> None:
+    engine, _ = engine_with(script(["Scene 1"], WORSE))
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=2, seed=3)
+        version = await engine.revise(story.meta["run_id"], seed=4)
+    revised = version.the_story()
+    record = revised.meta["revision"]
+    assert record["revised"] == [] and "repeated sentences %" in " ".join(record["kept_earlier"]["1"])
+    assert revised.scenes == story.scenes  # the earlier scene, its prose and its dialogue
+    assert not worse_measures(story_measures(story), story_measures(revised))
+    state = json.loads(engine.checkpoints.path(revised.meta["run_id"]).read_text())
+    assert state["steps"]["scene.0.draft"] == story.scenes[0].prose  # a resume keeps the earlier scene
+
+
+@pytest.mark.parametrize(
+    ("target", "scenes"),
+    [
+        ("Scene 3", [2]),
+        ("scene #1", [0]),
+        ("Chapter 2", [1]),
+        ("Scene 9", []),
+        ("the ending", [2]),
+        ("The opening", [0]),
+        ("nothing in particular", []),
+    ],
+)
+async def test_targets_name_scenes_by_number_and_by_place(target: str, scenes: list[int]) -> None:
+    engine, _ = engine_with(story_script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=2)
+    assert scenes_targeted(story, target) == scenes
+
+
+async def test_targets_name_scenes_by_title_beat_and_character() -> None:
+    engine, _ = engine_with(story_script)
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=2)
+    assert scenes_targeted(story, story.scenes[1].scene.title) == [1]
+    beat = next(b for b in story.plot.beats if b.name == story.scenes[2].scene.beat)
+    assert 2 in scenes_targeted(story, f"the beat {beat.name!r}")
+    person = story.scenes[0].scene.characters[0]
+    expected = [i for i, s in enumerate(story.scenes) if person in s.scene.characters]
+    assert scenes_targeted(story, person) == expected
+
+
+async def test_revise_what_cannot_be_revised_is_a_clear_error_and_writes_nothing() -> None:
+    engine, provider = engine_with(script(["The weather"], BETTER))
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=2, seed=1)
+        run_id = story.meta["run_id"]
+        files = set(engine.checkpoints.directory.iterdir())
+        calls = provider.calls
+        with pytest.raises(NotFound, match="no run 'nope'"):
+            await engine.revise("nope")
+        with pytest.raises(NotFound, match="no version 7"):
+            await engine.revise(run_id, base=7)
+        with pytest.raises(InputError, match="none of the 2 suggestion"):
+            await engine.revise(run_id)  # both suggestions name nothing in the story
+        gap = story.model_copy(update={"enhancement": None, "gaps": {"enhancement": "the model gave none"}})
+        engine.runs.add_version(run_id, gap, "without suggestions", parent=1)
+        with pytest.raises(InputError, match=r"no suggestions to apply .*the model gave none"):
+            await engine.revise(run_id)
+
+        # a version written with a provider that this configuration no longer has
+        targeted = Enhancement.model_validate_json(enhancement(["Scene 1"]))
+        meta = {**story.meta, "routes": {"scene": ["lmstudio"]}}
+        engine.runs.add_version(
+            run_id, story.model_copy(update={"enhancement": targeted, "meta": meta}), "old"
+        )
+        with pytest.raises(InputError, match=r"provider.*lmstudio.*no longer configures.*--provider"):
+            await engine.revise(run_id)
+        assert provider.calls == calls and set(engine.checkpoints.directory.iterdir()) == files
+    assert [v.number for v in engine.runs.versions(run_id)] == [1, 2, 3]
+
+
+def test_plan_revision_reports_what_each_suggestion_targets() -> None:
+    data = json.loads(enhancement(["Scene 1"]))
+    story = Story.model_validate(
+        {
+            "premise": PREMISE,
+            "plot": {
+                "title": "The Moving Coast",
+                "structure_type": "three-act",
+                "characters": ["Mara", "Tobin"],
+                "beats": [
+                    {"name": "The Map", "purpose": "Mara finds a changed map.", "tension": 3},
+                    {"name": "The Storm", "purpose": "A storm hits the harbor.", "tension": 8},
+                    {"name": "The Dawn", "purpose": "Mara chooses the truth.", "tension": 5},
+                ],
+            },
+            "scenes": [
+                {
+                    "scene": {
+                        "title": "Ink at Midnight",
+                        "setting": "A study above the harbor.",
+                        "summary": "Mara watches a coastline move on her desk.",
+                        "characters": ["Mara", "Tobin"],
+                        "beat": "The Map",
+                    },
+                    "dialogue": {"lines": [{"speaker": "Mara", "text": "It moved again."},
+                                           {"speaker": "Tobin", "text": "Maps do not move."}]},
+                    "prose": "Mara watched the coastline move.",
+                }
+            ],
+            "enhancement": data,
+        }
+    )  # fmt: skip
+    plan = plan_revision(story)
+    assert plan.changes == {0: [f"{CHANGE} (The scene 1 feels thin and rushed)"]}
+    assert plan.applied == [{"target": "Scene 1", "change": CHANGE, "scenes": [1]}]
+    assert plan.untargeted[0]["target"] == UNTARGETED["target"]
