@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ BETTER = "The cartographer discovers that her maps redraw themselves overnight.\
         f"outside, the {_SKY[(k + 7 * p) % 12]} {_DOES[(k + 3 * p) % 12]}."
         for k in range(p * 5, p * 5 + 5)
     )
-    for p in range(4)
+    for p in range(5)
 )
 # A rewritten scene that makes the story worse: one sentence, said again and again.
 WORSE = " ".join(["Mara looks at the map."] * 12)
@@ -99,12 +100,12 @@ async def test_a_revision_rewrites_exactly_the_targeted_scene_as_a_new_version()
     assert version.label == "revised scene(s) 2 from the suggestions"
     # only scene 2 (and its dialogue) was written again, then the story was assessed again
     scene_drafts = [r for r in asked if r.component == "scene" and r.stage == "freeform"]
-    assert len(scene_drafts) == 1 and "Write scene 2 of 3." in scene_drafts[0].messages[-1].content
+    assert scene_drafts and all("Write scene 2 of 3." in r.messages[-1].content for r in scene_drafts)
     prompt = scene_drafts[0].messages[-1].content
     assert CHANGE in prompt and story.scenes[1].prose[:80] in prompt  # the change and the earlier prose
     assert {r.component for r in asked} == {"scene", "dialogue", "evaluation", "enhancement"}
     assert revised.scenes[0] == story.scenes[0] and revised.scenes[2] == story.scenes[2]
-    assert revised.scenes[1].prose != story.scenes[1].prose and "storm" in revised.scenes[1].prose
+    assert revised.scenes[1].prose != story.scenes[1].prose and "outside, the" in revised.scenes[1].prose
     record = revised.meta["revision"]
     assert record["revised"] == [2] and record["kept_earlier"] == {}
     assert record["applied"][0]["scenes"] == [2]
@@ -226,3 +227,54 @@ def test_plan_revision_reports_what_each_suggestion_targets() -> None:
     assert plan.changes == {0: [f"{CHANGE} (The scene 1 feels thin and rushed)"]}
     assert plan.applied == [{"target": "Scene 1", "change": CHANGE, "scenes": [1]}]
     assert plan.untargeted[0]["target"] == UNTARGETED["target"]
+
+
+def test_the_cli_generates_revises_and_writes_both_and_revise_refuses_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from storyengine.cli import main
+
+    original = StoryEngine.from_config
+
+    def scripted(*args: Any, **kwargs: Any) -> StoryEngine:
+        provider = ScriptedProvider(script(["Scene 1"], BETTER), name="embedded", structured_mode="grammar")
+        return original(*args, **{**kwargs, "providers": {"embedded": provider}})
+
+    monkeypatch.setattr(StoryEngine, "from_config", scripted)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "providers: {embedded: {type: embedded, profile: standard}}\ncache: {enabled: false}\n"
+        f"logging: {{runlog: {tmp_path / 'runs.sqlite3'}, dir: {tmp_path / 'logs'}}}\n"
+    )
+    out = tmp_path / "story"
+    result = CliRunner().invoke(main, ["generate", PREMISE, "--scenes", "2", "--seed", "2", "--config",
+                                       str(config), "--out", str(out), "--revise"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first = Story.model_validate_json((out / "story.json").read_text())
+    revised = Story.model_validate_json((out / "revised" / "story.json").read_text())
+    assert "outside, the" not in first.scenes[0].prose and "outside, the" in revised.scenes[0].prose, (
+        result.output
+    )
+    assert revised.scenes[1] == first.scenes[1]
+    assert "Rewritten scene(s): 1 (from version 1)" in result.output
+    assert "Not applied, it names nothing in the story: 'The weather in general'" in result.output
+    assert "quality by code" in result.output and str(out / "revised" / "story.md") in result.output
+
+    run_id = first.meta["run_id"]
+    again = tmp_path / "again"
+    args = ["revise", run_id, "--version", "1", "--seed", "3", "--config", str(config), "--out", str(again)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "Revised run" in result.output and "version 3" in result.output
+    assert Story.model_validate_json((again / "story.json").read_text()).meta["revision"]["base"] == 1
+
+    for args, says in (
+        (["revise", "nope"], "no run 'nope'"),
+        (["revise", run_id, "--version", "9"], "no version 9"),
+    ):
+        nowhere = tmp_path / "nowhere"
+        result = CliRunner().invoke(main, [*args, "--config", str(config), "--out", str(nowhere)])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert not any(nowhere.rglob("story.*"))

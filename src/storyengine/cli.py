@@ -16,7 +16,18 @@ import click
 
 from .errors import StoryEngineError
 
-COMMAND_MODULES = ("providers", "templates", "generate", "batch", "eval", "logs", "cache", "bench", "serve")
+COMMAND_MODULES = (
+    "providers",
+    "templates",
+    "generate",
+    "revise",
+    "batch",
+    "eval",
+    "logs",
+    "cache",
+    "bench",
+    "serve",
+)
 
 
 class _Group(click.Group):

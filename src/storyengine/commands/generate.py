@@ -1,4 +1,5 @@
-"""`storyengine generate`: a premise in, story.json / story.md / story.fountain out."""
+"""`storyengine generate`: a premise in, story.json / story.md / story.fountain out (and, with
+--revise, the story revised by its own suggestions in OUT/revised)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..errors import InputError
+from ..errors import InputError, StoryEngineError
 from ..export import write_story
 from ..pipeline.engine import StoryEngine, check_inputs
 from ..pipeline.run import Event
+from ..pipeline.runstore import Version
 
 
 def _check_out_dir(out: Path) -> Path:
@@ -79,6 +81,12 @@ class _Progress:
     help="Output directory (default: ./stories/<run id>).",
 )
 @click.option("--resume", "resume_id", default=None, help="Continue a run that stopped, by its run id.")
+@click.option(
+    "--revise",
+    "revise_after",
+    is_flag=True,
+    help="Then apply the story's suggestions (as `storyengine revise`); the revision goes to OUT/revised.",
+)
 @click.option("--quiet", is_flag=True, help="Print only the output paths.")
 @click.option("--json-progress", is_flag=True, help="Print one JSON event a line (for programs).")
 def generate(
@@ -89,6 +97,7 @@ def generate(
     provider: str | None,
     out: Path | None,
     resume_id: str | None,
+    revise_after: bool,
     quiet: bool,
     json_progress: bool,
 ) -> None:
@@ -103,22 +112,31 @@ def generate(
     out_dir = _check_out_dir(out) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     started = time.perf_counter()
-    story, run_id = asyncio.run(_run(config_path, provider, premise, scenes, seed, resume_id, mode))
-    out_dir = out_dir or _check_out_dir(Path("stories") / run_id)
-    paths = write_story(story, out_dir)
+    story, run_id, paths, revised = asyncio.run(
+        _run(config_path, provider, premise, scenes, seed, resume_id, mode, out_dir, revise_after)
+    )
     if mode == "json":
         written = {k: str(v) for k, v in paths.items()}
         print(json.dumps({"event": "written", "run_id": run_id, "gaps": story.gaps, **written}))
-        _report_gaps(story, run_id, say=False)
+    else:
+        if not quiet:
+            click.echo(f"Story written in {time.perf_counter() - started:.0f}s (run {run_id}):", err=True)
+        for path in paths.values():
+            click.echo(str(path))
+    if isinstance(revised, Version):
+        from .revise import write_revision
+
+        if mode != "json":
+            click.echo(f"Revised as version {revised.number} ({revised.label}):", err=True)
+        write_revision(revised, paths["json"].parent / "revised", mode)
         return
-    if not quiet:
-        click.echo(f"Story written in {time.perf_counter() - started:.0f}s (run {run_id}):", err=True)
-    for path in paths.values():
-        click.echo(str(path))
-    _report_gaps(story, run_id)
+    _report_gaps(story, run_id, say=mode != "json")
+    if revised is not None:  # asked to revise, and it could not be done: the story is written
+        click.echo(f"storyengine: the story is written, not revised: {revised}", err=True)
+        sys.exit(EXIT_GAPS)
 
 
-EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement) is missing
+EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement, revision) is missing
 
 
 def _report_gaps(story: Any, run_id: str, *, say: bool = True) -> None:
@@ -140,7 +158,11 @@ async def _run(
     seed: int | None,
     resume_id: str | None,
     mode: str,
-) -> tuple[Any, str]:
+    out_dir: Path | None,
+    revise_after: bool,
+) -> tuple[Any, str, dict[str, Path], Version | StoryEngineError | None]:
+    """The story, written out at once (nothing is lost when a revision after it fails); then its
+    revision when asked: the new version, or the error that stopped it."""
     engine = StoryEngine.from_config(config_path, provider=provider)
     async with engine:
         with _Progress(mode) as progress:
@@ -160,7 +182,17 @@ async def _run(
                 story = await engine.generate(
                     premise, scenes=scenes, seed=seed, on_event=progress, provider=provider
                 )
-    return story, story.meta["run_id"]
+        run_id = story.meta["run_id"]
+        target = out_dir or _check_out_dir(Path("stories") / run_id)
+        paths = await asyncio.to_thread(write_story, story, target)
+        if not revise_after:
+            return story, run_id, paths, None
+        try:
+            with _Progress(mode) as progress:
+                version = await engine.revise(run_id, seed=seed, provider=provider, on_event=progress)
+        except StoryEngineError as exc:
+            return story, run_id, paths, exc
+        return story, run_id, paths, version
 
 
 COMMANDS = [generate]

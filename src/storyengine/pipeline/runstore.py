@@ -199,7 +199,7 @@ class RunStore:
         with self._session() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                raise NotFound(f"no run {run_id!r} in {self.path}; GET /api/runs lists the runs")
+                raise NotFound(f"no run {run_id!r} in {self.path} (`storyengine serve` lists the runs)")
             versions = db.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM versions WHERE run_id = ? ORDER BY number", (run_id,)
             ).fetchall()
