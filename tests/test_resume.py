@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from storyengine.config import parse_settings
+from storyengine.config import COMPONENTS, parse_settings
 from storyengine.errors import InputError, RunFailed
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.pipeline.story import call_seed
@@ -217,3 +217,133 @@ async def test_a_scene_summary_the_model_only_copies_is_made_from_the_draft(tmp_
     assert scene.summary != scene.title and scene.summary.split()[0] in story.scenes[0].prose
     left = story.meta["steps"]["scene.0"]["parts_left_out"]
     assert any("made from the draft" in item for item in left)
+
+
+# -- a resume starts the failed step from the next provider of its chain --
+
+
+def chain_engine(
+    scripts: dict[str, Any], tmp_path: Path, chain: str = "[a, b]"
+) -> tuple[StoryEngine, list[tuple[str, CompletionRequest]]]:
+    """Every component routed to `chain` (providers of one profile: one route); `asked` is every
+    call in order, as (provider, request)."""
+    routes = "\n".join(f"    {c}: {chain}" for c in COMPONENTS)
+    settings = parse_settings(
+        f"""
+narrative:
+  providers:
+{routes}
+providers:
+  a: {{type: embedded, profile: standard}}
+  b: {{type: embedded, profile: standard}}
+retry: {{attempts: 1, backoff_initial: 0, backoff_max: 0}}
+logging: {{runlog: {tmp_path / "runs.sqlite3"}, dir: {tmp_path / "logs"}}}
+cache: {{enabled: false}}
+"""
+    )
+    asked: list[tuple[str, CompletionRequest]] = []
+
+    def provider(name: str) -> ScriptedProvider:
+        def script(request: CompletionRequest) -> Any:
+            asked.append((name, request))
+            return scripts[name](request)
+
+        return ScriptedProvider(script, name=name, structured_mode="grammar")
+
+    engine = StoryEngine.from_config(settings=settings, providers={n: provider(n) for n in "ab"})
+    return engine, asked
+
+
+def bad_dialogue(request: CompletionRequest) -> Any:
+    if request.component == "dialogue" and request.stage == "structuring":
+        return '{ "speaker": "Aclockmaker }'
+    return story_script(request)
+
+
+def first_to(asked: list[tuple[str, CompletionRequest]], component: str) -> str:
+    return next(name for name, request in asked if request.component == component)
+
+
+async def test_a_resume_starts_the_failed_step_from_the_next_provider_and_wraps(tmp_path: Path) -> None:
+    """Chain [a, b] (one route): dialogue.0 fails on both. The resume asks it (draft and structuring)
+    of b first, a after it; the steps that did not fail still start from a. A resume that fails
+    there again starts from a (wrapping)."""
+    b_broken = {"on": True}
+
+    def b_script(request: CompletionRequest) -> Any:
+        return bad_dialogue(request) if b_broken["on"] else story_script(request)
+
+    engine, asked = chain_engine({"a": bad_dialogue, "b": b_script}, tmp_path)
+    async with engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, scenes=1, seed=1)
+        run_id = caught.value.run_id
+        assert "stopped at step dialogue.0" in str(caught.value)
+        assert "starting from provider b" in str(caught.value)
+        assert first_to(asked, "dialogue") == "a"
+
+        # Round 1: b is still broken, so it fails there again, having asked b first.
+        asked.clear()
+        with pytest.raises(RunFailed) as again:
+            await engine.resume(run_id)
+        assert {r.component for _, r in asked} == {"dialogue"}  # finished steps are not redone
+        assert asked[0][0] == "b" and asked[0][1].stage == "freeform"  # the draft, from b
+        structuring = [name for name, r in asked if r.stage == "structuring"]
+        assert structuring[0] == "b" and "a" in structuring  # b first, a still its fallback
+        assert engine.checkpoints.load(run_id).header["start_provider"] == {"dialogue.0": 1}
+        assert "starting from provider a" in str(again.value)
+
+        # Round 2: back to a (wrapping); b, now fixed, answers as a's fallback.
+        b_broken["on"] = False
+        asked.clear()
+        story = await engine.resume(run_id)
+        assert first_to(asked, "dialogue") == "a"
+        assert engine.checkpoints.load(run_id).header["start_provider"] == {"dialogue.0": 0}
+    assert {r.component for _, r in asked} <= {"dialogue", "evaluation", "enhancement"}
+    steps = story.meta["steps"]
+    assert steps["dialogue.0"]["provider"] == "b" and steps["dialogue.0"]["round"] == 2
+    assert "first_provider" not in steps["dialogue.0"]  # the chain's own order again
+    assert first_to(asked, "evaluation") == "a" and "first_provider" not in steps["evaluation"]
+
+
+async def test_the_resumed_step_records_the_provider_it_asked_first(tmp_path: Path) -> None:
+    """a never writes a valid dialogue; b only after the first run. The resumed dialogue starts
+    from b, says so in its metadata, and the steps made after it start from a."""
+    b_broken = {"on": True}
+
+    def b_script(request: CompletionRequest) -> Any:
+        return bad_dialogue(request) if b_broken["on"] else story_script(request)
+
+    engine, asked = chain_engine({"a": bad_dialogue, "b": b_script}, tmp_path)
+    async with engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, scenes=1, seed=1)
+        b_broken["on"] = False
+        asked.clear()
+        story = await engine.resume(caught.value.run_id)
+    assert {r.component for _, r in asked} <= {"dialogue", "evaluation", "enhancement"}
+    assert not [r for name, r in asked if name == "a" and r.component == "dialogue"]  # b answered first
+    steps = story.meta["steps"]
+    for name in ("dialogue.0.draft", "dialogue.0"):
+        assert steps[name]["start"] == 1 and steps[name]["first_provider"] == "b"
+    assert "first_provider" not in steps["scene.0"] and "first_provider" not in steps["enhancement"]
+    assert first_to(asked, "evaluation") == "a" and first_to(asked, "enhancement") == "a"
+
+
+async def test_a_single_provider_chain_is_not_rotated(tmp_path: Path) -> None:
+    broken = {"on": True}
+
+    def script(request: CompletionRequest) -> Any:
+        return bad_dialogue(request) if broken["on"] else story_script(request)
+
+    engine, asked = chain_engine({"a": script, "b": story_script}, tmp_path, chain="a")
+    async with engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, scenes=1, seed=1)
+        assert "starting from" not in str(caught.value)
+        broken["on"] = False
+        story = await engine.resume(caught.value.run_id)
+        header = engine.checkpoints.load(caught.value.run_id).header
+    assert "start_provider" not in header and {name for name, _ in asked} == {"a"}
+    step = story.meta["steps"]["dialogue.0"]
+    assert step["round"] == 1 and "start" not in step and "first_provider" not in step

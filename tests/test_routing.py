@@ -578,3 +578,18 @@ async def test_from_settings_builds_the_configured_providers_and_opens_the_run_l
         assert router.runlog.path == router.settings.runlog_path
     finally:
         await router.aclose()
+
+
+async def test_routes_from_a_later_provider_rotate_the_chain_down_to_its_providers() -> None:
+    """[a, b] share a profile: one route. From provider 1 it is [b, a] (a still the fallback),
+    composed once; the start wraps around, and a chain of one is never rotated."""
+    providers = scripted_trio()
+    router = Router(routed_settings(plot="[a, b]", scene="c"), dict(providers))
+    assert [r.names for r in router.routes("plot")] == [["a", "b"]]
+    rotated = router.routes("plot", start=1)
+    assert [r.names for r in rotated] == [["b", "a"]] and router.routes("plot", start=1) is rotated
+    assert router.routes("plot", start=2) is router.routes("plot")
+    assert router.routes("scene", start=1) is router.routes("scene")
+    providers["b"].script = lambda r: ProviderUnavailable("b is down")
+    assert (await rotated[0].generator.generate(request(component="plot"))).text == "from a"
+    assert providers["b"].calls == 2 and providers["a"].calls == 1  # b first, then its fallback

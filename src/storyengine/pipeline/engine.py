@@ -28,7 +28,7 @@ from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
 from .revision import plan_revision
-from .run import OnEvent, StoryRun
+from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
 from .story import Components, call_seed, story_digest
@@ -314,7 +314,7 @@ class StoryEngine:
             state.header["seed"] = seed
         if provider:
             state.header["provider"] = provider
-        await asyncio.to_thread(next_round, state)
+        await asyncio.to_thread(next_round, state, self.settings.narrative.providers.chain)
         return (await self._execute(state, on_event)).the_story()
 
     # -- steering: a new version from an old one, by the same pipeline --
@@ -471,10 +471,15 @@ class StoryEngine:
         return run_batch(self, premises, **options)
 
 
-def next_round(state: RunState) -> None:
-    """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`)."""
-    failed = state.header.get("failed_step")
+def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None) -> None:
+    """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`); the failed
+    step starts from the next provider of its component's `chain` when it has more than one."""
+    failed: str = state.header.get("failed_step") or ""
     state.header["round"] = int(state.header.get("round", 0)) + 1
+    providers = chain(failed.split(".")[0]) if failed and chain is not None else []
+    if len(providers) > 1:
+        starts = state.header.setdefault("start_provider", {})
+        starts[step_key(failed)] = next_start(state.header, failed, len(providers))
     state.header.pop("failed_step", None)
     again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
     gaps = state.header.pop("gaps", [])  # parts a story went without: tried again (not the bible,

@@ -10,6 +10,9 @@ and steering work.
 A resume never repeats a failure identically: each resume of a failed run is a new round whose
 seeds are derived from the run's seed and the round (recorded in every step's metadata), and the
 draft of a structuring step that failed is drawn again, so the failed step is asked differently.
+When its component's chain has several providers, the failed step also starts from the next one
+(`header["start_provider"]`, one further on each resume that fails there again, wrapping), the
+others after it as fallbacks; its metadata names the provider asked first.
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ class StoryRun:
         """The seed of one call: from the run's seed, and from the round after a resume."""
         return call_seed(self.seed, *parts, *(("round", self.round) if self.round else ()))
 
+    def start_of(self, name: str, component: str) -> int:
+        """Where step `name` starts its component's chain: 0, or later when it failed before."""
+        chain = self.engine.settings.narrative.providers.chain(component)
+        start = self.state.header.get("start_provider", {}).get(step_key(name), 0)
+        return int(start) % len(chain) if chain else 0
+
     def emit(self, event: str, **fields: Any) -> None:
         if self.on_event is not None:
             elapsed = round(time.perf_counter() - self.started, 3)
@@ -108,7 +117,7 @@ class StoryRun:
             return self._checkpointed(name, done, model) if model else done
         stage = "freeform" if name.endswith(".draft") else "structuring"
         self.emit("step_started", step=component, stage=stage, **info)
-        meta = StepMeta(component, round=self.round)
+        meta = StepMeta(component, round=self.round, start=self.start_of(name, component))
         try:
             value = await produce(meta)
         except BaseException as exc:
@@ -157,11 +166,20 @@ class StoryRun:
             await asyncio.to_thread(self.state.set_status, "failed", str(exc))
             if runlog is not None:
                 runlog.finish_run(self.state.run_id, "failed", str(exc))
+            component = step.split(".")[0]
+            chain = (
+                self.engine.settings.narrative.providers.chain(component) if component in COMPONENTS else []
+            )
+            first = (
+                f", starting from provider {chain[next_start(self.state.header, step, len(chain))]}"
+                if len(chain) > 1
+                else ""
+            )
             failed = RunFailed(
                 f"{exc} — run {self.state.run_id} stopped at step {step or '?'}; every finished step is "
                 f"saved. Continue with: storyengine generate --resume {self.state.run_id} (the failed "
-                "step is asked again with other seeds; a larger model or another --provider in the "
-                "config helps when it keeps failing)",
+                f"step is asked again with other seeds{first}; a larger model or another --provider in "
+                "the config helps when it keeps failing)",
                 run_id=self.state.run_id,
                 step=getattr(exc, "component", ""),
                 cause=exc,
@@ -387,6 +405,17 @@ class StoryRun:
                 index=i + 1,
                 total=n,
             )
+
+
+def step_key(name: str) -> str:
+    """The step a name belongs to, its draft included: "scene.0.draft" -> "scene.0"."""
+    return name.removesuffix(".draft")
+
+
+def next_start(header: dict[str, Any], step: str, providers: int) -> int:
+    """Where a resume starts failed step `step` in a chain of `providers`: one provider after
+    where this attempt started (`header["start_provider"]`), wrapping around."""
+    return (int(header.get("start_provider", {}).get(step_key(step), 0)) + 1) % providers
 
 
 _BIBLE_ECHO = re.compile(r"[^.!?\n]*\((?:she/her|he/him|they/them)\)[^.!?\n]*[.!?]?")

@@ -76,6 +76,8 @@ class StepMeta:
 
     component: str
     round: int = 0  # the resume round of the run that made it (0: its first attempt)
+    start: int = 0  # where in its chain it was asked first (a resume moves a failed step on)
+    first_provider: str = ""  # that provider, when it is not the chain's first
     seed: int | None = None  # the stage-1 seed of the draft it kept
     redraws: int = 0  # drafts drawn again because a check found problems
     draft_problems: list[str] = field(default_factory=list)  # what the kept draft still has
@@ -103,6 +105,7 @@ class StepMeta:
         return {
             "component": self.component,
             "round": self.round,
+            **({"start": self.start, "first_provider": self.first_provider} if self.start else {}),
             "seed": self.seed,
             "redraws": self.redraws,
             "draft_problems": self.draft_problems,
@@ -139,8 +142,12 @@ class TwoStage:
         return self.strict and route.profile.structure_in_parts
 
     async def _by_route(self, component: str, meta: StepMeta, step: Callable[[Route], Awaitable[R]]) -> R:
-        """`step` on the component's first route; on failure, on the next one, asked its own way."""
-        routes = self.router.routes(component)
+        """`step` on the component's first route; on failure, on the next one, asked its own way.
+
+        A step with `meta.start` set begins at that provider of the chain (a resumed step that failed)."""
+        routes = self.router.routes(component, start=meta.start)
+        if meta.start:
+            meta.first_provider = routes[0].names[0]
         for index, route in enumerate(routes):
             meta.profile = route.profile.name
             try:

@@ -13,6 +13,10 @@ The pipeline (pipeline/twostage.py) walks a component's routes itself, because m
 route's own context window and tokenizer. `Router.generate` serves direct callers with the
 whole chain. A provider named by several components is one object shared by all of them (one
 HTTP client, one loaded model), with its own `Retrying` per component.
+
+A resumed step that failed starts from a later provider of its chain: `routes(component,
+start=k)` cuts the rotated chain `chain[k:] + chain[:k]` (composed on first use, then kept), so
+every provider is still there to fall back to.
 """
 
 from __future__ import annotations
@@ -93,9 +97,12 @@ class Router:
         self._owns_runlog = False
         self.instrumentation = Instrumentation([*([runlog] if runlog is not None else []), *sinks])
         rng = rng or random.Random()
+        self._sleep, self._rng = sleep, rng
         self._routes: dict[str, list[Route]] = {
-            component: self._compose(component, cache, sleep, rng) for component in COMPONENTS
+            component: self._compose(component, self.chain(component), cache, sleep, rng)
+            for component in COMPONENTS
         }
+        self._rotated: dict[tuple[str, int], list[Route]] = {}  # (component, start): its routes
         self.generators: dict[str, Generator] = {
             component: routes[0].generator
             if len(routes) == 1
@@ -143,13 +150,23 @@ class Router:
     def chain(self, component: str) -> list[str]:
         return self.settings.narrative.providers.chain(component)
 
-    def routes(self, component: str) -> list[Route]:
-        """The component's chain as routes, in order (see the module docstring)."""
+    def routes(self, component: str, start: int = 0) -> list[Route]:
+        """The component's chain as routes, in order (see the module docstring); from its provider
+        number `start` (modulo the chain's length), the ones before it last."""
         routes = self._routes.get(component)
         if routes is None:
             known = ", ".join(self._routes)
             raise ConfigError(f"no route for component {component!r}; known components: {known}")
-        return routes
+        chain = self.chain(component)
+        start = start % len(chain) if chain else 0
+        if not start:
+            return routes
+        rotated = self._rotated.get((component, start))
+        if rotated is None:
+            names = chain[start:] + chain[:start]
+            rotated = self._compose(component, names, self.cache, self._sleep, self._rng)
+            self._rotated[(component, start)] = rotated
+        return rotated
 
     async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
         generator = self.generators.get(request.component)
@@ -181,10 +198,15 @@ class Router:
         await self.aclose()
 
     def _compose(
-        self, component: str, cache: CacheFactory | None, sleep: Sleep, rng: random.Random
+        self,
+        component: str,
+        chain: list[str],
+        cache: CacheFactory | None,
+        sleep: Sleep,
+        rng: random.Random,
     ) -> list[Route]:
         groups: list[tuple[Profile, list[Provider]]] = []
-        for name in self.chain(component):
+        for name in chain:
             provider = self.providers.get(name)
             if provider is None:
                 built = ", ".join(sorted(self.providers)) or "none"
