@@ -388,8 +388,13 @@ class StoryEngine:
         target nothing, or a run whose providers this configuration no longer has (`provider`:
         the one this engine was built to route to instead, as the CLI's --provider)."""
         found = await asyncio.to_thread(self.runs.version, run_id, base)
+        operation = self.revision_of(found, provider=provider)
+        return await self.steer(run_id, operation, base=found.number, seed=seed, on_event=on_event)
+
+    def revision_of(self, found: Version, *, provider: str | None = None) -> Steer:
+        """The steering operation that revises version `found` (see `revise`); InputError otherwise."""
         story = found.the_story()
-        label = f"version {found.number} of run {run_id}"
+        label = f"version {found.number} of run {found.run_id}"
         revision = plan_revision(story, label=label)
         if provider is None:
             routes = story.meta.get("routes") or {}
@@ -401,8 +406,11 @@ class StoryEngine:
                 )
         earlier = {str(i): story.scenes[i].model_dump(mode="json") for i in revision.changes}
         changes = {"revision": revision.as_dict(), "earlier": earlier}
-        operation = Steer("revise", min(revision.changes), changes)
-        return await self.steer(run_id, operation, base=found.number, seed=seed, on_event=on_event)
+        return Steer("revise", min(revision.changes), changes)
+
+    async def edit_bible(self, run_id: str, bible: dict[str, Any], **options: Any) -> Version:
+        """Replace the story bible and make again the scenes that depend on what changed."""
+        return await self.steer(run_id, Steer("edit_bible", 0, {"bible": bible}), **options)
 
     async def restore(self, run_id: str, number: int) -> Version:
         """Version `number` again as the latest, as a new version (nothing is overwritten)."""

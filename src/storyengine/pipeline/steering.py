@@ -13,6 +13,9 @@ the same numbering ("scene i+1 of n") and the same prompts as `generate`.
     revise                 the scenes the enhancement's suggestions target, rewritten with their
                            changes, and their dialogue; then the evaluation and the enhancement
                            (pipeline/revision.py; `changes` holds the plan and the earlier scenes)
+    edit_bible             the edited bible replaces "bible"; the scenes that depend on what changed
+                           (`bible_dependents`) are made again with their dialogue, then the
+                           evaluation and the enhancement
     reevaluate             (default) the evaluation and enhancement are made again too
 """
 
@@ -23,11 +26,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from ..bible import StoryBible
 from ..errors import InputError
-from ..schemas import PlotStructure, Story
+from ..schemas import PlotStructure, Story, name_key
 from .story import scene_beats
 
-Operation = Literal["edit_beat", "regenerate_scene", "regenerate_dialogue", "revise"]
+Operation = Literal["edit_beat", "regenerate_scene", "regenerate_dialogue", "revise", "edit_bible"]
 BEAT_FIELDS = ("name", "purpose", "tension", "description")
 
 
@@ -49,6 +53,33 @@ def edited_plot(plot: PlotStructure, index: int, changes: dict[str, Any]) -> Plo
         raise InputError(f"the edited beat {index} makes an invalid plot: {problems}") from None
 
 
+def edited_bible(value: Any) -> StoryBible:
+    """The bible a user gave; InputError (saying what is wrong) when it is not a valid bible."""
+    try:
+        return StoryBible.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"the edited bible is not valid: {problems}") from None
+
+
+def bible_dependents(story: Story, bible: StoryBible) -> tuple[list[int], list[str]]:
+    """The scenes an edit of the story's bible makes again, and the characters it removes.
+
+    A changed setting or fact changes every scene; otherwise a scene is made again when one of its
+    characters was removed or changed (name, role, description, pronouns). Adding a character
+    changes no written scene."""
+    old = story.bible
+    if old is None or old.setting != bible.setting or old.facts != bible.facts:
+        return list(range(len(story.scenes))), []
+    new = {name_key(c.name): c for c in bible.characters}
+    removed = [c.name for c in old.characters if name_key(c.name) not in new]
+    changed = {name_key(c.name) for c in old.characters if new.get(name_key(c.name)) != c}
+    scenes = [
+        i for i, item in enumerate(story.scenes) if changed & {name_key(c) for c in item.scene.characters}
+    ]
+    return scenes, removed
+
+
 @dataclass(frozen=True)
 class Steer:
     """One steering operation on one version; indexes count from 0."""
@@ -67,6 +98,8 @@ class Steer:
         if self.operation == "revise":
             numbers = ", ".join(str(i + 1) for i in self.revised_scenes)
             return f"revised scene(s) {numbers} from the suggestions"
+        if self.operation == "edit_bible":
+            return "edited the story bible, regenerated what depends on it"
         return f"regenerated dialogue of scene {self.index + 1}"
 
     @property
@@ -78,6 +111,9 @@ class Steer:
         """InputError when the operation does not apply to `story` (nothing is made then)."""
         if self.operation == "edit_beat":
             edited_plot(story.plot, self.index, self.changes)
+            return
+        if self.operation == "edit_bible":
+            edited_bible(self.changes.get("bible"))
             return
         for index in self.revised_scenes if self.operation == "revise" else [self.index]:
             if not 0 <= index < len(story.scenes):
@@ -105,10 +141,17 @@ class Steer:
         elif self.operation == "revise":
             scenes, dialogues = set(self.revised_scenes), set(self.revised_scenes)
             reevaluate = True  # the story changed: its assessment is stale
+        elif self.operation == "edit_bible":
+            bible = edited_bible(self.changes.get("bible"))
+            edited.append("bible")
+            scenes = dialogues = set(bible_dependents(story, bible)[0])
+            reevaluate = reevaluate or bool(scenes)
         else:
             dialogues = {self.index}
         steps: dict[str, Any] = {"plot": plot.model_dump(mode="json")}
-        if story.bible is not None:  # the people stay who they are
+        if self.operation == "edit_bible":
+            steps["bible"] = edited_bible(self.changes.get("bible")).model_dump(mode="json")
+        elif story.bible is not None:  # the people stay who they are
             steps["bible"] = story.bible.model_dump(mode="json")
         for j, item in enumerate(story.scenes):
             if j not in scenes:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +33,7 @@ from ..export import to_fountain, to_json, to_markdown
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
 from ..pipeline.engine import MAX_SCENES, SEED_MAX, StoryEngine, check_inputs
 from ..pipeline.runstore import RunRecord, RunStore
-from ..pipeline.steering import Steer
+from ..pipeline.steering import Steer, bible_dependents, edited_bible
 from . import jobs
 from .compare import changed_parts, line_diff
 from .errors import Conflict, install_error_handlers
@@ -73,6 +73,14 @@ class BeatEdit(BaseModel):
     purpose: str | None = None
     tension: int | None = None
     description: str | None = None
+    base: int | None = Field(default=None, ge=1, description="version to start from (default: the latest)")
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="default: a fresh random seed")
+
+
+class BibleEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bible: dict[str, Any] = Field(description="the whole bible: characters, setting, facts")
+    dry_run: bool = Field(default=False, description="only say which scenes the edit would regenerate")
     base: int | None = Field(default=None, ge=1, description="version to start from (default: the latest)")
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="default: a fresh random seed")
 
@@ -277,6 +285,35 @@ def create_app(
         after = run.start_job(operation.label)
         run.task = asyncio.create_task(jobs.steer(run, engine, operation, found.number, seed))
         return {"run": run.id, "job": operation.label, "base": found.number, "seed": seed, "after": after}
+
+    @app.post("/api/runs/{run_id}/revise", status_code=202)
+    async def revise(run_id: str, body: SteerRequest | None = None) -> dict[str, Any]:
+        """Apply the suggestions of a version: rewrite the scenes they target, as a new version.
+        The answer says which suggestions apply to which scenes and which name nothing (not applied)."""
+        body = body or SteerRequest()
+        record = await runs.record(run_id)
+        engine = await engines.get(record.provider)
+        found = await runs.version(run_id, body.base)
+        operation = engine.revision_of(found, provider=record.provider)
+        started = await steer(run_id, operation, found.number, body.seed)
+        plan = operation.changes["revision"]
+        return {**started, "applied": plan["applied"], "untargeted": plan["untargeted"]}
+
+    @app.post("/api/runs/{run_id}/bible")
+    async def edit_bible(run_id: str, body: BibleEdit) -> Response:
+        """Replace the story bible and regenerate the scenes that depend on what changed (a changed
+        setting or fact: every scene; else the scenes of a removed or changed character). With
+        `dry_run`, only say which scenes that would be, and which characters it removes."""
+        found = await runs.version(run_id, body.base)
+        story = found.the_story()
+        bible = edited_bible(body.bible)
+        scenes, removed = bible_dependents(story, bible)
+        plan = {"scenes": [i + 1 for i in scenes], "removed": removed, "base": found.number}
+        if body.dry_run:
+            return JSONResponse(plan)
+        operation = Steer("edit_bible", 0, {"bible": bible.model_dump(mode="json")})
+        started = await steer(run_id, operation, found.number, body.seed)
+        return JSONResponse({**started, **plan}, status_code=202)
 
     @app.post("/api/runs/{run_id}/beats/{index}", status_code=202)
     async def edit_beat(run_id: str, index: int, body: BeatEdit) -> dict[str, Any]:

@@ -200,6 +200,7 @@ function applyStep(story, event) {
   if (!story || parts[parts.length - 1] === "draft") return false;
   const [kind, index] = [parts[0], Number(parts[1])];
   if (kind === "plot") story.plot = event.value;
+  else if (kind === "bible") story.bible = event.value;
   else if (kind === "evaluation") story.evaluation = event.value;
   else if (kind === "enhancement") story.enhancement = event.value;
   else if (kind === "scene" || kind === "dialogue") {
@@ -412,8 +413,8 @@ function render() {
   $("premise-view").textContent = story.premise;
   renderExports();
   $("structure").textContent = plot ? `(${plot.structure_type})` : "";
-  const people = story.bible ? story.bible.characters.map((c) => `${c.name} (${c.pronouns}), ${c.role}`) : plot ? plot.characters : [];
-  $("characters").textContent = people.length ? `Characters: ${people.join("; ")}` : "";
+  $("characters").textContent = !story.bible && plot ? `Characters: ${plot.characters.join("; ")}` : "";
+  renderBible(story.bible, (story.gaps || {}).bible);
   $("chart").replaceChildren(plot ? tensionChart(plot.beats) : h("p", { class: "pending" }, "waiting for the plot…"));
   $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : []));
   $("scenes-view").replaceChildren(...sceneCards(story));
@@ -421,6 +422,7 @@ function render() {
   renderEvaluation(story.evaluation, gaps.evaluation);
   renderQuality((story.meta && story.meta.quality) || null);
   renderEnhancement(story.enhancement, gaps.enhancement);
+  renderRevision((story.meta && story.meta.revision) || null);
   renderCalls((story.meta && story.meta.calls) || []);
 }
 
@@ -543,6 +545,111 @@ function renderEnhancement(enhancement, gap) {
   }
   box.replaceChildren(h("p", {}, enhancement.summary), h("ul", { class: "suggestions" },
     enhancement.suggestions.map((item) => h("li", {}, h("b", {}, item.target), `: ${item.problem} → ${item.change}`))));
+  if (canSteer()) {
+    box.append(h("button", { type: "button", class: "small", "data-action": "apply-suggestions", onclick: applySuggestions },
+      "Apply suggestions"));
+  }
+}
+
+// -- revision: the suggestions applied as a new version --
+async function applySuggestions() {
+  showError("run-error", "");
+  try {
+    const job = await api("POST", runPath("/revise"), { base: state.viewing });
+    state.run.busy = true;
+    const skipped = job.untargeted.map((u) => `"${u.target}"`);
+    setStatus("running", `Revising scene(s) ${[...new Set(job.applied.flatMap((a) => a.scenes))].join(", ")}` +
+      (skipped.length ? `; not applied (they name nothing in the story): ${skipped.join(", ")}` : ""));
+    render();
+    follow(job.after);
+  } catch (error) {
+    showError("run-error", error.message);
+  }
+}
+
+function renderRevision(revision) {
+  const box = $("revision");
+  box.hidden = !revision;
+  if (!revision) return;
+  const notes = [h("p", {}, `Revised from version ${revision.base}: rewrote scene(s) ${revision.revised.join(", ") || "none"}.`)];
+  for (const [scene, worse] of Object.entries(revision.kept_earlier || {})) {
+    notes.push(h("p", { class: "muted" }, `Scene ${scene} kept as it was: its rewrite made the story worse (${worse.join("; ")}).`));
+  }
+  for (const item of revision.untargeted || []) {
+    notes.push(h("p", { class: "muted" }, `Not applied, it names nothing in the story: "${item.target}".`));
+  }
+  const rows = Object.entries(revision.before || {}).map(([name, before]) => {
+    const after = (revision.after || {})[name];
+    return h("tr", { "data-measure": name }, h("td", {}, name), h("td", {}, before ?? "-"), h("td", {}, after ?? "-"));
+  });
+  box.replaceChildren(h("h3", {}, "Revision"), ...notes,
+    h("table", { class: "quality", id: "revision-measures" },
+      h("thead", {}, h("tr", {}, h("th", {}, "quality by code"), h("th", {}, "before"), h("th", {}, "after"))),
+      h("tbody", {}, rows)));
+}
+
+// -- the story bible: shown, and edited as a new version --
+function renderBible(bible, gap) {
+  const box = $("bible");
+  if (!bible) {
+    box.replaceChildren();
+    return;
+  }
+  const people = bible.characters.map((c) => h("li", { "data-character": c.name },
+    h("b", {}, c.name), ` (${c.pronouns}), ${c.role}: ${c.description}`));
+  box.replaceChildren(h("h4", {}, "Story bible"), h("ul", { class: "people" }, people),
+    h("p", {}, h("b", {}, "Setting: "), bible.setting),
+    bible.facts.length ? h("ul", { class: "facts" }, bible.facts.map((f) => h("li", {}, f))) : null,
+    gap ? h("p", { class: "gap" }, `Plain bible: ${gap}`) : null);
+  if (canSteer()) {
+    box.append(h("button", { type: "button", class: "small secondary", "data-action": "edit-bible", onclick: () => editBible(bible) }, "Edit bible"));
+  }
+}
+
+function characterRow(c) {
+  const pronouns = h("select", { "aria-label": "pronouns" },
+    ["she/her", "he/him", "they/them"].map((p) => h("option", { value: p, selected: p === c.pronouns ? "" : null }, p)));
+  const row = h("div", { class: "bible-person" },
+    h("input", { value: c.name, "aria-label": "name", "data-field": "name" }),
+    h("input", { value: c.role, "aria-label": "role", "data-field": "role" }),
+    h("input", { value: c.description, "aria-label": "description", "data-field": "description" }),
+    pronouns);
+  row.append(h("button", { type: "button", class: "small secondary", onclick: () => row.remove() }, "Remove"));
+  return row;
+}
+
+function editBible(bible) {
+  const people = h("div", { class: "bible-people" }, bible.characters.map(characterRow));
+  const setting = h("input", { value: bible.setting, "aria-label": "setting" });
+  const facts = h("textarea", { rows: 3, "aria-label": "facts, one a line" }, bible.facts.join("\n"));
+  const edited = () => ({
+    characters: [...people.querySelectorAll(".bible-person")].map((row) => ({
+      name: row.querySelector('[data-field="name"]').value,
+      role: row.querySelector('[data-field="role"]').value,
+      description: row.querySelector('[data-field="description"]').value,
+      pronouns: row.querySelector("select").value,
+    })),
+    setting: setting.value,
+    facts: facts.value.split("\n").map((f) => f.trim()).filter(Boolean),
+  });
+  const save = async () => {
+    showError("run-error", "");
+    try {
+      const plan = await api("POST", runPath("/bible"), { bible: edited(), dry_run: true, base: state.viewing });
+      const removed = plan.removed.length ? ` It removes ${plan.removed.join(", ")}.` : "";
+      const what = plan.scenes.length ? `This regenerates scene(s) ${plan.scenes.join(", ")}.` : "No scene depends on this change.";
+      if (!window.confirm(`${what}${removed} Continue?`)) return;
+      await steer("/bible", { bible: edited() });
+    } catch (error) {
+      showError("run-error", error.message);
+    }
+  };
+  $("bible").replaceChildren(h("h4", {}, "Edit the story bible"), people,
+    h("button", { type: "button", class: "small secondary", onclick: () => people.append(characterRow({ name: "", role: "", description: "", pronouns: "they/them" })) }, "Add character"),
+    h("label", {}, "Setting ", setting), h("label", {}, "Facts ", facts),
+    h("div", { class: "buttons" },
+      h("button", { type: "button", class: "small", "data-action": "save-bible", onclick: save }, "Save and regenerate"),
+      h("button", { type: "button", class: "small secondary", onclick: render }, "Cancel")));
 }
 
 function renderCalls(calls) {
