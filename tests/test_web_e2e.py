@@ -24,6 +24,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.expected_conditions import alert_is_present
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from storyengine.errors import ProviderUnavailable
@@ -255,3 +256,55 @@ def test_a_restarted_server_lists_and_opens_earlier_runs(browser: WebDriver) -> 
             browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scenes-view .scene")) == 2, "no story"
         )
         assert len(browser.find_elements(By.CSS_SELECTOR, "#versions li")) == 1
+
+
+def test_apply_suggestions_and_edit_the_bible_in_chromium(browser: WebDriver, tmp_path: Path) -> None:
+    from storyengine.config import parse_settings
+    from test_revision import BETTER, script
+    from test_web_api import SETTINGS
+
+    engines = Engines(script(["Scene 2"], BETTER), latency=0.02)
+    engines.settings = parse_settings(SETTINGS.replace("8192}", "8192, profile: standard}"), source="t.yaml")
+    with serving(engines) as server:
+        browser.get(server + "/")
+        browser.find_element(By.ID, "premise").send_keys(PREMISE)
+        browser.find_element(By.ID, "scenes").send_keys("3")
+        browser.find_element(By.ID, "seed").send_keys("5")
+        browser.find_element(By.ID, "start").click()
+        wait_for(browser, lambda d: "#run=" in d.current_url, "the page did not open the run")
+        wait_for(browser, status_is("done"), "the run did not finish on the page")
+        run_id = browser.current_url.split("#run=")[1]
+
+        # Apply suggestions: version 2 revises scene 2 and says what it did not apply
+        browser.find_element(By.CSS_SELECTOR, '[data-action="apply-suggestions"]').click()
+        wait_for(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 2, "no version 2"
+        )
+        wait_for(browser, status_is("done"), "the revision did not finish on the page")
+        revision = wait_for(browser, lambda d: d.find_element(By.ID, "revision"), "no revision shown")
+        wait_for(
+            browser, lambda d: "rewrote scene(s) 2" in revision.text, "the revision does not say what it did"
+        )
+        assert "Not applied, it names nothing in the story" in revision.text
+        rows = browser.find_elements(By.CSS_SELECTOR, "#revision-measures tbody tr")
+        assert len(rows) > 10 and rows[0].get_attribute("data-measure") == "repeated sentences %"
+        v2 = httpx.get(f"{server}/api/runs/{run_id}/versions/2").json()["story"]
+        assert "outside, the" in v2["scenes"][1]["prose"]
+
+        # Edit the bible's setting: the page says every scene will be regenerated, then does it
+        browser.find_element(By.CSS_SELECTOR, '[data-action="edit-bible"]').click()
+        setting = browser.find_element(By.CSS_SELECTOR, '#bible input[aria-label="setting"]')
+        setting.clear()
+        setting.send_keys("A lighthouse on a northern island, one stormy autumn.")
+        browser.find_element(By.CSS_SELECTOR, '[data-action="save-bible"]').click()
+        alert = wait_for(browser, alert_is_present(), "no confirmation asked")
+        assert alert.text.startswith("This regenerates scene(s) 1, 2, 3.")
+        alert.accept()
+        wait_for(
+            browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#versions li")) == 3, "no version 3"
+        )
+        wait_for(browser, status_is("done"), "the bible edit did not finish on the page")
+        wait_for(
+            browser, lambda d: "northern island" in d.find_element(By.ID, "bible").text, "bible not shown"
+        )
+        browser.save_screenshot(str(tmp_path / "revision.png"))
