@@ -1,4 +1,4 @@
-"""`storyengine generate`: a premise in, story.json / story.md / story.fountain out."""
+"""`storyengine generate`: a premise in, story.json / story.md / story.fountain / story.epub out."""
 
 from __future__ import annotations
 
