@@ -105,7 +105,7 @@ async def test_batch_writes_each_story_and_a_manifest_line_as_it_ends(tmp_path: 
     for story_id, scenes in (("a", 2), ("b", 3)):  # the line's scenes, else the batch default
         story = Story.model_validate_json((out / story_id / "story.json").read_text())
         assert len(story.scenes) == scenes and story == by_id[story_id].story
-        assert (out / story_id / "story.md").exists() and (out / story_id / "story.fountain").exists()
+        assert all((out / story_id / name).exists() for name in ("story.md", "story.fountain", "story.epub"))
     assert by_id["b"].story is not None and by_id["b"].story.meta["seed"] == 9
     assert by_id["a"].story is not None and by_id["a"].story.meta["seed"] == 1
     lines = manifest(out)

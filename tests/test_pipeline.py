@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ebooklib import epub
 
 from storyengine.config import Settings, parse_settings
 from storyengine.errors import InputError, ProviderUnavailable, RunFailed
@@ -55,6 +56,10 @@ async def test_full_story_is_typed_valid_and_exported(tmp_path: Path, in_parts: 
     assert "## Scene 3" in paths["markdown"].read_text()
     fountain = paths["fountain"].read_text()
     assert all(item.scene.setting.upper() in fountain for item in story.scenes)
+    assert (
+        epub.read_epub(str(paths["epub"]), {"ignore_ncx": True}).get_metadata("DC", "title")[0][0]
+        == story.plot.title
+    )
     # per component: one freeform call, and one structuring call per object (or per part); counted
     # as calls (a part asked twice with the same prompt is a cache hit, not a provider request)
     stages = Counter((c["component"], c["stage"]) for c in story.meta["calls"] if c["kind"] == "call")

@@ -12,7 +12,7 @@ from storyengine.schemas import Story
 pytestmark = pytest.mark.model
 
 
-def test_two_scene_story_on_the_embedded_model_validates_and_writes_three_files(tmp_path: Path) -> None:
+def test_two_scene_story_on_the_embedded_model_validates_and_writes_four_files(tmp_path: Path) -> None:
     from storyengine.cli import main
 
     out = tmp_path / "story"
@@ -34,7 +34,8 @@ def test_two_scene_story_on_the_embedded_model_validates_and_writes_three_files(
     )
     assert result.exit_code == 0, result.output
     printed = result.output.split()
-    assert printed == [str(out / "story.json"), str(out / "story.md"), str(out / "story.fountain")]
+    names = ("story.json", "story.md", "story.fountain", "story.epub")
+    assert printed == [str(out / name) for name in names]
     story = Story.model_validate_json((out / "story.json").read_text())
     assert len(story.scenes) == 2 and len(story.plot.beats) >= 3
     assert story.meta["models"]["embedded"].startswith("SmolLM2")

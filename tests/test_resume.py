@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ebooklib import epub
 
 from storyengine.config import COMPONENTS, parse_settings
 from storyengine.errors import InputError, RunFailed
@@ -181,6 +182,10 @@ def test_the_cli_writes_a_story_with_a_gap_and_exits_3(
     assert "written without its evaluation" in result.output and "--resume" in result.output
     story = Story.model_validate_json((out / "story.json").read_text())
     assert story.evaluation is None and story.gaps and (out / "story.md").exists()
+    assert str(out / "story.epub") in result.output.split()  # the book says what is missing too
+    assert "Missing parts" in [
+        link.title for link in epub.read_epub(str(out / "story.epub"), {"ignore_ncx": True}).toc
+    ]
 
 
 async def test_a_bible_the_model_cannot_write_is_made_plain_and_the_story_goes_on(tmp_path: Path) -> None:

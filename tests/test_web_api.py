@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from ebooklib import epub
 
 from storyengine.cli import main
 from storyengine.config import parse_settings
@@ -311,7 +313,7 @@ async def test_regenerate_scene_dialogue_restore_and_versions(client: httpx.Asyn
     assert len(latest["versions"]) == 4 and latest["versions"][3]["label"] == "restored version 1"
 
 
-async def test_exports_of_any_version(client: httpx.AsyncClient) -> None:
+async def test_exports_of_any_version(client: httpx.AsyncClient, tmp_path: Path) -> None:
     run = await finished_run(client)
     base = f"/api/runs/{run['id']}"
     await steer_and_wait(client, f"{base}/scenes/1/regenerate", {})
@@ -326,6 +328,20 @@ async def test_exports_of_any_version(client: httpx.AsyncClient) -> None:
         fountain = await client.get(f"{base}/versions/{number}/export/fountain")
         assert fountain.headers["content-disposition"].endswith('.fountain"')
         assert "." + story.scenes[1].scene.setting.upper() in fountain.text
+        book = await client.get(f"{base}/versions/{number}/export/epub")
+        assert book.status_code == 200 and book.headers["content-type"] == "application/epub+zip"
+        assert (
+            book.headers["content-disposition"] == f'attachment; filename="story-{run["id"]}-v{number}.epub"'
+        )
+        (tmp_path / f"v{number}.epub").write_bytes(book.content)
+        read = epub.read_epub(str(tmp_path / f"v{number}.epub"), {"ignore_ncx": True})
+        assert read.get_metadata("DC", "title")[0][0] == story.plot.title
+        scene_two = " ".join(
+            "".join(ET.fromstring(read.get_item_with_id(read.spine[2][0]).content).itertext()).split()
+        )
+        assert (
+            story.scenes[1].scene.title in scene_two and story.scenes[1].dialogue.lines[0].text in scene_two
+        )
 
 
 async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(

@@ -157,6 +157,13 @@ def test_write_watch_steer_and_export_in_chromium(server: str, browser: WebDrive
         link.get_attribute("href"),
     )
     assert f"## Scene 1: {story['scenes'][0]['scene']['title']}" in markdown
+    book = browser.find_element(By.CSS_SELECTOR, '#exports a[data-format="epub"]')
+    start = browser.execute_async_script(  # an EPUB starts with its stored mimetype entry
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.arrayBuffer())"
+        ".then(b => done(new TextDecoder().decode(new Uint8Array(b).slice(30, 58))));",
+        book.get_attribute("href"),
+    )
+    assert book.text == "EPUB" and start == "mimetypeapplication/epub+zip"
     shot = tmp_path / "story.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
 

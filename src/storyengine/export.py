@@ -1,4 +1,5 @@
-"""A Story as Markdown (the story to read), Fountain (the screenplay format) and JSON files.
+"""A Story as Markdown (the story to read), Fountain (the screenplay format) and JSON files;
+`write_story` also writes the EPUB book of `epub.py`.
 
 story.md reads as a story: the title, then each scene as prose (`StoryScene.prose`, or the
 scene's summary when it has none) with its dialogue after it; the plot, the evaluation beside
@@ -17,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from .epub import to_epub
 from .quality import quality_report, scene_prose
 from .schemas import Story
 
@@ -194,8 +196,10 @@ def write_story(story: Story, out_dir: Path) -> dict[str, Path]:
         "json": out_dir / "story.json",
         "markdown": out_dir / "story.md",
         "fountain": out_dir / "story.fountain",
+        "epub": out_dir / "story.epub",
     }
     paths["json"].write_text(to_json(story), encoding="utf-8")
     paths["markdown"].write_text(to_markdown(story), encoding="utf-8")
     paths["fountain"].write_text(to_fountain(story), encoding="utf-8")
+    paths["epub"].write_bytes(to_epub(story))
     return paths

@@ -1,8 +1,8 @@
 """A batch's output directory: the stories, the manifest, and each story's state.
 
-    DIR/<id>/story.json, story.md, story.fountain   a finished story (export.write_story)
-    DIR/manifest.jsonl                              one line per story as it ends
-    DIR/.batch/<id>.json                            the story's state: run id, status, fingerprint
+    DIR/<id>/story.json, .md, .fountain, .epub   a finished story (export.write_story)
+    DIR/manifest.jsonl                           one line per story as it ends
+    DIR/.batch/<id>.json                         the story's state: run id, status, fingerprint
 
 The state file is written (atomically) with the run id BEFORE the story starts, so a batch
 stopped at any moment knows which checkpointed run each unfinished story continues. A story

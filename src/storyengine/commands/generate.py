@@ -1,5 +1,5 @@
-"""`storyengine generate`: a premise in, story.json / story.md / story.fountain out (and, with
---revise, the story revised by its own suggestions in OUT/revised)."""
+"""`storyengine generate`: a premise in, story.json / story.md / story.fountain / story.epub out (and,
+with --revise, the story revised by its own suggestions in OUT/revised)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Settings, load_settings
+from ..epub import to_epub
 from ..errors import InputError
 from ..export import to_fountain, to_json, to_markdown
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
@@ -47,6 +48,7 @@ EXPORTS = {
     "json": (to_json, "application/json", "json"),
     "markdown": (to_markdown, "text/markdown; charset=utf-8", "md"),
     "fountain": (to_fountain, "text/plain; charset=utf-8", "fountain"),
+    "epub": (to_epub, "application/epub+zip", "epub"),
 }
 
 
@@ -263,8 +265,10 @@ def create_app(
         return {"a": a, "b": b, "changed": changed_parts(left, right), "diff": line_diff(left, right)}
 
     @app.get("/api/runs/{run_id}/versions/{number}/export/{fmt}")
-    async def export(run_id: str, number: int, fmt: Literal["json", "markdown", "fountain"]) -> Response:
-        """Download one version as JSON, Markdown or Fountain."""
+    async def export(
+        run_id: str, number: int, fmt: Literal["json", "markdown", "fountain", "epub"]
+    ) -> Response:
+        """Download one version as JSON, Markdown, Fountain or EPUB."""
         story = (await runs.version(run_id, number)).the_story()
         render, media_type, extension = EXPORTS[fmt]
         filename = f"story-{run_id}-v{number}.{extension}"

@@ -430,7 +430,7 @@ function renderExports() {
   const box = $("exports");
   box.replaceChildren();
   if (state.viewing === null) return;
-  for (const [fmt, label] of [["json", "JSON"], ["markdown", "Markdown"], ["fountain", "Fountain"]]) {
+  for (const [fmt, label] of [["json", "JSON"], ["markdown", "Markdown"], ["fountain", "Fountain"], ["epub", "EPUB"]]) {
     box.append(h("a", { href: withToken(runPath(`/versions/${state.viewing}/export/${fmt}`)), download: "", "data-format": fmt }, label));
   }
 }

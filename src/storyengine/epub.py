@@ -1,0 +1,133 @@
+"""A Story as an EPUB 3 book (story.epub), written with ebooklib.
+
+The book reads as story.md's story part does: a title page with the premise, then one chapter
+per scene (its title, setting, the prose — `StoryScene.prose`, else the summary — and its
+dialogue set apart, each line as speaker, direction and speech), then the story bible and a note
+of the parts that are missing, when there are any. The plot, evaluation and enhancement stay in
+story.md's appendix. A navigation document and an NCX make the table of contents.
+
+Every text from a model is escaped before it becomes XHTML, without the characters XML does not
+allow. The language is declared as English (`en`). The identifier is derived from the story's
+content, so the same story is the same book; `dcterms:modified` and the zip entries' times are
+the time of writing, so two exports of one story differ only in those.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import uuid
+from datetime import UTC, datetime
+
+from ebooklib import epub
+
+from .hashing import canonical_json, sha256_hex
+from .quality import scene_prose
+from .schemas import Story
+
+CSS = """\
+body { font-family: serif; line-height: 1.5; margin: 0 5%; }
+h1 { text-align: center; margin: 1.5em 0 .3em; }
+p { margin: 0 0 .8em; }
+.premise, .setting { font-style: italic; text-align: center; }
+.dialogue { margin-top: 1.5em; padding-top: .8em; border-top: 1px solid #999; }
+.dialogue p { margin: 0 0 .5em 1.5em; text-indent: -1.5em; }
+.speaker { font-variant: small-caps; font-weight: bold; }
+.direction { font-style: italic; font-weight: normal; }
+"""
+
+# Characters XML 1.0 does not allow (control characters, lone surrogates, U+FFFE/U+FFFF).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def to_epub(story: Story) -> bytes:
+    """The story as the bytes of an EPUB 3 file."""
+    title = _xml_safe(_one_line(story.plot.title or "Untitled story"))
+    book = epub.EpubBook()
+    book.set_identifier(story_identifier(story))
+    book.set_title(title)
+    book.set_language("en")
+    style = epub.EpubItem(uid="style", file_name="style.css", media_type="text/css", content=CSS)
+    book.add_item(style)
+
+    chapters = [
+        _chapter("title", "title.xhtml", title, [_h1(title), _p(story.premise, "premise")]),
+    ]
+    for i, item in enumerate(story.scenes, 1):
+        scene = item.scene
+        body = [_h1(scene.title), _p(scene.setting, "setting")]
+        body += [_p(paragraph) for paragraph in _paragraphs(scene_prose(item))]
+        body.append('<section class="dialogue">')
+        for line in item.dialogue.lines:
+            direction = f' <i class="direction">({_text(line.direction)})</i>' if line.direction else ""
+            speaker = f'<b class="speaker">{_text(line.speaker)}</b>{direction}'
+            body.append(f'<p class="line">{speaker}: {_text(line.text)}</p>')
+        body.append("</section>")
+        chapters.append(_chapter(f"scene-{i}", f"scene-{i:02d}.xhtml", scene.title, body))
+    if story.bible is not None:
+        body = [_h1("Story bible"), "<dl>"]
+        for c in story.bible.characters:
+            body.append(f"<dt>{_text(c.name)} ({_text(c.pronouns)}), {_text(c.role)}</dt>")
+            body.append(f"<dd>{_text(c.description)}</dd>")
+        body += ["</dl>", f"<p><b>Setting:</b> {_text(story.bible.setting)}</p>"]
+        if story.bible.facts:
+            body += ["<ul>", *(f"<li>{_text(fact)}</li>" for fact in story.bible.facts), "</ul>"]
+        chapters.append(_chapter("bible", "bible.xhtml", "Story bible", body))
+    if story.gaps:
+        body = [_h1("Missing parts"), _p("What the model could not make for this story, and why:"), "<ul>"]
+        body += [f"<li><b>{_text(part)}</b>: {_text(why)}</li>" for part, why in story.gaps.items()]
+        body.append("</ul>")
+        chapters.append(_chapter("missing", "missing.xhtml", "Missing parts", body))
+
+    for chapter in chapters:
+        chapter.add_item(style)
+        book.add_item(chapter)
+    book.toc = chapters
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = chapters
+    out = io.BytesIO()
+    writer = epub.EpubWriter(out, book, {"mtime": datetime.now(UTC)})  # raises, unlike write_epub
+    writer.process()
+    writer.write()
+    return out.getvalue()
+
+
+def story_identifier(story: Story) -> str:
+    """A UUID URN from the story's content: equal stories, equal identifiers."""
+    digest = sha256_hex(canonical_json(story.model_dump(mode="json")))
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"storyengine:story:{digest}").urn
+
+
+def _chapter(uid: str, file_name: str, title: str, body: list[str]) -> epub.EpubHtml:
+    chapter = epub.EpubHtml(uid=uid, file_name=file_name, title=_xml_safe(_one_line(title)), lang="en")
+    chapter.content = "<html><body>" + "\n".join(body) + "</body></html>"
+    return chapter
+
+
+def _h1(text: str) -> str:
+    return f"<h1>{_text(text)}</h1>"
+
+
+def _p(text: str, css_class: str | None = None) -> str:
+    attribute = f' class="{css_class}"' if css_class else ""
+    return f"<p{attribute}>{_text(text)}</p>"
+
+
+def _text(text: str) -> str:
+    """Text on one line, escaped for XHTML, without characters XML does not allow."""
+    return html.escape(_xml_safe(_one_line(text)), quote=True)
+
+
+def _xml_safe(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _paragraphs(text: str) -> list[str]:
+    """The paragraphs of a prose text, split on blank lines (as story.md splits them)."""
+    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
