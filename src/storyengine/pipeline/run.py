@@ -331,10 +331,10 @@ class StoryRun:
         return clean_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
 
     async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
-        if "plain_bible" in self.state.header:
-            self.gaps["bible"] = self.state.header["plain_bible"]
         """The evaluation and the enhancement. The story is finished before them: when one cannot be
         made valid, the story is still kept, that part missing and said why (`Story.gaps`)."""
+        if "plain_bible" in self.state.header:
+            self.gaps["bible"] = self.state.header["plain_bible"]
         try:
             evaluation: Evaluation | None = await self.two_stages(
                 "evaluation",
