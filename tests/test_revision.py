@@ -278,3 +278,25 @@ def test_the_cli_generates_revises_and_writes_both_and_revise_refuses_clearly(
         result = CliRunner().invoke(main, [*args, "--config", str(config), "--out", str(nowhere)])
         assert result.exit_code == 2 and says in result.output, result.output
         assert not any(nowhere.rglob("story.*"))
+
+
+async def test_bench_quality_revises_each_story_and_counts_what_the_revision_raised_and_lowered() -> None:
+    from storyengine.bench.quality import run_quality_bench
+    from storyengine.bench.table import Report
+
+    provider = ScriptedProvider(script(["Scene 1"], BETTER), name="embedded", structured_mode="grammar")
+    report = await run_quality_bench(
+        Report("quality", "storyengine bench quality --revise", {}),
+        settings(),
+        premises=[PREMISE, "Two rival bakers are snowed in together on the night of the contest."],
+        scenes=2,
+        seed=0,
+        max_minutes=None,
+        progress=lambda _: None,
+        providers={"embedded": provider},
+        revise=True,
+    )
+    assert report.summary["revisions"] == {"applied": 2, "kept earlier": 0, "not revisable": 0, "failed": 0}
+    measures = {m.name: m for m in report.measures}
+    assert measures["measures a revision lowered"].runs == [0, 0]
+    assert all(v > 0 for v in measures["measures a revision raised"].runs)

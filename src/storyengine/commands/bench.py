@@ -406,6 +406,9 @@ def peer_bench(
 @click.option("--scenes", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Start no new premise after this long.")
+@click.option(
+    "--revise", is_flag=True, help="Also revise each story by its suggestions; count what it changed."
+)
 @_provider_options
 @_json_option
 @click.pass_context
@@ -415,6 +418,7 @@ def quality_bench(
     scenes: int,
     seed: int,
     max_minutes: float | None,
+    revise: bool,
     provider: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -436,6 +440,7 @@ def quality_bench(
             seed=seed,
             max_minutes=max_minutes,
             progress=_progress(),
+            revise=revise,
         )
     )
     _emit(report, as_json)
