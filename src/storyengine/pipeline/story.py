@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..bible import StoryBible, bible_text, premise_pronouns
+from ..bible import StoryBible, bible_text, premise_pronouns, pronoun_slips
 from ..quality import cast_problems, draft_problems
 from ..schemas import (
     EVALUATION_CRITERIA,
@@ -166,10 +166,11 @@ class Components:
         beat_text = f"{beat.name}: {beat.purpose}"
 
         def check(text: str) -> list[str]:
-            """A draft that loops, is one line, ignores its beat and the premise, or names people
-            the story's cast (its bible) lacks, is drawn again."""
+            """A draft that loops, is one line, ignores its beat and the premise, names people the
+            story's cast (its bible) lacks, or gives one of them the other pronouns, is drawn again."""
             problems = draft_problems("scene", text, premise=premise, beat=beat_text)
-            return problems + cast_problems(cast, text, known=f"{premise} {plot.title}")
+            problems += cast_problems(cast, text, known=f"{premise} {plot.title}")
+            return problems + (pronoun_slips(text, bible) if bible else [])
 
         return await self.stages.freeform("scene", context, meta, seed=seed, check=check)
 
@@ -197,7 +198,11 @@ class Components:
             "bible": bible_text(bible) if bible else "",
             "previous": previous,
         }
-        return await self.stages.freeform("dialogue", context, meta, seed=seed)
+
+        def check(text: str) -> list[str]:  # a line that gives someone the other pronouns
+            return pronoun_slips(text, bible) if bible else []
+
+        return await self.stages.freeform("dialogue", context, meta, seed=seed, check=check)
 
     async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:
         cast = list(scene.characters)
