@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -91,3 +92,85 @@ async def test_the_report_counts_pronoun_slips_and_speakers_outside_the_bible() 
     assert len(report.pronoun_slips) == 1 and lead in report.pronoun_slips[0]
     assert "bible" in report.failed
     assert report.measures()["pronoun slips"] == 1 and report.measures()["speakers outside the bible"] == 1
+
+
+FACT = "The lighthouse lamp has been dark for ten years."
+
+
+def fact_script(contradictions: list[list[int]]) -> tuple[Any, list[CompletionRequest]]:
+    """A bible with one fact; the fact checks answer `contradictions` in turn (then none)."""
+    checks: list[CompletionRequest] = []
+
+    def answer(request: CompletionRequest) -> str:
+        if request.component == "bible" and request.stage == "structuring":
+            data = json.loads(story_script(request))
+            if "characters" in data:
+                data["facts"] = [FACT]
+            return json.dumps(data)
+        if request.schema_name == "FactCheck":
+            checks.append(request)
+            found = contradictions[len(checks) - 1] if len(checks) <= len(contradictions) else []
+            return json.dumps(
+                {"contradicted": found, "why": "The lamp is lit in the scene." if found else ""}
+            )
+        return story_script(request)
+
+    return answer, checks
+
+
+def settings_for(profile: str) -> Any:
+    return parse_settings(
+        f"providers:\n  embedded: {{type: embedded, context_window: 8192, profile: {profile}}}\n"
+        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n",
+        source="test.yaml",
+    )
+
+
+async def test_a_scene_that_contradicts_a_fact_of_the_bible_is_drawn_again() -> None:
+    answer, checks = fact_script([[1]])
+    provider = ScriptedProvider(answer, name="embedded", structured_mode="grammar")
+    async with StoryEngine.from_config(
+        settings=settings_for("standard"), providers={"embedded": provider}
+    ) as engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=4)
+    assert story.bible is not None and story.bible.facts == [FACT]
+    assert len(checks) == 2 and FACT in checks[0].messages[-1].content
+    assert checks[0].json_schema is not None and checks[0].temperature == 0
+    draft = story.meta["steps"]["scene.0.draft"]
+    assert draft["redraws"] == 1 and draft["draft_problems"] == []
+    assert draft["fact_checks"] == ["contradicted: [1]", "contradicted: none"]
+    assert quality_report(story).fact_contradictions == []
+
+
+async def test_a_contradiction_that_remains_is_in_the_quality_report() -> None:
+    answer, checks = fact_script([[1], [1]])
+    provider = ScriptedProvider(answer, name="embedded", structured_mode="grammar")
+    async with StoryEngine.from_config(
+        settings=settings_for("standard"), providers={"embedded": provider}
+    ) as engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=4)
+    assert len(checks) == 2  # the retry budget: two draws
+    report = quality_report(story)
+    assert len(report.fact_contradictions) == 1 and FACT in report.fact_contradictions[0]
+    assert "bible" in report.failed and report.measures()["fact contradictions"] == 1
+
+
+async def test_a_tiny_model_is_not_asked_to_check_facts() -> None:
+    from storyengine.pipeline.twostage import StepMeta
+
+    answer, checks = fact_script([[1]])
+    provider = ScriptedProvider(answer, name="embedded", structured_mode="grammar")
+    async with StoryEngine.from_config(
+        settings=settings_for("tiny"), providers={"embedded": provider}
+    ) as engine:
+        assert (
+            await engine.stages.check_facts("scene", [FACT], "The lamp burns bright.", StepMeta("scene"))
+            == []
+        )
+    async with StoryEngine.from_config(
+        settings=settings_for("standard"), providers={"embedded": provider}
+    ) as engine:
+        found = await engine.stages.check_facts("scene", [FACT], "The lamp burns bright.", StepMeta("scene"))
+    assert len(checks) == 1 and found == [
+        f"contradicts the bible's fact 1 ({FACT}): The lamp is lit in the scene."
+    ]

@@ -38,6 +38,8 @@ _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+
+
 def _sane(text: str, info: ValidationInfo, *, prose: bool) -> str:
     """The sanity rules of schemas.py on a bible field (no JSON debris, no loop; prose not cut off),
     except when reading a story written before them (`LENIENT`, as schemas.py does)."""
@@ -142,6 +144,24 @@ def premise_pronouns(premise: str) -> Pronouns | None:
     if he and not she:
         return "he/him"
     return None
+
+
+class FactCheck(BaseModel):
+    """Which of the bible's facts (numbered from 1) a scene contradicts; context `facts`: how many."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    contradicted: list[int] = Field(default_factory=list, max_length=6)
+    why: str = Field(default="", max_length=240, description="one sentence")
+
+    @field_validator("contradicted")
+    @classmethod
+    def _numbers_of_facts(cls, numbers: list[int], info: ValidationInfo) -> list[int]:
+        count = int((info.context or {}).get("facts") or 6)
+        wrong = [n for n in numbers if not 1 <= n <= count]
+        if wrong:
+            raise ValueError(f"facts are numbered 1 to {count}; there is no fact {wrong[0]}")
+        return sorted(set(numbers))
 
 
 def bible_text(bible: StoryBible) -> str:

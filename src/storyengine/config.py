@@ -167,6 +167,7 @@ class OpenAIProviderSettings(_Strict):
 
     def profile_name(self) -> str:
         return self.profile
+
     # A larger response body is refused (and not read further) instead of filling memory.
     max_response_bytes: int = Field(default=8_000_000, gt=0)
 

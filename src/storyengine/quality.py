@@ -15,7 +15,8 @@
 - cast consistency: speakers outside their scene's cast; capitalised words used as names in a
   scene's prose (not at a sentence start) that no cast list holds;
 - the story bible (when the story has one): speakers who are not in it; pronoun slips, sentences
-  about one character of the bible that use the other binary pronoun set for them;
+  about one character of the bible that use the other binary pronoun set for them; the facts a
+  scene's kept draft still contradicts by the model's check (from the step's metadata);
 - words of prose per scene (what story.md shows: the prose, else the summary);
 - tension: per scene, tension words (TENSION_WORDS) and exclamation marks per 100 words of its
   prose and dialogue; against the plan, the Spearman rank correlation between the planned
@@ -149,6 +150,7 @@ class QualityReport(BaseModel):
     names_not_in_cast: list[str]
     speakers_outside_bible: list[str] = Field(default_factory=list)
     pronoun_slips: list[str] = Field(default_factory=list)
+    fact_contradictions: list[str] = Field(default_factory=list)
     prose_words_median: float
     tension_correlation: float | None
     rubric_scores: dict[str, int]
@@ -181,6 +183,7 @@ class QualityReport(BaseModel):
             "names in prose not in the cast": len(self.names_not_in_cast),
             "speakers outside the bible": len(self.speakers_outside_bible),
             "pronoun slips": len(self.pronoun_slips),
+            "fact contradictions": len(self.fact_contradictions),
             "prose words per scene (median)": self.prose_words_median,
             "tension: plan vs realised (Spearman)": self.tension_correlation,
             "rubric overall": self.rubric_overall,
@@ -202,6 +205,7 @@ class QualityReport(BaseModel):
             "names not in the cast": self.names_not_in_cast,
             "speakers outside the bible": self.speakers_outside_bible,
             "pronoun slips": self.pronoun_slips,
+            "fact contradictions": self.fact_contradictions,
             "rubric notes": self.rubric_notes,
             "goals missed": [GOALS[g] for g in self.failed],
         }
@@ -295,6 +299,19 @@ def _names_not_in_cast(story: Story) -> list[str]:
     for item in story.scenes:
         found.update(names_in(item.prose or "", frozenset(cast | known)))
     return sorted(found)
+
+
+FACT_PROBLEM = "contradicts the bible's fact"
+
+
+def _fact_contradictions(story: Story) -> list[str]:
+    """What the model's fact check still found in each scene's kept draft (its step metadata)."""
+    steps = story.meta.get("steps") or {}
+    found = []
+    for i in range(len(story.scenes)):
+        problems = (steps.get(f"scene.{i}.draft") or {}).get("draft_problems") or []
+        found += [f"scenes[{i}]: {p}" for p in problems if str(p).startswith(FACT_PROBLEM)]
+    return found
 
 
 def _copies(story: Story) -> list[str]:
@@ -400,6 +417,7 @@ def quality_report(story: Story) -> QualityReport:
         names_not_in_cast=_names_not_in_cast(story),
         speakers_outside_bible=outside_bible,
         pronoun_slips=slips,
+        fact_contradictions=_fact_contradictions(story),
         prose_words_median=statistics.median(s.prose_words for s in scenes) if scenes else 0,
         tension_correlation=correlation,
         rubric_scores={s.criterion: s.score for s in story.evaluation.scores} if story.evaluation else {},
@@ -421,7 +439,7 @@ def _failed_goals(report: QualityReport) -> list[str]:
         "repetition": report.repeated_sentences <= 0.02,
         "copied": not report.copied,
         "names": not (report.non_names or report.speakers_outside_cast or report.non_speech_lines),
-        "bible": not (report.speakers_outside_bible or report.pronoun_slips),
+        "bible": not (report.speakers_outside_bible or report.pronoun_slips or report.fact_contradictions),
         "prose": report.prose_words_median >= 150,
         "premise": report.premise_coverage >= 0.5,
     }

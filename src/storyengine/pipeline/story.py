@@ -165,12 +165,16 @@ class Components:
         cast = cast_of(plot, bible)
         beat_text = f"{beat.name}: {beat.purpose}"
 
-        def check(text: str) -> list[str]:
+        async def check(text: str) -> list[str]:
             """A draft that loops, is one line, ignores its beat and the premise, names people the
-            story's cast (its bible) lacks, or gives one of them the other pronouns, is drawn again."""
+            story's cast (its bible) lacks, gives one of them the other pronouns, or (asked of a
+            model whose profile checks facts) contradicts the bible's facts, is drawn again."""
             problems = draft_problems("scene", text, premise=premise, beat=beat_text)
             problems += cast_problems(cast, text, known=f"{premise} {plot.title}")
-            return problems + (pronoun_slips(text, bible) if bible else [])
+            problems += pronoun_slips(text, bible) if bible else []
+            if bible and bible.facts and not problems:  # only a draft the code passes is worth asking
+                problems += await self.stages.check_facts("scene", bible.facts, text, meta)
+            return problems
 
         return await self.stages.freeform("scene", context, meta, seed=seed, check=check)
 

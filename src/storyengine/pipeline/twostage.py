@@ -15,6 +15,7 @@ answered, with which profile and mode, and which routes failed before it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -24,12 +25,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ..bible import FactCheck
 from ..budget import Budget, clip_middle
 from ..config import Settings, StageDefaults
 from ..errors import (
     AllProvidersFailed,
     ProviderError,
     SchemaValidationError,
+    StoryEngineError,
     StructuringError,
 )
 from ..failures import InvalidOutputLog
@@ -37,14 +40,15 @@ from ..hashing import prompt_hash
 from ..prompts.render import RenderedPrompt, render
 from ..routing.instrument import short_error
 from ..routing.router import Route, Router
-from ..structuring import format_errors, validate_json_payload
+from ..structuring import decoding_schema, format_errors, validate_json_payload
 from ..types import Completion, CompletionRequest
 from .parts import Part, answer_token_bound
 
 logger = logging.getLogger("storyengine")
 R = TypeVar("R")
 Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
-DraftCheck = Callable[[str], list[str]]  # a stage-1 draft's problems ([] when it is fine)
+# A stage-1 draft's problems ([] when it is fine); a check that asks a model returns them awaitable.
+DraftCheck = Callable[[str], list[str] | Awaitable[list[str]]]
 # A route that fails with one of these hands the step to the next route of the chain.
 _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaValidationError)
 
@@ -95,6 +99,7 @@ class StepMeta:
     summarized: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    fact_checks: list[str] = field(default_factory=list)  # what each check of the bible's facts found
 
     def add_usage(self, completion: Completion) -> None:
         self.tokens["prompt"] += completion.usage.prompt_tokens
@@ -109,6 +114,7 @@ class StepMeta:
             "seed": self.seed,
             "redraws": self.redraws,
             "draft_problems": self.draft_problems,
+            **({"fact_checks": self.fact_checks} if self.fact_checks else {}),
             "stage1_text": self.stage1_text,
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
@@ -198,6 +204,8 @@ class TwoStage:
             meta.add_usage(completion)
             text = completion.text.strip()
             problems = check(text) if check else []
+            if inspect.isawaitable(problems):  # a check that asks a model (the bible's facts)
+                problems = await problems
             if draw:
                 meta.redraws = draw
             if best is None or len(problems) < best[0]:
@@ -209,6 +217,42 @@ class TwoStage:
         _, meta.stage1_text, meta.stage1_cut_off, meta.seed = best
         meta.seconds["freeform"] = time.perf_counter() - started
         return meta.stage1_text
+
+    async def check_facts(self, component: str, facts: list[str], text: str, meta: StepMeta) -> list[str]:
+        """The bible's `facts` that `text` contradicts, asked of the first route of `component` whose
+        profile checks facts (none: no check). Advisory: a provider failure or an answer that stays
+        invalid finds nothing (said in `meta.fact_checks`); its tokens count in `meta`."""
+        route = next((r for r in self.router.routes(component) if r.profile.checks_facts), None)
+        if route is None or not facts:
+            return []
+        schema = decoding_schema(FactCheck)
+        context = {
+            "facts": "\n".join(f"{i}. {fact}" for i, fact in enumerate(facts, 1)),
+            "scene": text,
+            "schema": json.dumps(schema, separators=(",", ":")),
+        }
+        asked = StepMeta(component)
+        defaults = self.settings.narrative.defaults.structuring
+        request = await self._fitted("factcheck_structuring", component, context, defaults, asked, route)
+        request = request.model_copy(
+            update={"json_schema": schema if self.strict else None, "schema_name": FactCheck.__name__}
+        )
+
+        def validate(answer: str) -> FactCheck:
+            return validate_json_payload(answer, FactCheck, context={"facts": len(facts)}, repair=self.strict)
+
+        try:
+            completion = await self._ask(component, request, validate, asked, route, reask=False)
+        except StoryEngineError as exc:
+            meta.fact_checks.append(f"no answer ({short_error(exc)})")
+            return []
+        finally:
+            for kind, count in asked.tokens.items():
+                meta.tokens[kind] += count
+        found: FactCheck = completion.value
+        meta.fact_checks.append(f"contradicted: {found.contradicted or 'none'}")
+        why = f": {found.why}" if found.why else ""
+        return [f"contradicts the bible's fact {n} ({facts[n - 1]}){why}" for n in found.contradicted]
 
     # -- stage 2 --
     async def structure(

@@ -7,6 +7,9 @@ Every template has a system and a user message, except `reask`: an assistant mes
 invalid output, verbatim; POML drops it when empty) and a user message, to be appended to a
 structuring prompt. Values sit in `<p whiteSpace="pre">` so newlines survive.
 
+`factcheck_structuring` asks which of the bible's facts a scene draft contradicts (a check, not a
+component: profiles that cannot answer it reliably skip it).
+
 `part_structuring` serves every component when a provider structures in parts (one small
 piece of the object per call; see pipeline/parts.py).
 
@@ -49,6 +52,7 @@ CONTRACT: Mapping[str, Mapping[str, type]] = {
     "enhancement_freeform": {"premise": str, "story": str, "evaluation": str},
     "enhancement_structuring": {"draft": str, "schema": str},
     "part_structuring": {"draft": str, "earlier": str, "what": str, "schema": str},
+    "factcheck_structuring": {"facts": str, "scene": str, "schema": str},
     "summarize": {"text": str, "words": int},
     "reask": {"previous": str, "errors": str},
 }

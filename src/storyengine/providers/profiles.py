@@ -7,8 +7,10 @@ standard`); without one, the packaged SmolLM2-135M file is `tiny` and everything
 
     tiny      stage 2 fills objects one small piece at a time (pipeline/parts.py), with the
               aids a 135M model needs: beat purposes that open with their job, new names with
-              unused initials, bounded decoding of every piece
-    standard  stage 2 asks for the whole object at once, with the server's structured output
+              unused initials, bounded decoding of every piece; no fact check of scene drafts
+              (a 135M model answers "which facts does this contradict" at chance)
+    standard  stage 2 asks for the whole object at once, with the server's structured output;
+              each scene draft is checked against the bible's facts by the model
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ ProfileName = Literal["tiny", "standard"]
 class Profile:
     name: ProfileName
     structure_in_parts: bool
+    checks_facts: bool
 
 
 PROFILES: dict[str, Profile] = {
-    "tiny": Profile("tiny", structure_in_parts=True),
-    "standard": Profile("standard", structure_in_parts=False),
+    "tiny": Profile("tiny", structure_in_parts=True, checks_facts=False),
+    "standard": Profile("standard", structure_in_parts=False, checks_facts=True),
 }

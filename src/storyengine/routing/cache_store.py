@@ -35,6 +35,7 @@ logger = logging.getLogger("storyengine")
 Clock = Callable[[], float]
 T = TypeVar("T")
 
+
 def _m001_entries_and_counters(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA:
         db.execute(statement)

@@ -115,6 +115,7 @@ class Guard:
 
         return replay
 
+
 def _clean(text: str) -> str:
     from ..config import secret_values
     from ..secrets import scrub
