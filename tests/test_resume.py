@@ -352,3 +352,67 @@ async def test_a_single_provider_chain_is_not_rotated(tmp_path: Path) -> None:
     assert "start_provider" not in header and {name for name, _ in asked} == {"a"}
     step = story.meta["steps"]["dialogue.0"]
     assert step["round"] == 1 and "start" not in step and "first_provider" not in step
+
+
+def test_a_run_made_with_a_provider_resumes_on_it_and_a_gone_provider_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from storyengine.cli import main
+
+    broken = {"on": True}
+    asked: dict[str, list[str]] = {"embedded": [], "other": []}
+
+    def script_for(name: str) -> Any:
+        def script(request: CompletionRequest) -> Any:
+            asked[name].append(request.component)
+            if broken["on"] and request.component == "dialogue" and request.stage == "structuring":
+                return "not json"
+            return story_script(request)
+
+        return script
+
+    original = StoryEngine.from_config
+
+    def scripted(*args: Any, **kwargs: Any) -> StoryEngine:
+        providers = {
+            name: ScriptedProvider(script_for(name), name=name, structured_mode="grammar")
+            for name in ("embedded", "other")
+        }
+        return original(*args, **{**kwargs, "providers": providers})
+
+    monkeypatch.setattr(StoryEngine, "from_config", scripted)
+    logging = f"logging: {{runlog: {tmp_path / 'runs.sqlite3'}, dir: {tmp_path / 'logs'}}}\n"
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        "providers:\n  embedded: {type: embedded, profile: standard}\n"
+        "  other: {type: embedded, profile: standard}\n"
+        f"cache: {{enabled: false}}\nretry: {{attempts: 1}}\n{logging}"
+    )
+    out = tmp_path / "story"
+    args = ["generate", PREMISE, "--scenes", "1", "--seed", "2", "--config", str(both), "--provider", "other"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    run_id = result.output.split("--resume ")[1].split()[0]
+    assert asked["embedded"] == [] and "dialogue" in asked["other"]
+
+    # the config no longer has "other": a clear error, nothing asked, nothing written
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(
+        f"providers:\n  embedded: {{type: embedded, profile: standard}}\ncache: {{enabled: false}}\n{logging}"
+    )
+    checkpoint = (tmp_path / "checkpoints" / f"{run_id}.json").read_text()
+    result = CliRunner().invoke(main, ["generate", "--resume", run_id, "--config", str(gone)])
+    assert result.exit_code == 2 and "'other'" in result.output and "no longer configures" in result.output
+    assert (tmp_path / "checkpoints" / f"{run_id}.json").read_text() == checkpoint
+    assert not (out / "story.json").exists()
+
+    # resumed without --provider: it continues on "other", the provider it was made with
+    broken["on"] = False
+    asked["other"].clear()
+    result = CliRunner().invoke(
+        main, ["generate", "--resume", run_id, "--config", str(both), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert asked["embedded"] == [] and "dialogue" in asked["other"]

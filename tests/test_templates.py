@@ -283,7 +283,8 @@ def test_cli_list_shows_every_template_and_its_variables() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == len(NAMES)
-    assert "scene_freeform: beat, bible, cast, changes, earlier, number, plot, premise, previous, total" in lines
+    wanted = "scene_freeform: beat, bible, cast, changes, earlier, number, plot, premise, previous, total"
+    assert wanted in lines
 
 
 def test_cli_render_prints_messages_params_and_response_format() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .errors import StoryEngineError
+from .errors import RunFailed, StoryEngineError
 
 COMMAND_MODULES = (
     "providers",
@@ -38,7 +38,7 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"storyengine: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(1 if isinstance(exc, RunFailed) else 2)  # a run that stopped; else bad input
         except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a bug: still one line, and what to do (the traceback with --debug)

@@ -14,8 +14,10 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..config import load_settings
 from ..errors import InputError, StoryEngineError
 from ..export import write_story
+from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir
 from ..pipeline.engine import StoryEngine, check_inputs
 from ..pipeline.run import Event
 from ..pipeline.runstore import Version
@@ -163,7 +165,12 @@ async def _run(
 ) -> tuple[Any, str, dict[str, Path], Version | StoryEngineError | None]:
     """The story, written out at once (nothing is lost when a revision after it fails); then its
     revision when asked: the new version, or the error that stopped it."""
-    engine = StoryEngine.from_config(config_path, provider=provider)
+    settings = load_settings(config_path)
+    if resume_id and not provider:  # a run made with --provider continues on it
+        header = (await asyncio.to_thread(CheckpointStore(checkpoint_dir(settings)).load, resume_id)).header
+        recorded = header.get("provider")
+        provider = recorded if recorded in settings.providers else None  # gone: the engine says so
+    engine = StoryEngine.from_config(settings=settings, provider=provider)
     async with engine:
         with _Progress(mode) as progress:
             if resume_id:

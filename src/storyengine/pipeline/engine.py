@@ -20,7 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from pydantic import BaseModel
 
 from ..bible import StoryBible
-from ..config import Settings, load_settings, secret_values
+from ..config import COMPONENTS, Settings, load_settings, secret_values
 from ..errors import InputError, RunFailed
 from ..failures import InvalidOutputLog
 from ..providers.base import Provider
@@ -305,6 +305,9 @@ class StoryEngine:
         the calls that failed. A run that finished is not resumed (InputError). `seed` (and the
         `provider` this engine routes to, recorded) change the steps not made yet."""
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        recorded = state.header.get("provider")
+        if recorded and not provider:
+            self._check_routed_to(recorded, run_id)
         if state.header.get("status") == "done":
             raise InputError(
                 f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
@@ -316,6 +319,23 @@ class StoryEngine:
             state.header["provider"] = provider
         await asyncio.to_thread(next_round, state, self.settings.narrative.providers.chain)
         return (await self._execute(state, on_event)).the_story()
+
+    def _check_routed_to(self, recorded: str, run_id: str) -> None:
+        """InputError unless this engine routes every component to `recorded`, the provider the run
+        was made with (`--provider`): a resume must not move to other models without being told."""
+        source = self.settings.source
+        if recorded not in self.settings.providers:
+            raise InputError(
+                f"run {run_id} was made with provider {recorded!r}, which {source} no longer configures "
+                f"(configured: {', '.join(sorted(self.settings.providers))}); add it back, or resume "
+                "with --provider NAME to continue on another"
+            )
+        routes = self.settings.narrative.providers
+        if any(routes.chain(c) != [recorded] for c in COMPONENTS):
+            raise InputError(
+                f"run {run_id} was made with provider {recorded!r}; resume it with --provider "
+                f"{recorded} (or name another to continue on it)"
+            )
 
     # -- steering: a new version from an old one, by the same pipeline --
     async def steer(
