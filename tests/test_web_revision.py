@@ -98,3 +98,34 @@ async def test_an_invalid_bible_is_a_422(client: httpx.AsyncClient) -> None:
     bad = {"characters": [], "setting": "x"}
     response = await client.post(f"/api/runs/{run['id']}/bible", json={"bible": bad})
     assert response.status_code == 422 and "the edited bible is not valid" in response.json()["error"]
+
+
+async def test_a_story_with_a_gap_tries_the_missing_parts_again_as_a_new_version() -> None:
+    broken = {"on": True}
+
+    def script(request: Any) -> str:
+        from storyengine.providers.fake_story import story_script
+
+        if broken["on"] and request.component == "evaluation" and request.stage == "structuring":
+            return "not json"
+        return story_script(request)
+
+    app = create_app(engine_factory=Engines(script))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://web.test"
+    ) as client:
+        run = await finished_run(client)
+        assert run["story"]["gaps"].keys() == {"evaluation", "enhancement"} and run["status"] == "done"
+        broken["on"] = False
+        response = await client.post(f"/api/runs/{run['id']}/resume")
+        assert response.status_code == 202, response.text
+        await events_of(client, run["id"], after=response.json()["after"])
+        versions = (await client.get(f"/api/runs/{run['id']}/versions")).json()
+        assert [(v["number"], v["label"]) for v in versions] == [(1, "generated"), (2, "completed")]
+        completed = Story.model_validate((await client.get(f"/api/runs/{run['id']}")).json()["story"])
+        assert not completed.gaps and completed.evaluation is not None
+        assert completed.scenes == Story.model_validate(run["story"]).scenes
+        again = await client.post(f"/api/runs/{run['id']}/resume")  # nothing missing now
+        assert again.status_code == 409 and "nothing missing" in again.json()["error"]
+    await app.state.store.cancel_all()
+    await app.state.engines.aclose()

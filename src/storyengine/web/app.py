@@ -231,11 +231,17 @@ def create_app(
 
     @app.post("/api/runs/{run_id}/resume", status_code=202)
     async def resume(run_id: str) -> dict[str, Any]:
-        """Continue a failed run from its checkpoint: finished steps are not asked for again."""
+        """Continue a failed run from its checkpoint, or try again the parts a finished story went
+        without (its gaps: a completed story becomes a new version); finished steps are not asked
+        for again."""
         record = await runs.record(run_id)
         run = _idle(await runs.live(record))
-        if record.status != "failed":
-            raise Conflict(f"run {run.id} is {record.status}; only a failed run can be resumed")
+        gaps = record.versions and (await runs.version(run_id)).the_story().gaps
+        if record.status != "failed" and not gaps:
+            raise Conflict(
+                f"run {run.id} is {record.status} with nothing missing; only a failed run, or a story "
+                "with a missing part, can be resumed"
+            )
         engine = await engines.get(record.provider)
         after = run.start_job("resume")
         run.task = asyncio.create_task(jobs.generate(run, engine, store, record, resume=True))

@@ -517,7 +517,7 @@ function screenplay(scene, dialogue, prose) {
 function renderEvaluation(evaluation, gap) {
   const box = $("evaluation");
   if (!evaluation) {
-    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "not yet evaluated"));
+    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "not yet evaluated"), retryGaps(gap));
     return;
   }
   box.replaceChildren(
@@ -526,6 +526,13 @@ function renderEvaluation(evaluation, gap) {
     ...evaluation.scores.map((score) => h("div", { class: "score", title: score.rationale, "data-criterion": score.criterion },
       h("span", {}, score.criterion), h("div", { class: "bar" }, h("span", { style: `width:${score.score * 10}%` })),
       h("b", {}, score.score))));
+}
+
+// A story with a missing part (a gap) can ask for it again: a resume of its run.
+function retryGaps(gap) {
+  const latest = state.versions.length ? state.versions[state.versions.length - 1].number : null;
+  if (!gap || !canSteer() || state.viewing !== latest) return null;
+  return h("button", { type: "button", class: "small", "data-action": "retry-gaps", onclick: resumeRun }, "Try the missing parts again");
 }
 
 function renderQuality(quality) {
@@ -540,7 +547,8 @@ function renderQuality(quality) {
 function renderEnhancement(enhancement, gap) {
   const box = $("enhancement");
   if (!enhancement) {
-    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "no suggestions yet"));
+    box.replaceChildren(gap ? h("p", { class: "gap" }, `Missing: ${gap}`) : h("p", { class: "pending" }, "no suggestions yet"),
+      state.story && state.story.evaluation ? retryGaps(gap) : null);
     return;
   }
   box.replaceChildren(h("p", {}, enhancement.summary), h("ul", { class: "suggestions" },
