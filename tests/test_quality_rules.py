@@ -114,6 +114,32 @@ def test_json_debris_is_rejected(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
+    [  # SmolLM2's enhancement, measured (bench completion): the schema and code in a suggestion
+        "theo-1.1,target:256,problem:13,minLength:70,maxLength:489,required:true,moreOptions:null.",
+        "addError()' , 32:4, 33:5, 34:6, 35:7, 36:8, 37:9, 38:10.",
+        "Keep every maxItems: 4 of them.",
+    ],
+)
+def test_schema_and_code_text_is_rejected(text: str) -> None:
+    assert debris_problem(text) is not None
+    with pytest.raises(ValidationError, match="schema or code text"):
+        Scene.model_validate({"title": "T", "setting": "A room.", "summary": text, "characters": ["Ana"]})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The ferry left at 10:30, and the bell rang.",
+        "Her minimum was ten coins.",
+        "It is required: bring a lamp.",
+    ],
+)
+def test_plain_text_with_numbers_and_colons_is_not_debris(text: str) -> None:
+    assert debris_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
     [
         "No no no nah naw no yes no no no no.",
         "I am here. I am here. I am here.",

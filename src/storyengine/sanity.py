@@ -46,6 +46,12 @@ import re
 LENIENT = "skip_sanity_rules"  # validation context key: load without the text rules (old files)
 
 _DEBRIS = re.compile(r'\]\s*\[|[{}]|"\s*:|\\["ntu]|\'\w+\'\s*:\s*\'')  # ... 'type': 'object' ...
+# What SmolLM2 was measured writing into a suggestion's text: the schema's own words unquoted
+# ("minLength:70,maxLength:489,required:true"), numbered pairs ("32:4, 33:5, 34:6"), code calls.
+_SCHEMA_ECHO = re.compile(
+    r"\b(?:min|max)(?:Length|Items|imum)\s*:|\badditionalProperties\b|\brequired\s*:\s*(?:true|false)\b"
+    r"|(?:\d+\s*:\s*\d+\s*,\s*){3}|\b[a-z]+[A-Z]\w*\(\)"
+)
 
 
 def debris_problem(text: str) -> str | None:
@@ -54,6 +60,12 @@ def debris_problem(text: str) -> str | None:
         return (
             f"{_clip(text)!r} contains JSON syntax ({found.group(0)!r}); write plain words, "
             "with no brackets, braces or quoted keys"
+        )
+    echo = _SCHEMA_ECHO.search(text)
+    if echo:
+        return (
+            f"{_clip(text)!r} contains schema or code text ({echo.group(0).strip()!r}); write plain "
+            "words about the story"
         )
     if not re.search(r"[^\W\d_]", text):
         return f"{_clip(text)!r} has no words; write words, not numbers or symbols"
