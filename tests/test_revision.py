@@ -300,3 +300,23 @@ async def test_bench_quality_revises_each_story_and_counts_what_the_revision_rai
     measures = {m.name: m for m in report.measures}
     assert measures["measures a revision lowered"].runs == [0, 0]
     assert all(v > 0 for v in measures["measures a revision raised"].runs)
+
+
+@pytest.mark.parametrize("profile", ["standard", "tiny"])
+async def test_suggestions_are_aimed_at_a_scene_or_person_of_the_story(profile: str) -> None:
+    from storyengine.pipeline.story import revision_targets
+
+    provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
+    tuned = settings().model_copy(deep=True)
+    tuned.providers["embedded"] = tuned.providers["embedded"].model_copy(update={"profile": profile})
+    async with StoryEngine.from_config(settings=tuned, providers={"embedded": provider}) as engine:
+        story = await engine.generate(PREMISE, scenes=2, seed=5)
+    assert story.enhancement is not None
+    targets = revision_targets(story.scenes, story.bible)
+    assert targets[:2] == [f"Scene {i}: {item.scene.title}" for i, item in enumerate(story.scenes, 1)]
+    assert all(s.target in targets for s in story.enhancement.suggestions)
+    asked = [r for r in provider.requests if r.component == "enhancement" and r.json_schema is not None]
+    assert asked and all(
+        "Scene 1: " in json.dumps(r.json_schema) for r in asked if "target" in json.dumps(r.json_schema)
+    )
+    assert plan_revision(story).changes  # so a revision can apply them

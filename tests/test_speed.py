@@ -81,7 +81,8 @@ def test_earlier_answers_come_after_the_draft_and_grow_as_a_shared_prefix() -> N
 
 def test_scene_prompts_share_premise_plot_and_cast_before_what_differs() -> None:
     base = {"premise": "P.", "plot": "1. A\n2. B\n3. C", "cast": "Mara, Tom", "total": 3,
-            "bible": "Mara (she/her): the keeper. Keeps the light."}  # fmt: skip
+            "bible": "Mara (she/her): the keeper. Keeps the light.",
+            "earlier": "", "changes": ""}  # fmt: skip
     one = render("scene_freeform", {**base, "beat": "A: opens", "previous": "1. A", "number": 1})
     two = render("scene_freeform", {**base, "beat": "B: turns", "previous": "1. A\n2. B", "number": 2})
     a, b = _chat_text(one.messages), _chat_text(two.messages)

@@ -31,7 +31,7 @@ from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
-from .story import Components, call_seed, story_digest
+from .story import Components, call_seed, revision_targets, story_digest
 from .twostage import StepMeta, TwoStage
 
 M = TypeVar("M", bound=BaseModel)
@@ -244,14 +244,16 @@ class StoryEngine:
         scenes: list[StoryScene],
         evaluation: Evaluation,
         seed: int | None = None,
+        bible: StoryBible | None = None,
     ) -> Made[Enhancement]:
+        """The suggestions for the story, each aimed at one of its scenes or people (its bible's)."""
         digest = story_digest(plot, scenes)
         return await self._made(
             "enhancement",
             lambda m: self.components.enhancement_draft(
                 premise, digest, evaluation, m, call_seed(seed, "en")
             ),
-            lambda draft, m: self.components.enhancement(draft, m),
+            lambda draft, m: self.components.enhancement(draft, m, revision_targets(scenes, bible)),
         )
 
     async def enhance(

@@ -473,13 +473,16 @@ def evaluation_summary_part(scores: list[int]) -> Part:
     )
 
 
-def enhancement_parts(suggestions: int = 2) -> list[Part]:
-    schema = decoding_schema(Enhancement, counts={"suggestions": (suggestions, suggestions)})
+def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) -> list[Part]:
+    """Suggestions one at a time, then the summary; `targets` (the story's scenes and people, as
+    "Scene 2: Title" and names) bound what a suggestion may target, so a revision can apply it."""
+    enums = {"target": targets} if targets else {}
+    schema = decoding_schema(Enhancement, counts={"suggestions": (suggestions, suggestions)}, enums=enums)
     item = _slice(
         schema["properties"]["suggestions"]["items"],
         ["target", "problem", "change"],
         {
-            "target": {"maxLength": 60},
+            "target": {} if targets else {"maxLength": 60},
             "problem": {"minLength": SENTENCE, "maxLength": 200},
             "change": {"minLength": SENTENCE, "maxLength": 200},
         },

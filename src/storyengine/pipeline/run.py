@@ -34,7 +34,7 @@ from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import RunState
 from .revision import Revision, keep_better
-from .story import call_seed, scene_beats, scene_text, story_digest
+from .story import call_seed, revision_targets, scene_beats, scene_text, story_digest
 from .twostage import StepMeta
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ class StoryRun:
         if self.revision is not None:
             scenes = await self._keep_better(plot, bible, scenes)
         digest = story_digest(plot, scenes)
-        evaluation, enhancement = await self._after_steps(digest)
+        evaluation, enhancement = await self._after_steps(digest, revision_targets(scenes, bible))
         meta = {
             "run_id": self.state.run_id,
             "seed": seed,
@@ -330,7 +330,9 @@ class StoryRun:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
         return clean_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
 
-    async def _after_steps(self, digest: str) -> tuple[Evaluation | None, Enhancement | None]:
+    async def _after_steps(
+        self, digest: str, targets: list[str]
+    ) -> tuple[Evaluation | None, Enhancement | None]:
         """The evaluation and the enhancement. The story is finished before them: when one cannot be
         made valid, the story is still kept, that part missing and said why (`Story.gaps`)."""
         if "plain_bible" in self.state.header:
@@ -354,7 +356,7 @@ class StoryRun:
                 "enhancement",
                 "enhancement",
                 lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, self.seed_for("en")),
-                self.c.enhancement,
+                lambda draft, m: self.c.enhancement(draft, m, targets),
                 Enhancement,
             )
         except StoryEngineError as exc:

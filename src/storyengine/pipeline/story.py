@@ -71,6 +71,14 @@ def story_digest(plot: PlotStructure, scenes: list[StoryScene]) -> str:
     return "\n".join(parts)
 
 
+def revision_targets(scenes: list[StoryScene], bible: StoryBible | None) -> list[str]:
+    """What a suggestion may target so that a revision can apply it: each scene ("Scene 2: Its
+    Title") and each person of the story (the bible's, else the scenes' casts)."""
+    targets = [f"Scene {i}: {item.scene.title}"[:80] for i, item in enumerate(scenes, 1)]
+    people = bible.names if bible is not None else [c for item in scenes for c in item.scene.characters]
+    return targets + list(dict.fromkeys(people))
+
+
 def evaluation_text(evaluation: Evaluation) -> str:
     scores = "; ".join(f"{s.criterion} {s.score}/10: {s.rationale}" for s in evaluation.scores)
     return f"Overall {evaluation.overall}/10. {evaluation.summary} {scores}"
@@ -242,13 +250,15 @@ class Components:
         context = {"premise": premise, "story": story, "evaluation": evaluation_text(evaluation)}
         return await self.stages.freeform("enhancement", context, meta, seed=seed)
 
-    async def enhancement(self, draft: str, meta: StepMeta) -> Enhancement:
-        schema = decoding_schema(Enhancement, counts={"suggestions": (1, 4)})
+    async def enhancement(self, draft: str, meta: StepMeta, targets: list[str] | None = None) -> Enhancement:
+        """The suggestions, each aimed at one of `targets` (`revision_targets`) when given."""
+        enums = {"target": targets} if targets else {}
+        schema = decoding_schema(Enhancement, counts={"suggestions": (1, 4)}, enums=enums)
         return await self.stages.structure(
             "enhancement",
             {"draft": draft},
             Enhancement,
             schema,
             meta,
-            parts=(draft, parts.enhancement_parts()),
+            parts=(draft, parts.enhancement_parts(targets=targets)),
         )
