@@ -166,6 +166,7 @@ async def _run(
     """The story, written out at once (nothing is lost when a revision after it fails); then its
     revision when asked: the new version, or the error that stopped it."""
     settings = load_settings(config_path)
+    asked = provider
     if resume_id and not provider:  # a run made with --provider continues on it
         header = (await asyncio.to_thread(CheckpointStore(checkpoint_dir(settings)).load, resume_id)).header
         recorded = header.get("provider")
@@ -175,9 +176,9 @@ async def _run(
         with _Progress(mode) as progress:
             if resume_id:
                 await asyncio.to_thread(engine.checkpoints.load, resume_id)  # an unknown id fails here
-                if (seed is not None or provider) and mode != "json":
+                if (seed is not None or asked) and mode != "json":
                     changes = [f"seed {seed}"] if seed is not None else []
-                    changes += [f"provider {provider}"] if provider else []
+                    changes += [f"provider {asked}"] if asked else []
                     click.echo(
                         f"Resuming {resume_id} with {' and '.join(changes)} for the steps not made yet; "
                         "finished steps keep what they were made with.",
