@@ -118,6 +118,7 @@ def test_json_debris_is_rejected(text: str) -> None:
         "theo-1.1,target:256,problem:13,minLength:70,maxLength:489,required:true,moreOptions:null.",
         "addError()' , 32:4, 33:5, 34:6, 35:7, 36:8, 37:9, 38:10.",
         "Keep every maxItems: 4 of them.",
+        "2019-07-31T14:58:56.143.14.BREAK;Thelma is a great example of a keeper.",
     ],
 )
 def test_schema_and_code_text_is_rejected(text: str) -> None:
