@@ -228,10 +228,11 @@ async def test_a_looping_cut_off_draft_is_redrawn_with_a_new_seed_at_the_same_bu
     assert second.seed != first.seed and second.temperature == first.temperature
 
 
-async def test_a_cut_off_draft_that_does_not_loop_still_gets_more_room() -> None:
+async def test_a_cut_off_answer_that_does_not_loop_still_gets_more_room() -> None:
+    # (a stage-1 draft is kept as it is instead: see test_speed_loops.py)
     replies = iter([_cut(PROSE), "Done."])
     provider = ScriptedProvider(lambda r: next(replies))
-    await Retrying(provider, attempts=3).generate(_request())
+    await Retrying(provider, attempts=3).generate(_request(stage="summarize"))
     assert [r.max_tokens for r in provider.requests] == [400, 800]
 
 

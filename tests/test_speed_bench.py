@@ -105,10 +105,13 @@ def test_thrown_away_tokens_are_those_of_unused_attempts() -> None:
     assert tokens == {
         "attempts": 4,
         "attempts_thrown_away": 3,
+        "drafts_redrawn_by_check": 0,
         "attempts_cut_off": 1,
+        "attempts_stopped_in_loop": 0,
         "prompt_tokens": 40,
         "completion_tokens": 150,
         "thrown_away_tokens": 110,
+        "redrawn_by_check_tokens": 0,
     }
     headline = bounds(tokens, {"decode_tps": 50.0, "prefill_tps": 400.0}, evaluated=20, wall=6.0, busy=5.0)
     assert headline["decode_bound_s"] == 3.0  # 150 tokens at 50 tok/s

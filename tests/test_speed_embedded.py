@@ -1,4 +1,5 @@
-"""KV reuse on the real embedded model (issue 17): interleaved calls keep their shared prefixes.
+"""KV reuse on the real embedded model (issue 17): interleaved calls keep their shared prefixes;
+free writing is stopped at its first loop.
 
 Counts come from llama.cpp's own counters (prompt tokens it really evaluated); nothing is timed.
 """
@@ -10,10 +11,13 @@ import json
 import pytest
 
 from storyengine.bench.story import probe_embedded
+from storyengine.config import EmbeddedProviderSettings
+from storyengine.drafts import loop_start
 from storyengine.pipeline import parts as P
 from storyengine.prompts.render import render
+from storyengine.providers.base import LOOP_STOP
 from storyengine.providers.embedded import EmbeddedProvider, LoadedModel
-from storyengine.types import CompletionRequest
+from storyengine.types import CompletionRequest, Message
 
 pytestmark = pytest.mark.model
 
@@ -81,3 +85,45 @@ async def test_the_probe_measures_both_rates_and_leaves_the_model_clean() -> Non
     assert rates["prefill_tps"] > 0 and rates["decode_tps"] > 0
     assert rates["prompt_tokens"] == 256 and rates["decode_tokens"] == 64
     assert model.llama.n_tokens == 0
+
+
+def _story_request(prompt: str, **update: object) -> CompletionRequest:
+    return CompletionRequest(
+        messages=(Message(role="user", content=prompt),), temperature=0.0, seed=0, max_tokens=300, **update
+    )  # type: ignore[arg-type]
+
+
+async def test_a_runaway_loop_is_stopped_where_it_starts_on_the_real_model() -> None:
+    model = await EmbeddedProvider().load()
+    # repeat_penalty < 1 rewards repeating: SmolLM2 then loops at once ("the market, the market, ...")
+    kwargs = {
+        "messages": [{"role": "user", "content": "Write a story about a baker."}],
+        "temperature": 0.0,
+        "seed": 0,
+        "max_tokens": 300,
+        "repeat_penalty": 0.6,
+    }
+    model.chat(dict(kwargs), None)  # from here on every call re-reads the same prompt from the KV cache
+    ran_on = model.chat(dict(kwargs), None)
+    stopped = model.chat(dict(kwargs), None, stop_loops=True)
+    assert ran_on["choices"][0]["finish_reason"] == "length"
+    assert loop_start(ran_on["choices"][0]["message"]["content"]) is not None
+    choice = stopped["choices"][0]
+    assert choice["finish_reason"] == LOOP_STOP
+    assert stopped["usage"]["completion_tokens"] < 100  # not the 300 the loop would have taken
+    assert choice["message"]["content"] and loop_start(choice["message"]["content"]) is None
+    # the model is left consistent: the next call answers as it would have anyway
+    again = model.chat(dict(kwargs), None)
+    assert again["choices"][0]["message"]["content"] == ran_on["choices"][0]["message"]["content"]
+
+
+async def test_the_provider_stops_loops_in_free_writing_only() -> None:
+    provider = EmbeddedProvider("embedded", EmbeddedProviderSettings(type="embedded", repeat_penalty=1.0))
+    prompts = ["Write a long story about a lighthouse.", "Describe a royal wedding cake."]
+    free = [await provider.complete(_story_request(p)) for p in prompts]
+    assert any(c.finish_reason == LOOP_STOP for c in free)  # SmolLM2 without its repeat penalty loops
+    for completion in free:
+        if completion.finish_reason == LOOP_STOP:
+            assert completion.usage.completion_tokens < 300 and loop_start(completion.text) is None
+    structuring = [await provider.complete(_story_request(p, stage="structuring")) for p in prompts]
+    assert all(c.finish_reason != LOOP_STOP for c in structuring)  # JSON is never cut by the watch

@@ -7,7 +7,8 @@ Pure functions, no model call:
   scene draft of one line or one that shares no word with its beat and the premise;
 - `clean_prose(text)`: the draft as the prose a reader gets (no headings or answer prefixes, no
   markup, no repeated or looping sentences, no unfinished last sentence);
-- `cast_problems(cast, prose, known=...)`: names the prose uses that a scene's cast lacks.
+- `cast_problems(cast, prose, known=...)`: names the prose uses that a scene's cast lacks;
+- `loop_start(text)`: where a runaway loop begins, so a provider can stop generating there.
 
 The text helpers (`sentences`, `stem`, `content_words`, `names_in`) are shared with quality.py.
 """
@@ -182,15 +183,111 @@ def _tandem_only(text: str) -> str | None:
     return None
 
 
+# -- loop_start --
+
+_WORD_AT = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+_SENTENCE_GAP = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+|\s*\n\s*")
+LOOP_PAIR_WORDS = 4  # a repeated pair of sentences starts with one of at least this many words
+LOOP_THRICE_WORDS = 3  # a sentence of at least this many words said a third time is a loop
+LOOP_SHINGLE = 6  # ... as is a run of this many words said a third time (a loop without full stops)
+# A phrase repeated in a row: (words in the phrase, times) -- sanity.loop_problem's tandem rules.
+LOOP_TANDEMS = ((1, 4), (2, 4), *((size, 3) for size in range(3, 9)))
+
+
+def loop_start(text: str) -> int | None:
+    """Where a small model's runaway loop in `text` begins, or None when it does not loop.
+
+    The offset is that of the loop's first repeat: `text[:offset]` says the looping part once.
+    A loop is any of
+      - two sentences in a row said again in the same order (the first of four words or more;
+        "A. A. A." is the pair "A. A." said again);
+      - a sentence of three words or more said a third time;
+      - a phrase said in a row: a word or two words four times, three to eight words three times;
+      - a run of six words said a third time (a loop without full stops).
+    Only finished sentences count (text being generated ends mid-sentence), so a caller can
+    check a growing text as often as it likes. Pure and cheap: a provider calls it as it
+    generates, and stops the answer at the first loop instead of running on to max_tokens.
+    """
+    cuts: list[int] = []
+    found = [(m.group().casefold(), m.start()) for m in _WORD_AT.finditer(text)]
+    tokens = [w for w, _ in found]
+    for size, times in LOOP_TANDEMS:
+        span = size * times
+        for start in range(len(tokens) - span + 1):
+            phrase = tokens[start : start + size]
+            if all(tokens[start + k * size : start + (k + 1) * size] == phrase for k in range(1, times)):
+                cuts.append(found[start + size][1])
+                break
+    seen: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(tokens) - LOOP_SHINGLE + 1):
+        at = seen.setdefault(tuple(tokens[i : i + LOOP_SHINGLE]), [])
+        at.append(i)
+        if len(at) == 3:
+            cuts.append(found[at[1]][1])
+            break
+    spans = _finished_sentences(text)
+    keys = [word_key(text[a:b]) for a, b in spans]
+    first: dict[str, int] = {}
+    said: Counter[str] = Counter()
+    for j, key in enumerate(keys):
+        said[key] += 1
+        if len(key.split()) >= LOOP_THRICE_WORDS and said[key] == 3:
+            cuts.append(spans[[i for i, k in enumerate(keys) if k == key][1]][0])
+        i = first.setdefault(key, j)
+        if i < j and j + 1 < len(keys) and len(key.split()) >= LOOP_PAIR_WORDS and keys[i + 1] == keys[j + 1]:
+            cuts.append(spans[j][0])
+    return min(cuts) if cuts else None
+
+
+def _finished_sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each finished sentence of `text` (one a break or an end mark follows)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for gap in _SENTENCE_GAP.finditer(text):
+        if gap.start() > start:
+            spans.append((start, gap.start()))
+        start = gap.end()
+    tail = text[start:].rstrip()
+    if tail and TERMINAL_END.search(tail):
+        spans.append((start, start + len(tail)))
+    return spans
+
+
+# A run of capitalised words with one of these is a place, not a person ("New York City",
+# "Westminster Palace", "the City of Light"); so is a run after "<place noun> of" ("the town of
+# Ashwood"). Words that are also common surnames (Hall, Hill, Park, West, ...) are left out.
+PLACE_WORDS = frozenset(
+    """city town village kingdom empire republic county province island isle river lake sea ocean
+    bay harbor harbour port mountains valley forest square street road avenue bridge palace abbey
+    cathedral manor university hotel new""".split()
+)
+_CAPITALISED_RUN = re.compile(r"[A-Z][\w'’-]*(?:\s+(?:of\s+(?:the\s+)?)?[A-Z][\w'’-]*)*")
+_PLACE_OF = re.compile(
+    r"\b(?:city|town|village|kingdom|realm|land|island|county|province|state)\s+of\s+(?:the\s+)?"
+    r"([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)"
+)
+
+
+def _place_words(sentence: str) -> set[int]:
+    """Offsets of the words of `sentence` that belong to a place's name (see PLACE_WORDS)."""
+    spans = [m.span() for m in _CAPITALISED_RUN.finditer(sentence) if PLACE_WORDS & set(words(m.group()))]
+    spans += [m.span(1) for m in _PLACE_OF.finditer(sentence)]
+    return {a + word.start() for a, b in spans for word in re.finditer(r"\S+", sentence[a:b])}
+
+
 def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, a person's
-    name by sanity.person_name_problem), except those in `known` (lower case), sorted."""
+    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, not part
+    of a place's name, a person's name by sanity.person_name_problem), except those in `known`
+    (lower case), sorted. A possessive is its name ("Aria's" is Aria)."""
     found: set[str] = set()
     for sentence in sentences(text):
+        places = _place_words(sentence)
         for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
-            name = match.group(1)
+            if match.start(1) in places:
+                continue
+            name = re.sub(r"['’]s$", "", match.group(1))
             lower = name.casefold()
-            stem = re.sub(r"['’](?:s|re|ll|ve|d|m|t)$", "", lower)  # "It's", "You're": not names
+            stem = re.sub(r"['’](?:re|ll|ve|d|m|t)$", "", lower)  # "It's", "You're": not names
             if lower in known or lower in STOPWORDS or stem in STOPWORDS or name in ("I", "I'm"):
                 continue
             if person_name_problem(name) is None:

@@ -14,8 +14,10 @@ From those and the run's call records (`Story.meta["calls"]`):
     decode bound       completion tokens of every attempt ÷ decode rate
     prefill bound      prompt tokens the model evaluated ÷ prefill rate (embedded: what llama.cpp
                        really evaluated after KV reuse; a server: every prompt token sent)
-    thrown away        completion tokens of attempts whose answer was not used (outcome retry,
-                       invalid or error)
+    thrown away        completion tokens of attempts whose answer was not used: outcome retry,
+                       invalid or error, and drafts a draft check drew again (their attempt
+                       succeeded, but the step kept another draw: its freeform call's seed is not
+                       the step's seed)
     pipeline's own     wall time − the time some model call was in flight
 
 and the story's own measures, to compare before and after a speed change (quality must not
@@ -34,7 +36,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import StoryEngineError
-from ..providers.base import Provider
+from ..providers.base import LOOP_STOP, Provider
 from ..providers.embedded import EmbeddedProvider, LoadedModel, ModelStats
 from ..routing.retry import looping
 from ..schemas import Story
@@ -144,17 +146,44 @@ def _embedded(provider: MeteredProvider) -> EmbeddedProvider | None:
 # -- what the run's records say ------------------------------------------------------------------
 
 
-def token_accounting(calls: list[dict[str, Any]]) -> dict[str, int]:
-    """Tokens of every attempt of a run (its `Story.meta["calls"]`), and of those thrown away."""
+def redrawn_calls(calls: list[dict[str, Any]], steps: dict[str, Any]) -> set[str]:
+    """Ids of the freeform calls whose draft a draft check threw away (the step drew again and
+    kept another draw): a step keeps the draw whose seed it records, so a freeform call of that
+    component with another seed was drawn again. Calls without a seed, or of a component no step
+    kept a draft of, cannot be told apart and count as kept."""
+    kept = {
+        (s.get("component"), s.get("seed"))
+        for s in steps.values()
+        if isinstance(s, dict) and s.get("stage1_text")
+    }
+    drafted = {component for component, _ in kept}
+    redrawn = set()
+    for c in calls:
+        seed = (c.get("params_snapshot") or {}).get("seed")
+        if c.get("kind") != "call" or c.get("stage") != "freeform" or seed is None:
+            continue
+        if c.get("component") in drafted and (c.get("component"), seed) not in kept:
+            redrawn.add(str(c.get("call_id")))
+    return redrawn
+
+
+def token_accounting(calls: list[dict[str, Any]], steps: dict[str, Any] | None = None) -> dict[str, int]:
+    """Tokens of every attempt of a run (its `Story.meta["calls"]`), and of those thrown away
+    (with the run's `steps`, also the drafts a draft check drew again, see `redrawn_calls`)."""
     attempts = [c for c in calls if c.get("kind") == "attempt"]
-    wasted = [c for c in attempts if c.get("outcome") in THROWN_AWAY]
+    redrawn = redrawn_calls(calls, steps or {})
+    retried = [c for c in attempts if c.get("outcome") in THROWN_AWAY]
+    checked = [c for c in attempts if c.get("outcome") == "ok" and str(c.get("call_id")) in redrawn]
     return {
         "attempts": len(attempts),
-        "attempts_thrown_away": len(wasted),
+        "attempts_thrown_away": len(retried) + len(checked),
+        "drafts_redrawn_by_check": len(checked),
         "attempts_cut_off": sum(1 for c in attempts if c.get("finish_reason") == "length"),
+        "attempts_stopped_in_loop": sum(1 for c in attempts if c.get("finish_reason") == LOOP_STOP),
         "prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in attempts),
         "completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in attempts),
-        "thrown_away_tokens": sum(int(c.get("completion_tokens") or 0) for c in wasted),
+        "thrown_away_tokens": sum(int(c.get("completion_tokens") or 0) for c in retried + checked),
+        "redrawn_by_check_tokens": sum(int(c.get("completion_tokens") or 0) for c in checked),
     }
 
 
@@ -247,17 +276,20 @@ async def run_story_bench(
             if model and model.snapshots:
                 restored = model.snapshots.restored_tokens - restored
     if story is not None:
-        tokens = token_accounting(story.meta.get("calls", []))
+        tokens = token_accounting(story.meta.get("calls", []), story.meta.get("steps", {}))
         quality = story_measures(story)
     else:  # no call records: count what reached the provider; what was thrown away is unknown
         done = [c.completion for c in all_calls(providers) if c.completion is not None]
         tokens = {
             "attempts": len(all_calls(providers)),
             "attempts_thrown_away": -1,
+            "drafts_redrawn_by_check": -1,
             "attempts_cut_off": sum(1 for c in done if c.truncated),
+            "attempts_stopped_in_loop": sum(1 for c in done if c.finish_reason == LOOP_STOP),
             "prompt_tokens": sum(c.usage.prompt_tokens for c in done),
             "completion_tokens": sum(c.usage.completion_tokens for c in done),
             "thrown_away_tokens": 0,
+            "redrawn_by_check_tokens": 0,
         }
         quality = {"valid": False}
         report.notes.append("the story failed: thrown-away tokens are not known without its call records")
@@ -284,9 +316,11 @@ async def run_story_bench(
         "tokens the model evaluated ÷ prefill rate; rates from the probe, in the same process"
     )
     if model is not None:
+        llama = model.llama
         report.notes.append(
-            "llama.cpp evaluates prompts with all cores (n_threads_batch) and decodes with half of "
-            "them (n_threads): on a busy machine the prefill rate drops far more than the decode rate"
+            f"llama.cpp threads: {getattr(llama, 'n_threads', '?')} decoding (n_threads), "
+            f"{getattr(llama, 'n_threads_batch', '?')} evaluating prompts (n_threads_batch); on a busy "
+            "machine more threads than free cores slow llama.cpp down, prompt evaluation most"
         )
     return report
 
@@ -327,3 +361,8 @@ def _measures(
         report.measure("inside create_chat_completion", "s", digits=2).add(stats["generate_seconds"])
     report.measure("attempts", "calls", digits=0).add(tokens["attempts"])
     report.measure("attempts cut off at max_tokens", "calls", digits=0).add(tokens["attempts_cut_off"])
+    report.measure("attempts stopped in a loop", "calls", digits=0).add(tokens["attempts_stopped_in_loop"])
+    if tokens["drafts_redrawn_by_check"] >= 0:
+        report.measure("drafts a draft check drew again", "calls", digits=0).add(
+            tokens["drafts_redrawn_by_check"]
+        )

@@ -38,6 +38,7 @@ from ..errors import (
 from ..failures import InvalidOutputLog
 from ..hashing import prompt_hash
 from ..prompts.render import RenderedPrompt, render
+from ..providers.base import LOOP_STOP
 from ..routing.instrument import short_error
 from ..routing.router import Route, Router
 from ..structuring import decoding_schema, format_errors, validate_json_payload
@@ -86,7 +87,7 @@ class StepMeta:
     redraws: int = 0  # drafts drawn again because a check found problems
     draft_problems: list[str] = field(default_factory=list)  # what the kept draft still has
     stage1_text: str = ""
-    stage1_cut_off: bool = False  # the draft reached max_tokens on every attempt; kept as far as it went
+    stage1_cut_off: bool = False  # cut off at max_tokens or stopped in a loop; kept as far as it went
     stage2_text: str = ""
     structured_mode: str = ""
     provider: str = ""  # who answered the last call of the step
@@ -185,8 +186,10 @@ class TwoStage:
         check: DraftCheck | None = None,
     ) -> str:
         """Stage 1: the draft. When `check` finds problems in it (a draft that loops, ignores its
-        beat, invents people), it is drawn again with another seed, up to `retry.attempts` draws;
-        the draft with the fewest problems is kept and its problems stay in the metadata."""
+        beat, invents people), it is drawn again with another seed, up to `retry.attempts` draws,
+        as long as each redraw has fewer problems than the best draft before it (a redraw that
+        is no better says another is unlikely to help: each costs a whole draft); the draft with
+        the fewest problems is kept and its problems stay in the metadata."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
         base = seed if seed is not None else defaults.seed
@@ -208,10 +211,13 @@ class TwoStage:
                 problems = await problems
             if draw:
                 meta.redraws = draw
-            if best is None or len(problems) < best[0]:
-                best = (len(problems), text, completion.truncated, draw_seed)
+            better = best is None or len(problems) < best[0]
+            if better:
+                # Cut off at max_tokens, or stopped by the provider in a loop (the loop cut off).
+                stopped = completion.truncated or completion.finish_reason == LOOP_STOP
+                best = (len(problems), text, stopped, draw_seed)
                 meta.draft_problems = problems
-            if not problems:
+            if not problems or not better:
                 break
         assert best is not None
         _, meta.stage1_text, meta.stage1_cut_off, meta.seed = best

@@ -6,6 +6,9 @@ from typing import Protocol, runtime_checkable
 
 from ..types import Completion, CompletionRequest
 
+# finish_reason of a free-text answer the provider stopped because it fell into a loop; the loop
+# is cut off (see providers/embedded.py). Not "length": the answer is used as it is.
+LOOP_STOP = "loop"
 STRUCTURED_MODES = ("json_schema", "json_object_schema", "ollama_format", "tool_call", "grammar", "none")
 
 

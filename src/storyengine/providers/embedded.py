@@ -19,6 +19,15 @@ the sequence are kept as a snapshot (`PrefixSnapshots`: the KV cells only, not t
 a byte budget), and before a prompt is evaluated the snapshot that shares the longest prefix
 with it is put back when it beats what is loaded. `LoadedModel.stats` counts the prompt tokens
 actually evaluated, so the saving is measured, not assumed.
+
+Stopping runaways. A small model's free writing often falls into a loop and repeats it until
+max_tokens. While a free-text answer (no schema, not a structuring call) is generated, each
+sampled token is followed (`LoopWatch`): at the end of every sentence, and every
+`LOOP_CHECK_EVERY` tokens, the text so far is checked with `drafts.loop_start`; at the first loop
+the generation ends there (llama-cpp-python is handed an end-of-generation token, so its own
+bookkeeping, usage and KV state stay consistent), the answer's looping tail is cut, and its
+finish_reason is "loop" (`LOOP_STOP`). The tokens a loop would have run on for are never
+generated; usage counts the tokens that were.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import atexit
 import ctypes
 import importlib.util
 import logging
+import os
 import threading
 import time
 import weakref
@@ -36,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PACKAGED_MODEL_FILE, EmbeddedProviderSettings
+from ..drafts import loop_start
 from ..errors import ModelError, ModelLoadError, ProviderError, ProviderTimeout
 from ..types import Completion, CompletionRequest, Usage
+from .base import LOOP_STOP
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +76,8 @@ def default_model_path() -> Path:
 # Snapshots kept per model: the KV cells of recent sequences (SmolLM2-135M: about 23 kB a token).
 PREFIX_SNAPSHOT_BYTES = 256 * 2**20
 PREFIX_SNAPSHOT_GAIN = 16  # restore only when it saves at least this many prompt tokens
+LOOP_CHECK_EVERY = 16  # tokens between loop checks when no sentence ends (a loop without full stops)
+_SENTENCE_BREAK = (b".", b"!", b"?", b"\n", "…".encode())
 
 
 def common_prefix(a: Any, b: Any) -> int:
@@ -144,6 +158,40 @@ class PrefixSnapshots:
         return shared - loaded
 
 
+class LoopWatch:
+    """Follows a free-text answer token by token and says when it has fallen into a loop.
+
+    `stop_after(token)` is True at the first token after which `drafts.loop_start` finds a loop
+    in the answer so far (checked when a token ends a sentence or a line, and every
+    `LOOP_CHECK_EVERY` tokens); `stopped` then stays True.
+    """
+
+    def __init__(self, detokenize: Any) -> None:
+        self.detokenize = detokenize  # llama.detokenize: token ids -> bytes
+        self.tokens: list[int] = []
+        self.stopped = False
+
+    def stop_after(self, token: int) -> bool:
+        self.tokens.append(token)
+        piece = bytes(self.detokenize([token]))
+        if len(self.tokens) % LOOP_CHECK_EVERY and not any(b in piece for b in _SENTENCE_BREAK):
+            return False
+        text = bytes(self.detokenize(self.tokens)).decode("utf-8", errors="ignore")
+        self.stopped = loop_start(text) is not None
+        return self.stopped
+
+
+def stop_at_loop(answer: dict[str, Any]) -> dict[str, Any]:
+    """A chat answer whose generation a `LoopWatch` stopped: its loop cut off, finish_reason "loop"."""
+    choice = answer["choices"][0]
+    text = (choice.get("message") or {}).get("content") or ""
+    start = loop_start(text)
+    if start is not None:
+        choice["message"]["content"] = text[:start].rstrip()
+    choice["finish_reason"] = LOOP_STOP
+    return answer
+
+
 @dataclass
 class ModelStats:
     """What one model did in this process, from llama.cpp's own counters (`llama_perf_context`)."""
@@ -193,12 +241,18 @@ class LoadedModel:
             lock = self._loop_locks[loop] = asyncio.Lock()
         return lock
 
-    def chat(self, kwargs: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
-        """One chat completion; aborted (raising `GenerationDeadline`) when it runs past `seconds`."""
+    def chat(
+        self, kwargs: dict[str, Any], seconds: float | None = None, *, stop_loops: bool = False
+    ) -> dict[str, Any]:
+        """One chat completion; aborted (raising `GenerationDeadline`) when it runs past `seconds`;
+        with `stop_loops`, stopped at the first loop (see `LoopWatch`, `stop_at_loop`)."""
         # The thread lock guards against callers on other event loops, and against a
         # cancelled caller whose worker thread is still generating.
         with self.thread_lock:
             watch = _DeadlineWatch(self.llama, seconds)
+            follow = stop_loops and hasattr(self.llama, "detokenize")  # (a stand-in model in tests may not)
+            loops = LoopWatch(self.llama.detokenize) if follow else None
+            self.llama.loop_watch = loops
             before = _perf(self.llama)
             started = time.perf_counter()
             try:
@@ -209,6 +263,9 @@ class LoadedModel:
                 raise
             finally:
                 watch.stop()
+                self.llama.loop_watch = None
+            if loops is not None and loops.stopped:
+                answer = stop_at_loop(answer)
             self._count(before, _perf(self.llama), time.perf_counter() - started, answer)
             if self.snapshots is not None:
                 try:
@@ -343,6 +400,18 @@ def load_model(
         return model
 
 
+def model_threads(threads: int | None) -> int:
+    """Threads for decoding and for prompt evaluation alike: `threads`, or half the cores.
+
+    Half the cores is llama-cpp-python's own default for decoding; its default for prompt
+    evaluation (n_threads_batch) is every core. Measured on 2 shared cores (SmolLM2, other
+    processes running, load average 4-6), prompt evaluation on one thread ran at 166-171 tok/s
+    and on both at 55-78 tok/s, and decoding on both fell from 66 to 2-7 tok/s (llama.cpp's
+    threads meet at every layer, so a thread that waits for a busy core holds up the others). On
+    an idle machine two threads would evaluate a prompt faster; set `threads` to use them."""
+    return threads or max(1, (os.cpu_count() or 2) // 2)
+
+
 def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> Any:
     _check_gguf_file(path, provider)
     try:
@@ -354,8 +423,11 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
             provider=provider,
         ) from None
     started = time.perf_counter()
+    n_threads = model_threads(threads)
     try:
-        llama = _prefix_reusing(Llama)(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        llama = _prefix_reusing(Llama)(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+        )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
             f"llama.cpp could not load {path} ({exc}); the file is corrupt or not a model llama.cpp "
@@ -367,15 +439,27 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
 
 
 def _prefix_reusing(base: type) -> type:
-    """`Llama` that puts back the best KV snapshot (see `PrefixSnapshots`) before it evaluates."""
+    """`Llama` that puts back the best KV snapshot (see `PrefixSnapshots`) before it evaluates,
+    and ends the answer at the first loop a `LoopWatch` finds (when one is set)."""
 
     class PrefixReusingLlama(base):
         snapshots: PrefixSnapshots | None = None
+        loop_watch: LoopWatch | None = None
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             if self.snapshots is not None and kwargs.get("reset", True):
                 self.snapshots.restore(self, list(tokens))
-            yield from super().generate(tokens, *args, **kwargs)
+            watch = self.loop_watch
+            if watch is None:
+                yield from super().generate(tokens, *args, **kwargs)
+                return
+            for token in super().generate(tokens, *args, **kwargs):
+                yield token
+                if watch.stop_after(int(token)):
+                    # create_completion ends the answer at an end-of-generation token: the text so
+                    # far, its usage and the KV state stay llama-cpp-python's own.
+                    yield self.token_eos()
+                    return
 
     return PrefixReusingLlama
 
@@ -447,7 +531,9 @@ class EmbeddedProvider:
             # Generation only: not the one-time load, nor the wait for another call to finish.
             started = time.perf_counter()
             try:
-                answer = await asyncio.to_thread(model.chat, kwargs, request.timeout)
+                answer = await asyncio.to_thread(
+                    model.chat, kwargs, request.timeout, stop_loops=self._stops_loops(request)
+                )
             except GenerationDeadline:
                 raise ProviderTimeout(
                     f"{self.name}: generation did not finish within {request.timeout:g}s and was stopped "
@@ -478,6 +564,11 @@ class EmbeddedProvider:
                 f"({type(exc).__name__}: {exc})",
                 provider=self.name,
             ) from None
+
+    @staticmethod
+    def _stops_loops(request: CompletionRequest) -> bool:
+        """Free writing is stopped at its first loop; JSON (a schema, or a structuring call) never is."""
+        return request.json_schema is None and request.stage != "structuring"
 
     def _chat_arguments(self, request: CompletionRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

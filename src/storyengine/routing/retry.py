@@ -11,11 +11,15 @@ backoff with jitter; a 429's Retry-After wins (capped by `backoff_max`). Unusabl
                       redrawn with another seed and the same max_tokens: more room would
                       only hold more of the loop
 
-A structuring answer that is cut off is never accepted. A free-writing answer (a stage-1
-draft, a summary) still cut off after the last attempt is returned as far as it goes: its
-unfinished last sentence and any repeated sentences (a small model's loop) removed, its
-finish_reason left "length" so the metadata shows it. A cut-off draft loses its tail; a
-failed one would lose the story.
+A structuring answer that is cut off is never accepted. A stage-1 draft (stage "freeform")
+cut off at max_tokens that does not loop is kept at once, as far as it goes: it already holds
+max_tokens of usable writing (SmolLM2's scene drafts often run that long without looping), and
+drawing it again with twice the room would throw all of it away. Any other free-writing answer
+(a summary, a looping draft) still cut off after the last attempt is returned the same way. As
+far as it goes: its unfinished last sentence and any repeated sentences (a small model's loop)
+removed, its paragraphs and lines kept, its finish_reason left "length" so the metadata shows
+it. A cut-off draft loses its tail; a failed one would lose the story. (An answer with no
+finished sentence is retried.)
 
 Errors that a retry cannot fix (401/403, other 4xx, a model that will not load) propagate
 at once. Each attempt is one call of `ask` (by default `Asked(provider)`; the router puts the
@@ -122,7 +126,8 @@ class Retrying:
                 return await self.ask.generate(attempt, check)
             except (ProviderError, SchemaValidationError) as exc:
                 last = number == self.attempts or not is_retryable(exc)
-                usable = self._as_far_as_it_goes(attempt, exc.completion, exc) if last else None
+                keep = last or self._keep_cut_off_draft(attempt, exc.completion, exc)
+                usable = self._as_far_as_it_goes(attempt, exc.completion, exc) if keep else None
                 if usable is not None:
                     return usable
                 if last:
@@ -132,6 +137,18 @@ class Retrying:
                 else:
                     await self.sleep(self.backoff(number, exc))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _keep_cut_off_draft(
+        request: CompletionRequest, completion: Completion | None, error: BaseException
+    ) -> bool:
+        """Whether a cut-off answer is a stage-1 draft to keep now (see the module docstring)."""
+        return (
+            isinstance(error, TruncatedOutput)
+            and request.stage == "freeform"
+            and completion is not None
+            and not looping(completion.text)
+        )
 
     @staticmethod
     def _as_far_as_it_goes(
@@ -235,15 +252,20 @@ _SENTENCE_BREAK = re.compile(r"(?<=[^\d\s][.!?…])\s+")
 def whole_sentences(text: str) -> str:
     """`text` without its unfinished last sentence and without sentences it already said.
 
-    Lines are kept (a numbered outline stays an outline); a line left empty is dropped.
+    Lines are kept (a numbered outline stays an outline), and so are paragraph breaks (one blank
+    line between paragraphs); a line left empty is dropped.
     """
     lines = [line.strip() for line in text.strip().splitlines()]
     if lines:
         ends = list(_SENTENCE_END.finditer(lines[-1]))
         lines[-1] = lines[-1][: ends[-1].end()] if ends else ""
     seen: set[str] = set()
-    kept = []
+    kept: list[str] = []
     for line in lines:
+        if not line:
+            if kept and kept[-1]:
+                kept.append("")  # a paragraph break
+            continue
         fresh = []
         for sentence in _SENTENCE_BREAK.split(line):
             key = word_key(sentence)
@@ -252,7 +274,7 @@ def whole_sentences(text: str) -> str:
                 fresh.append(sentence)
         if re.search(r"[^\W\d_]", " ".join(fresh)):  # some words left, not only a list number
             kept.append(" ".join(fresh))
-    return "\n".join(kept)
+    return "\n".join(kept).strip()
 
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
