@@ -18,6 +18,14 @@ from storyengine.types import CompletionRequest
 PREMISE = "A lighthouse keeper finds a message in a bottle written by her future self."
 
 
+def settings_for(profile: str) -> Any:
+    return parse_settings(
+        f"providers:\n  embedded: {{type: embedded, context_window: 8192, profile: {profile}}}\n"
+        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n",
+        source="test.yaml",
+    )
+
+
 def slipping_script() -> tuple[Any, Counter[str]]:
     """The first scene and dialogue draft of each scene call the she/her lead "he"."""
     drafts: Counter[str] = Counter()
@@ -40,12 +48,9 @@ def slipping_script() -> tuple[Any, Counter[str]]:
 async def test_a_draft_that_gives_the_lead_the_other_pronouns_is_drawn_again() -> None:
     answer, drafts = slipping_script()
     provider = ScriptedProvider(answer, name="embedded", structured_mode="grammar")
-    settings = parse_settings(
-        "providers:\n  embedded: {type: embedded, context_window: 8192, profile: standard}\n"
-        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n",
-        source="test.yaml",
-    )
-    async with StoryEngine.from_config(settings=settings, providers={"embedded": provider}) as engine:
+    async with StoryEngine.from_config(
+        settings=settings_for("standard"), providers={"embedded": provider}
+    ) as engine:
         story = await engine.generate(PREMISE, scenes=1, seed=4)
     assert story.bible is not None and story.bible.characters[0].pronouns == "she/her"
     assert drafts == {"scene": 2, "dialogue": 2}  # each drawn again once
@@ -59,12 +64,9 @@ async def test_a_draft_that_gives_the_lead_the_other_pronouns_is_drawn_again() -
 
 async def test_the_report_counts_pronoun_slips_and_speakers_outside_the_bible() -> None:
     provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
-    settings = parse_settings(
-        "providers:\n  embedded: {type: embedded, context_window: 8192, profile: standard}\n"
-        "cache: {enabled: false}\n",
-        source="test.yaml",
-    )
-    async with StoryEngine.from_config(settings=settings, providers={"embedded": provider}) as engine:
+    async with StoryEngine.from_config(
+        settings=settings_for("standard"), providers={"embedded": provider}
+    ) as engine:
         story = await engine.generate(PREMISE, scenes=1, seed=4)
     assert story.bible is not None
     lead = story.bible.characters[0].name
@@ -116,14 +118,6 @@ def fact_script(contradictions: list[list[int]]) -> tuple[Any, list[CompletionRe
         return story_script(request)
 
     return answer, checks
-
-
-def settings_for(profile: str) -> Any:
-    return parse_settings(
-        f"providers:\n  embedded: {{type: embedded, context_window: 8192, profile: {profile}}}\n"
-        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n",
-        source="test.yaml",
-    )
 
 
 async def test_a_scene_that_contradicts_a_fact_of_the_bible_is_drawn_again() -> None:
