@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ..bench.table import Report, machine
 from ..errors import InputError
+from .options import route_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,19 +23,6 @@ def _json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(
         f
     )
-
-
-def _provider_options(f: F) -> F:
-    f = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="config.yaml to use (default: $STORYENGINE_CONFIG, else the packaged default).",
-    )(f)
-    return click.option(
-        "--provider", default=None, help="Route every component to this configured provider."
-    )(f)
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -114,7 +102,7 @@ def render_bench(ctx: click.Context, runs: int, repeat: int, as_json: bool) -> N
 @click.option(
     "--scripted-runs", type=int, default=10, show_default=True, help="Stories on the scripted provider."
 )
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def overhead_bench(
@@ -162,7 +150,7 @@ def overhead_bench(
     "--concurrency", type=int, default=None, help="narrative.concurrency.scenes (default: --slots)."
 )
 @click.option("--runs", type=int, default=3, show_default=True)
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def concurrency_bench(
@@ -212,7 +200,7 @@ def concurrency_bench(
     default=None,
     help="Cache file to use (default: a temporary file, so your cache is untouched).",
 )
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def cache_bench(
@@ -247,7 +235,7 @@ def cache_bench(
 @click.option("--premises", type=int, default=20, show_default=True, help="Premises from the project's set.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per premise.")
 @click.option("--scenes", type=int, default=1, show_default=True)
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def completion_bench(
@@ -282,7 +270,7 @@ def completion_bench(
 @bench.command("story")
 @click.option("--scenes", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=5, show_default=True)
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def story_bench(
@@ -318,7 +306,7 @@ def story_bench(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Start no new premise after this long.")
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def validity_bench(
@@ -364,7 +352,7 @@ def validity_bench(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Start no new premise after this long.")
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def peer_bench(
@@ -409,7 +397,7 @@ def peer_bench(
 @click.option(
     "--revise", is_flag=True, help="Also revise each story by its suggestions; count what it changed."
 )
-@_provider_options
+@route_options
 @_json_option
 @click.pass_context
 def quality_bench(

@@ -21,6 +21,7 @@ from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir
 from ..pipeline.engine import StoryEngine, check_inputs
 from ..pipeline.run import Event
 from ..pipeline.runstore import Version
+from .options import route_options
 
 
 def _check_out_dir(out: Path) -> Path:
@@ -72,10 +73,7 @@ class _Progress:
 @click.argument("premise", required=False)
 @click.option("--scenes", type=int, default=None, help="Number of scenes (default: one per plot beat).")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible stories.")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config.yaml to use."
-)
-@click.option("--provider", default=None, help="Route every component to this configured provider.")
+@route_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -95,7 +93,7 @@ def generate(
     premise: str | None,
     scenes: int | None,
     seed: int | None,
-    config_path: str | None,
+    config_path: Path | None,
     provider: str | None,
     out: Path | None,
     resume_id: str | None,
@@ -153,7 +151,7 @@ def _report_gaps(story: Any, run_id: str, *, say: bool = True) -> None:
 
 
 async def _run(
-    config_path: str | None,
+    config_path: Path | None,
     provider: str | None,
     premise: str | None,
     scenes: int | None,

@@ -21,6 +21,7 @@ from ..pipeline.engine import StoryEngine
 from ..pipeline.runstore import Version
 from ..quality import HIGHER_IS_BETTER
 from .generate import _check_out_dir, _Progress, _report_gaps
+from .options import route_options
 
 
 def revision_summary(story: Any) -> list[str]:
@@ -86,10 +87,7 @@ def write_revision(version: Version, out_dir: Path, mode: str) -> None:
     "--version", "base", type=int, default=None, help="The version to revise (default: the latest)."
 )
 @click.option("--seed", type=int, default=None, help="Seed for the rewritten scenes (default: a new one).")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config.yaml to use."
-)
-@click.option("--provider", default=None, help="Route every component to this configured provider.")
+@route_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -101,7 +99,7 @@ def revise(
     run_id: str,
     base: int | None,
     seed: int | None,
-    config_path: str | None,
+    config_path: Path | None,
     provider: str | None,
     out: Path | None,
     json_progress: bool,
