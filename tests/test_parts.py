@@ -81,6 +81,14 @@ def test_dialogue_parts_take_turns_and_reject_a_third_repeat() -> None:
     assert "already used" in (check({"speaker": "Ana", "text": "Hello"}, said) or "")
 
 
+def test_a_dialogue_part_rejects_a_line_labelled_with_another_speaker() -> None:
+    part = dialogue_parts(["Ana", "Bo"], lines=2)[1]
+    assert isinstance(part, Part) and part.check is not None
+    problem = part.check({"speaker": "Bo", "text": "Ana: where is it?"}, {})
+    assert problem is not None and "'Ana:'" in problem and "Bo says" in problem
+    assert part.check({"speaker": "Bo", "text": "Ana, where is it?"}, {}) is None
+
+
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:
     characters = scene_parts(["Ana", "Bo"])[-1]
     assert isinstance(characters, Part) and characters.check is not None

@@ -292,10 +292,16 @@ def test_speech_passes(text: str) -> None:
     assert speech_problem(text) is None
 
 
-def test_a_line_that_starts_with_its_speakers_name_is_rejected_with_the_cast() -> None:
-    data = {"lines": [{"speaker": "Ana", "text": "Ana: where is it?"}, {"speaker": "Bo", "text": "Gone."}]}
+def test_a_line_labelled_with_another_speakers_name_is_rejected_with_the_cast() -> None:
+    data = {"lines": [{"speaker": "Bo", "text": "Ana: where is it?"}, {"speaker": "Bo", "text": "Gone."}]}
     with pytest.raises(ValidationError, match="starts with 'Ana:'"):
         Dialogue.model_validate(data, context={"cast": ["Ana", "Bo"]})
+
+
+def test_a_line_labelled_with_its_own_speaker_keeps_only_the_words() -> None:
+    data = {"lines": [{"speaker": "Ana", "text": " ana : where is it?"}, {"speaker": "Bo", "text": "Gone."}]}
+    dialogue = Dialogue.model_validate(data, context={"cast": ["Ana", "Bo"]})
+    assert [line.text for line in dialogue.lines] == ["where is it?", "Gone."]
 
 
 def evaluation(rationales: list[str], scores: tuple[int, ...] = (7, 6, 5, 8, 6)) -> dict[str, Any]:

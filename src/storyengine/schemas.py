@@ -218,6 +218,28 @@ class DialogueLine(_Model):
     text: Speech
     direction: Label | None = Field(default=None, description="how the line is said or what the speaker does")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _without_own_label(cls, data: Any) -> Any:
+        """ "Mara: words" said by Mara is Mara's words: a script label of the line's own speaker is
+        dropped (a label naming someone else is a misattributed line, which Dialogue rejects)."""
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("speaker"), str)
+            and isinstance(data.get("text"), str)
+        ):
+            label = speaker_label(data["text"], [data["speaker"]])
+            if label:
+                return {**data, "text": data["text"].split(":", 1)[1].lstrip()}
+        return data
+
+
+def speaker_label(text: str, cast: list[str]) -> str | None:
+    """The cast member whose name opens `text` as a script label ("Mara: ..."), if any."""
+    return next(
+        (n for n in cast if n.strip() and re.match(rf"\s*{re.escape(n.strip())}\s*:", text, re.I)), None
+    )
+
 
 def _cast_from(context: Any) -> list[str]:
     cast = context.get("cast") if isinstance(context, dict) else None
@@ -247,9 +269,7 @@ class Dialogue(_Model):
         if not cast:
             return lines
         for index, line in enumerate(lines):
-            label = next(
-                (n for n in cast if re.match(rf"\s*{re.escape(n.strip())}\s*:", line.text, re.I)), None
-            )
+            label = speaker_label(line.text, cast)
             if label:
                 raise ValueError(
                     f"lines[{index}] starts with {label.strip() + ':'!r}; the speaker goes in 'speaker', "

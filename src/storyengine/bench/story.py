@@ -27,6 +27,7 @@ evaluation's overall score.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -187,6 +188,29 @@ def token_accounting(calls: list[dict[str, Any]], steps: dict[str, Any] | None =
     }
 
 
+def thrown_away_by_component(
+    calls: list[dict[str, Any]], steps: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Where the thrown-away tokens went: per component and stage, the attempts, their tokens and
+    the first few reasons (the attempt's short error; a draft a check drew again says so)."""
+    redrawn = redrawn_calls(calls, steps or {})
+    out: dict[str, Any] = {}
+    for c in calls:
+        if c.get("kind") != "attempt":
+            continue
+        by_check = c.get("outcome") == "ok" and str(c.get("call_id")) in redrawn
+        if c.get("outcome") not in THROWN_AWAY and not by_check:
+            continue
+        key = f"{c.get('component')}/{c.get('stage')}"
+        entry = out.setdefault(key, {"attempts": 0, "tokens": 0, "reasons": []})
+        entry["attempts"] += 1
+        entry["tokens"] += int(c.get("completion_tokens") or 0)
+        reason = "drawn again by a draft check" if by_check else str(c.get("error") or c.get("outcome"))
+        if len(entry["reasons"]) < 4:
+            entry["reasons"].append(reason[:160])
+    return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["tokens"])))
+
+
 def story_measures(story: Story) -> dict[str, Any]:
     """What a speed change must not make worse: cut-offs, loops, parts left out, the evaluation."""
     steps: dict[str, dict[str, Any]] = story.meta.get("steps", {})
@@ -247,7 +271,13 @@ def _stats_delta(before: ModelStats, after: ModelStats) -> dict[str, float]:
 
 
 async def run_story_bench(
-    report: Report, settings: Settings, *, scenes: int, seed: int, progress: Progress
+    report: Report,
+    settings: Settings,
+    *,
+    scenes: int,
+    seed: int,
+    progress: Progress,
+    save: Path | None = None,
 ) -> Report:
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
         settings = scratch_settings(settings, Path(tmp), cache=False)
@@ -278,6 +308,15 @@ async def run_story_bench(
     if story is not None:
         tokens = token_accounting(story.meta.get("calls", []), story.meta.get("steps", {}))
         quality = story_measures(story)
+        wasted = thrown_away_by_component(story.meta.get("calls", []), story.meta.get("steps", {}))
+        report.summary["thrown_away_by_component"] = wasted
+        for key, entry in wasted.items():
+            report.notes.append(
+                f"thrown away in {key}: {entry['tokens']} tokens in {entry['attempts']} attempts "
+                f"({'; '.join(entry['reasons'])})"
+            )
+        if save is not None:
+            await asyncio.to_thread(save.write_text, story.model_dump_json(indent=2), encoding="utf-8")
     else:  # no call records: count what reached the provider; what was thrown away is unknown
         done = [c.completion for c in all_calls(providers) if c.completion is not None]
         tokens = {

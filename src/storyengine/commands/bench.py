@@ -270,6 +270,11 @@ def completion_bench(
 @bench.command("story")
 @click.option("--scenes", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=5, show_default=True)
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the story (JSON, with its call records).",
+)
 @route_options
 @_json_option
 @click.pass_context
@@ -277,6 +282,7 @@ def story_bench(
     ctx: click.Context,
     scenes: int,
     seed: int,
+    save: Path | None,
     provider: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -288,7 +294,9 @@ def story_bench(
     _positive("--scenes", scenes)
     settings = bench_settings(config_path, provider)
     report = _run(
-        run_story_bench(_report(ctx, "story"), settings, scenes=scenes, seed=seed, progress=_progress())
+        run_story_bench(
+            _report(ctx, "story"), settings, scenes=scenes, seed=seed, progress=_progress(), save=save
+        )
     )
     _emit(report, as_json)
 

@@ -41,6 +41,7 @@ from ..schemas import (
     Scene,
     Suggestion,
     name_key,
+    speaker_label,
     word_key,
 )
 from ..structuring import decoding_schema
@@ -419,12 +420,27 @@ def dialogue_parts(cast: list[str], lines: int = 6) -> list[Part]:
                 part_schema,
                 DialogueLine,
                 item_of="lines",
-                check=_distinct("text", "line", allowed=1),
+                check=_all(_distinct("text", "line", allowed=1), _no_speaker_label(cast)),
                 slice_of=(i, lines),
                 optional=i >= 2,  # a dialogue is at least an exchange
             )
         )
     return parts
+
+
+def _no_speaker_label(cast: list[str]) -> CrossCheck:
+    """Dialogue's rule at the part: a line's text does not open with another speaker's label."""
+
+    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
+        label = speaker_label(str(value.get("text", "")), cast)
+        if label:
+            return (
+                f"the text starts with {label.strip() + ':'!r}, a line of {label.strip()}; write only the "
+                f"words {value.get('speaker')} says"
+            )
+        return None
+
+    return check
 
 
 def evaluation_parts() -> PartPlan:
