@@ -89,6 +89,22 @@ def test_a_dialogue_part_rejects_a_line_labelled_with_another_speaker() -> None:
     assert part.check({"speaker": "Bo", "text": "Ana, where is it?"}, {}) is None
 
 
+def test_a_script_draft_gives_each_line_part_its_speaker_and_only_its_words() -> None:
+    draft = (
+        "They meet at the bakery.\n"
+        "theresa (smiling): Ah, you came.\n"
+        "Ava: Of course. Where is the cake?\n"
+        "Marco: nobody in the cast\n"
+        "Theresa: Gone."
+    )
+    plan = dialogue_parts(["Theresa", "Ava"], lines=4, draft=draft)
+    assert [p.schema["properties"]["speaker"]["enum"] for p in plan] == [["Theresa"], ["Ava"], ["Theresa"]]
+    assert [p.notes(draft) for p in plan] == ["Ah, you came.", "Of course. Where is the cake?", "Gone."]
+    assert not any(p.sees_earlier for p in plan)
+    prose = dialogue_parts(["Theresa", "Ava"], lines=4, draft="Theresa: Only one line.\nThey leave.")
+    assert [p.schema["properties"]["speaker"]["enum"] for p in prose] == [["Theresa"], ["Ava"]] * 2
+
+
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:
     characters = scene_parts(["Ana", "Bo"])[-1]
     assert isinstance(characters, Part) and characters.check is not None

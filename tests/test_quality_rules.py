@@ -119,6 +119,9 @@ def test_json_debris_is_rejected(text: str) -> None:
         "addError()' , 32:4, 33:5, 34:6, 35:7, 36:8, 37:9, 38:10.",
         "Keep every maxItems: 4 of them.",
         "2019-07-31T14:58:56.143.14.BREAK;Thelma is a great example of a keeper.",
+        # SmolLM2's dialogue lines, measured (bench story --seed 5): talk about the format itself
+        "This is a JSON object that matches the schema you provided.",
+        "This is a json object that has multiple properties, including one with the enum.",
     ],
 )
 def test_schema_and_code_text_is_rejected(text: str) -> None:
@@ -133,6 +136,7 @@ def test_schema_and_code_text_is_rejected(text: str) -> None:
         "The ferry left at 10:30, and the bell rang.",
         "Her minimum was ten coins.",
         "It is required: bring a lamp.",
+        "The Jasons and the Enumclaw ferry left on the schemer's tide.",
     ],
 )
 def test_plain_text_with_numbers_and_colons_is_not_debris(text: str) -> None:

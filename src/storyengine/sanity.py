@@ -48,10 +48,12 @@ LENIENT = "skip_sanity_rules"  # validation context key: load without the text r
 _DEBRIS = re.compile(r'\]\s*\[|[{}]|"\s*:|\\["ntu]|\'\w+\'\s*:\s*\'')  # ... 'type': 'object' ...
 # What SmolLM2 was measured writing into a suggestion's text: the schema's own words unquoted
 # ("minLength:70,maxLength:489,required:true"), numbered pairs ("32:4, 33:5, 34:6"), code calls,
-# machine timestamps ("2019-07-31T14:58:56.143.14.BREAK;Thelma is ...").
+# machine timestamps ("2019-07-31T14:58:56.143.14.BREAK;Thelma is ..."), and talk about the
+# format itself in a dialogue line ("This is a JSON object that matches the schema you provided").
 _SCHEMA_ECHO = re.compile(
     r"\b(?:min|max)(?:Length|Items|imum)\s*:|\badditionalProperties\b|\brequired\s*:\s*(?:true|false)\b"
     r"|(?:\d+\s*:\s*\d+\s*,\s*){3}|\b[a-z]+[A-Z]\w*\(\)|\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}"
+    r"|(?i:\bjson\b|\bschemas?\b|\benums?\b)"
 )
 
 

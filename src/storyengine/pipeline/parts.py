@@ -113,6 +113,9 @@ class Part:
     # (i, n): show the model only the i-th of n slices of the notes, and not the earlier parts.
     # A tiny model copies whatever it is shown, so list items each get their own slice of the draft.
     slice_of: tuple[int, int] | None = None
+    # The notes this part alone is shown, made by code (a dialogue line's words from the draft's
+    # script); like a slice, the earlier parts are not shown.
+    own_notes: str | None = None
     scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
     # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
     # of its list are left out (and said so in the metadata) instead of failing the object.
@@ -123,7 +126,14 @@ class Part:
     from_notes: Callable[[str], dict[str, Any]] | None = None
 
     def notes(self, draft: str) -> str:
+        if self.own_notes is not None:
+            return self.own_notes
         return draft if self.slice_of is None else notes_slice(draft, *self.slice_of)
+
+    @property
+    def sees_earlier(self) -> bool:
+        """Whether the prompt shows the parts already written (not when it has notes of its own)."""
+        return self.slice_of is None and self.own_notes is None
 
     def merge(self, assembled: dict[str, Any], value: dict[str, Any]) -> None:
         if self.item_of is None:
@@ -401,18 +411,43 @@ def scene_parts(cast: list[str]) -> list[Part]:
     ]
 
 
-def dialogue_parts(cast: list[str], lines: int = 6) -> list[Part]:
+def script_lines(draft: str, cast: list[str]) -> list[tuple[str, str]]:
+    """The draft's lines written as a script, "Name: words" or "Name (smiling): words", by a cast
+    member: (the cast's spelling of the name, the words without the label or a leading direction)."""
+    found = []
+    for line in draft.splitlines():
+        label = re.match(r"\s*([^:()\n]{1,40}?)\s*(?:\([^)\n]{0,60}\))?\s*:\s*(.+)", line)
+        if not label:
+            continue
+        speaker = next((n for n in cast if name_key(n) == name_key(label.group(1))), None)
+        words = re.sub(r"^\([^)\n]{0,60}\)\s*", "", label.group(2)).strip()
+        if speaker and words:
+            found.append((speaker, words))
+    return found
+
+
+def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Part]:
+    """One part per line. When the draft is a script of at least two lines by the cast, each part
+    is one of its lines: its speaker fixed, the model shown only those words (the draft's own
+    attribution, and nothing else to copy). Otherwise the cast speaks in turn, each part shown its
+    slice of the draft."""
     schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (lines, lines)})
     item = schema["properties"]["lines"]["items"]
+    script = script_lines(draft, cast)[:lines]
+    if len(script) < 2:
+        script = []
+    count = len(script) or lines
     parts = []
-    for i in range(lines):
+    for i in range(count):
         # Turn-taking: the cast speaks in turn, so nobody answers themselves.
-        speakers = [cast[i % len(cast)]]
+        speaker, words = script[i] if script else (cast[i % len(cast)], None)
         part_schema = _slice(
-            item, ["speaker", "text"], {"speaker": {"enum": speakers}, "text": {"maxLength": 160}}
+            item, ["speaker", "text"], {"speaker": {"enum": [speaker]}, "text": {"maxLength": 160}}
         )
-        what = (
-            f"line {i + 1} of {lines} of the dialogue: who speaks and what they say (new words, not a repeat)"
+        what = f"line {i + 1} of {count} of the dialogue: " + (
+            "who speaks and what they say (new words, not a repeat)"
+            if words is None
+            else f"what {speaker} says, in the words of the notes"
         )
         parts.append(
             Part(
@@ -421,7 +456,8 @@ def dialogue_parts(cast: list[str], lines: int = 6) -> list[Part]:
                 DialogueLine,
                 item_of="lines",
                 check=_all(_distinct("text", "line", allowed=1), _no_speaker_label(cast)),
-                slice_of=(i, lines),
+                slice_of=None if script else (i, lines),
+                own_notes=words,
                 optional=i >= 2,  # a dialogue is at least an exchange
             )
         )

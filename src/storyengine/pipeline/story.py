@@ -219,7 +219,7 @@ class Components:
     async def dialogue(self, scene: Scene, draft: str, meta: StepMeta) -> Dialogue:
         cast = list(scene.characters)
         schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (2, 10)})
-        plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS)
+        plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS, draft=draft)
         context = {"draft": draft, "cast": ", ".join(cast)}
         return await self.stages.structure(
             "dialogue",

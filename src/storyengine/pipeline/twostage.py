@@ -439,7 +439,7 @@ class TwoStage:
         # The prompt shows the part's shape; its patterns (names, openers) are for the grammar, which
         # enforces them anyway, and would cost a tiny model hundreds of tokens of regex to read.
         schema_text = json.dumps(without_patterns(part.schema), separators=(",", ":"), ensure_ascii=False)
-        shown = "" if part.slice_of else "\n".join(earlier)
+        shown = "\n".join(earlier) if part.sees_earlier else ""
         context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
         request = await self._fitted("part_structuring", component, context, defaults, meta, route)
         request = request.model_copy(
