@@ -11,9 +11,11 @@ from storyengine.pipeline.parts import (
     NAME_PATTERN,
     Part,
     beat_opener,
+    bible_parts,
     dialogue_parts,
     enhancement_parts,
     evaluation_parts,
+    instruction_echo,
     notes_slice,
     plot_parts,
     purpose_schema,
@@ -103,6 +105,18 @@ def test_a_script_draft_gives_each_line_part_its_speaker_and_only_its_words() ->
     assert not any(p.sees_earlier for p in plan)
     prose = dialogue_parts(["Theresa", "Ava"], lines=4, draft="Theresa: Only one line.\nThey leave.")
     assert [p.schema["properties"]["speaker"]["enum"] for p in prose] == [["Theresa"], ["Ava"]] * 2
+
+
+def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:
+    setting = next(
+        p for p in bible_parts(["Ana"]) if isinstance(p, Part) and "setting" in p.schema["properties"]
+    )
+    problem = instruction_echo(setting, {"setting": ", where and when the story happens, in one sentence."})
+    assert problem is not None and "repeats the instructions" in problem
+    assert instruction_echo(setting, {"setting": "A stone lighthouse on a northern island, in 1890."}) is None
+    line = dialogue_parts(["Theresa", "Ava"], lines=2, draft="Theresa: Hello there.\nAva: Hi.")[0]
+    assert instruction_echo(line, {"speaker": "Theresa", "text": "Theresa's words from the notes."})
+    assert instruction_echo(line, {"speaker": "Theresa", "text": "Hello there, the notes are mine."}) is None
 
 
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:

@@ -141,6 +141,9 @@ class SchemaValidationError(StoryEngineError, ValueError):
     """Text that does not hold a valid object, with everything needed to see why."""
 
     completion: Any = None  # the answer whose text this is, when it came from a provider
+    # False: not worth the retry layer's further attempts (an optional part, left out instead);
+    # the caller's one re-ask with the errors still happens.
+    retryable: bool = True
 
     def __init__(
         self,

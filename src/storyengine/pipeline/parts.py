@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from ..sanity import similar
+from ..sanity import similar, words
 from ..schemas import (
     EVALUATION_CRITERIA,
     CriterionScore,
@@ -147,6 +147,29 @@ class Part:
         return ", ".join(
             f"{k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}" for k, v in value.items()
         )
+
+
+def instruction_echo(part: Part, value: dict[str, Any]) -> str | None:
+    """A text field that only repeats what the part was asked ("the setting: where and when the
+    story happens" answered ", where and when the story happens, in one sentence.", measured)."""
+    asked = [part.what] + [
+        str(prop.get("description"))
+        for prop in part.schema.get("properties", {}).values()
+        if prop.get("description")
+    ]
+    for key, text in value.items():
+        if isinstance(text, str) and any(_echoes(text, instruction) for instruction in asked):
+            return f"{key} {text[:80]!r} repeats the instructions; write what the story says instead"
+    return None
+
+
+def _echoes(text: str, instruction: str) -> bool:
+    """`similar`, or four words or more nearly all taken from the instruction ("What theresa says,
+    in the words of the notes." for "line 1 of 4: what Theresa says, in the words of the notes")."""
+    said = set(words(text))
+    return similar(text, instruction) or (
+        len(said) >= 4 and len(said - set(words(instruction))) <= len(said) // 8
+    )
 
 
 def notes_slice(draft: str, index: int, total: int) -> str:
@@ -447,7 +470,7 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
         what = f"line {i + 1} of {count} of the dialogue: " + (
             "who speaks and what they say (new words, not a repeat)"
             if words is None
-            else f"what {speaker} says, in the words of the notes"
+            else f"{speaker}'s words from the notes"
         )
         parts.append(
             Part(

@@ -43,7 +43,7 @@ from ..routing.instrument import short_error
 from ..routing.router import Route, Router
 from ..structuring import decoding_schema, format_errors, validate_json_payload
 from ..types import Completion, CompletionRequest
-from .parts import Part, answer_token_bound
+from .parts import Part, answer_token_bound, instruction_echo
 
 logger = logging.getLogger("storyengine")
 R = TypeVar("R")
@@ -452,11 +452,19 @@ class TwoStage:
         fields = set(part.schema["properties"])
 
         def validate(text: str) -> dict[str, Any]:
-            value = validate_json_payload(text, part.model).model_dump(include=fields)
-            problem = part.check(value, assembled) if part.check else None
-            if problem:
-                errors = [{"loc": [], "msg": problem, "type": "value_error"}]
-                raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
+            try:
+                value = validate_json_payload(text, part.model).model_dump(include=fields)
+                problem = instruction_echo(part, value) or (
+                    part.check(value, assembled) if part.check else None
+                )
+                if problem:
+                    errors = [{"loc": [], "msg": problem, "type": "value_error"}]
+                    raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
+            except SchemaValidationError as exc:
+                # An optional part gets one answer and one re-ask, then is left out: measured, a tiny
+                # model's further draws of a repeated fact repeat it (7 attempts thrown away a story).
+                exc.retryable = not part.optional
+                raise
             return value
 
         completion = await self._ask(component, request, validate, meta, route, reask=True)

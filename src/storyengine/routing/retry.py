@@ -310,7 +310,7 @@ def looping(text: str) -> bool:
 
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, SchemaValidationError):
-        return True
+        return error.retryable
     return isinstance(error, ProviderError) and error.retryable
 
 
