@@ -117,6 +117,11 @@ def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:
     line = dialogue_parts(["Theresa", "Ava"], lines=2, draft="Theresa: Hello there.\nAva: Hi.")[0]
     assert instruction_echo(line, {"speaker": "Theresa", "text": "Theresa's words from the notes."})
     assert instruction_echo(line, {"speaker": "Theresa", "text": "Hello there, the notes are mine."}) is None
+    summary = scene_parts(["Ana"])[1]
+    earlier = {"title": "The Story of Love", "setting": "A bakery."}
+    echo = instruction_echo(summary, {"summary": "The Story of Love, setting: a bakery."}, earlier)
+    assert echo is not None and "'setting:'" in echo
+    assert instruction_echo(summary, {"summary": "Ana bakes the cake before the wedding."}, earlier) is None
 
 
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:

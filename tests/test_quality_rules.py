@@ -188,6 +188,9 @@ def test_speech_that_repeats_for_effect_is_not_a_loop(text: str) -> None:
         "He reads the lett",
         "Ana and Bo,",
         "The ship comes wh",
+        # SmolLM2's bible setting, measured: the grammar's full stop after a comma
+        "In this enchanting realm, where imagination knows no end,.",
+        "They wait for the tide;!",
     ],
 )
 def test_prose_cut_off_mid_word_or_sentence_is_rejected(text: str) -> None:
@@ -207,6 +210,7 @@ def test_prose_cut_off_mid_word_or_sentence_is_rejected(text: str) -> None:
         "It is 1920",
         "They sail at dawn",
         "Nobody comes back (at first)",
+        "And then, silence...",
     ],
 )
 def test_finished_prose_without_a_full_stop_is_accepted(text: str) -> None:

@@ -163,6 +163,8 @@ def cut_off_problem(text: str) -> str | None:
         found = _WORD.findall(body)
         last = found[-1] if found else ""
         trailing = stripped.endswith(("…", "..."))  # an ellipsis trails off on purpose
+        if body[-1:] in (",", ";", ":") and not trailing:  # "where imagination knows no end,."
+            return f"{_clip(text)!r} stops mid-sentence; finish the sentence and end it with a full stop"
         if last and body.endswith(last) and last[0].islower() and not trailing:
             if last.casefold() in DANGLING or fragment(last):
                 return f"{_clip(text)!r} is cut off ({last!r} does not end a sentence); finish the sentence"

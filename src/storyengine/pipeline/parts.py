@@ -149,17 +149,28 @@ class Part:
         )
 
 
-def instruction_echo(part: Part, value: dict[str, Any]) -> str | None:
+def instruction_echo(
+    part: Part, value: dict[str, Any], assembled: dict[str, Any] | None = None
+) -> str | None:
     """A text field that only repeats what the part was asked ("the setting: where and when the
-    story happens" answered ", where and when the story happens, in one sentence.", measured)."""
+    story happens" answered ", where and when the story happens, in one sentence.", measured), or
+    copies a key of the object as a label ("The Story of Love, setting: Sophia's Dream", a summary
+    that copied the "Already written" line)."""
+    keys = [k for k in assembled or {} if k not in part.schema.get("properties", {})]  # earlier parts' keys
+    label = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in keys) + r")\s*:", re.I) if keys else None
     asked = [part.what] + [
         str(prop.get("description"))
         for prop in part.schema.get("properties", {}).values()
         if prop.get("description")
     ]
     for key, text in value.items():
-        if isinstance(text, str) and (_PLACEHOLDER.search(text) or any(_echoes(text, i) for i in asked)):
+        if not isinstance(text, str):
+            continue
+        if _PLACEHOLDER.search(text) or any(_echoes(text, i) for i in asked):
             return f"{key} {text[:80]!r} repeats the instructions; write what the story says instead"
+        copied = label.search(text) if label else None
+        if copied:
+            return f"{key} {text[:80]!r} copies the label {copied.group(0)!r}; write only the {key} itself"
     return None
 
 

@@ -445,7 +445,7 @@ class TwoStage:
         def validate(text: str) -> dict[str, Any]:
             try:
                 value = validate_json_payload(text, part.model).model_dump(include=fields)
-                problem = instruction_echo(part, value) or (
+                problem = instruction_echo(part, value, assembled) or (
                     part.check(value, assembled) if part.check else None
                 )
                 if problem:
