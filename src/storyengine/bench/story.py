@@ -299,6 +299,12 @@ async def run_story_bench(
                 story = await engine.generate(PREMISE, scenes=scenes, seed=seed)
             except StoryEngineError as exc:
                 report.summary["failed"] = str(exc).split(" — ")[0][:300]
+                cause = getattr(exc, "cause", exc)
+                tried = [
+                    str(a.get("errors", ""))[:300] for a in getattr(cause, "attempts", []) if not a.get("ok")
+                ]
+                report.summary["failed_attempts"] = tried
+                report.notes.extend(f"failed attempt: {why}" for why in tried)
             wall = time.perf_counter() - started
             busy = busy_seconds(all_calls(providers), since=started)
             provider_calls = len(all_calls(providers))
