@@ -20,6 +20,7 @@ from storyengine.pipeline.parts import (
     plot_parts,
     purpose_schema,
     scene_parts,
+    schema_outline,
     tension_band,
 )
 from storyengine.schemas import EVALUATION_CRITERIA, Dialogue, PlotStructure, Scene
@@ -115,13 +116,29 @@ def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:
     assert problem is not None and "repeats the instructions" in problem
     assert instruction_echo(setting, {"setting": "A stone lighthouse on a northern island, in 1890."}) is None
     line = dialogue_parts(["Theresa", "Ava"], lines=2, draft="Theresa: Hello there.\nAva: Hi.")[0]
-    assert instruction_echo(line, {"speaker": "Theresa", "text": "Theresa's words from the notes."})
+    assert instruction_echo(
+        line, {"speaker": "Theresa", "text": "Line 1 of 2 of the dialogue, Theresa's line."}
+    )
+    assert instruction_echo(line, {"speaker": "Theresa", "text": "<up to 160 characters> Hello there."})
     assert instruction_echo(line, {"speaker": "Theresa", "text": "Hello there, the notes are mine."}) is None
     summary = scene_parts(["Ana"])[1]
     earlier = {"title": "The Story of Love", "setting": "A bakery."}
     echo = instruction_echo(summary, {"summary": "The Story of Love, setting: a bakery."}, earlier)
     assert echo is not None and "'setting:'" in echo
     assert instruction_echo(summary, {"summary": "Ana bakes the cake before the wedding."}, earlier) is None
+
+
+def test_a_part_prompt_shows_the_shape_to_fill_not_the_schema() -> None:
+    line = dialogue_parts(["Mara", "Tom"], lines=2)[1]
+    assert schema_outline(line.schema) == '{"speaker": "Tom", "text": ""}'
+    characters = scene_parts(["Mara", "Tom"])[-1]
+    assert schema_outline(characters.schema) == '{"characters": [<one of: Mara | Tom>, ... (1 to 2 items)]}'
+    beat = plot_parts(3, characters=1)[2]
+    assert callable(beat)
+    outline = schema_outline(
+        beat({"title": "T", "structure_type": "three-act", "characters": ["Mara"]}).schema
+    )
+    assert '"name": ""' in outline and '"tension": <' in outline and "maxLength" not in outline
 
 
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:

@@ -482,9 +482,7 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
             item, ["speaker", "text"], {"speaker": {"enum": [speaker]}, "text": {"maxLength": 160}}
         )
         what = f"line {i + 1} of {count} of the dialogue: " + (
-            "who speaks and what they say (new words, not a repeat)"
-            if words is None
-            else f"{speaker}'s words from the notes"
+            "who speaks and what they say (new words, not a repeat)" if words is None else f"{speaker}'s line"
         )
         parts.append(
             Part(
@@ -689,9 +687,11 @@ def _distinct_scalar(key: str) -> CrossCheck:
 
 
 def schema_outline(schema: dict[str, Any]) -> str:
-    """The part's JSON shape as the prompt shows it: its keys in order, each with its fixed value or
-    a short placeholder (`{"speaker": "Mara", "text": "<up to 160 characters>"}`). The grammar
-    holds the model to the full schema; the prompt only needs the shape, in a fifth of the tokens."""
+    """The part's JSON shape as the prompt shows it: its keys in order, each with its fixed value,
+    its choices, or an empty string to fill (`{"speaker": "Mara", "text": ""}`). The grammar holds
+    the model to the full schema (lengths, patterns); the prompt only needs the shape, in a fifth of
+    the tokens. Measured: shown "<up to 160 characters>", SmolLM2 wrote it into the text on all six
+    attempts of a dialogue line."""
     return _outline(schema)
 
 
@@ -713,9 +713,8 @@ def _outline(schema: dict[str, Any]) -> str:
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         count = f"{low} to {high} items" if high is not None else f"at least {low} items"
         return f"[{_outline(schema.get('items', {}))}, ... ({count})]"
-    if kind == "string":
-        about = f"{schema['description']}, " if schema.get("description") else ""
-        return f'"<{about}up to {schema.get("maxLength", "any number of")} characters>"'
+    if kind == "string":  # empty: a placeholder in words is what a tiny model copies (measured)
+        return '""'
     if kind == "integer" and "minimum" in schema and "maximum" in schema:
         return f"<{schema['minimum']} to {schema['maximum']}>"
     return f"<{kind or 'value'}>"
