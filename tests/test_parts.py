@@ -141,6 +141,12 @@ def test_a_part_prompt_shows_the_shape_to_fill_not_the_schema() -> None:
     assert '"name": ""' in outline and '"tension": <' in outline and "maxLength" not in outline
 
 
+def test_the_scene_summary_is_asked_from_the_notes_alone() -> None:
+    title, summary, characters = scene_parts(["Ana"])
+    assert not summary.sees_earlier  # SmolLM2 copied "Already written: title: …, setting: …" into it
+    assert title.sees_earlier and characters.sees_earlier
+
+
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:
     characters = scene_parts(["Ana", "Bo"])[-1]
     assert isinstance(characters, Part) and characters.check is not None

@@ -116,6 +116,10 @@ class Part:
     # The notes this part alone is shown, made by code (a dialogue line's words from the draft's
     # script); like a slice, the earlier parts are not shown.
     own_notes: str | None = None
+    # Whether the prompt lists the parts already written ("Already written: title: ..., setting:
+    # ..."); a part that needs only the notes is better off without: measured, SmolLM2 wrote that
+    # line into the scene summary on every attempt.
+    notes_only: bool = False
     scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
     # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
     # of its list are left out (and said so in the metadata) instead of failing the object.
@@ -133,7 +137,7 @@ class Part:
     @property
     def sees_earlier(self) -> bool:
         """Whether the prompt shows the parts already written (not when it has notes of its own)."""
-        return self.slice_of is None and self.own_notes is None
+        return not self.notes_only and self.slice_of is None and self.own_notes is None
 
     def merge(self, assembled: dict[str, Any], value: dict[str, Any]) -> None:
         if self.item_of is None:
@@ -438,6 +442,7 @@ def scene_parts(cast: list[str]) -> list[Part]:
             _model_of(Scene, ["summary"]),
             check=_differs("summary", "title"),
             from_notes=_summary_from_draft,
+            notes_only=True,
         ),
         Part(
             "the characters who appear in the scene, each named once",

@@ -452,9 +452,10 @@ class TwoStage:
                     errors = [{"loc": [], "msg": problem, "type": "value_error"}]
                     raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
             except SchemaValidationError as exc:
-                # An optional part gets one answer and one re-ask, then is left out: measured, a tiny
-                # model's further draws of a repeated fact repeat it (7 attempts thrown away a story).
-                exc.retryable = not part.optional
+                # A part that can be left out or made from the notes gets one answer and one re-ask:
+                # measured, a tiny model's further draws of a repeated fact repeat it (7 attempts
+                # thrown away in one story).
+                exc.retryable = not (part.optional or part.from_notes)
                 raise
             return value
 
