@@ -359,3 +359,16 @@ def test_places_and_possessives_are_not_people_outside_the_cast() -> None:
     assert names_in("Then Aria's bread rose while Aria sang.") == ["Aria"]  # one name, not two
     assert names_in(prose + " Then Tom waved.", frozenset({"ava", "theresa"})) == ["Tom"]
     assert names_in("Then John Hall and Kim Park waved.") == ["Hall", "John", "Kim", "Park"]  # surnames
+
+
+def test_things_after_the_and_places_named_once_are_not_people() -> None:
+    from storyengine.drafts import cast_problems, names_in
+
+    # SmolLM2's scene draft (bench story --seed 5), drawn again for "Ashwood, Council, Royal, Wedding"
+    prose = (
+        "In a bustling city of Ashwood, the royal wedding is about to take place. The Royal Council "
+        "has assembled a team of bakers. Sophia walks in, greeted by the Royal Council's team, who "
+        "bake in Ashwood for the Royal Wedding."
+    )
+    assert cast_problems(["Sophia"], prose) == []
+    assert names_in(prose + " Then Marco waved.", frozenset({"sophia"})) == ["Marco"]

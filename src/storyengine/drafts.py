@@ -268,25 +268,36 @@ _PLACE_OF = re.compile(
 )
 
 
-def _place_words(sentence: str) -> set[int]:
-    """Offsets of the words of `sentence` that belong to a place's name (see PLACE_WORDS)."""
-    spans = [m.span() for m in _CAPITALISED_RUN.finditer(sentence) if PLACE_WORDS & set(words(m.group()))]
-    spans += [m.span(1) for m in _PLACE_OF.finditer(sentence)]
-    return {a + word.start() for a, b in spans for word in re.finditer(r"\S+", sentence[a:b])}
+# A capitalised run after "the" names a thing or a body, not a person ("the Royal Council",
+# "the Royal Wedding"): people are not "the Sophia".
+_AFTER_THE = re.compile(r"\b[Tt]he\s+([A-Z][\w'’-]*(?:\s+(?:of\s+(?:the\s+)?)?[A-Z][\w'’-]*)*)")
+
+
+def place_names(text: str) -> set[str]:
+    """Words (lower case) that `text` uses in the name of a place or a thing: in a run with a
+    PLACE_WORD, after "<place noun> of", or after "the". Once "the city of Ashwood" is a place,
+    "in Ashwood" is one too."""
+    found: set[str] = set()
+    for sentence in sentences(text):
+        runs = [m.group() for m in _CAPITALISED_RUN.finditer(sentence) if PLACE_WORDS & set(words(m.group()))]
+        runs += [m.group(1) for m in _PLACE_OF.finditer(sentence)]
+        runs += [m.group(1) for m in _AFTER_THE.finditer(sentence)]
+        found.update(w for run in runs for w in words(run) if w not in ("of", "the"))
+    return found
 
 
 def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, not part
-    of a place's name, a person's name by sanity.person_name_problem), except those in `known`
+    """Capitalised words `text` uses as names (not at a sentence start, not a stop word, not in a
+    place's name anywhere in the text, a person's name by sanity.person_name_problem), except those in `known`
     (lower case), sorted. A possessive is its name ("Aria's" is Aria)."""
     found: set[str] = set()
+    places = place_names(text)
     for sentence in sentences(text):
-        places = _place_words(sentence)
         for match in re.finditer(r"(?<=[\s,;(])([A-Z][a-z]+(?:['’-][A-Za-z]+)?)\b", sentence):
-            if match.start(1) in places:
-                continue
             name = re.sub(r"['’]s$", "", match.group(1))
             lower = name.casefold()
+            if lower in places:
+                continue
             stem = re.sub(r"['’](?:re|ll|ve|d|m|t)$", "", lower)  # "It's", "You're": not names
             if lower in known or lower in STOPWORDS or stem in STOPWORDS or name in ("I", "I'm"):
                 continue
