@@ -198,6 +198,10 @@ CLEANING = [
     ("She says no no no no no no no. The lamp is out.", "The lamp is out."),
     ("Scene 2: Bo waits.\nHe  waits   long.", "Bo waits. He waits long."),
     ("unfinished", ""),
+    (
+        "A rose by the color of the month (tension 2/10). The lamp is out.",
+        "A rose by the color of the month. The lamp is out.",
+    ),
 ]
 
 

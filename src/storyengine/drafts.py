@@ -69,11 +69,16 @@ _PREFIX = re.compile(
 _HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*.*|title\s*:.*|scene\s+\d+.*)$", re.I)
 
 
+# The prompt's own note on a beat, copied into a draft ("... of the month (tension 2/10).").
+_PROMPT_NOTE = re.compile(r"\s*\(tension\s+\d+\s*/\s*10\)", re.I)
+
+
 def clean_prose(text: str) -> str:
     """A stage-1 draft as prose a reader gets.
 
     Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
-    "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), sentences said before (a
+    "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), the prompt's beat notes
+    ("(tension 2/10)"), sentences said before (a
     loop) and sentences that loop inside, and the unfinished sentence that ends a paragraph
     (a heading-like line without a full stop goes with it). Paragraphs stay
     paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
@@ -90,6 +95,7 @@ def clean_prose(text: str) -> str:
         if _HEADING_LINE.match(line) and not TERMINAL_END.search(line.strip().rstrip("*")):
             continue
         line = re.sub(r"\*\*|__|`+|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w)", "", line).replace("#", "")
+        line = _PROMPT_NOTE.sub("", line)
         if line.strip():
             current.append(line.strip())
     if current:
