@@ -153,6 +153,11 @@ class Part:
         )
 
 
+_PLACEHOLDER = re.compile(
+    r"<[^<>]*>|\bup to \d+ characters\b", re.I
+)  # a placeholder, as a shape or schema text shows one
+
+
 def instruction_echo(
     part: Part, value: dict[str, Any], assembled: dict[str, Any] | None = None
 ) -> str | None:
@@ -176,9 +181,6 @@ def instruction_echo(
         if copied:
             return f"{key} {text[:80]!r} copies the label {copied.group(0)!r}; write only the {key} itself"
     return None
-
-
-_PLACEHOLDER = re.compile(r"<[^<>]*>|\bup to \d+ characters\b", re.I)  # schema_outline's placeholders
 
 
 def _echoes(text: str, instruction: str) -> bool:
@@ -481,7 +483,7 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
     count = len(script) or lines
     parts = []
     for i in range(count):
-        # Turn-taking: the cast speaks in turn, so nobody answers themselves.
+        # The script's speaker, or turn-taking (the cast speaks in turn: nobody answers themselves).
         speaker, words = script[i] if script else (cast[i % len(cast)], None)
         part_schema = _slice(
             item, ["speaker", "text"], {"speaker": {"enum": [speaker]}, "text": {"maxLength": 160}}
