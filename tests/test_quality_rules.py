@@ -122,6 +122,9 @@ def test_json_debris_is_rejected(text: str) -> None:
         # SmolLM2's dialogue lines, measured (bench story --seed 5): talk about the format itself
         "This is a JSON object that matches the schema you provided.",
         "This is a json object that has multiple properties, including one with the enum.",
+        # SmolLM2's scene setting and summary, measured (bench story --seed 5)
+        "Amaranthakeh, Greece 2018-04-30 at 1:57:59.633333 (UTC +1), Ares Olympus.",
+        "A rose by the color of the month (tension 2/10). The stories unfold.",
     ],
 )
 def test_schema_and_code_text_is_rejected(text: str) -> None:
@@ -215,6 +218,16 @@ def test_prose_cut_off_mid_word_or_sentence_is_rejected(text: str) -> None:
 )
 def test_finished_prose_without_a_full_stop_is_accepted(text: str) -> None:
     assert cut_off_problem(text) is None
+
+
+def test_a_title_that_trails_off_on_a_comma_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="trails off"):
+        Scene.model_validate(
+            {"title": "The Beat ,", "setting": "A room.", "summary": "They talk.", "characters": ["Ana"]}
+        )
+    assert Scene.model_validate(
+        {"title": "The Beat, Again", "setting": "A room.", "summary": "They talk.", "characters": ["Ana"]}
+    )
 
 
 def test_titles_and_names_are_not_checked_for_cut_offs() -> None:

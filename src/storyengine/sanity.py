@@ -54,6 +54,7 @@ _SCHEMA_ECHO = re.compile(
     r"\b(?:min|max)(?:Length|Items|imum)\s*:|\badditionalProperties\b|\brequired\s*:\s*(?:true|false)\b"
     r"|(?:\d+\s*:\s*\d+\s*,\s*){3}|\b[a-z]+[A-Z]\w*\(\)|\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}"
     r"|(?i:\bjson\b|\bschemas?\b|\benums?\b)"
+    r"|\b\d{1,2}:\d{2}:\d{2}\.\d|\(tension\s+\d+\s*/\s*10\)"  # "1:57:59.633333", the prompt's beat note
 )
 
 
@@ -147,6 +148,14 @@ def fragment(word: str) -> bool:
     if not any(c in VOWELS for c in w):
         return True
     return bool(_FRAGMENT_END.search(w))
+
+
+def trailing_problem(text: str) -> str | None:
+    """A title or phrase that trails off on a comma, semicolon or colon ("The Beat ,")."""
+    stripped = text.rstrip()
+    if stripped[-1:] in (",", ";", ":"):
+        return f"{_clip(text)!r} trails off on {stripped[-1]!r}; end it with its last word"
+    return None
 
 
 def cut_off_problem(text: str) -> str | None:

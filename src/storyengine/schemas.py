@@ -50,6 +50,7 @@ from .sanity import (
     person_name_problem,
     similar,
     speech_problem,
+    trailing_problem,
 )
 
 NAME_MAX = 80
@@ -93,7 +94,7 @@ PersonName = Annotated[
 ]
 """A character's name: one to four capitalised words ("José", "O'Neil", "Mary-Jane"); a name written
 all in lower case ("bo") is capitalised first."""
-Label = Annotated[str, _bounded(LABEL_MAX), _rule(debris_problem, loop_problem)]
+Label = Annotated[str, _bounded(LABEL_MAX), _rule(debris_problem, loop_problem, trailing_problem)]
 """A title or a short phrase: no final punctuation needed."""
 Text = Annotated[str, _bounded(TEXT_MAX), _rule(debris_problem, loop_problem, cut_off_problem)]
 """Prose: a sentence or more, which must not stop mid-sentence or mid-word."""
