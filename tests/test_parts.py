@@ -130,7 +130,7 @@ def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:
 
 def test_a_part_prompt_shows_the_shape_to_fill_not_the_schema() -> None:
     line = dialogue_parts(["Mara", "Tom"], lines=2)[1]
-    assert schema_outline(line.schema) == '{"speaker": "Tom", "text": ""}'
+    assert schema_outline(line.schema) == '{"speaker": "Tom", "text": ""}\n(text: at most 160 characters)'
     characters = scene_parts(["Mara", "Tom"])[-1]
     assert schema_outline(characters.schema) == '{"characters": [<one of: Mara | Tom>, ... (1 to 2 items)]}'
     beat = plot_parts(3, characters=1)[2]
@@ -139,6 +139,8 @@ def test_a_part_prompt_shows_the_shape_to_fill_not_the_schema() -> None:
         beat({"title": "T", "structure_type": "three-act", "characters": ["Mara"]}).schema
     )
     assert '"name": ""' in outline and '"tension": <' in outline and "maxLength" not in outline
+    assert '"purpose": "Sets up "' in outline  # its fixed opening, where it belongs
+    assert outline.endswith("(name: at most 48 characters; purpose: 30 to 200 characters)")
 
 
 def test_the_scene_summary_is_asked_from_the_notes_alone() -> None:
