@@ -20,7 +20,6 @@ from storyengine.pipeline.parts import (
     plot_parts,
     purpose_schema,
     scene_parts,
-    schema_outline,
     tension_band,
 )
 from storyengine.schemas import EVALUATION_CRITERIA, Dialogue, PlotStructure, Scene
@@ -126,27 +125,6 @@ def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:
     echo = instruction_echo(summary, {"summary": "The Story of Love, setting: a bakery."}, earlier)
     assert echo is not None and "'setting:'" in echo
     assert instruction_echo(summary, {"summary": "Ana bakes the cake before the wedding."}, earlier) is None
-
-
-def test_a_part_prompt_shows_the_shape_to_fill_not_the_schema() -> None:
-    line = dialogue_parts(["Mara", "Tom"], lines=2)[1]
-    assert schema_outline(line.schema) == '{"speaker": "Tom", "text": ""}\n(text: at most 160 characters)'
-    characters = scene_parts(["Mara", "Tom"])[-1]
-    assert schema_outline(characters.schema) == '{"characters": [<one of: Mara | Tom>, ... (1 to 2 items)]}'
-    beat = plot_parts(3, characters=1)[2]
-    assert callable(beat)
-    outline = schema_outline(
-        beat({"title": "T", "structure_type": "three-act", "characters": ["Mara"]}).schema
-    )
-    assert '"name": ""' in outline and '"tension": <' in outline and "maxLength" not in outline
-    assert '"purpose": "Sets up "' in outline  # its fixed opening, where it belongs
-    assert outline.endswith("(name: at most 48 characters; purpose: 30 to 200 characters)")
-
-
-def test_the_scene_summary_is_asked_from_the_notes_alone() -> None:
-    title, summary, characters = scene_parts(["Ana"])
-    assert not summary.sees_earlier  # SmolLM2 copied "Already written: title: …, setting: …" into it
-    assert title.sees_earlier and characters.sees_earlier
 
 
 def test_a_scene_part_that_lists_a_character_twice_is_rejected_for_a_retry() -> None:

@@ -690,56 +690,6 @@ def _distinct_scalar(key: str) -> CrossCheck:
     return check
 
 
-# -- what a part's prompt shows of its schema ----------------------------------------------------
-
-
-def schema_outline(schema: dict[str, Any]) -> str:
-    """The part's JSON shape as the prompt shows it: its keys in order, each with its fixed value,
-    its choices, or an empty string to fill (`{"speaker": "Mara", "text": ""}`). The grammar holds
-    the model to the full schema (lengths, patterns); the prompt only needs the shape, in a fifth of
-    the tokens. Measured: shown "<up to 160 characters>", SmolLM2 wrote it into the text on all six
-    attempts of a dialogue line. The lengths follow the shape, in words, outside any value."""
-    lengths = [
-        f"{key}: {_length(prop)}"
-        for key, prop in schema.get("properties", {}).items()
-        if prop.get("type") == "string" and "enum" not in prop and _length(prop)
-    ]
-    return _outline(schema) + (f"\n({'; '.join(lengths)})" if lengths else "")
-
-
-def _length(prop: dict[str, Any]) -> str:
-    low, high = prop.get("minLength", 0), prop.get("maxLength")
-    if high is None:
-        return f"at least {low} characters" if low > 1 else ""
-    return f"{low} to {high} characters" if low > 1 else f"at most {high} characters"
-
-
-def _outline(schema: dict[str, Any]) -> str:
-    if "enum" in schema:
-        values = schema["enum"]
-        if len(values) == 1:
-            return json.dumps(values[0], ensure_ascii=False)
-        if all(isinstance(v, int) for v in values):
-            return f"<{min(values)} to {max(values)}>"
-        return "<one of: " + " | ".join(str(v) for v in values) + ">"
-    kind = schema.get("type")
-    if kind == "object":
-        fields = ", ".join(
-            f"{json.dumps(key)}: {_outline(value)}" for key, value in schema.get("properties", {}).items()
-        )
-        return "{" + fields + "}"
-    if kind == "array":
-        low, high = schema.get("minItems", 0), schema.get("maxItems")
-        count = f"{low} to {high} items" if high is not None else f"at least {low} items"
-        return f"[{_outline(schema.get('items', {}))}, ... ({count})]"
-    if kind == "string":  # empty: a placeholder in words is what a tiny model copies (measured)
-        opener = re.match(r"\^([A-Za-z ,']+?) \[", schema.get("pattern", ""))  # a fixed opening
-        return json.dumps(f"{opener.group(1)} " if opener else "", ensure_ascii=False)
-    if kind == "integer" and "minimum" in schema and "maximum" in schema:
-        return f"<{schema['minimum']} to {schema['maximum']}>"
-    return f"<{kind or 'value'}>"
-
-
 # -- how long an answer can be -------------------------------------------------------------------
 
 # Between JSON tokens llama.cpp's schema grammar allows at most one space (`space ::= " "?`);
