@@ -285,3 +285,19 @@ def test_logs_on_a_corrupt_file_is_a_one_line_error(config_with_log: tuple[Path,
     assert result.exit_code == 2
     assert result.output.startswith("storyengine: error: cannot read the run log")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_logged_invalid_answer_says_which_rule_it_broke() -> None:
+    from storyengine.errors import SchemaValidationError
+    from storyengine.routing.instrument import short_error
+
+    error = SchemaValidationError(
+        "the output is not a valid PlotBeat: 1 validation error(s)",
+        raw_text="{}",
+        validation_errors=[
+            {"loc": ["purpose"], "msg": "the purpose only repeats its name", "type": "value_error"}
+        ],
+    )
+    text = short_error(error)
+    assert text is not None and text.endswith("(the purpose only repeats its name)")
+    assert short_error("plain") == "plain"

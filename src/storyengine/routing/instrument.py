@@ -378,6 +378,9 @@ def short_error(error: BaseException | str | None) -> str | None:
     if error is None:
         return None
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    first = (getattr(error, "validation_errors", None) or [{}])[0].get("msg")
+    if first and first not in text:  # which rule fired, not only "1 validation error(s)"
+        text = f"{text} ({first})"
     text = scrub(text, secret_values())  # every configured key, whatever its name
     text = _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + "***", " ".join(text.split()))
     return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
