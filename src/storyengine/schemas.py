@@ -50,7 +50,8 @@ from .sanity import (
     person_name_problem,
     similar,
     speech_problem,
-    trailing_problem,
+    tidy_end,
+    tidy_sentence_end,
 )
 
 NAME_MAX = 80
@@ -87,19 +88,27 @@ def _bounded(limit: int) -> StringConstraints:
 
 # The sanity rules ride on the field types, so they hold wherever a field is validated: the
 # whole model, a part of it (parts.py copies the field), a story.json read from disk.
-Name = Annotated[str, _bounded(NAME_MAX), _rule(debris_problem, loop_problem)]
+Name = Annotated[str, _bounded(NAME_MAX), AfterValidator(tidy_end), _rule(debris_problem, loop_problem)]
 """A short name of a thing: a beat, a structure type."""
 PersonName = Annotated[
     str, _bounded(NAME_MAX), AfterValidator(capitalise_lower_case), _rule(debris_problem, person_name_problem)
 ]
 """A character's name: one to four capitalised words ("José", "O'Neil", "Mary-Jane"); a name written
 all in lower case ("bo") is capitalised first."""
-Label = Annotated[str, _bounded(LABEL_MAX), _rule(debris_problem, loop_problem, trailing_problem)]
+Label = Annotated[str, _bounded(LABEL_MAX), AfterValidator(tidy_end), _rule(debris_problem, loop_problem)]
 """A title or a short phrase: no final punctuation needed."""
-Text = Annotated[str, _bounded(TEXT_MAX), _rule(debris_problem, loop_problem, cut_off_problem)]
+Text = Annotated[
+    str,
+    _bounded(TEXT_MAX),
+    AfterValidator(tidy_sentence_end),
+    _rule(debris_problem, loop_problem, cut_off_problem),
+]
 """Prose: a sentence or more, which must not stop mid-sentence or mid-word."""
 Speech = Annotated[
-    str, _bounded(TEXT_MAX), _rule(debris_problem, speech_problem, loop_problem, cut_off_problem)
+    str,
+    _bounded(TEXT_MAX),
+    AfterValidator(tidy_sentence_end),
+    _rule(debris_problem, speech_problem, loop_problem, cut_off_problem),
 ]
 """What a character says: words spoken, not a description, a list or a stage direction."""
 Premise = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PREMISE_MAX)]
