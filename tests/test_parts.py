@@ -103,6 +103,16 @@ def test_a_script_draft_gives_each_line_part_its_speaker_and_only_its_words() ->
     assert [p.schema["properties"]["speaker"]["enum"] for p in plan] == [["Theresa"], ["Ava"], ["Theresa"]]
     assert [p.notes(draft) for p in plan] == ["Ah, you came.", "Of course. Where is the cake?", "Gone."]
     assert not any(p.sees_earlier for p in plan)
+    said = "I am Alec, I shall tell you about my past."
+    looping = f"Ava: {said}\nTheresa: {said}\n"
+    assert [
+        p.notes(looping + draft) for p in dialogue_parts(["Theresa", "Ava"], lines=4, draft=looping + draft)
+    ] == [
+        "I am Alec, I shall tell you about my past.",
+        "Ah, you came.",
+        "Of course. Where is the cake?",
+        "Gone.",
+    ]
     prose = dialogue_parts(["Theresa", "Ava"], lines=4, draft="Theresa: Only one line.\nThey leave.")
     assert [p.schema["properties"]["speaker"]["enum"] for p in prose] == [["Theresa"], ["Ava"]] * 2
 

@@ -457,7 +457,8 @@ def scene_parts(cast: list[str]) -> list[Part]:
 
 def script_lines(draft: str, cast: list[str]) -> list[tuple[str, str]]:
     """The draft's lines written as a script, "Name: words" or "Name (smiling): words", by a cast
-    member: (the cast's spelling of the name, the words without the label or a leading direction)."""
+    member: (the cast's spelling of the name, the words without the label or a leading direction),
+    each said once."""
     found = []
     for line in draft.splitlines():
         label = re.match(r"\s*([^:()\n]{1,40}?)\s*(?:\([^)\n]{0,60}\))?\s*:\s*(.+)", line)
@@ -465,7 +466,9 @@ def script_lines(draft: str, cast: list[str]) -> list[tuple[str, str]]:
             continue
         speaker = next((n for n in cast if name_key(n) == name_key(label.group(1))), None)
         words = re.sub(r"^\([^)\n]{0,60}\)\s*", "", label.group(2)).strip()
-        if speaker and words:
+        # A line the script already said (SmolLM2's scripts loop: "I am Alec, I shall tell you
+        # about my past and future." three times, by three speakers) is not a new line.
+        if speaker and words and not any(similar(words, said) for _, said in found):
             found.append((speaker, words))
     return found
 
