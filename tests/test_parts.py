@@ -113,8 +113,14 @@ def test_a_script_draft_gives_each_line_part_its_speaker_and_only_its_words() ->
         "Of course. Where is the cake?",
         "Gone.",
     ]
-    prose = dialogue_parts(["Theresa", "Ava"], lines=4, draft="Theresa: Only one line.\nThey leave.")
+    prose = dialogue_parts(
+        ["Theresa", "Ava"], lines=4, draft="Theresa: Only one line.\nThey leave. Bo waits. Go."
+    )
     assert [p.schema["properties"]["speaker"]["enum"] for p in prose] == [["Theresa"], ["Ava"]] * 2
+    # a two-sentence draft gives two lines, one sentence each (not four lines that copy them)
+    short = "Mine, the King of the Lion, ruled a kingdom.\nI am Alec, I shall tell you about my past."
+    two = dialogue_parts(["Alec", "Lionel", "Elian"], lines=4, draft=short)
+    assert [p.notes(short) for p in two] == short.split("\n")
 
 
 def test_an_answer_that_repeats_its_instructions_is_rejected() -> None:

@@ -192,6 +192,13 @@ def _echoes(text: str, instruction: str) -> bool:
     )
 
 
+def _units(draft: str) -> int:
+    """How many slices `notes_slice` can make of `draft`: its lines, or its sentences if more."""
+    lines = [line for line in draft.splitlines() if line.strip()]
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
+    return max(len(lines), len(sentences))
+
+
 def notes_slice(draft: str, index: int, total: int) -> str:
     """The `index`-th of `total` contiguous groups of the draft's lines (or sentences, if too few lines)."""
     units = [line.strip() for line in draft.splitlines() if line.strip()]
@@ -459,7 +466,7 @@ def script_lines(draft: str, cast: list[str]) -> list[tuple[str, str]]:
     """The draft's lines written as a script, "Name: words" or "Name (smiling): words", by a cast
     member: (the cast's spelling of the name, the words without the label or a leading direction),
     each said once."""
-    found = []
+    found: list[tuple[str, str]] = []
     for line in draft.splitlines():
         label = re.match(r"\s*([^:()\n]{1,40}?)\s*(?:\([^)\n]{0,60}\))?\s*:\s*(.+)", line)
         if not label:
@@ -483,7 +490,12 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
     script = script_lines(draft, cast)[:lines]
     if len(script) < 2:
         script = []
-    count = len(script) or lines
+    # No more lines than the draft has lines (or sentences) to slice: asked for four lines from a
+    # two-sentence draft, SmolLM2 said its second sentence three times, by three speakers.
+    if script:
+        count = len(script)
+    else:
+        count = max(2, min(lines, _units(draft))) if draft.strip() else lines
     parts = []
     for i in range(count):
         # The script's speaker, or turn-taking (the cast speaks in turn: nobody answers themselves).
@@ -501,7 +513,7 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
                 DialogueLine,
                 item_of="lines",
                 check=_all(_distinct("text", "line", allowed=1), _no_speaker_label(cast)),
-                slice_of=None if script else (i, lines),
+                slice_of=None if script else (i, count),
                 own_notes=words,
                 optional=i >= 2,  # a dialogue is at least an exchange
             )
