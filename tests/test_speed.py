@@ -53,6 +53,16 @@ def _part_prompt(draft: str, part: P.Part, earlier: str = "") -> str:
     return _chat_text(prompt.messages)
 
 
+def test_the_enhancement_prompt_starts_with_the_evaluation_prompt_up_to_the_story() -> None:
+    story = "Mara keeps the lighthouse. " * 30
+    evaluation = _chat_text(render("evaluation_freeform", {"premise": "P", "story": story}).messages)
+    enhancement = _chat_text(
+        render("enhancement_freeform", {"premise": "P", "story": story, "evaluation": "E"}).messages
+    )
+    shared = _prefix(evaluation, enhancement)
+    assert evaluation.index(story) + len(story) <= shared  # the system text, premise and story
+
+
 def test_parts_of_one_draft_share_the_draft_as_a_prefix() -> None:
     draft = "Mara keeps the lighthouse.\n" + "The storm breaks the lamp and she climbs the tower. " * 8
     scene = P.scene_parts(["Mara", "Tom"])

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from storyengine.bench.slow_server import SlowServer
-from storyengine.bench.story import bounds, token_accounting
+from storyengine.bench.story import bounds, thrown_away_by_component, token_accounting
 from storyengine.cli import main
 
 
@@ -121,3 +121,27 @@ def test_thrown_away_tokens_are_those_of_unused_attempts() -> None:
     assert headline["thrown_away_pct"] == pytest.approx(73.3)
     unknown = bounds(tokens, {"decode_tps": None, "prefill_tps": None}, evaluated=None, wall=6.0, busy=5.0)
     assert unknown["decode_bound_s"] is None and unknown["wall_over_decode_bound"] is None
+
+
+def test_thrown_away_tokens_are_told_per_component_with_their_reasons() -> None:
+    calls = [
+        {"kind": "attempt", "component": "scene", "stage": "freeform", "outcome": "ok", "call_id": "a",
+         "completion_tokens": 300, "params_snapshot": {"seed": 1}},  # redrawn: the step kept seed 2
+        {"kind": "attempt", "component": "scene", "stage": "freeform", "outcome": "ok", "call_id": "b",
+         "completion_tokens": 280, "params_snapshot": {"seed": 2}},
+        {"kind": "call", "component": "scene", "stage": "freeform", "outcome": "ok", "call_id": "a",
+         "params_snapshot": {"seed": 1}},
+        {"kind": "attempt", "component": "dialogue", "stage": "structuring", "outcome": "retry",
+         "completion_tokens": 30, "error": "SchemaValidationError: … (a repeated line)"},
+        {"kind": "attempt", "component": "dialogue", "stage": "structuring", "outcome": "ok",
+         "completion_tokens": 25},
+    ]  # fmt: skip
+    steps = {"scene.0.draft": {"component": "scene", "seed": 2, "stage1_text": "kept"}}
+    wasted = thrown_away_by_component(calls, steps)
+    assert list(wasted) == ["scene/freeform", "dialogue/structuring"]  # most tokens first
+    assert wasted["scene/freeform"] == {
+        "attempts": 1,
+        "tokens": 300,
+        "reasons": ["drawn again by a draft check"],
+    }
+    assert wasted["dialogue/structuring"]["reasons"] == ["SchemaValidationError: … (a repeated line)"]
