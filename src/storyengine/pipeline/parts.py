@@ -116,9 +116,9 @@ class Part:
     # The notes this part alone is shown, made by code (a dialogue line's words from the draft's
     # script); like a slice, the earlier parts are not shown.
     own_notes: str | None = None
-    # Whether the prompt lists the parts already written ("Already written: title: ..., setting:
-    # ..."); a part that needs only the notes is better off without: measured, SmolLM2 wrote that
-    # line into the scene summary on every attempt.
+    # True: the prompt does not list the parts already written ("Already written: title: ...,
+    # setting: ..."); a part that needs only the notes is better off without: measured, SmolLM2
+    # wrote that line into the scene summary on every attempt.
     notes_only: bool = False
     scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
     # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
@@ -153,9 +153,8 @@ class Part:
         )
 
 
-_PLACEHOLDER = re.compile(
-    r"<[^<>]*>|\bup to \d+ characters\b", re.I
-)  # a placeholder, as a shape or schema text shows one
+# A placeholder copied from a prompt into an answer ("<up to 160 characters> Hello.", measured).
+_PLACEHOLDER = re.compile(r"<[^<>]*>|\bup to \d+ characters\b", re.I)
 
 
 def instruction_echo(
