@@ -17,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from draft_requests import cut_off, draft_request
 from storyengine.pipeline import parts as P
 from storyengine.pipeline.parts import answer_token_bound, json_char_bound
 from storyengine.prompts import render as render_module
 from storyengine.prompts.render import render, skeleton_dir
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.retry import Retrying, looping
-from storyengine.types import Completion, CompletionRequest, Message, Usage
+from storyengine.types import Message
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -210,28 +211,10 @@ PROSE = (
 )
 
 
-def _cut(text: str) -> Completion:
-    return Completion(
-        text=text, finish_reason="length", usage=Usage(completion_tokens=400), model="m", provider="p"
-    )
-
-
-def _request(**update: Any) -> CompletionRequest:
-    fields: dict[str, Any] = {
-        "messages": (Message(role="user", content="Write scene 1."),),
-        "temperature": 0.8,
-        "seed": 7,
-        "max_tokens": 400,
-        "stage": "freeform",
-        "component": "scene",
-    }
-    return CompletionRequest(**{**fields, **update})
-
-
 async def test_a_looping_cut_off_draft_is_redrawn_with_a_new_seed_at_the_same_budget() -> None:
-    replies = iter([_cut(LOOP), "Mara lights the lamp. The ship turns home."])
+    replies = iter([cut_off(LOOP), "Mara lights the lamp. The ship turns home."])
     provider = ScriptedProvider(lambda r: next(replies))
-    completion = await Retrying(provider, attempts=3).generate(_request())
+    completion = await Retrying(provider, attempts=3).generate(draft_request())
     assert completion.text.startswith("Mara lights the lamp")
     first, second = provider.requests
     assert second.max_tokens == first.max_tokens == 400  # not doubled
@@ -240,17 +223,17 @@ async def test_a_looping_cut_off_draft_is_redrawn_with_a_new_seed_at_the_same_bu
 
 async def test_a_cut_off_answer_that_does_not_loop_still_gets_more_room() -> None:
     # (a stage-1 draft is kept as it is instead: see test_speed_loops.py)
-    replies = iter([_cut(PROSE), "Done."])
+    replies = iter([cut_off(PROSE), "Done."])
     provider = ScriptedProvider(lambda r: next(replies))
-    await Retrying(provider, attempts=3).generate(_request(stage="summarize"))
+    await Retrying(provider, attempts=3).generate(draft_request(stage="summarize"))
     assert [r.max_tokens for r in provider.requests] == [400, 800]
 
 
 async def test_a_loop_at_temperature_zero_or_in_structuring_is_not_redrawn_at_the_same_budget() -> None:
     for update in ({"temperature": 0.0}, {"seed": None}, {"stage": "structuring"}):
-        replies = iter([_cut(LOOP), "{}"])
+        replies = iter([cut_off(LOOP), "{}"])
         provider = ScriptedProvider(lambda r, replies=replies: next(replies))
-        await Retrying(provider, attempts=3).generate(_request(**update))
+        await Retrying(provider, attempts=3).generate(draft_request(**update))
         assert provider.requests[1].max_tokens == 800, update  # a new seed would not change a greedy answer
 
 

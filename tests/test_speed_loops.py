@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from draft_requests import cut_off, draft_request
 from storyengine.bench.story import token_accounting
 from storyengine.drafts import loop_start
 from storyengine.pipeline.engine import StoryEngine
@@ -20,7 +21,7 @@ from storyengine.providers.embedded import LoopWatch, _prefix_reusing, stop_at_l
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.retry import Retrying
-from storyengine.types import Completion, CompletionRequest, Message, Usage
+from storyengine.types import Completion, CompletionRequest
 
 LOOP = "Mara climbs the tower. The lamp is dark. " + "She lights the lamp and waits for the ship. " * 3
 PAIR = "The storm rises over the sea. Mara holds the rope. " * 2 + "The storm rises"
@@ -164,28 +165,10 @@ def test_a_stopped_answer_loses_its_loop_and_says_loop() -> None:
 # -- a draft cut off at max_tokens is kept, not drawn again with twice the room ------------------
 
 
-def _cut(text: str) -> Completion:
-    return Completion(
-        text=text, finish_reason="length", usage=Usage(completion_tokens=400), model="m", provider="p"
-    )
-
-
-def _request(**update: Any) -> CompletionRequest:
-    fields: dict[str, Any] = {
-        "messages": (Message(role="user", content="Write scene 1."),),
-        "temperature": 0.8,
-        "seed": 7,
-        "max_tokens": 400,
-        "stage": "freeform",
-        "component": "scene",
-    }
-    return CompletionRequest(**{**fields, **update})
-
-
 async def test_a_cut_off_draft_that_does_not_loop_is_kept_at_once() -> None:
     draft = "The night is loud.\n\n" + PROSE
-    provider = ScriptedProvider(lambda r: _cut(draft + " Then she wal"))
-    completion = await Retrying(provider, attempts=3).generate(_request())
+    provider = ScriptedProvider(lambda r: cut_off(draft + " Then she wal"))
+    completion = await Retrying(provider, attempts=3).generate(draft_request())
     assert provider.calls == 1
     assert completion.text == draft  # its unfinished last sentence dropped, its paragraphs kept
     assert completion.truncated  # the metadata still says it was cut off
@@ -194,15 +177,15 @@ async def test_a_cut_off_draft_that_does_not_loop_is_kept_at_once() -> None:
 async def test_only_a_draft_is_kept_at_once() -> None:
     # a cut-off draft that loops is still redrawn; so is one with no finished sentence
     for text in (LOOP + "She li", "She walks to the lamp and"):
-        replies = iter([_cut(text), "Mara lights the lamp."])
+        replies = iter([cut_off(text), "Mara lights the lamp."])
         provider = ScriptedProvider(lambda r, replies=replies: next(replies))
-        completion = await Retrying(provider, attempts=3).generate(_request())
+        completion = await Retrying(provider, attempts=3).generate(draft_request())
         assert provider.calls == 2 and completion.text == "Mara lights the lamp.", text
     # a summary cut off still gets more room; a structuring answer is never kept
     for stage in ("summarize", "structuring"):
-        replies = iter([_cut(PROSE + " Then"), "Done."])
+        replies = iter([cut_off(PROSE + " Then"), "Done."])
         provider = ScriptedProvider(lambda r, replies=replies: next(replies))
-        await Retrying(provider, attempts=3).generate(_request(stage=stage))
+        await Retrying(provider, attempts=3).generate(draft_request(stage=stage))
         assert [r.max_tokens for r in provider.requests] == [400, 800], stage
 
 
