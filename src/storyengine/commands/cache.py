@@ -16,6 +16,7 @@ import click
 from ..config import Settings, load_settings
 from ..errors import InputError
 from ..routing.cache_store import CacheStats, SqliteEntries, remove_cache_file
+from .options import config_option
 
 if TYPE_CHECKING:
     from ..routing.redis_store import RedisEntries
@@ -24,14 +25,6 @@ T = TypeVar("T")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Config file (default: $STORYENGINE_CONFIG, else the packaged default).",
-)
 
 
 def parse_duration(text: str) -> float:
@@ -130,7 +123,7 @@ def cache() -> None:
 
 
 @cache.command("stats")
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 def stats_command(config_path: Path | None, as_json: bool) -> None:
     """Entries, size, hits, misses and hit rate, overall and per component."""
@@ -139,7 +132,7 @@ def stats_command(config_path: Path | None, as_json: bool) -> None:
 
 
 @cache.command("clear")
-@_config_option
+@config_option
 @click.option(
     "--older-than",
     "older_than",

@@ -11,15 +11,19 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config.yaml to use (default: $STORYENGINE_CONFIG, else the packaged default).",
+)
+"""--config, as `config_path` (a Path or None)."""
+
+
 def route_options(f: F) -> F:
     """--config (as `config_path`, a Path) and --provider: which config, and which provider to route to."""
-    f = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="config.yaml to use (default: $STORYENGINE_CONFIG, else the packaged default).",
-    )(f)
+    f = config_option(f)
     return click.option(
         "--provider", default=None, help="Route every component to this configured provider."
     )(f)
