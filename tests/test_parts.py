@@ -208,7 +208,7 @@ NAMES_WITH_ANY_LETTERS = ["José", "O'Neil", "Zoë", "Mary-Jane", "Zoë Ó Súil
 def test_the_schemas_take_names_in_any_script() -> None:
     """The tiny grammar offers Latin letters with their diacritics; the models' own rule, which
     holds on every path, takes names in any script."""
-    from storyengine.sanity import person_name_problem
+    from storyengine.text.rules import person_name_problem
 
     for name in [*NAMES_WITH_ANY_LETTERS, "Ярослава", "李娜", "Αλέξανδρος"]:
         assert person_name_problem(name) is None, name

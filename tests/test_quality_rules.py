@@ -16,12 +16,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-
-from storyengine.config import parse_settings
-from storyengine.errors import SchemaValidationError
-from storyengine.pipeline.engine import StoryEngine
-from storyengine.providers.fake_story import story_script
-from storyengine.providers.scripted import ScriptedProvider
 from storyengine.sanity import (
     cut_off_problem,
     debris_problem,
@@ -31,6 +25,12 @@ from storyengine.sanity import (
     similar,
     speech_problem,
 )
+
+from storyengine.config import parse_settings
+from storyengine.errors import SchemaValidationError
+from storyengine.pipeline.engine import StoryEngine
+from storyengine.providers.fake_story import story_script
+from storyengine.providers.scripted import ScriptedProvider
 from storyengine.schemas import (
     EVALUATION_CRITERIA,
     Dialogue,

@@ -12,11 +12,11 @@ import pytest
 
 from storyengine.bench.story import probe_embedded
 from storyengine.config import EmbeddedProviderSettings
-from storyengine.drafts import loop_start
 from storyengine.pipeline import parts as P
 from storyengine.prompts.render import render
 from storyengine.providers.base import LOOP_STOP
 from storyengine.providers.embedded import EmbeddedProvider, LoadedModel
+from storyengine.text.loops import loop_start
 from storyengine.types import CompletionRequest, Message
 
 pytestmark = pytest.mark.model

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from draft_requests import cut_off, draft_request
 from storyengine.bench.story import token_accounting
-from storyengine.drafts import loop_start
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.base import LOOP_STOP
 from storyengine.providers.embedded import LoopWatch, _prefix_reusing, stop_at_loop
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.retry import Retrying
+from storyengine.text.loops import loop_start
 from storyengine.types import Completion, CompletionRequest
 
 LOOP = "Mara climbs the tower. The lamp is dark. " + "She lights the lamp and waits for the ship. " * 3

@@ -2,7 +2,8 @@
 
 Made right after the plot (stage 1 writes it, stage 2 structures it), it is the one source of
 the cast: every scene's characters and every speaker come from it, and every later prompt
-gets it. Checks by code hold the story to it:
+gets it. Its texts are reviewed by the text rules like every answer (text/review.py). Checks
+by code hold the story to it:
 
 - `premise_pronouns`: the premise's own pronouns for its protagonist ("her future self"
   makes the keeper *she*); the bible's first character must agree (re-asked otherwise).
@@ -27,30 +28,18 @@ from pydantic import (
     model_validator,
 )
 
-from .sanity import LENIENT, cut_off_problem, debris_problem, loop_problem, person_name_problem
+from .text.language import detect, is_english
+from .text.segment import sentences
 
 Pronouns = Literal["she/her", "he/him", "they/them"]
 PRONOUNS: tuple[Pronouns, ...] = ("she/her", "he/him", "they/them")
 _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
-_Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=240)]
+# One character can be a whole word ("漁師" is a fisherman): a line must only not be blank.
+_Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=240)]
 
 _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
-_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-
-
-def _sane(text: str, info: ValidationInfo, *, prose: bool) -> str:
-    """The sanity rules of schemas.py on a bible field (no JSON debris, no loop; prose not cut off),
-    except when reading a story written before them (`LENIENT`, as schemas.py does)."""
-    if isinstance(info.context, dict) and info.context.get(LENIENT) is True:
-        return text
-    rules = (debris_problem, loop_problem, cut_off_problem) if prose else (debris_problem, loop_problem)
-    for rule in rules:
-        problem = rule(text)
-        if problem is not None:
-            raise ValueError(problem)
-    return text
 
 
 class BibleCharacter(BaseModel):
@@ -60,26 +49,6 @@ class BibleCharacter(BaseModel):
     role: _Line = Field(description="their part in the story, e.g. the lighthouse keeper")
     description: _Line = Field(description="one line: who they are")
     pronouns: Pronouns
-
-    @field_validator("name")
-    @classmethod
-    def _a_name(cls, name: str, info: ValidationInfo) -> str:
-        if isinstance(info.context, dict) and info.context.get(LENIENT) is True:
-            return name
-        problem = debris_problem(name) or person_name_problem(name)
-        if problem is not None:
-            raise ValueError(problem)
-        return name
-
-    @field_validator("role")
-    @classmethod
-    def _sane_role(cls, text: str, info: ValidationInfo) -> str:
-        return _sane(text, info, prose=False)
-
-    @field_validator("description")
-    @classmethod
-    def _sane_description(cls, text: str, info: ValidationInfo) -> str:
-        return _sane(text, info, prose=True)
 
 
 class StoryBible(BaseModel):
@@ -94,16 +63,6 @@ class StoryBible(BaseModel):
     characters: list[BibleCharacter] = Field(min_length=1, max_length=12)
     setting: _Line = Field(description="where and when the story happens")
     facts: list[_Line] = Field(default_factory=list, max_length=6)
-
-    @field_validator("setting")
-    @classmethod
-    def _sane_setting(cls, text: str, info: ValidationInfo) -> str:
-        return _sane(text, info, prose=False)
-
-    @field_validator("facts")
-    @classmethod
-    def _sane_facts(cls, facts: list[str], info: ValidationInfo) -> list[str]:
-        return [_sane(fact, info, prose=True) for fact in facts]
 
     @model_validator(mode="after")
     def _one_entry_each_and_the_premise_agrees(self, info: ValidationInfo) -> StoryBible:
@@ -173,10 +132,13 @@ def bible_text(bible: StoryBible) -> str:
 
 
 def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
-    """Sentences about exactly one character that use the other binary pronoun set for them."""
+    """Sentences about exactly one character that use the other binary pronoun set for them.
+    English only: other languages' pronouns are not these words (an empty list for them)."""
+    if not text.strip() or not is_english(detect(text)):
+        return []
     firsts = {c.name.split()[0].casefold(): c for c in bible.characters}
     slips: list[str] = []
-    for sentence in _SENTENCE.split(text):
+    for sentence in sentences(text):
         words = [w.casefold() for w in _WORD.findall(sentence)]
         named = {firsts[w].name: firsts[w] for w in words if w in firsts}
         if len(named) != 1:

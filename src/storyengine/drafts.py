@@ -10,7 +10,9 @@ Pure functions, no model call:
 - `cast_problems(cast, prose, known=...)`: names the prose uses that a scene's cast lacks;
 - `loop_start(text)`: where a runaway loop begins, so a provider can stop generating there.
 
-The text helpers (`sentences`, `stem`, `content_words`, `names_in`) are shared with quality.py.
+Words, sentences, stems and loops come from the text package (any script); `names_in` and the
+cast check read capitalised words, so they know only English and find nothing in other languages
+(German capitalises every noun).
 """
 
 from __future__ import annotations
@@ -18,47 +20,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from .sanity import loop_problem, person_name_problem, words
-from .schemas import word_key
-
-STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each even ever every
-    few for from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just least less let like made make many may me more most much must my
-    myself never no nor not now of off on once one only or other our ours out over own same she
-    should so some such than that the their theirs them themselves then there these they this
-    those through to too under until up upon very was we were what when where which while who whom
-    whose why will with within without would yet you your yours yourself""".split()
+from .text.language import detect, is_english
+from .text.loops import loop_at
+from .text.rules import meta_sentence, person_name_problem
+from .text.segment import (
+    ENGLISH_STOPWORDS,
+    TERMINAL_END,
+    content_units,
+    sentences,
+    word_key,
+    words,
 )
 
-# -- text helpers --
-
-_SENTENCE = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+")
-TERMINAL_END = re.compile(r"[.!?…][\"')\]”’*]*$")
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of `text` (split after . ! ? … outside numbers; lines are breaks too)."""
-    found = []
-    for line in text.splitlines():
-        found += [s.strip() for s in _SENTENCE.split(line) if s and s.strip()]
-    return found
-
-
-def stem(word: str) -> str:
-    """A crude stem, enough to match "lighthouses" with "lighthouse" or "written" with "writes"."""
-    w = word.casefold().removesuffix("'s").removesuffix("’s")
-    for suffix in ("ing", "ed", "es", "en", "s", "ly", "er"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 4:
-            return w[: -len(suffix)]
-    return w
-
-
-def content_words(text: str) -> list[str]:
-    """The words of `text` that carry meaning: not stop words, three letters or more, in order, once."""
-    return list(dict.fromkeys(w for w in words(text) if len(w) >= 3 and w not in STOPWORDS))
-
+STOPWORDS = ENGLISH_STOPWORDS
 
 # -- clean_prose --
 
@@ -79,10 +53,13 @@ def clean_prose(text: str) -> str:
     Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
     "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), the prompt's beat notes
     ("(tension 2/10)"), sentences said before (a
-    loop) and sentences that loop inside, and the unfinished sentence that ends a paragraph
+    loop), sentences that loop inside, in English sentences that talk about the story instead of
+    telling it ("This is the first scene of a series…", text/rules.py: meta_talk), and the
+    unfinished sentence that ends a paragraph
     (a heading-like line without a full stop goes with it). Paragraphs stay
     paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
     """
+    english = is_english(detect(text)) if text.strip() else False
     paragraphs: list[list[str]] = []
     current: list[str] = []
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -107,7 +84,7 @@ def clean_prose(text: str) -> str:
         for sentence in sentences(" ".join(paragraph)):
             sentence = " ".join(sentence.split())
             key = word_key(sentence)
-            if not key or key in seen or loop_problem(sentence):
+            if not key or key in seen or loop_at(sentence) or (english and meta_sentence(sentence)):
                 continue
             seen.add(key)
             fresh.append(sentence)
@@ -120,7 +97,9 @@ def clean_prose(text: str) -> str:
 
 # -- draft_problems --
 
-_BEAT_LINE = re.compile(r"^\s*(?:\d+\s*[.):-]|[-*•]|(?:beat|step|part)\s+\d+\s*[.:)-]?)\s*\S", re.I)
+_BEAT_LINE = re.compile(
+    r"^\s*(?:\d+\s*[.):\-、．）]|[-*•・]|(?:beat|step|part)\s+\d+\s*[.:)-]?|第\s*\d+\s*[幕章部]?)\s*\S", re.I
+)
 MIN_SCENE_WORDS = 40
 
 
@@ -135,7 +114,7 @@ def draft_problems(
     """Why a stage-1 draft should be drawn again (empty list: keep it).
 
     Every draft: not empty, and no loop (a sentence said three times, or a word or phrase
-    repeated in a row, see sanity.loop_problem's tandem rules). A plot draft: a line per beat
+    repeated in a row, see text/loops.py). A plot draft: a line per beat
     (numbered or bulleted), at least `beats` of them (3 when not given). A scene draft: more than
     one line or sentence, at least MIN_SCENE_WORDS words, and at least one content word shared
     with its beat (`beat`: name and purpose) or the premise. Each reason is a sentence that can
@@ -150,9 +129,13 @@ def draft_problems(
     if looped:
         problems.append(f"the {component} draft loops: {looped[0]!r} is said {said[looped[0]]} times")
     else:
-        tandem = loop_problem(text) if len(words(text)) <= 120 else _tandem_only(text)
+        # A long draft may say a phrase again far apart: only a short one is judged whole.
+        pieces = [text] if len(words(text)) <= 120 else sentences(text)
+        tandem = next(
+            (found for piece in pieces if (found := loop_at(piece, variety=len(pieces) == 1))), None
+        )
         if tandem:
-            problems.append(f"the {component} draft loops: {tandem}")
+            problems.append(f"the {component} draft loops: it repeats {tandem.phrase!r}")
     if component == "plot":
         wanted = beats or 3
         named = sum(
@@ -171,92 +154,14 @@ def draft_problems(
             problems.append("the scene draft is one line; write two or three paragraphs of prose")
         elif len(words(text)) < MIN_SCENE_WORDS:
             problems.append(f"the scene draft has {len(words(text))} words; write two or three paragraphs")
-        wanted_words = {stem(w) for w in content_words(f"{premise} {beat or ''}")}
-        if wanted_words and not wanted_words & {stem(w) for w in content_words(text)}:
+        language = detect(f"{premise} {text}")
+        wanted_words = set(content_units(f"{premise} {beat or ''}", language))
+        if wanted_words and not wanted_words & set(content_units(text, language)):
             problems.append(
                 "the scene draft shares no word with its beat or the premise; write the scene the "
                 "beat describes"
             )
     return problems
-
-
-def _tandem_only(text: str) -> str | None:
-    """loop_problem's in-a-row rules only (a long draft may repeat a phrase far apart)."""
-    for sentence in sentences(text):
-        problem = loop_problem(sentence)
-        if problem:
-            return problem
-    return None
-
-
-# -- loop_start --
-
-_WORD_AT = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_SENTENCE_GAP = re.compile(r"(?<=[^\d\s][.!?…])[\"')\]”’]*\s+|\s*\n\s*")
-LOOP_PAIR_WORDS = 4  # a repeated pair of sentences starts with one of at least this many words
-LOOP_THRICE_WORDS = 3  # a sentence of at least this many words said a third time is a loop
-LOOP_SHINGLE = 6  # ... as is a run of this many words said a third time (a loop without full stops)
-# A phrase repeated in a row: (words in the phrase, times) -- sanity.loop_problem's tandem rules.
-LOOP_TANDEMS = ((1, 4), (2, 4), *((size, 3) for size in range(3, 9)))
-
-
-def loop_start(text: str) -> int | None:
-    """Where a small model's runaway loop in `text` begins, or None when it does not loop.
-
-    The offset is that of the loop's first repeat: `text[:offset]` says the looping part once.
-    A loop is any of
-      - two sentences in a row said again in the same order (the first of four words or more;
-        "A. A. A." is the pair "A. A." said again);
-      - a sentence of three words or more said a third time;
-      - a phrase said in a row: a word or two words four times, three to eight words three times;
-      - a run of six words said a third time (a loop without full stops).
-    Only finished sentences count (text being generated ends mid-sentence), so a caller can
-    check a growing text as often as it likes. Pure and cheap: a provider calls it as it
-    generates, and stops the answer at the first loop instead of running on to max_tokens.
-    """
-    cuts: list[int] = []
-    found = [(m.group().casefold(), m.start()) for m in _WORD_AT.finditer(text)]
-    tokens = [w for w, _ in found]
-    for size, times in LOOP_TANDEMS:
-        span = size * times
-        for start in range(len(tokens) - span + 1):
-            phrase = tokens[start : start + size]
-            if all(tokens[start + k * size : start + (k + 1) * size] == phrase for k in range(1, times)):
-                cuts.append(found[start + size][1])
-                break
-    seen: dict[tuple[str, ...], list[int]] = {}
-    for i in range(len(tokens) - LOOP_SHINGLE + 1):
-        at = seen.setdefault(tuple(tokens[i : i + LOOP_SHINGLE]), [])
-        at.append(i)
-        if len(at) == 3:
-            cuts.append(found[at[1]][1])
-            break
-    spans = _finished_sentences(text)
-    keys = [word_key(text[a:b]) for a, b in spans]
-    first: dict[str, int] = {}
-    said: Counter[str] = Counter()
-    for j, key in enumerate(keys):
-        said[key] += 1
-        if len(key.split()) >= LOOP_THRICE_WORDS and said[key] == 3:
-            cuts.append(spans[[i for i, k in enumerate(keys) if k == key][1]][0])
-        i = first.setdefault(key, j)
-        if i < j and j + 1 < len(keys) and len(key.split()) >= LOOP_PAIR_WORDS and keys[i + 1] == keys[j + 1]:
-            cuts.append(spans[j][0])
-    return min(cuts) if cuts else None
-
-
-def _finished_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each finished sentence of `text` (one a break or an end mark follows)."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for gap in _SENTENCE_GAP.finditer(text):
-        if gap.start() > start:
-            spans.append((start, gap.start()))
-        start = gap.end()
-    tail = text[start:].rstrip()
-    if tail and TERMINAL_END.search(tail):
-        spans.append((start, start + len(tail)))
-    return spans
 
 
 # A run of capitalised words with one of these is a place, not a person ("New York City",
@@ -315,6 +220,8 @@ def names_in(text: str, known: set[str] | frozenset[str] = frozenset()) -> list[
 def cast_problems(cast: list[str], prose: str, *, known: str = "") -> list[str]:
     """Names the prose of a scene uses that its cast does not hold (words of `known`, e.g. the
     premise and title, are not names to ask about). One sentence per problem, for a re-ask."""
+    if not is_english(detect(prose)):
+        return []  # capitalised words are names only in English (German capitalises every noun)
     words_of_cast = {w.casefold() for name in cast for w in name.split()}
     words_known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", known)}
     outside = names_in(prose, frozenset(words_of_cast | words_known))

@@ -40,28 +40,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .bible import pronoun_slips
-from .drafts import (
-    STOPWORDS,
-    TERMINAL_END,
-    cast_problems,
-    clean_prose,
-    content_words,
-    draft_problems,
-    names_in,
-    sentences,
-    stem,
-)
-from .sanity import (
-    cut_off_problem,
-    debris_problem,
-    first_similar,
-    loop_problem,
-    person_name_problem,
-    speech_problem,
-    words,
-)
-from .schemas import LENIENT, Story, name_key, word_key
+from .bible import premise_pronouns, pronoun_slips
+from .drafts import STOPWORDS, cast_problems, clean_prose, draft_problems, names_in
+from .schemas import Story, name_key
+from .text.language import detect, is_english
+from .text.review import REPAIRS, review
+from .text.rules import Context, findings_in, first_similar
+from .text.segment import content_units, content_words, ends_a_sentence, sentences, stem, word_key, words
 
 TENSION_WORDS = frozenset(
     """afraid alarm anger angry attack blood break breaks broke chase crash cries cry danger dark
@@ -69,7 +54,22 @@ TENSION_WORDS = frozenset(
     lost panic rage risk run runs scream screams shout shouts shock sudden suddenly terror threat
     trap trapped warn warning wound""".split()
 )
-PROSE_FIELDS = ("purpose", "description", "setting", "summary", "text", "rationale", "problem", "change")
+PROSE_FIELDS = (
+    "purpose",
+    "description",
+    "setting",
+    "summary",
+    "text",
+    "rationale",
+    "problem",
+    "change",
+    "fact",
+)
+# Rules whose findings are junk in a delivered story: each must be repaired or listed as kept.
+JUNK_RULES = frozenset(
+    {"control", "null_text", "timestamp", "debris", "gibberish", "loop", "leading_mark", "meta_talk",
+     "copied_instruction"}
+)  # fmt: skip
 # The issue's goals, as the checks a story must pass (name -> description).
 GOALS = {
     "debris": "no field with JSON debris",
@@ -80,6 +80,9 @@ GOALS = {
     "bible": "no speaker outside the story bible, no pronoun that contradicts it",
     "prose": "at least 150 words of prose per scene (median)",
     "premise": "at least half of the premise's content words in the story",
+    "text": "every field with debris, gibberish, a loop, meta talk or copied instructions is repaired or "
+    "listed as a kept finding",
+    "lead": "the premise's lead appears, with the premise's pronouns",
 }
 HIGH_SCORE = 8
 
@@ -92,10 +95,9 @@ class NotAStory(ValueError):
 
 
 def load_story(text: str) -> tuple[Story, bool]:
-    """The Story in `text` (story.json), and whether it passes today's sanity rules.
-
-    A story written before the rules (or with text that breaks them) still loads, without the
-    text rules, so that it can be measured; its shape must be a Story's. Raises NotAStory.
+    """The Story in `text` (story.json), and whether the text rules find nothing in it that code
+    cannot repair (text/review.py). Its shape must be a Story's; its words never stop it
+    loading, so that it can be measured. Raises NotAStory.
     """
     try:
         data = json.loads(text)
@@ -104,15 +106,13 @@ def load_story(text: str) -> tuple[Story, bool]:
     if not isinstance(data, dict):
         raise NotAStory(f"a JSON {type(data).__name__}, not a story object")
     try:
-        return Story.model_validate(data), True
-    except ValidationError:
-        pass
-    try:
-        return Story.model_validate(data, context={LENIENT: True}), False
+        story = Story.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the top level"
         raise NotAStory(f"{exc.error_count()} problem(s), first at {where}: {first['msg']}") from None
+    reviewed = review(Story, data, Context(language=story_language(story)))
+    return story, not reviewed.open
 
 
 # -- the report --
@@ -151,6 +151,26 @@ class QualityReport(BaseModel):
     speakers_outside_bible: list[str] = Field(default_factory=list)
     pronoun_slips: list[str] = Field(default_factory=list)
     fact_contradictions: list[str] = Field(default_factory=list)
+    language: str = "en"
+    gibberish_fields: list[str] = Field(default_factory=list)
+    meta_talk_fields: list[str] = Field(default_factory=list)
+    copied_instruction_fields: list[str] = Field(default_factory=list)
+    leading_mark_fields: list[str] = Field(default_factory=list)
+    null_text_fields: list[str] = Field(default_factory=list)
+    premise_names_missing: list[str] = Field(
+        default_factory=list, description="people the premise names, never in the story"
+    )
+    lead_other_pronouns: float | None = Field(
+        default=None,
+        description="share of the prose's he/she pronouns in the set the premise does not give its lead",
+    )
+    repairs: list[str] = Field(default_factory=list, description="what code repaired in the model's answers")
+    kept_findings: list[str] = Field(
+        default_factory=list, description="findings kept with the text after a re-ask"
+    )
+    unlisted_findings: list[str] = Field(
+        default_factory=list, description="junk in the story that is neither repaired nor a kept finding"
+    )
     prose_words_median: float
     tension_correlation: float | None
     rubric_scores: dict[str, int]
@@ -184,6 +204,18 @@ class QualityReport(BaseModel):
             "speakers outside the bible": len(self.speakers_outside_bible),
             "pronoun slips": len(self.pronoun_slips),
             "fact contradictions": len(self.fact_contradictions),
+            "fields with gibberish": len(self.gibberish_fields),
+            "fields with meta talk": len(self.meta_talk_fields),
+            "fields copying instructions": len(self.copied_instruction_fields),
+            "fields starting with punctuation": len(self.leading_mark_fields),
+            "fields that say null": len(self.null_text_fields),
+            "premise names missing": len(self.premise_names_missing),
+            "lead's other pronouns %": None
+            if self.lead_other_pronouns is None
+            else round(100 * self.lead_other_pronouns, 1),
+            "repaired by code": len(self.repairs),
+            "kept with a warning": len(self.kept_findings),
+            "junk not repaired or listed": len(self.unlisted_findings),
             "prose words per scene (median)": self.prose_words_median,
             "tension: plan vs realised (Spearman)": self.tension_correlation,
             "rubric overall": self.rubric_overall,
@@ -206,6 +238,15 @@ class QualityReport(BaseModel):
             "speakers outside the bible": self.speakers_outside_bible,
             "pronoun slips": self.pronoun_slips,
             "fact contradictions": self.fact_contradictions,
+            "gibberish": self.gibberish_fields,
+            "meta talk": self.meta_talk_fields,
+            "copied instructions": self.copied_instruction_fields,
+            "starting with punctuation": self.leading_mark_fields,
+            "null as text": self.null_text_fields,
+            "premise names missing": self.premise_names_missing,
+            "repaired": self.repairs,
+            "kept with a warning": self.kept_findings,
+            "junk not repaired or listed": self.unlisted_findings,
             "rubric notes": self.rubric_notes,
             "goals missed": [GOALS[g] for g in self.failed],
         }
@@ -220,12 +261,20 @@ class QualityReport(BaseModel):
 
 
 def _fields(story: Story) -> Iterator[tuple[str, str, str]]:
-    """(where, kind, text) for every string a model wrote; kind is the field's name."""
+    """(where, key, text) for every string a model wrote; key is the field's name for the text rules."""
     plot = story.plot
     yield "plot.title", "title", plot.title
     yield "plot.structure_type", "structure_type", plot.structure_type
     for i, name in enumerate(plot.characters):
         yield f"plot.characters[{i}]", "character", name
+    if story.bible is not None:
+        for i, person in enumerate(story.bible.characters):
+            yield f"bible.characters[{i}].name", "character", person.name
+            yield f"bible.characters[{i}].role", "role", person.role
+            yield f"bible.characters[{i}].description", "description", person.description
+        yield "bible.setting", "setting", story.bible.setting
+        for i, fact in enumerate(story.bible.facts):
+            yield f"bible.facts[{i}]", "fact", fact
     for i, beat in enumerate(plot.beats):
         yield f"plot.beats[{i}].name", "name", beat.name
         yield f"plot.beats[{i}].purpose", "purpose", beat.purpose
@@ -240,7 +289,7 @@ def _fields(story: Story) -> Iterator[tuple[str, str, str]]:
         for j, name in enumerate(scene.characters):
             yield f"scenes[{i}].characters[{j}]", "character", name
         for j, line in enumerate(item.dialogue.lines):
-            yield f"scenes[{i}].lines[{j}].speaker", "character", line.speaker
+            yield f"scenes[{i}].lines[{j}].speaker", "speaker", line.speaker
             yield f"scenes[{i}].lines[{j}].text", "text", line.text
             if line.direction:
                 yield f"scenes[{i}].lines[{j}].direction", "direction", line.direction
@@ -290,7 +339,15 @@ def _tension(text: str) -> float:
     return round(100 * hits / len(tokens), 2)
 
 
-def _names_not_in_cast(story: Story) -> list[str]:
+def story_language(story: Story) -> str:
+    """The language of a story: detected once, from its premise and the prose of its first scenes."""
+    told = " ".join([story.premise, *(scene_prose(item) for item in story.scenes[:2])])
+    return detect(told)
+
+
+def _names_not_in_cast(story: Story, language: str) -> list[str]:
+    if not is_english(language):
+        return []  # capitalised words are names only in English
     cast = {w.casefold() for name in story.plot.characters for w in name.split()}
     for item in story.scenes:
         cast |= {w.casefold() for name in item.scene.characters for w in name.split()}
@@ -302,6 +359,56 @@ def _names_not_in_cast(story: Story) -> list[str]:
 
 
 FACT_PROBLEM = "contradicts the bible's fact"
+_HONORIFIC_NAME = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Captain|Capt|Lady|Lord|Sir)\.?\s+([A-Z][\w'’-]+)")
+_SHE, _HE = {"she", "her", "hers", "herself"}, {"he", "him", "his", "himself"}
+
+
+def _premise_names_missing(story: Story, told: str, language: str) -> list[str]:
+    """People the premise names ("Mr. Dorbenson finds a book…": Dorbenson) whom the story never
+    mentions. English: a name after an honorific, or a capitalised word inside a sentence."""
+    if not is_english(language):
+        return []
+    named = set(_HONORIFIC_NAME.findall(story.premise))
+    named |= set(names_in(story.premise))
+    present = {w.casefold() for w in words(told)}
+    return sorted(n for n in named if n.casefold() not in present)
+
+
+def _lead_other_pronouns(story: Story, language: str) -> float | None:
+    """The share of the prose's he/she pronouns that are of the set the premise does not give its
+    lead, when the premise speaks of its people with one set ("her future self"). English only;
+    None without a premise set or with fewer than five such pronouns."""
+    wanted = premise_pronouns(story.premise) if is_english(language) else None
+    if wanted not in ("she/her", "he/him"):
+        return None
+    tokens = [w for item in story.scenes for w in words(scene_prose(item))]
+    she = sum(1 for w in tokens if w in _SHE)
+    he = sum(1 for w in tokens if w in _HE)
+    if she + he < 5:
+        return None
+    return round((he if wanted == "she/her" else she) / (she + he), 3)
+
+
+def _story_path(step: str) -> str | None:
+    """Where a step's object sits in the story: "scene.2" -> "scenes[2].", "plot" -> "plot."."""
+    parts = step.split(".")
+    if len(parts) == 1 and parts[0] in ("plot", "bible", "evaluation", "enhancement"):
+        return f"{parts[0]}."
+    if len(parts) == 2 and parts[0] in ("scene", "dialogue") and parts[1].isdigit():
+        return f"scenes[{parts[1]}]."
+    return None
+
+
+def step_findings(story: Story) -> list[dict[str, str]]:
+    """The text findings of the steps that made the story, each with its field's path in the story."""
+    found = []
+    for step, meta in (story.meta.get("steps") or {}).items():
+        prefix = _story_path(step)
+        if prefix is None or not isinstance(meta, dict):
+            continue
+        for finding in meta.get("findings") or []:
+            found.append({**finding, "field": prefix + str(finding.get("field", ""))})
+    return found
 
 
 def _fact_contradictions(story: Story) -> list[str]:
@@ -330,23 +437,46 @@ def _copies(story: Story) -> list[str]:
 
 def quality_report(story: Story) -> QualityReport:
     """The quality report of `story` (see the module docstring for each measure)."""
-    debris, loops, non_names, non_speech, cut_off, unpunctuated = [], [], [], [], [], []
+    language = story_language(story)
+    context = Context(language=language)
+    lists: dict[str, list[str]] = {
+        name: []
+        for name in ("debris", "loop", "not_a_name", "not_speech", "cut_off", "gibberish", "meta_talk",
+                     "copied_instruction", "leading_mark", "null_text")
+    }  # fmt: skip
+    unpunctuated: list[str] = []
+    junk: list[str] = []
     prose_fields = 0
-    for where, kind, text in _fields(story):
-        if debris_problem(text):
-            debris.append(where)
-        if loop_problem(text):
-            loops.append(where)
-        if kind == "character" and person_name_problem(text):
-            non_names.append(f"{where}: {text!r}")
-        if kind == "text" and speech_problem(text):
-            non_speech.append(where)
-        if kind in PROSE_FIELDS:
+    beats = {name_key(b.name): b.purpose for b in story.plot.beats}
+    for where, key, text in _fields(story):
+        here = context
+        if where.startswith("scenes[") and key in ("title", "setting"):
+            index = int(where[len("scenes[") : where.index("]")])
+            purpose = beats.get(name_key(story.scenes[index].scene.beat or ""))
+            here = Context(language=language, instructions=(purpose,) if purpose else ())
+        hits = dict(findings_in(text, key, here))
+        for name in hits:
+            shown = f"{where}: {text[:60]!r}" if name == "not_a_name" else where
+            if name in lists:
+                lists[name].append(shown)
+            elif name in ("timestamp", "control"):
+                lists["debris"].append(where)
+            if name in JUNK_RULES:
+                junk.append(where)
+        if key in PROSE_FIELDS:
             prose_fields += 1
-            if cut_off_problem(text):
-                cut_off.append(where)
-            elif not TERMINAL_END.search(text.strip()):
+            # A setting is a place and a time, not a sentence; and outside English a summary or a
+            # purpose without a final mark is the convention of lists (Japanese, Chinese, Arabic).
+            if key != "setting" and is_english(language) and "cut_off" not in hits and not ends_a_sentence(text):
                 unpunctuated.append(where)
+    recorded = step_findings(story)
+    kept_fields = {f["field"] for f in recorded if f.get("action") in ("kept", "reask")}
+    repairs = [f"{f['field']}: {f.get('rule')}" for f in recorded if f.get("action") in REPAIRS]
+    kept_list = [
+        f"{f['field']}: {f.get('rule')}: {f.get('message', '')[:80]}"
+        for f in recorded
+        if f.get("action") in ("kept", "reask")
+    ]
 
     reading = []
     for item in story.scenes:
@@ -360,9 +490,9 @@ def quality_report(story: Story) -> QualityReport:
     # The story itself (plan, scenes, prose, dialogue): not the model's evaluation of it.
     told = [text for where, _, text in _fields(story) if where.startswith(("plot.", "scenes["))]
     everything = " ".join(told + [scene_prose(item) for item in story.scenes])
-    premise_words = content_words(story.premise)
-    present = {stem(w) for w in words(everything)}
-    found = [w for w in premise_words if stem(w) in present]
+    premise_words = content_units(story.premise, language)
+    present = set(content_units(everything, language)) | {stem(w, language) for w in words(everything)}
+    found = [w for w in premise_words if w in present]
 
     beat_tension = {name_key(b.name): b.tension for b in story.plot.beats}
     scenes = []
@@ -403,21 +533,32 @@ def quality_report(story: Story) -> QualityReport:
         distinct_1=round(len(set(tokens)) / len(tokens), 3) if tokens else 0.0,
         distinct_2=round(len(set(bigrams)) / len(bigrams), 3) if bigrams else 0.0,
         prose_fields=prose_fields,
-        cut_off_fields=cut_off,
+        cut_off_fields=lists["cut_off"],
         unpunctuated_fields=unpunctuated,
-        debris_fields=debris,
-        loop_fields=loops,
-        non_names=non_names,
-        non_speech_lines=non_speech,
+        debris_fields=sorted(set(lists["debris"])),
+        loop_fields=lists["loop"],
+        non_names=lists["not_a_name"],
+        non_speech_lines=lists["not_speech"],
         copied=_copies(story),
         premise_words=premise_words,
         premise_words_found=found,
         premise_coverage=round(len(found) / len(premise_words), 3) if premise_words else 1.0,
         speakers_outside_cast=outside,
-        names_not_in_cast=_names_not_in_cast(story),
+        names_not_in_cast=_names_not_in_cast(story, language),
         speakers_outside_bible=outside_bible,
         pronoun_slips=slips,
         fact_contradictions=_fact_contradictions(story),
+        language=language,
+        gibberish_fields=lists["gibberish"],
+        meta_talk_fields=lists["meta_talk"],
+        copied_instruction_fields=lists["copied_instruction"],
+        leading_mark_fields=lists["leading_mark"],
+        null_text_fields=lists["null_text"],
+        premise_names_missing=_premise_names_missing(story, everything, language),
+        lead_other_pronouns=_lead_other_pronouns(story, language),
+        repairs=repairs,
+        kept_findings=kept_list,
+        unlisted_findings=sorted({w for w in junk if w not in kept_fields}),
         prose_words_median=statistics.median(s.prose_words for s in scenes) if scenes else 0,
         tension_correlation=correlation,
         rubric_scores={s.criterion: s.score for s in story.evaluation.scores} if story.evaluation else {},
@@ -442,6 +583,9 @@ def _failed_goals(report: QualityReport) -> list[str]:
         "bible": not (report.speakers_outside_bible or report.pronoun_slips or report.fact_contradictions),
         "prose": report.prose_words_median >= 150,
         "premise": report.premise_coverage >= 0.5,
+        "text": not report.unlisted_findings,
+        "lead": not report.premise_names_missing
+        and (report.lead_other_pronouns is None or report.lead_other_pronouns <= 0.5),
     }
     return [name for name, ok in checks.items() if not ok]
 

@@ -8,13 +8,14 @@ an evaluation scores every criterion exactly once. Error messages are
 written to be shown to the model in a re-ask, so they say what is wrong and what to write
 instead.
 
-The sanity rules on text (sanity.py: no JSON debris, no loops, prose not cut off mid-word,
-characters with a person's name, dialogue lines that are speech) ride on the field types
-(`Name`, `PersonName`, `Label`, `Text`, `Speech`), so they hold on every path: one-shot
-structuring, structuring in parts (a part copies its fields' types), and a story.json read
-from disk. An evaluation that gives every criterion one score, or the same rationale to two
-criteria, is kept but marked `reliable=False` with a note (the review of a story must not fail
-the story; see quality.py for the other reasons a verdict is not trusted).
+The rules about text (text/rules.py: no JSON debris, no loops, prose not cut off, characters
+with a person's name, dialogue lines that are speech, ...) are not validators here: a model's
+answer is reviewed before it is validated (text/review.py), where what code can repair is
+repaired and recorded, and what it cannot is re-asked once and otherwise kept as a finding. So
+a word never fails a story; shape does (types, required fields, counts, a speaker outside the
+cast, an evaluation that does not score every criterion once). An evaluation that gives every
+criterion one score, or the same rationale to two criteria, is kept but marked
+`reliable=False` with a note.
 
 Integers are strict: `"7"` or `7.0` is not a tension. The schema says integer, constrained
 decoding always yields one, and a model that writes a string has not followed the format.
@@ -25,11 +26,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,19 +40,10 @@ from pydantic import (
 )
 
 from .bible import StoryBible
-from .sanity import (
-    LENIENT,
-    capitalise_lower_case,
-    cut_off_problem,
-    debris_problem,
-    first_similar,
-    loop_problem,
-    person_name_problem,
-    similar,
-    speech_problem,
-    tidy_end,
-    tidy_sentence_end,
-)
+from .text.rules import first_similar
+from .text.segment import word_key
+
+LENIENT = "skip_sanity_rules"  # kept for callers that still pass it: the text rules no longer raise
 
 NAME_MAX = 80
 LABEL_MAX = 200
@@ -62,60 +53,24 @@ PREMISE_MAX = 10_000
 EVALUATION_CRITERIA = ("coherence", "character", "pacing", "dialogue", "originality")
 
 
-def _lenient(info: ValidationInfo) -> bool:
-    """Whether this validation reads a story written before the sanity rules (quality.load_story)."""
-    return isinstance(info.context, dict) and info.context.get(LENIENT) is True
-
-
-def _rule(*rules: Callable[[str], str | None]) -> AfterValidator:
-    """A field validator that raises the first problem any of `rules` finds (a re-ask reason)."""
-
-    def check(text: str, info: ValidationInfo) -> str:
-        if _lenient(info):
-            return text  # reading a story written before these rules, to measure it (quality.py)
-        for rule in rules:
-            problem = rule(text)
-            if problem is not None:
-                raise ValueError(problem)
-        return text
-
-    return AfterValidator(check)
-
-
 def _bounded(limit: int) -> StringConstraints:
     return StringConstraints(strip_whitespace=True, min_length=1, max_length=limit)
 
 
-# The sanity rules ride on the field types, so they hold wherever a field is validated: the
-# whole model, a part of it (parts.py copies the field), a story.json read from disk.
-Name = Annotated[str, _bounded(NAME_MAX), AfterValidator(tidy_end), _rule(debris_problem, loop_problem)]
+Name = Annotated[str, _bounded(NAME_MAX)]
 """A short name of a thing: a beat, a structure type."""
-PersonName = Annotated[
-    str, _bounded(NAME_MAX), AfterValidator(capitalise_lower_case), _rule(debris_problem, person_name_problem)
-]
-"""A character's name: one to four capitalised words ("José", "O'Neil", "Mary-Jane"); a name written
-all in lower case ("bo") is capitalised first."""
-Label = Annotated[str, _bounded(LABEL_MAX), AfterValidator(tidy_end), _rule(debris_problem, loop_problem)]
+PersonName = Annotated[str, _bounded(NAME_MAX)]
+"""A character's name (text/rules.py says what a name is, in any script)."""
+Label = Annotated[str, _bounded(LABEL_MAX)]
 """A title or a short phrase: no final punctuation needed."""
-Text = Annotated[
-    str,
-    _bounded(TEXT_MAX),
-    AfterValidator(tidy_sentence_end),
-    _rule(debris_problem, loop_problem, cut_off_problem),
-]
-"""Prose: a sentence or more, which must not stop mid-sentence or mid-word."""
-Speech = Annotated[
-    str,
-    _bounded(TEXT_MAX),
-    AfterValidator(tidy_sentence_end),
-    _rule(debris_problem, speech_problem, loop_problem, cut_off_problem),
-]
-"""What a character says: words spoken, not a description, a list or a stage direction."""
+Text = Annotated[str, _bounded(TEXT_MAX)]
+"""Prose: a sentence or more."""
+Speech = Annotated[str, _bounded(TEXT_MAX)]
+"""What a character says."""
 Premise = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PREMISE_MAX)]
 Rating = Annotated[int, Field(strict=True, ge=1, le=10)]
 Criterion = Literal["coherence", "character", "pacing", "dialogue", "originality"]
 
-MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
 ONE_SCORE_NOTE = "every criterion got the same score: the model did not tell the criteria apart"
 COPIED_NOTE = "the model did not reason about each criterion"
 UNTITLED = "Untitled"
@@ -124,11 +79,6 @@ UNTITLED = "Untitled"
 def name_key(text: str) -> str:
     """How names and texts are compared: case-insensitive, whitespace collapsed."""
     return " ".join(text.split()).casefold()
-
-
-def word_key(text: str) -> str:
-    """Only the words of `text`, lower case: "The Climax!" -> "the climax"."""
-    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def _first_duplicate(names: Iterable[str]) -> tuple[str, int, int] | None:
@@ -150,15 +100,6 @@ class PlotBeat(_Model):
     purpose: Text = Field(description="what this beat does for the story")
     tension: Rating = Field(description="1 (calm) to 10 (peak)")
     description: Text | None = None
-
-    @model_validator(mode="after")
-    def _purpose_is_not_the_name(self) -> PlotBeat:
-        if word_key(self.purpose) == word_key(self.name):
-            raise ValueError(
-                f"the purpose of beat {self.name!r} only repeats its name; "
-                "say what happens in this beat and why it matters"
-            )
-        return self
 
 
 class PlotStructure(_Model):
@@ -216,32 +157,11 @@ class Scene(_Model):
             raise ValueError(f"character {duplicate[0]!r} is listed twice; list each character once")
         return characters
 
-    @model_validator(mode="after")
-    def _summary_is_not_the_title(self) -> Scene:
-        if word_key(self.summary) == word_key(self.title):
-            raise ValueError("the summary only repeats the title; say what happens in the scene")
-        return self
-
 
 class DialogueLine(_Model):
     speaker: PersonName
     text: Speech
     direction: Label | None = Field(default=None, description="how the line is said or what the speaker does")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _without_own_label(cls, data: Any) -> Any:
-        """ "Mara: words" said by Mara is Mara's words: a script label of the line's own speaker is
-        dropped (a label naming someone else is a misattributed line, which Dialogue rejects)."""
-        if (
-            isinstance(data, dict)
-            and isinstance(data.get("speaker"), str)
-            and isinstance(data.get("text"), str)
-        ):
-            label = speaker_label(data["text"], [data["speaker"]])
-            if label:
-                return {**data, "text": data["text"].split(":", 1)[1].lstrip()}
-        return data
 
 
 def speaker_label(text: str, cast: list[str]) -> str | None:
@@ -269,22 +189,9 @@ class Dialogue(_Model):
     @field_validator("lines")
     @classmethod
     def _lines_make_sense(cls, lines: list[DialogueLine], info: ValidationInfo) -> list[DialogueLine]:
-        text, count = Counter(name_key(line.text) for line in lines).most_common(1)[0]
-        if count > MAX_REPEATS:
-            raise ValueError(
-                f"the line {text!r} is said {count} times; that is a loop, not dialogue — "
-                "write distinct lines"
-            )
         cast = _cast_from(info.context)
         if not cast:
             return lines
-        for index, line in enumerate(lines):
-            label = speaker_label(line.text, cast)
-            if label:
-                raise ValueError(
-                    f"lines[{index}] starts with {label.strip() + ':'!r}; the speaker goes in 'speaker', "
-                    "and 'text' holds only the words they say"
-                )
         spelling = {name_key(name): name.strip() for name in cast}
         outsiders = sorted({line.speaker for line in lines if name_key(line.speaker) not in spelling})
         if outsiders:
@@ -304,14 +211,6 @@ class CriterionScore(_Model):
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().casefold() if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _rationale_is_a_reason(self) -> CriterionScore:
-        if word_key(self.rationale) == word_key(self.criterion):
-            raise ValueError(
-                f"the rationale for {self.criterion} only names the criterion; say why it earns {self.score}"
-            )
-        return self
 
 
 class Evaluation(_Model):
@@ -369,29 +268,10 @@ class Suggestion(_Model):
     problem: Text
     change: Text
 
-    @model_validator(mode="after")
-    def _change_is_not_the_problem(self) -> Suggestion:
-        if similar(self.change, self.problem):
-            raise ValueError(f"the change for {self.target!r} only repeats the problem; say what to do")
-        return self
-
 
 class Enhancement(_Model):
     suggestions: list[Suggestion] = Field(min_length=1, max_length=10)
     summary: Text
-
-    @field_validator("suggestions")
-    @classmethod
-    def _no_repeated_suggestion(cls, suggestions: list[Suggestion], info: ValidationInfo) -> list[Suggestion]:
-        for key in () if _lenient(info) else ("change", "problem"):
-            copied = first_similar([getattr(s, key) for s in suggestions])
-            if copied:
-                first, again = copied
-                raise ValueError(
-                    f"suggestions[{first}] and suggestions[{again}] propose the same {key}; "
-                    "make each suggestion different"
-                )
-        return suggestions
 
 
 class StoryScene(_Model):

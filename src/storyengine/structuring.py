@@ -24,6 +24,8 @@ from json_repair import repair_json
 from pydantic import BaseModel, ValidationError
 
 from .errors import SchemaValidationError
+from .text.review import Finding, review
+from .text.rules import Context
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -167,12 +169,14 @@ def _json_safe_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 class _Attempt:
-    """One parse + validate of one text; remembers why it failed."""
+    """One parse + review + validate of one text; remembers why it failed, and what the review found."""
 
-    def __init__(self) -> None:
+    def __init__(self, reviewing: Context | None = None) -> None:
         self.parse_error: str | None = None
         self.repairable = False
         self.validation_errors: list[dict[str, Any]] = []
+        self.reviewing = reviewing
+        self.findings: list[Finding] = []
 
     def run(self, text: str, model: type[T], context: dict[str, Any] | None) -> T | None:
         try:
@@ -184,6 +188,9 @@ class _Attempt:
             self.parse_error = f"not valid JSON: {exc}"
             self.repairable = True
             return None
+        if self.reviewing is not None:
+            reviewed = review(model, data, self.reviewing)
+            data, self.findings = reviewed.data, reviewed.findings
         try:
             return model.model_validate(data, context=context)
         except ValidationError as exc:
@@ -197,11 +204,15 @@ def validate_json_payload(
     *,
     context: dict[str, Any] | None = None,
     repair: bool = True,
+    reviewing: Context | None = None,
+    findings: list[Finding] | None = None,
 ) -> T:
     """Parse and validate model output as `model`, with one json_repair pass when it is not JSON.
 
     Raises SchemaValidationError (a ValueError) carrying the raw text, the parse error, the
-    validation errors and the repaired text. `repair=False` skips the repair pass.
+    validation errors and the repaired text. `repair=False` skips the repair pass. With
+    `reviewing`, the parsed data is reviewed by the text rules first (text/review.py: repairs
+    applied, findings appended to `findings`); the rules never raise, shape does.
     """
     name = model.__name__
     if not text or not text.strip(_BOM + " \t\r\n"):
@@ -222,16 +233,20 @@ def validate_json_payload(
             raw_text=text,
             parse_error="the JSON is cut off before its closing bracket; write a shorter, complete object",
         )
-    first = _Attempt()
+    first = _Attempt(reviewing)
     value = first.run(extracted.text, model, context)
     if value is not None:
+        if findings is not None:
+            findings += first.findings
         return value
     if not (first.repairable and repair):
         raise _invalid(name, text, first, first.validation_errors, None)
     repaired = _repair(extracted.text)
-    second = _Attempt()
+    second = _Attempt(reviewing)
     value = second.run(repaired, model, context) if repaired else None
     if value is not None:
+        if findings is not None:
+            findings += second.findings
         return value
     raise _invalid(name, text, first, second.validation_errors, repaired, repaired_parse=second.parse_error)
 

@@ -27,7 +27,6 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from ..sanity import similar, words
 from ..schemas import (
     EVALUATION_CRITERIA,
     CriterionScore,
@@ -45,6 +44,8 @@ from ..schemas import (
     word_key,
 )
 from ..structuring import decoding_schema
+from ..text.rules import similar
+from ..text.segment import words
 
 # Letters a name may hold: Latin with its diacritics (Latin-1 and Latin Extended-A); one
 # apostrophe or hyphen may join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane").
@@ -644,11 +645,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
                 _model_of(BibleCharacter, ["role", "description", "pronouns"]),
                 item_of="characters",
                 extra={"name": name},
-                check=_all(
-                    _distinct("description", "description of this character"),
-                    _text_rules("role", prose=False),
-                    _text_rules("description", prose=True),
-                ),
+                check=_distinct("description", "description of this character"),
                 # Its own line of the notes (one a character, then the setting), not the others'
                 # answers: a tiny model copies the description it was just shown.
                 slice_of=(index, len(cast) + 1),
@@ -659,7 +656,6 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             "the setting: where and when the story happens, in one sentence",
             _slice(schema, ["setting"], {"setting": {"maxLength": 160}}),
             _model_of(StoryBible, ["setting"]),
-            check=_text_rules("setting", prose=False),
             slice_of=(len(cast), len(cast) + 1),
         )
     )
@@ -675,23 +671,11 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             item_of="facts",
             scalar="fact",
             optional=True,
-            check=_all(_distinct_scalar("facts"), _text_rules("fact", prose=True)),
+            check=_distinct_scalar("facts"),
         )
         for i in range(facts)
     ]
     return plan
-
-
-def _text_rules(key: str, *, prose: bool) -> CrossCheck:
-    """The bible's text rules at the part (its model's validators are not copied into a part's)."""
-    from ..sanity import cut_off_problem, debris_problem, loop_problem
-
-    rules = (debris_problem, loop_problem, cut_off_problem) if prose else (debris_problem, loop_problem)
-
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        return next((p for rule in rules if (p := rule(str(value.get(key, "")))) is not None), None)
-
-    return check
 
 
 def _distinct_scalar(key: str) -> CrossCheck:

@@ -27,8 +27,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..quality import STOPWORDS, story_measures, worse_measures
-from ..sanity import words
 from ..schemas import Story, StoryScene, name_key
+from ..text.segment import words
 
 _NUMBERED = re.compile(r"\b(scene|chapter|beat)\s*(?:#|no\.?|number)?\s*(\d+)", re.I)
 _OPENING = frozenset({"opening", "beginning", "start", "introduction", "first"})

@@ -17,6 +17,7 @@ from ..schemas import (
     StoryScene,
 )
 from ..structuring import decoding_schema
+from ..text.rules import Context
 from . import parts
 from .twostage import StepMeta, TwoStage
 
@@ -198,7 +199,12 @@ class Components:
         notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
         plan = parts.scene_parts(cast)
         context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(cast)}
-        scene = await self.stages.structure("scene", context, Scene, schema, meta, parts=(notes, plan))
+        # A title or setting must not copy the beat's purpose (the prompt's instruction); a title that
+        # does is repaired to the beat's name.
+        review = Context(cast=tuple(cast), instructions=(beat.purpose,), beat_name=beat.name)
+        scene = await self.stages.structure(
+            "scene", context, Scene, schema, meta, parts=(notes, plan), review=review
+        )
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
 
     async def dialogue_draft(
@@ -229,6 +235,7 @@ class Components:
             meta,
             parts=(draft, plan),
             validation_context={"cast": cast},
+            review=Context(cast=tuple(cast)),
         )
 
     async def evaluation_draft(self, premise: str, story: str, meta: StepMeta, seed: int | None) -> str:

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -42,6 +42,9 @@ from ..providers.base import LOOP_STOP
 from ..routing.instrument import short_error
 from ..routing.router import Route, Router
 from ..structuring import decoding_schema, format_errors, validate_json_payload
+from ..text.language import detect
+from ..text.review import Finding, kept
+from ..text.rules import Context
 from ..types import Completion, CompletionRequest
 from .parts import Part, answer_token_bound, instruction_echo
 
@@ -75,6 +78,32 @@ def _as_schema_error(exc: ValidationError, assembled: dict[str, Any]) -> SchemaV
     return SchemaValidationError(str(exc), raw_text=json.dumps(assembled), validation_errors=errors)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A validated value and what the text rules found in it."""
+
+    value: Any
+    findings: list[Finding]
+
+    @property
+    def open(self) -> list[Finding]:
+        return [f for f in self.findings if f.action == "reask"]
+
+
+class TextFindings(SchemaValidationError):
+    """A shape-valid answer with text findings no code could repair: re-asked once, not redrawn."""
+
+    retryable = False
+
+
+@dataclass
+class _TextPolicy:
+    """Text findings are re-asked once; after that the better of the two answers is kept."""
+
+    final: bool = False
+    held: tuple[Completion, Checked] | None = None
+
+
 @dataclass
 class StepMeta:
     """What one component call did: raw texts, mode, attempts, what was summarized."""
@@ -101,6 +130,9 @@ class StepMeta:
     seconds: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
     fact_checks: list[str] = field(default_factory=list)  # what each check of the bible's facts found
+    # What the text rules found in the answer kept (text/review.py): repaired, dropped or nulled by
+    # code, or kept with the text after one re-ask (a word never fails a step).
+    findings: list[dict[str, str]] = field(default_factory=list)
 
     def add_usage(self, completion: Completion) -> None:
         self.tokens["prompt"] += completion.usage.prompt_tokens
@@ -116,6 +148,7 @@ class StepMeta:
             "redraws": self.redraws,
             "draft_problems": self.draft_problems,
             **({"fact_checks": self.fact_checks} if self.fact_checks else {}),
+            "findings": self.findings,
             "stage1_text": self.stage1_text,
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
@@ -271,18 +304,38 @@ class TwoStage:
         *,
         parts: tuple[str, Plan] | None = None,
         validation_context: dict[str, Any] | None = None,
+        review: Context | None = None,
     ) -> T:
         """The typed object, from each route in turn: in `parts` (notes, plan) where its profile
-        says so, else whole, from `context` and the decoding `schema`."""
+        says so, else whole, from `context` and the decoding `schema`. Every answer is reviewed by
+        the text rules (`review`: what they may know; the language is detected from the draft)."""
+        draft = str(context.get("draft") or (parts[0] if parts else ""))
+        reviewing = review or Context()
+        if not reviewing.language:
+            reviewing = replace(reviewing, language=detect(draft))
 
         async def attempt(route: Route) -> T:
             if parts is not None and self.in_parts(route):
                 notes, plan = parts
                 return await self._structure_parts(
-                    component, notes, plan, model, meta, route, validation_context=validation_context
+                    component,
+                    notes,
+                    plan,
+                    model,
+                    meta,
+                    route,
+                    reviewing,
+                    validation_context=validation_context,
                 )
             return await self._structure_whole(
-                component, context, model, schema, meta, route, validation_context=validation_context
+                component,
+                context,
+                model,
+                schema,
+                meta,
+                route,
+                reviewing,
+                validation_context=validation_context,
             )
 
         return await self._by_route(component, meta, attempt)
@@ -295,6 +348,7 @@ class TwoStage:
         schema: dict[str, Any],
         meta: StepMeta,
         route: Route,
+        reviewing: Context,
         *,
         validation_context: dict[str, Any] | None = None,
     ) -> T:
@@ -308,8 +362,17 @@ class TwoStage:
         )
         meta.structured_mode = route.structured_mode if self.strict else "none"
 
-        def validate(text: str) -> T:
-            return validate_json_payload(text, model, context=validation_context, repair=self.strict)
+        def validate(text: str) -> Checked:
+            findings: list[Finding] = []
+            value = validate_json_payload(
+                text,
+                model,
+                context=validation_context,
+                repair=self.strict,
+                reviewing=reviewing,
+                findings=findings,
+            )
+            return Checked(value, findings)
 
         try:
             completion = await self._ask(component, request, validate, meta, route, reask=self.strict)
@@ -335,23 +398,33 @@ class TwoStage:
         The completion returned carries the validated value (`completion.value`)."""
         attempts: list[dict[str, Any]] = []
         invalid: list[tuple[Completion, SchemaValidationError, int]] = []
-        check = self._checker(validate, attempts, invalid)
+        policy = _TextPolicy()
+        check = self._checker(validate, attempts, invalid, policy)
         try:
             completion = await route.generator.generate(request, check)
         except SchemaValidationError as exc:
             if not reask:
                 raise self._give_up(component, attempts) from exc
             meta.reasked = True
+            policy.final = True
             try:
                 reasked = await self._reask_request(request, exc, route)
                 completion = await route.generator.generate(reasked, check)
             except SchemaValidationError as final:
-                raise self._give_up(component, attempts) from final
+                if policy.held is None:
+                    raise self._give_up(component, attempts) from final
+                # The first answer was whole and only its words had findings: it is kept.
+                held, checked = policy.held
+                completion = held.model_copy(update={"value": checked})
         finally:
             meta.attempts += len(attempts) or 1
             if invalid and self.invalid_log is not None:  # file writes: off the event loop
                 await asyncio.to_thread(self._log_invalid, request, invalid)
         meta.add_usage(completion)
+        value = completion.value
+        if isinstance(value, Checked):
+            meta.findings += [f.as_dict() for f in kept(value.findings)]
+            completion = completion.model_copy(update={"value": value.value})
         return completion
 
     # -- stage 2, in parts (small models) --
@@ -363,6 +436,7 @@ class TwoStage:
         model: type[T],
         meta: StepMeta,
         route: Route,
+        reviewing: Context,
         *,
         validation_context: dict[str, Any] | None = None,
     ) -> T:
@@ -381,7 +455,9 @@ class TwoStage:
                     meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
                     continue
                 try:
-                    value, text = await self._part(component, draft, part, assembled, earlier, meta, route)
+                    value, text = await self._part(
+                        component, draft, part, assembled, earlier, meta, route, reviewing
+                    )
                 except StructuringError as exc:
                     made = self._from_notes(part, draft, assembled)
                     if made is not None:
@@ -434,6 +510,7 @@ class TwoStage:
         earlier: list[str],
         meta: StepMeta,
         route: Route,
+        reviewing: Context,
     ) -> tuple[dict[str, Any], str]:
         defaults = self.settings.narrative.defaults.structuring
         # The prompt shows the part's shape; its patterns (names, openers) are for the grammar, which
@@ -453,10 +530,14 @@ class TwoStage:
             }
         )
         fields = set(part.schema["properties"])
+        where = f"{part.item_of}[{len(assembled.get(part.item_of) or [])}]" if part.item_of else ""
 
-        def validate(text: str) -> dict[str, Any]:
+        def validate(text: str) -> Checked:
+            findings: list[Finding] = []
             try:
-                value = validate_json_payload(text, part.model).model_dump(include=fields)
+                value = validate_json_payload(
+                    text, part.model, reviewing=reviewing, findings=findings
+                ).model_dump(include=fields)
                 problem = instruction_echo(part, value, assembled) or (
                     part.check(value, assembled) if part.check else None
                 )
@@ -469,7 +550,9 @@ class TwoStage:
                 # thrown away in one story).
                 exc.retryable = not (part.optional or part.from_notes)
                 raise
-            return value
+            return Checked(
+                value, [replace(f, field=f"{where}.{f.field}" if where else f.field) for f in findings]
+            )
 
         completion = await self._ask(component, request, validate, meta, route, reask=True)
         meta.structured_mode = f"{completion.structured_mode} (in parts)"
@@ -480,12 +563,32 @@ class TwoStage:
         validate: Callable[[str], Any],
         attempts: list[dict[str, Any]],
         invalid: list[tuple[Completion, SchemaValidationError, int]],
+        policy: _TextPolicy,
     ) -> Callable[[Completion], Any]:
-        """A `check` for the router: validates (each answer is checked once), logs invalid ones."""
+        """A `check` for the router: validates (each answer is checked once), logs invalid ones, and
+        applies the text policy: a whole answer whose words have findings no code repaired is held
+        and re-asked once (`TextFindings`, not redrawn by the retry layer); the re-ask's answer is
+        kept unless it has more open findings than the held one."""
 
         def check(completion: Completion) -> Any:
             try:
                 value = validate(completion.text)
+                if isinstance(value, Checked) and value.open:
+                    if not policy.final:
+                        policy.held = (completion, value)
+                        errors = [
+                            {"loc": [f.field], "msg": f.message, "type": f"text:{f.rule}"} for f in value.open
+                        ]
+                        raise TextFindings(
+                            f"{len(value.open)} text finding(s): {value.open[0].message}",
+                            raw_text=completion.text,
+                            validation_errors=errors,
+                        )
+                    if policy.held is not None and len(policy.held[1].open) < len(value.open):
+                        raise TextFindings(
+                            "the re-ask has more text findings than the first answer: the first is kept",
+                            raw_text=completion.text,
+                        )
             except SchemaValidationError as exc:
                 attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
                 invalid.append((completion, exc, len(attempts)))

@@ -23,7 +23,7 @@ actually evaluated, so the saving is measured, not assumed.
 Stopping runaways. A small model's free writing often falls into a loop and repeats it until
 max_tokens. While a free-text answer (no schema, not a structuring call) is generated, each
 sampled token is followed (`LoopWatch`): at the end of every sentence, and every
-`LOOP_CHECK_EVERY` tokens, the text so far is checked with `drafts.loop_start`; at the first loop
+`LOOP_CHECK_EVERY` tokens, the text so far is checked with `text.loops.loop_start`; at the first loop
 the generation ends there (llama-cpp-python is handed an end-of-generation token, so its own
 bookkeeping, usage and KV state stay consistent), the answer's looping tail is cut, and its
 finish_reason is "loop" (`LOOP_STOP`). The tokens a loop would have run on for are never
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PACKAGED_MODEL_FILE, EmbeddedProviderSettings
-from ..drafts import loop_start
 from ..errors import ModelError, ModelLoadError, ProviderError, ProviderTimeout
+from ..text.loops import loop_start
 from ..types import Completion, CompletionRequest, Usage
 from .base import LOOP_STOP
 
@@ -161,7 +161,7 @@ class PrefixSnapshots:
 class LoopWatch:
     """Follows a free-text answer token by token and says when it has fallen into a loop.
 
-    `stop_after(token)` is True at the first token after which `drafts.loop_start` finds a loop
+    `stop_after(token)` is True at the first token after which `text.loops.loop_start` finds a loop
     in the answer so far (checked when a token ends a sentence or a line, and every
     `LOOP_CHECK_EVERY` tokens); `stopped` then stays True.
     """
