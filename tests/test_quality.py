@@ -147,7 +147,7 @@ def test_the_report_counts_what_an_old_story_json_got_wrong() -> None:
     assert report.names_not_in_cast == ["John", "Sarah"]
     assert report.repeated_sentences == pytest.approx(3 / 21, abs=0.001)  # 3 of 21 sentences are copies
     assert report.prose_fields == 24 and report.cut_off_share == pytest.approx(1 / 24)  # under 5 %
-    assert set(report.failed) == {"debris", "copied", "names", "repetition", "prose"}
+    assert set(report.failed) == {"debris", "copied", "names", "repetition", "prose", "text"}
     assert report.rubric_reliable is False
     assert any("same score" in n for n in report.rubric_notes)
     assert any("scored 10/10 a story that fails" in n for n in report.rubric_notes)

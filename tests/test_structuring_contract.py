@@ -25,6 +25,8 @@ from storyengine.schemas import (
     Story,
 )
 from storyengine.structuring import decoding_schema, extract_json, format_errors, validate_json_payload
+from storyengine.text.review import Finding
+from storyengine.text.rules import Context
 
 BEATS = [
     {"name": "Arrival", "purpose": "Ana reaches the island", "tension": 2},
@@ -104,7 +106,6 @@ REJECTED = {
     "duplicate beat names": (plot_json(b4_name="STORM"), "beats[1] and beats[4]"),
     "all-equal tensions": (same_tensions(), "a plot needs an arc"),
     "copied purposes": (copied_purposes(), "3 of 5 beats have the same purpose"),
-    "purpose is the name": (plot_json(b3_purpose="Climax."), "only repeats its name"),
     "duplicate key": (plot_json().replace('"tension": 2', '"tension": 2, "tension": 9'), "appears twice"),
     "too few beats": (json.dumps({"structure_type": "x", "beats": BEATS[:2]}), "at least 3"),
 }
@@ -171,15 +172,24 @@ def test_dialogue_speakers_checked_against_cast_from_context() -> None:
     assert [ln.speaker for ln in dialogue.lines] == ["Ana", "Bo"]
     with pytest.raises(SchemaValidationError) as exc:
         validate_json_payload(text, Dialogue, context={"cast": ["Ana", "Cy"]})
-    # a lower-case name is capitalised first ("bo" -> "Bo"), then checked against the cast
-    assert "lines: speaker(s) 'Bo' are not in this scene's cast" in format_errors(exc.value)
+    assert "lines: speaker(s) 'bo' are not in this scene's cast" in format_errors(exc.value)
+    # reviewed first, a line by someone outside the cast is dropped while another line remains
+    findings: list[Finding] = []
+    cast = {"cast": ["Ana", "Cy"]}
+    reviewing = Context(language="en", cast=("Ana", "Cy"))
+    kept = validate_json_payload(text, Dialogue, context=cast, reviewing=reviewing, findings=findings)
+    assert [ln.speaker for ln in kept.lines] == ["Ana"]
+    assert ("speaker_outside_cast", "dropped") in [(f.rule, f.action) for f in findings]
 
 
-def test_dialogue_line_repeated_five_times_is_rejected() -> None:
+def test_dialogue_line_repeated_five_times_keeps_two() -> None:
     lines = [{"speaker": "Ana", "text": "No."}, *[{"speaker": "Bo", "text": "I said no."}] * 5]
-    with pytest.raises(SchemaValidationError) as exc:
-        validate_json_payload(json.dumps({"lines": lines}), Dialogue)
-    assert "said 5 times" in format_errors(exc.value)
+    findings: list[Finding] = []
+    kept = validate_json_payload(
+        json.dumps({"lines": lines}), Dialogue, reviewing=Context(language="en"), findings=findings
+    )
+    assert [ln.text for ln in kept.lines] == ["No.", "I said no.", "I said no."]
+    assert [f.rule for f in findings] == ["repeated_line"] * 3
 
 
 def test_evaluation_missing_a_criterion_is_rejected() -> None:

@@ -10,6 +10,7 @@ full stop, well-formed stories in six languages) is tested alongside.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +20,24 @@ import pytest
 from multilingual_stories import STORIES
 from storyengine.bible import StoryBible
 from storyengine.config import parse_settings
+from storyengine.errors import SchemaValidationError
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.quality import load_story, quality_report
-from storyengine.schemas import Dialogue, PlotStructure, Scene, Story
+from storyengine.schemas import (
+    EVALUATION_CRITERIA,
+    Dialogue,
+    Enhancement,
+    Evaluation,
+    PlotStructure,
+    Scene,
+    Story,
+)
+from storyengine.structuring import format_errors, validate_json_payload
 from storyengine.text.language import detect
 from storyengine.text.loops import loop_at
-from storyengine.text.review import check_text, review
+from storyengine.text.review import Finding, check_text, review
 from storyengine.text.rules import Context, findings_in, fragment
 from storyengine.text.segment import content_units, sentences, words
 from storyengine.types import CompletionRequest
@@ -401,3 +412,102 @@ async def test_the_re_ask_carries_the_finding_and_no_example_values() -> None:
     reask = asked[-1].messages[-1].content
     assert "begins with punctuation" in reask
     assert "Tom Reed" not in reask and "such as" not in reask
+
+
+# -- the evaluation and the enhancement: copies are notes or dropped, never a failed story --
+
+
+def evaluation(rationales: list[str], scores: tuple[int, ...] = (7, 6, 5, 8, 6)) -> dict[str, Any]:
+    return {
+        "scores": [
+            {"criterion": c, "score": s, "rationale": r}
+            for c, s, r in zip(EVALUATION_CRITERIA, scores, rationales, strict=True)
+        ],
+        "overall": 6,
+        "summary": "A tight, moody story.",
+    }
+
+
+def test_copied_rationales_are_kept_but_mark_the_evaluation_unreliable() -> None:
+    same = "The story is good and the characters are interesting to read about."
+    rationales = [same, "The pace is even.", same + "!", "The lines sound real.", "A fresh idea."]
+    marked = Evaluation.model_validate(evaluation(rationales))
+    assert marked.reliable is False
+    assert marked.notes == [
+        "the rationales for coherence and pacing are the same sentence: the model did not reason about "
+        "each criterion"
+    ]
+    distinct = ["Events follow.", "People feel real.", "It moves.", "Lines sound spoken.", "Fresh."]
+    assert Evaluation.model_validate(evaluation(distinct)).reliable is True
+
+
+def test_one_score_for_every_criterion_is_kept_but_marked_unreliable() -> None:
+    rationales = ["Events follow.", "People feel real.", "It moves.", "Lines sound spoken.", "Fresh."]
+    marked = Evaluation.model_validate({**evaluation(rationales, (10,) * 5), "overall": 10})
+    assert marked.reliable is False and "same score" in marked.notes[0]
+    assert Evaluation.model_validate(marked.model_dump()).notes == marked.notes  # not added twice
+
+
+def test_a_copied_suggestion_is_dropped_and_one_always_stays() -> None:
+    change = "Give the keeper a clear reason to climb the tower that night."
+    suggestions = [
+        {"target": "Scene 1", "problem": "The start is slow.", "change": change},
+        {"target": "Scene 2", "problem": "The middle sags.", "change": change.replace("clear", "clear,")},
+    ]
+    reviewed = review(Enhancement, {"suggestions": suggestions, "summary": "Fix the start."}, EN)
+    kept = Enhancement.model_validate(reviewed.data)
+    assert [s.target for s in kept.suggestions] == ["Scene 1"]
+    assert [(f.rule, f.action) for f in reviewed.findings] == [("copied", "dropped")]
+
+
+# -- the one-shot path: whole objects through validate_json_payload with the review --
+
+GOOD_PLOT = {
+    "structure_type": "three-act",
+    "title": "The Bottle",
+    "characters": ["Ana", "Bo"],
+    "beats": [
+        {"name": "Arrival", "purpose": "Ana finds the bottle on the rocks.", "tension": 2},
+        {"name": "The Letter", "purpose": "The letter warns of a storm.", "tension": 6},
+        {"name": "The Storm", "purpose": "Ana keeps the lamp burning.", "tension": 9},
+        {"name": "Dawn", "purpose": "The ferry comes home safe.", "tension": 3},
+    ],
+}
+ONE_SHOT = {
+    "structure type debris": (lambda d: d.update(structure_type="]["), "structure_type", "debris"),
+    "a phrase as a character": (
+        lambda d: d.update(characters=["A lighthouse keeper", "Bo"]),
+        "characters[0]",
+        "not_a_name",
+    ),
+    "purpose cut off": (
+        lambda d: d["beats"][2].update(purpose="Ana keeps the lamp burning in the fm"),
+        "beats[2].purpose",
+        "cut_off",
+    ),
+    "looping purpose": (
+        lambda d: d["beats"][3].update(purpose="No no no nah naw no yes no no no no."),
+        "beats[3].purpose",
+        "loop",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "where", "rule"), ONE_SHOT.values(), ids=ONE_SHOT.keys())
+def test_one_shot_findings_name_their_field_and_never_raise(
+    change: Callable[[dict[str, Any]], None], where: str, rule: str
+) -> None:
+    data = copy.deepcopy(GOOD_PLOT)
+    change(data)
+    findings: list[Finding] = []
+    plot = validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN, findings=findings)
+    assert plot.title == "The Bottle"
+    assert (where, rule) in [(f.field, f.rule) for f in findings]
+
+
+def test_shape_errors_are_still_errors() -> None:
+    data = copy.deepcopy(GOOD_PLOT)
+    data.pop("title")
+    with pytest.raises(SchemaValidationError) as exc:
+        validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN)
+    assert "title" in format_errors(exc.value)

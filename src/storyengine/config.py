@@ -66,6 +66,9 @@ class Narrative(_Strict):
     defaults: Defaults = Defaults()
     providers: Routes = Routes()
     concurrency: Concurrency = Concurrency()
+    # Stage-1 scene drafts drawn per scene, the best kept by a score computed by code
+    # (drafts.draft_score). None: the scene route's profile decides (providers/profiles.py).
+    scene_drafts: int | None = Field(default=None, ge=1, le=8)
 
 
 class StructuringSettings(_Strict):

@@ -5,6 +5,8 @@ Pure functions, no model call:
 - `draft_problems(component, draft, *, premise, beats=None, beat=None)`: why a draft should be
   drawn again (empty: keep it) — empty, looping, a plot draft without the beats asked for, a
   scene draft of one line or one that shares no word with its beat and the premise;
+- `draft_score(draft, premise=..., beat=..., problems=...)`: how good a draft is, by code (to
+  keep the best of several);
 - `clean_prose(text)`: the draft as the prose a reader gets (no headings or answer prefixes, no
   markup, no repeated or looping sentences, no unfinished last sentence);
 - `cast_problems(cast, prose, known=...)`: names the prose uses that a scene's cast lacks;
@@ -162,6 +164,29 @@ def draft_problems(
                 "beat describes"
             )
     return problems
+
+
+def draft_score(draft: str, *, premise: str, beat: str = "", problems: list[str] | None = None) -> float:
+    """How good a stage-1 draft is, by code (higher is better), to choose among drafts:
+
+    + 2 x the share of the premise's and the beat's content (text/segment.content_units) it uses;
+    + 0.5 x its length against 150 words (capped at 1);
+    - 1 per problem a check found (a loop, one line, names outside the cast, a pronoun slip, ...);
+    - 0.5 per sentence that talks about the story instead of telling it (English);
+    - 1 when it loops anywhere (text/loops.loop_at on each sentence, or on the whole when short).
+    """
+    text = draft.strip()
+    if not text:
+        return -10.0
+    language = detect(f"{premise} {text}")
+    wanted = set(content_units(f"{premise} {beat}", language))
+    coverage = len(wanted & set(content_units(text, language))) / len(wanted) if wanted else 1.0
+    said = sentences(text)
+    length = min(len(words(text)) / 150, 1.0)
+    meta = sum(1 for s in said if meta_sentence(s)) if is_english(language) else 0
+    looping = 1 if any(loop_at(s) for s in said) else 0
+    score = 2 * coverage + 0.5 * length - len(problems or []) - 0.5 * meta - looping
+    return round(score, 3)
 
 
 # A run of capitalised words with one of these is a place, not a person ("New York City",

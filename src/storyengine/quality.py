@@ -41,7 +41,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from .bible import premise_pronouns, pronoun_slips
-from .drafts import STOPWORDS, cast_problems, clean_prose, draft_problems, names_in
+from .drafts import STOPWORDS, cast_problems, clean_prose, draft_problems, draft_score, names_in
 from .schemas import Story, name_key
 from .text.language import detect, is_english
 from .text.review import REPAIRS, review
@@ -467,7 +467,12 @@ def quality_report(story: Story) -> QualityReport:
             prose_fields += 1
             # A setting is a place and a time, not a sentence; and outside English a summary or a
             # purpose without a final mark is the convention of lists (Japanese, Chinese, Arabic).
-            if key != "setting" and is_english(language) and "cut_off" not in hits and not ends_a_sentence(text):
+            if (
+                key != "setting"
+                and is_english(language)
+                and "cut_off" not in hits
+                and not ends_a_sentence(text)
+            ):
                 unpunctuated.append(where)
     recorded = step_findings(story)
     kept_fields = {f["field"] for f in recorded if f.get("action") in ("kept", "reask")}
@@ -490,9 +495,14 @@ def quality_report(story: Story) -> QualityReport:
     # The story itself (plan, scenes, prose, dialogue): not the model's evaluation of it.
     told = [text for where, _, text in _fields(story) if where.startswith(("plot.", "scenes["))]
     everything = " ".join(told + [scene_prose(item) for item in story.scenes])
-    premise_words = content_units(story.premise, language)
-    present = set(content_units(everything, language)) | {stem(w, language) for w in words(everything)}
-    found = [w for w in premise_words if w in present]
+    premise_words = content_words(story.premise, language)
+    if premise_words:  # a script with spaces: words, compared by their stems
+        present = {stem(w, language) for w in words(everything)}
+        found = [w for w in premise_words if stem(w, language) in present]
+    else:  # without spaces (Japanese, Chinese, Thai): the runs or pairs that carry content
+        premise_words = content_units(story.premise, language)
+        units = set(content_units(everything, language))
+        found = [u for u in premise_words if u in units]
 
     beat_tension = {name_key(b.name): b.tension for b in story.plot.beats}
     scenes = []
@@ -685,6 +695,7 @@ __all__ = [
     "clean_prose",
     "content_words",
     "draft_problems",
+    "draft_score",
     "load_story",
     "mark_evaluation",
     "names_in",

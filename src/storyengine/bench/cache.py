@@ -53,7 +53,7 @@ async def run_cache_bench(
 ) -> Report:
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
         path = cache_path or Path(tmp) / "cache.sqlite3"
-        settings = scratch_settings(settings, Path(tmp), cache=True, cache_path=path)
+        settings = scratch_settings(settings, Path(tmp), cache=True, cache_path=path, scene_drafts=1)
         results = {}
         for label in ("cold", "warm"):
             progress(f"{label} run: {scenes} scenes, seed {seed}, cache {path}")

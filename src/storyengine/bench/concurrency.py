@@ -90,7 +90,10 @@ async def _measure(
     progress: Progress,
 ) -> None:
     scene_concurrency = concurrency or slots
-    settings = scratch_settings(settings, workdir, cache=False, scene_concurrency=scene_concurrency)
+    # One draft per scene: the call graph the lower bound is computed for (critical_path.py).
+    settings = scratch_settings(
+        settings, workdir, cache=False, scene_concurrency=scene_concurrency, scene_drafts=1
+    )
     providers = metered_providers(settings)
     graph = story_graph(scenes)
     steps = lower_bound_steps(graph, slots)

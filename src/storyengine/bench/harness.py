@@ -94,11 +94,13 @@ def scratch_settings(
     cache_path: Path | None = None,
     strict: bool | None = None,
     scene_concurrency: int | None = None,
+    scene_drafts: int | None = None,
 ) -> Settings:
     """A copy whose run log, checkpoints, invalid-output log and cache live under `workdir`.
 
     `cache` turns the response cache on or off (None keeps the configured choice);
-    `cache_path` keeps the cache somewhere else (e.g. a user's --cache-path).
+    `cache_path` keeps the cache somewhere else (e.g. a user's --cache-path); `scene_drafts`
+    fixes the drafts per scene (benches of the call graph count one a scene).
     """
     logging = settings.logging.model_copy(
         update={"dir": workdir / "logs", "runlog": workdir / "runs.sqlite3"}
@@ -109,9 +111,15 @@ def scratch_settings(
     update: dict[str, object] = {"logging": logging, "cache": settings.cache.model_copy(update=cache_update)}
     if strict is not None:
         update["structuring"] = settings.structuring.model_copy(update={"strict": strict})
+    narrative: dict[str, object] = {}
     if scene_concurrency is not None:
-        concurrency = settings.narrative.concurrency.model_copy(update={"scenes": scene_concurrency})
-        update["narrative"] = settings.narrative.model_copy(update={"concurrency": concurrency})
+        narrative["concurrency"] = settings.narrative.concurrency.model_copy(
+            update={"scenes": scene_concurrency}
+        )
+    if scene_drafts is not None:
+        narrative["scene_drafts"] = scene_drafts
+    if narrative:
+        update["narrative"] = settings.narrative.model_copy(update=narrative)
     return settings.model_copy(update=update)
 
 

@@ -66,7 +66,7 @@ def scripted_providers(settings: Settings) -> dict[str, MeteredProvider]:
 async def scripted_part(
     report: Report, settings: Settings, workdir: Path, *, scenes: int, runs: int, progress: Progress
 ) -> None:
-    settings = whole_objects(scratch_settings(settings, workdir / "scripted"))
+    settings = whole_objects(scratch_settings(settings, workdir / "scripted", scene_drafts=1))
     providers = scripted_providers(settings)
     per_call = report.measure("scripted (0 latency): pipeline cost per call", "ms")
     wall = report.measure("scripted (0 latency): story wall time", "ms")
@@ -90,7 +90,7 @@ async def scripted_part(
 async def provider_part(
     report: Report, settings: Settings, workdir: Path, *, scenes: int, runs: int, progress: Progress
 ) -> None:
-    settings = scratch_settings(settings, workdir / "provider")
+    settings = scratch_settings(settings, workdir / "provider", scene_drafts=1)
     name = primary_provider(settings)
     providers = metered_providers(settings)
     wall = report.measure(f"{name}: story wall time", "s")

@@ -260,8 +260,8 @@ async def run_validity_bench(
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
         runners = []
         for mode in modes:
-            mode_settings = scratch_settings(
-                settings, Path(tmp) / mode, cache=False, strict=mode != "prompt-only"
+            mode_settings = scratch_settings(  # it measures structuring: one draft per scene
+                settings, Path(tmp) / mode, cache=False, strict=mode != "prompt-only", scene_drafts=1
             )
             providers = metered_providers(mode_settings, withhold_schema=mode == "no-schema")
             runners.append(ModeRunner(mode, build_engine(mode_settings, providers), providers))

@@ -26,6 +26,7 @@ from ..failures import InvalidOutputLog
 from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
+from ..text.rules import without_controls
 from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
@@ -49,8 +50,9 @@ class Made(NamedTuple, Generic[M]):
 
 
 def check_inputs(premise: str, scenes: int | None) -> str:
-    """Reject unusable input before any model call."""
-    premise = (premise or "").strip()
+    """Reject unusable input before any model call; NUL and other control characters (not line
+    breaks or tabs) are removed from the premise, so no export or prompt carries them."""
+    premise = without_controls(premise or "").strip()
     if not premise:
         raise InputError("the premise is empty; give one or two sentences describing the story")
     if len(premise) > MAX_PREMISE_CHARS:

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from ..bible import StoryBible, bible_text, premise_pronouns, pronoun_slips
-from ..quality import cast_problems, draft_problems
+from ..quality import cast_problems, draft_problems, draft_score
 from ..schemas import (
     EVALUATION_CRITERIA,
     Dialogue,
@@ -185,7 +185,19 @@ class Components:
                 problems += await self.stages.check_facts("scene", bible.facts, text, meta)
             return problems
 
-        return await self.stages.freeform("scene", context, meta, seed=seed, check=check)
+        def score(text: str, problems: list[str]) -> float:
+            return draft_score(text, premise=premise, beat=beat_text, problems=problems)
+
+        return await self.stages.freeform(
+            "scene", context, meta, seed=seed, check=check, drafts=self.scene_drafts(), score=score
+        )
+
+    def scene_drafts(self) -> int:
+        """Drafts per scene: `narrative.scene_drafts`, else the scene route's profile default."""
+        configured = self.stages.settings.narrative.scene_drafts
+        if configured is not None:
+            return configured
+        return self.stages.router.routes("scene")[0].profile.scene_drafts
 
     async def scene(
         self, plot: PlotStructure, index: int, draft: str, meta: StepMeta, bible: StoryBible | None = None

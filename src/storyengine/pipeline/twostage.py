@@ -53,6 +53,8 @@ R = TypeVar("R")
 Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
 # A stage-1 draft's problems ([] when it is fine); a check that asks a model returns them awaitable.
 DraftCheck = Callable[[str], list[str] | Awaitable[list[str]]]
+# How good a draft is, by code, given its text and its problems (higher is better).
+DraftScore = Callable[[str, list[str]], float]
 # A route that fails with one of these hands the step to the next route of the chain.
 _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaValidationError)
 
@@ -114,6 +116,7 @@ class StepMeta:
     first_provider: str = ""  # that provider, when it is not the chain's first
     seed: int | None = None  # the stage-1 seed of the draft it kept
     redraws: int = 0  # drafts drawn again because a check found problems
+    drafts: list[dict[str, Any]] = field(default_factory=list)  # each draft's seed, score, problems
     draft_problems: list[str] = field(default_factory=list)  # what the kept draft still has
     stage1_text: str = ""
     stage1_cut_off: bool = False  # cut off at max_tokens or stopped in a loop; kept as far as it went
@@ -146,6 +149,7 @@ class StepMeta:
             **({"start": self.start, "first_provider": self.first_provider} if self.start else {}),
             "seed": self.seed,
             "redraws": self.redraws,
+            **({"drafts": self.drafts} if self.drafts else {}),
             "draft_problems": self.draft_problems,
             **({"fact_checks": self.fact_checks} if self.fact_checks else {}),
             "findings": self.findings,
@@ -217,17 +221,23 @@ class TwoStage:
         *,
         seed: int | None,
         check: DraftCheck | None = None,
+        drafts: int = 1,
+        score: DraftScore | None = None,
     ) -> str:
-        """Stage 1: the draft. When `check` finds problems in it (a draft that loops, ignores its
-        beat, invents people), it is drawn again with another seed, up to `retry.attempts` draws,
-        as long as each redraw has fewer problems than the best draft before it (a redraw that
-        is no better says another is unlikely to help: each costs a whole draft); the draft with
-        the fewest problems is kept and its problems stay in the metadata."""
+        """Stage 1: the draft. `drafts` drafts are drawn (each with its own seed) and the best is
+        kept: the one with the fewest problems by `check` (a draft that loops, ignores its beat,
+        invents people), then the highest `score` (computed by code, drafts.draft_score). When the
+        best still has problems, more are drawn, up to `retry.attempts` draws in all, as long as
+        each is better than the best before it (a redraw that is no better says another is
+        unlikely to help: each costs a whole draft). The kept draft's problems, and every draft's
+        seed, score and problem count, stay in the metadata."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
         base = seed if seed is not None else defaults.seed
-        best: tuple[int, str, bool, int | None] | None = None
-        for draw in range(self.settings.retry.attempts if check else 1):
+        wanted = max(1, drafts)
+        best: tuple[tuple[int, float], str, bool, int | None, list[str]] | None = None
+        drawn: list[dict[str, Any]] = []
+        for draw in range(max(wanted, self.settings.retry.attempts if check else 1)):
             draw_seed = base if draw == 0 or base is None else (base * 1_000_003 + 7919 * draw) % 2**31
 
             async def ask(route: Route, draw_seed: int | None = draw_seed) -> Completion:
@@ -242,18 +252,20 @@ class TwoStage:
             problems = check(text) if check else []
             if inspect.isawaitable(problems):  # a check that asks a model (the bible's facts)
                 problems = await problems
-            if draw:
-                meta.redraws = draw
-            better = best is None or len(problems) < best[0]
+            value = score(text, problems) if score else 0.0
+            drawn.append({"seed": draw_seed, "score": value, "problems": len(problems)})
+            key = (-len(problems), value)
+            better = best is None or key > best[0]
             if better:
                 # Cut off at max_tokens, or stopped by the provider in a loop (the loop cut off).
                 stopped = completion.truncated or completion.finish_reason == LOOP_STOP
-                best = (len(problems), text, stopped, draw_seed)
-                meta.draft_problems = problems
-            if not problems or not better:
+                best = (key, text, stopped, draw_seed, problems)
+            if draw + 1 >= wanted and ((best is not None and not best[4]) or not better):
                 break
         assert best is not None
-        _, meta.stage1_text, meta.stage1_cut_off, meta.seed = best
+        _, meta.stage1_text, meta.stage1_cut_off, meta.seed, meta.draft_problems = best
+        meta.redraws = len(drawn) - wanted if len(drawn) > wanted else 0
+        meta.drafts = drawn if wanted > 1 or score else []
         meta.seconds["freeform"] = time.perf_counter() - started
         return meta.stage1_text
 

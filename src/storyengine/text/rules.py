@@ -143,6 +143,11 @@ def _without_sentences(text: str, bad: Callable[[str], bool]) -> str | None:
 _CONTROL = regex.compile(r"[\p{Cc}--[\n\t]]", regex.V1)
 
 
+def without_controls(text: str) -> str:
+    """`text` without NUL and the other control characters (line breaks and tabs stay)."""
+    return _CONTROL.sub("", text)
+
+
 @rule("control", ALL)
 def control(text: str, context: Context) -> Hit | None:
     found = _CONTROL.search(text)
@@ -620,4 +625,5 @@ __all__ = [
     "person_name_problem",
     "similar",
     "tidy_end",
+    "without_controls",
 ]
