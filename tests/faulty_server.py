@@ -264,8 +264,8 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 body = completion_body(server.answer, finish_reason="tool_calls")
                 message = body["choices"][0]["message"]
                 message["content"] = None
-                message["tool_calls"] = [{"id": "call_1", "type": "function",
-                                          "function": {"name": "Title", "arguments": server.answer}}]  # fmt: skip
+                call = {"name": "Title", "arguments": server.answer}
+                message["tool_calls"] = [{"id": "call_1", "type": "function", "function": call}]
                 self._json(200, body)
             elif fault == "html_502":
                 self._raw(502, PROXY_PAGE.encode(), "text/html")

@@ -71,7 +71,8 @@ def the_lighthouse(completion: Completion | None) -> None:
 
 def mock_provider(handler: Any, **changes: Any) -> OpenAICompatProvider:
     settings = trial_settings({"a": "http://127.0.0.1:9/v1"}, ["a"]).providers["a"]
-    return OpenAICompatProvider("a", settings.model_copy(update=changes), transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    entry = settings.model_copy(update=changes)
+    return OpenAICompatProvider("a", entry, transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
 
 
 def answering(body: bytes | dict[str, Any], status: int = 200) -> Any:
@@ -97,7 +98,7 @@ async def test_invalid_utf8_is_a_bad_response_not_text_with_replacement_characte
     assert caught.value.retryable
 
 
-async def test_a_provider_answering_invalid_utf8_is_retried_then_the_chain_moves_on_and_caches_the_good_answer(
+async def test_invalid_utf8_is_retried_then_the_next_provider_asked_and_only_its_answer_cached(
     servers: list[FaultyServer],
 ) -> None:
     corrupt = serve(servers, [], then="bad_utf8")
@@ -315,7 +316,9 @@ async def test_a_proxys_html_502_is_one_clean_line(servers: list[FaultyServer]) 
 
 async def test_an_html_page_answered_with_200_is_named_too() -> None:
     page = b"<html><head><style>p { color: red }</style></head><body><p>Welcome to nginx!</p></body></html>"
-    provider = mock_provider(lambda request: httpx.Response(200, content=page, headers={"Content-Type": "text/html"}))
+    provider = mock_provider(
+        lambda request: httpx.Response(200, content=page, headers={"Content-Type": "text/html"})
+    )
     with pytest.raises(BadResponse) as caught:
         await provider.complete(TRIAL_REQUEST)
     await provider.aclose()
