@@ -206,8 +206,11 @@ async def test_a_retry_after_within_backoff_max_is_still_waited_for(servers: lis
 def test_a_busy_provider_is_marked_down_for_as_long_as_it_asked() -> None:
     now = [1_000_000.0]
     state = BreakerState("a", failures=3, cooldown=60.0, clock=lambda: now[0])
-    state.failed(ProviderBusy("a: HTTP 429", provider="a", retry_after=3600.0), probe=False)
+    busy = ProviderBusy("a: HTTP 429", provider="a", retry_after=3600.0)
+    state.failed(busy, probe=False)
     assert state.state == "open" and state.open_until == 1_000_000.0 + 3600.0
+    state.failed(busy, probe=False)  # a concurrent call that got the same 429: no second trip
+    assert state.trips == 1 and state.open_until == 1_000_000.0 + 3600.0
     now[0] += 60.0 + 1  # past the ordinary cooldown: still open
     assert state.admit() is None
     down = state.down_error()
@@ -310,20 +313,28 @@ async def test_a_proxys_html_502_is_one_clean_line(servers: list[FaultyServer]) 
     message = str(trial.error)
     assert "\n" not in message
     assert "HTTP 502" in message and "an HTML page came back" in message
-    assert "502 Bad Gateway" in message and "check base_url" in message
+    assert "“502 Bad Gateway The upstream server did not answer. nginx”" in message
+    assert message.count("502 Bad Gateway") == 1 and "check base_url" in message
     assert "<" not in message and "font-family" not in message and "{" not in message
 
 
-async def test_an_html_page_answered_with_200_is_named_too() -> None:
-    page = b"<html><head><style>p { color: red }</style></head><body><p>Welcome to nginx!</p></body></html>"
-    provider = mock_provider(
-        lambda request: httpx.Response(200, content=page, headers={"Content-Type": "text/html"})
-    )
+@pytest.mark.parametrize(
+    ("page", "shown"),
+    [
+        (b"<html><head><style>p { color: red }</style></head><body><p>Welcome to nginx!</p></body></html>",
+         "Welcome to nginx!"),
+        (b"<!doctype html><html><head><title>Service &amp; Gateway</title></head><body></body></html>",
+         "Service & Gateway"),
+    ],
+    ids=["body-text", "title-only"],
+)  # fmt: skip
+async def test_an_html_page_answered_with_200_is_named_too(page: bytes, shown: str) -> None:
+    provider = mock_provider(lambda request: httpx.Response(200, content=page))
     with pytest.raises(BadResponse) as caught:
         await provider.complete(TRIAL_REQUEST)
     await provider.aclose()
     message = str(caught.value)
-    assert "not JSON: an HTML page came back saying “Welcome to nginx!”" in message
+    assert f"not JSON: an HTML page came back saying “{shown}”" in message
     assert "<" not in message and "color" not in message
 
 

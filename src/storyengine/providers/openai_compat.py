@@ -228,7 +228,7 @@ class OpenAICompatProvider:
                 raise ProviderUnavailable(
                     f"{self.name}: {self.base_url} closed the connection mid-answer, after "
                     f"{progress.received:,}{of} bytes ({self._redact(reason)}); the server or a proxy "
-                    "in between cut the answer short: its log says why",
+                    "in between cut the answer short: check the server's log for why",
                     provider=self.name,
                 ) from None
             raise ProviderUnavailable(
@@ -620,9 +620,10 @@ def _body_excerpt(response: _Answer, redact: Any) -> str:
     content_type = response.headers.get("Content-Type", "").lower()
     if "html" not in content_type and not _HTML_START.match(text):
         return _excerpt(text)
-    visible = _HTML_HIDDEN.sub(" ", text)
-    visible = redact(html.unescape(_HTML_TAG.sub(" ", visible)))
-    visible = " ".join(visible.split())
+    visible = _page_text(_HTML_HIDDEN.sub(" ", text), redact)  # the body's text; the title repeats it
+    if not visible:
+        title = _HTML_TITLE.search(text)
+        visible = _page_text(title.group(1), redact) if title else ""
     if len(visible) > _PAGE_TEXT_CHARS:
         visible = visible[: _PAGE_TEXT_CHARS - 1] + "…"
     said = f" saying “{visible}”" if visible else ""
@@ -633,8 +634,14 @@ def _body_excerpt(response: _Answer, redact: Any) -> str:
 
 
 _HTML_START = re.compile(r"\s*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE)
-_HTML_HIDDEN = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
 _HTML_TAG = re.compile(r"<[^>]*>")
+_HTML_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _page_text(markup: str, redact: Any) -> str:
+    """The text a browser would show for `markup`, on one line."""
+    return " ".join(redact(html.unescape(_HTML_TAG.sub(" ", markup))).split())
 
 
 def _detail_line(item: Any) -> str:

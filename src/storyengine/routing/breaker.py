@@ -116,7 +116,9 @@ class BreakerState:
             if probe:
                 self.probing = False
             wait = min(error.retry_after, _LONGEST_HOLD)
-            self._trip(f"it answered 429 with Retry-After: {wait:g}s", seconds=wait)
+            if self.state != "open" or (self.open_until or 0.0) < self.clock() + wait:
+                # Not again for each of the concurrent calls that all got the same 429.
+                self._trip(f"it answered 429 with Retry-After: {wait:g}s", seconds=wait)
             return
         if probe:
             self.probing = False
