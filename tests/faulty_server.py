@@ -31,6 +31,12 @@ Faults:
     echo_answer     a valid completion whose content echoes the request's Authorization header
     bad_gzip        HTTP 200 that says Content-Encoding: gzip and is not gzip
     no_finish       a valid completion without finish_reason and without usage
+    bad_utf8        HTTP 200 whose content holds bytes that are not UTF-8 (the JSON around them is fine)
+    tool_calls      a completion whose content is null and whose `answer` is a tool call's arguments
+    html_502        HTTP 502, a proxy's HTML error page with a style sheet
+    object_content  a valid completion whose content is `answer` as a JSON object, not a string
+    nan_usage       a valid completion whose usage counts are NaN
+    inf_usage       a valid completion whose usage counts are Infinity
 """
 
 from __future__ import annotations
@@ -56,10 +62,18 @@ from storyengine.types import Completion, CompletionRequest, Message
 FAULTS = (
     "ok", "500", "429", "401", "hang", "reset", "empty", "garbage", "truncated_json", "cut_body",
     "length", "empty_content", "prose", "slow", "drip", "huge", "huge_chunked", "parts", "redirect",
-    "echo", "echo_answer", "bad_gzip", "no_finish",
+    "echo", "echo_answer", "bad_gzip", "no_finish", "bad_utf8", "tool_calls", "html_502", "object_content",
+    "nan_usage", "inf_usage",
 )  # fmt: skip
 
 DEFAULT_ANSWER = '{"title": "The Lighthouse", "mood": "calm"}'
+# A proxy's error page, as nginx behind a CDN sends it: markup and a style sheet, no JSON.
+PROXY_PAGE = (
+    "<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body { font-family: Tahoma, "
+    "Verdana, Arial, sans-serif; margin: 0 auto; width: 35em; } h1 { color: #c00; }</style></head>"
+    "<body><h1>502 Bad Gateway</h1><p>The upstream server did not answer.</p><hr><center>nginx</center>"
+    "</body></html>"
+)
 
 
 class FaultyServer:
@@ -241,6 +255,28 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 body = completion_body(server.answer)
                 del body["usage"]
                 del body["choices"][0]["finish_reason"]
+                self._json(200, body)
+            elif fault == "bad_utf8":
+                # "Lighthouse" with a broken sequence in it: decoded leniently it still validates.
+                data = json.dumps(completion_body(server.answer.replace("Lighthouse", "Light@@house")))
+                self._raw(200, data.encode().replace(b"@@", b"\xe2\x80(\xff"), "application/json")
+            elif fault == "tool_calls":
+                body = completion_body(server.answer, finish_reason="tool_calls")
+                message = body["choices"][0]["message"]
+                message["content"] = None
+                call = {"name": "Title", "arguments": server.answer}
+                message["tool_calls"] = [{"id": "call_1", "type": "function", "function": call}]
+                self._json(200, body)
+            elif fault == "html_502":
+                self._raw(502, PROXY_PAGE.encode(), "text/html")
+            elif fault == "object_content":
+                body = completion_body(server.answer)
+                body["choices"][0]["message"]["content"] = json.loads(server.answer)
+                self._json(200, body)
+            elif fault in ("nan_usage", "inf_usage"):
+                body = completion_body(server.answer)
+                count = float("nan") if fault == "nan_usage" else float("inf")
+                body["usage"] = {"prompt_tokens": count, "completion_tokens": count}
                 self._json(200, body)
 
         def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:

@@ -78,6 +78,7 @@ TRANSIENT = [
     ("length", "TruncatedOutput", False),
     ("empty_content", "EmptyOutput", False),
     ("prose", "SchemaValidationError", False),
+    ("bad_utf8", "BadResponse", True),
 ]
 
 
@@ -139,7 +140,7 @@ async def test_prose_instead_of_json_is_asked_again_colder_and_clamped(servers: 
 # (fault, attempts spent on the failing provider before the fallback)
 PERSISTENT = [
     ("500", 3), ("429", 3), ("reset", 3), ("garbage", 3), ("truncated_json", 3), ("length", 3),
-    ("empty_content", 3), ("prose", 3), ("401", 1),
+    ("empty_content", 3), ("prose", 3), ("401", 1), ("bad_utf8", 3), ("html_502", 3), ("tool_calls", 1),
 ]  # fmt: skip
 
 

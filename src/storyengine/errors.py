@@ -11,6 +11,7 @@ StoryEngineError
 │   ├── ProviderHTTPError    the server answered with an error status (`.status`)
 │   │   ├── AuthenticationError   401/403: the API key is missing or wrong
 │   │   ├── RateLimited           429 (`.retry_after` seconds, when the server said)
+│   │   │   └── ProviderBusy          its Retry-After is longer than retry.backoff_max: not waited for
 │   │   └── ProviderRedirect      3xx: the base URL moved (`.location`)
 │   ├── BadResponse          the server's answer is not a usable completion
 │   │   └── ResponseTooLarge      the body is over the provider's max_response_bytes
@@ -93,6 +94,18 @@ class RateLimited(ProviderHTTPError):
         super().__init__(message, provider=provider, status=429)
         self.retryable = True
         self.retry_after = retry_after
+
+
+class ProviderBusy(RateLimited):
+    """A 429 whose Retry-After is longer than the retry layer may wait (retry.backoff_max).
+
+    Not retried: sleeping less than the server asked would only earn another 429, and sleeping as
+    long as it asked would stall the run. The circuit breaker skips the provider for
+    `retry_after` seconds instead, so a fallback chain moves on at once."""
+
+    def __init__(self, message: str, *, provider: str = "", retry_after: float) -> None:
+        super().__init__(message, provider=provider, retry_after=retry_after)
+        self.retryable = False
 
 
 class ProviderRedirect(ProviderHTTPError):

@@ -17,15 +17,19 @@ A call's timeout is a deadline for the whole answer, from connecting to its last
 own timeouts are per read, so a server that drips its body would never trip them), and the body
 is read as a stream of at most `max_response_bytes`: a larger answer is refused, not read.
 Every exception on the way (httpx's, the socket's, a body that does not decode) becomes a
-`ProviderError` subclass.
+`ProviderError` subclass. A 200 answer is decoded strictly: invalid bytes (or a lone surrogate in
+its text) make it a `BadResponse`, never text patched with U+FFFD that would be validated and
+cached as if the server had said it. An error page is only quoted, so it is decoded leniently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import html
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -40,6 +44,7 @@ from ..config import OpenAIProviderSettings
 from ..errors import (
     AuthenticationError,
     BadResponse,
+    EmptyOutput,
     ProviderError,
     ProviderHTTPError,
     ProviderRedirect,
@@ -55,6 +60,7 @@ from .base import estimate_tokens
 logger = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 200
+_PAGE_TEXT_CHARS = 120
 _TOOL_NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 _STRUCTURED_FIELDS = ("response_format", "tool_choice", "tools", "format")
 
@@ -78,6 +84,7 @@ class OpenAICompatProvider:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel)
+        self._usage_flagged = False
 
     def __repr__(self) -> str:
         return (
@@ -186,6 +193,8 @@ class OpenAICompatProvider:
                     "POST", "chat/completions", json=body, headers=self._headers(),
                     timeout=httpx.Timeout(seconds),
                 ) as response:  # fmt: skip
+                    progress.answering = True
+                    progress.declared = response.headers.get("Content-Length", "")
                     progress.encoding = response.headers.get("Content-Encoding", "")
                     content = await self._read_body(response, url, progress)
                     return _Answer(
@@ -214,6 +223,14 @@ class OpenAICompatProvider:
             ) from None
         except httpx.TransportError as exc:
             reason = _network_reason(exc)
+            if progress.answering:  # the server had begun to answer: it is running, it hung up
+                of = f" of {int(progress.declared):,}" if progress.declared.strip().isdigit() else ""
+                raise ProviderUnavailable(
+                    f"{self.name}: {self.base_url} closed the connection mid-answer, after "
+                    f"{progress.received:,}{of} bytes ({self._redact(reason)}); the server or a proxy "
+                    "in between cut the answer short: check the server's log for why",
+                    provider=self.name,
+                ) from None
             raise ProviderUnavailable(
                 f"{self.name}: cannot reach {self.base_url} ({self._redact(reason)}); is the server running?",
                 provider=self.name,
@@ -326,7 +343,8 @@ class OpenAICompatProvider:
         raw_message = choice.get("message")
         message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
         text = self._redact(self._text_of(message, request))
-        usage = _usage(data.get("usage"), request, text)
+        self._refuse_lone_surrogates(text)
+        usage = self._usage(data.get("usage"), request, text)
         finish_reason = str(choice.get("finish_reason") or "unknown")
         if finish_reason == "tool_calls" and usage.completion_tokens >= request.max_tokens:
             # Some servers report a forced tool call as "tool_calls" even when cut off.
@@ -344,9 +362,18 @@ class OpenAICompatProvider:
 
     def _json_body(self, response: _Answer) -> dict[str, Any]:
         try:
-            data = response.json()
+            body = response.strict_text()
+        except UnicodeDecodeError as exc:
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} is not valid {exc.encoding} text (byte "
+                f"{exc.object[exc.start]:#04x} at offset {exc.start:,} of {len(response.content):,}); a "
+                "corrupt answer is refused, not patched with replacement characters",
+                provider=self.name,
+            ) from None
+        try:
+            data = json.loads(body)
         except ValueError:
-            shown = _excerpt(self._redact(response.text)) or f"an empty body (HTTP {response.status_code})"
+            shown = _body_excerpt(response, self._redact) or f"an empty body (HTTP {response.status_code})"
             raise BadResponse(
                 f"{self.name}: the answer from {self.base_url} is not JSON: {shown}",
                 provider=self.name,
@@ -360,17 +387,24 @@ class OpenAICompatProvider:
         return data
 
     def _text_of(self, message: dict[str, Any], request: CompletionRequest) -> str:
-        if self.structured_mode == "tool_call" and request.json_schema is not None:
+        structured = request.json_schema is not None
+        if self.structured_mode == "tool_call" and structured:
             arguments = _tool_arguments(message)
             if arguments is not None:
                 return arguments
         content = message.get("content")
-        if content is None:
+        if content is None or content == "":
+            if _tool_arguments(message) is not None:
+                self._refuse_tool_call(structured)
             return ""
-        if isinstance(content, list):
+        if isinstance(content, list) and _are_parts(content):
             text = _text_parts(content)
             if text is not None:
                 return text
+        elif isinstance(content, dict | list):
+            # The JSON itself rather than its text (some servers parse a structured answer for
+            # you): as JSON text it is checked like any other answer.
+            return json.dumps(content, ensure_ascii=False)
         if not isinstance(content, str):
             raise BadResponse(
                 f"{self.name}: the answer's message content is {type(content).__name__}, not text "
@@ -379,6 +413,51 @@ class OpenAICompatProvider:
             )
         return content
 
+    def _refuse_tool_call(self, structured: bool) -> None:
+        """An answer whose content is empty because the server returned it as a tool call."""
+        if structured:
+            said = (
+                "its JSON came as a tool call (in tool_calls) instead; set structured_output: tool_call "
+                f"for provider {self.name} in the config, and it is read from there"
+            )
+        else:
+            said = (
+                "its text came as a tool call (in tool_calls) although no tool was offered; turn off "
+                "the server's tool-call parsing for this model"
+            )
+        raise EmptyOutput(
+            f"{self.name}: the answer from {self.base_url} has no content: {said}",
+            provider=self.name,
+            retryable=False,  # the same request would come back the same way
+        )
+
+    def _refuse_lone_surrogates(self, text: str) -> None:
+        """A text that is no Unicode (a lone surrogate, escaped as \\udXXX in the JSON) is refused:
+        it is corrupt, and it could not even be written to the cache or a file."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadResponse(
+                f"{self.name}: the answer from {self.base_url} holds a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X} at character {exc.start:,}), not text; a corrupt answer "
+                "is refused, not patched",
+                provider=self.name,
+            ) from None
+
+    def _usage(self, raw: Any, request: CompletionRequest, text: str) -> Usage:
+        """The server's token counts; a count that is missing or no count (NaN, Infinity, negative,
+        fractional, not a number) is estimated instead, and the first such answer is logged."""
+        usage, bad = _usage(raw, request, text)
+        if bad and not self._usage_flagged:
+            self._usage_flagged = True
+            logger.warning(
+                "%s: the server's usage holds %s, not token counts; those counts are estimated "
+                "(further answers like this are estimated without a warning)",
+                self.name,
+                ", ".join(bad),
+            )
+        return usage
+
 
 @dataclass
 class _Progress:
@@ -386,6 +465,8 @@ class _Progress:
 
     received: int = 0
     encoding: str = ""
+    answering: bool = False  # the status line and headers arrived
+    declared: str = ""  # the Content-Length the server announced, if any
 
 
 @dataclass(frozen=True)
@@ -401,13 +482,27 @@ class _Answer:
 
     @property
     def text(self) -> str:
+        """The body for quoting in a message: invalid bytes replaced (never for the answer itself)."""
         try:
             return self.content.decode(self.encoding, errors="replace")
         except LookupError:  # an unknown charset
             return self.content.decode("utf-8", errors="replace")
 
+    def strict_text(self) -> str:
+        """The body as text; UnicodeDecodeError when its bytes are not valid in its charset."""
+        try:
+            return self.content.decode(self.encoding)
+        except LookupError:  # an unknown charset
+            return self.content.decode("utf-8")
+
     def json(self) -> Any:
-        return json.loads(self.text)
+        return json.loads(self.strict_text())
+
+
+def _are_parts(content: list[Any]) -> bool:
+    """Whether a list content is content parts (`{"type": ...}` objects or strings), not an answer
+    that is a JSON array."""
+    return all(isinstance(part, str) or (isinstance(part, dict) and "type" in part) for part in content)
 
 
 def _text_parts(parts: list[Any]) -> str | None:
@@ -446,17 +541,35 @@ def _tool_arguments(message: dict[str, Any]) -> str | None:
     return arguments if isinstance(arguments, str) else json.dumps(arguments)
 
 
-def _usage(raw: Any, request: CompletionRequest, text: str) -> Usage:
-    if isinstance(raw, dict):
-        try:
-            return Usage(
-                prompt_tokens=int(raw.get("prompt_tokens") or 0),
-                completion_tokens=int(raw.get("completion_tokens") or 0),
-            )
-        except (TypeError, ValueError):
-            pass
+def _usage(raw: Any, request: CompletionRequest, text: str) -> tuple[Usage, list[str]]:
+    """The token counts of an answer, and the fields that held something other than a count.
+
+    A count is a non-negative whole number (20 or 20.0); anything else the server put there (NaN,
+    Infinity, -3, 2.5, "20") is treated as absent, like a missing field: estimated from the text."""
+    fields = raw if isinstance(raw, dict) else {}
     prompt = "".join(m.content for m in request.messages)
-    return Usage(prompt_tokens=estimate_tokens(prompt), completion_tokens=estimate_tokens(text))
+    counts: dict[str, int] = {}
+    bad: list[str] = []
+    for field, source in (("prompt_tokens", prompt), ("completion_tokens", text)):
+        value = fields.get(field)
+        count = _count(value)
+        if count is None:
+            if value is not None:
+                bad.append(f"{field}={_excerpt(json.dumps(value))}")
+            count = estimate_tokens(source)
+        counts[field] = count
+    return Usage(**counts), bad
+
+
+def _count(value: Any) -> int | None:
+    """`value` as a token count, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -465,9 +578,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -485,7 +600,7 @@ def _error_excerpt(response: _Answer, redact: Any) -> str:
     try:
         data = json.loads(text)
     except ValueError:
-        return _excerpt(text) or response.reason_phrase or "no error message"
+        return _body_excerpt(response, redact) or response.reason_phrase or "no error message"
     message: Any = data
     if isinstance(data, dict):
         error = data.get("error", data.get("detail", data.get("message")))
@@ -496,6 +611,37 @@ def _error_excerpt(response: _Answer, redact: Any) -> str:
         elif error is not None:
             message = error
     return _excerpt(message if isinstance(message, str) else json.dumps(message))
+
+
+def _body_excerpt(response: _Answer, redact: Any) -> str:
+    """A body that is not JSON, short: an HTML page (a proxy's error page, a web server at the wrong
+    address) as its visible text only, never its markup or style sheet."""
+    text = redact(response.text)
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "html" not in content_type and not _HTML_START.match(text):
+        return _excerpt(text)
+    visible = _page_text(_HTML_HIDDEN.sub(" ", text), redact)  # the body's text; the title repeats it
+    if not visible:
+        title = _HTML_TITLE.search(text)
+        visible = _page_text(title.group(1), redact) if title else ""
+    if len(visible) > _PAGE_TEXT_CHARS:
+        visible = visible[: _PAGE_TEXT_CHARS - 1] + "…"
+    said = f" saying “{visible}”" if visible else ""
+    return (
+        f"an HTML page came back{said} (a proxy or another web server answered, not the API: "
+        "check base_url of this provider and the server behind it)"
+    )
+
+
+_HTML_START = re.compile(r"\s*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE)
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_HTML_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _page_text(markup: str, redact: Any) -> str:
+    """The text a browser would show for `markup`, on one line."""
+    return " ".join(redact(html.unescape(_HTML_TAG.sub(" ", markup))).split())
 
 
 def _detail_line(item: Any) -> str:

@@ -10,6 +10,10 @@ seconds every call fails at once with `ProviderDown` ("marked down until ..."), 
 After the cooldown the breaker is *half-open*: one call probes the provider (others still fail
 fast meanwhile); if it succeeds the breaker closes, if it fails it opens for another cooldown.
 
+A 429 whose Retry-After is longer than the retry layer may wait (`ProviderBusy`) opens the
+breaker at once, for as long as the server asked (at most a day), instead of after `failures`
+calls: the server said when it will answer again, and every call before then is wasted.
+
 An answer that arrived but is unusable (empty, cut off, not schema-valid) proves the provider
 is up: it resets the count and never trips the breaker.
 
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ..errors import ProviderDown, ProviderError
+from ..errors import ProviderBusy, ProviderDown, ProviderError
 from ..secrets import scrub
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
@@ -40,6 +44,7 @@ Clock = Callable[[], float]
 State = Literal["closed", "open", "half-open"]
 
 _ERROR_CHARS = 200
+_LONGEST_HOLD = 86_400.0  # a Retry-After beyond a day is a server's mistake, not a plan
 
 
 def counts_as_failure(error: BaseException) -> bool:
@@ -107,6 +112,14 @@ class BreakerState:
 
     def failed(self, error: BaseException, probe: bool) -> None:
         self.last_error = " ".join(str(error).split())[:_ERROR_CHARS]
+        if isinstance(error, ProviderBusy) and error.retry_after:
+            if probe:
+                self.probing = False
+            wait = min(error.retry_after, _LONGEST_HOLD)
+            if self.state != "open" or (self.open_until or 0.0) < self.clock() + wait:
+                # Not again for each of the concurrent calls that all got the same 429.
+                self._trip(f"it answered 429 with Retry-After: {wait:g}s", seconds=wait)
+            return
         if probe:
             self.probing = False
             self._trip(f"the probe after the cooldown failed too ({self.last_error})")
@@ -117,13 +130,15 @@ class BreakerState:
         if self.consecutive >= self.failures:
             self._trip(f"{self.consecutive} calls in a row failed (last: {self.last_error})")
 
-    def _trip(self, why: str) -> None:
+    def _trip(self, why: str, seconds: float | None = None) -> None:
+        """Open the breaker for `seconds` (default: the cooldown), never shortening an open spell."""
+        seconds = self.cooldown if seconds is None else seconds
         self.reason = why
-        self.open_until = self.clock() + self.cooldown
+        self.open_until = max(self.open_until or 0.0, self.clock() + seconds)
         self.trips += 1
         self.consecutive = 0
         logger.warning(
-            "provider %s marked down for %gs until %s: %s", self.name, self.cooldown, self.until_text(), why
+            "provider %s marked down for %gs until %s: %s", self.name, seconds, self.until_text(), why
         )
 
     def until_text(self) -> str:

@@ -1,7 +1,9 @@
 """Retrying: ask one provider again when a call fails or its answer is unusable.
 
 Failed calls (connection, timeout, 5xx, 429, garbage) are retried after an exponential
-backoff with jitter; a 429's Retry-After wins (capped by `backoff_max`). Unusable answers
+backoff with jitter; a 429's Retry-After wins. A Retry-After longer than `backoff_max` ends the
+provider's attempts at once with `ProviderBusy` (no sleep: a shorter wait would only earn another
+429), and the circuit breaker skips the provider that long (breaker.py). Unusable answers
 (empty, cut off, not schema-valid) are retried at once with an adjusted request:
 
     empty / invalid   lower temperature (min(t, 0.2), then 0); structuring: a JSON-clamped system prompt
@@ -33,7 +35,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 
-from ..errors import EmptyOutput, ProviderError, SchemaValidationError, TruncatedOutput
+from ..errors import EmptyOutput, ProviderBusy, ProviderError, SchemaValidationError, TruncatedOutput
 from ..providers.base import Provider
 from ..schemas import word_key
 from ..types import Completion, CompletionRequest, Message
@@ -125,6 +127,9 @@ class Retrying:
             try:
                 return await self.ask.generate(attempt, check)
             except (ProviderError, SchemaValidationError) as exc:
+                busy = self._busy(exc)
+                if busy is not None:
+                    raise busy from None
                 last = number == self.attempts or not is_retryable(exc)
                 keep = last or self._keep_cut_off_draft(attempt, exc.completion, exc)
                 usable = self._as_far_as_it_goes(attempt, exc.completion, exc) if keep else None
@@ -159,6 +164,21 @@ class Retrying:
             return None
         text = whole_sentences(completion.text)
         return completion.model_copy(update={"text": text}) if text else None
+
+    def _busy(self, error: BaseException) -> ProviderBusy | None:
+        """`error` as a ProviderBusy when it asks for a longer wait than `backoff_max`, else None."""
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(error, ProviderBusy) or retry_after is None or retry_after <= self.backoff_max:
+            return None
+        name = self.provider.name
+        busy = ProviderBusy(
+            f"{error}; that wait is longer than retry.backoff_max ({self.backoff_max:g}s), so it is not "
+            f"slept on: {name} is skipped for {retry_after:g}s (raise retry.backoff_max to wait instead)",
+            provider=getattr(error, "provider", "") or name,
+            retry_after=float(retry_after),
+        )
+        busy.completion = getattr(error, "completion", None)
+        return busy
 
     # -- between attempts --
 
