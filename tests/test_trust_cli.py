@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from storyengine.batch.premises import PremiseItem
 from storyengine.cli import main
 from storyengine.errors import InputError
 from storyengine.export import write_story
@@ -28,6 +29,7 @@ from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.schemas import Story
 from storyengine.types import CompletionRequest
+from test_export import story as a_story
 
 PREMISE = "A clockmaker builds a clock that runs backwards."
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -178,7 +180,7 @@ def test_a_premise_that_cannot_be_encoded_is_refused_before_anything_is_written(
         "enhancement: srv, summarize: srv}}\ncache: {enabled: false}\n"
         f"logging: {{runlog: {data / 'runs.sqlite3'}, dir: {data / 'logs'}}}\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.environ.get("TRUST_SRC", str(SRC)), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "XDG_DATA_HOME": str(tmp_path / "xdg")}
     argv = [os.fsencode(sys.executable), b"-m", b"storyengine", b"generate", b"A clock \xff that runs back."]
     argv += [b"--config", os.fsencode(config), b"--out", os.fsencode(tmp_path / "out")]
     result = subprocess.run(argv, capture_output=True, env=env, cwd=tmp_path, timeout=120)
@@ -264,7 +266,7 @@ def test_a_batch_state_file_naming_a_bad_run_id_is_refused(
     (cli.cwd / "premises.jsonl").write_text(json.dumps({"id": "kite", "premise": PREMISE}) + "\n")
     state = cli.cwd / "batch" / ".batch" / "kite.json"
     state.parent.mkdir(parents=True)
-    fingerprint = "0" * 16
+    fingerprint = PremiseItem("kite", PREMISE).fingerprint()  # the same story: it would be resumed
     state.write_text(json.dumps({"id": "kite", "run_id": "../../../escaped", "status": "failed",
                                  "fingerprint": fingerprint}))  # fmt: skip
     result = cli("batch", "premises.jsonl", "--out", "batch", "--quiet")
@@ -334,8 +336,6 @@ def test_a_symlinked_story_file_is_refused_and_with_force_replaced_not_followed(
 
 
 def test_write_story_replaces_links_and_leaves_no_temp_files(tmp_path: Path) -> None:
-    from test_export import story
-
     out = tmp_path / "out"
     out.mkdir()
     targets = {}
@@ -344,7 +344,7 @@ def test_write_story_replaces_links_and_leaves_no_temp_files(tmp_path: Path) -> 
         target.write_text("mine\n")
         (out / name).symlink_to(target)
         targets[name] = target
-    paths = write_story(story(), out)
+    paths = write_story(a_story(), out)
     assert all(t.read_text() == "mine\n" for t in targets.values())
     assert all(p.is_file() and not p.is_symlink() for p in paths.values())
     assert sorted(p.name for p in out.iterdir()) == sorted(targets)  # no temp file left

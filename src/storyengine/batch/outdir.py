@@ -70,8 +70,13 @@ class BatchDir:
     def save_state(self, state: StoryState) -> None:
         path = self._state_path(state.id)
         tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps(state.__dict__, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        body = json.dumps(state.__dict__, ensure_ascii=False).encode("utf-8")  # fails before any file
+        try:
+            tmp.write_bytes(body)
+            os.replace(tmp, path)
+        except BaseException:  # no half-written temp file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def finished(self, story_id: str, fingerprint: str) -> StoryState | None:
         state = self.state(story_id)
