@@ -254,6 +254,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # bad input, not a bug: say where, and what to do
+        raise ConfigError(
+            f"config file {file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     return parse_settings(text, source=str(file))
 
 

@@ -15,10 +15,13 @@ with `!`; emphasis characters and note/boneyard openers are escaped inside every
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 from pathlib import Path
 
 from .epub import to_epub
+from .errors import InputError
 from .quality import quality_report, scene_prose
 from .schemas import Story
 
@@ -190,16 +193,84 @@ def _speech(text: str) -> str:
     return re.sub(r"^[~!@#=>.]+\s*", "", line) or "..."
 
 
+STORY_FILES = {
+    "json": "story.json",
+    "markdown": "story.md",
+    "fountain": "story.fountain",
+    "epub": "story.epub",
+}
+"""The files `write_story` writes into a story's folder, by kind."""
+
+
 def write_story(story: Story, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "story.json",
-        "markdown": out_dir / "story.md",
-        "fountain": out_dir / "story.fountain",
-        "epub": out_dir / "story.epub",
+    """Write the story's four files into `out_dir`; their paths by kind.
+
+    Every file is made whole first (an error leaves the folder as it was), written to a new temp
+    file in the folder and renamed over its name: a reader never sees half a file, and a symlink
+    in a file's place is replaced, never written through (it could point anywhere). Whether the
+    folder may be written at all is `check_story_dir`'s question, asked before."""
+    bodies = {
+        "json": to_json(story).encode("utf-8"),
+        "markdown": to_markdown(story).encode("utf-8"),
+        "fountain": to_fountain(story).encode("utf-8"),
+        "epub": to_epub(story),
     }
-    paths["json"].write_text(to_json(story), encoding="utf-8")
-    paths["markdown"].write_text(to_markdown(story), encoding="utf-8")
-    paths["fountain"].write_text(to_fountain(story), encoding="utf-8")
-    paths["epub"].write_bytes(to_epub(story))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in STORY_FILES.items()}
+    for kind, body in bodies.items():
+        _replace_file(paths[kind], body)
     return paths
+
+
+def _replace_file(path: Path, body: bytes) -> None:
+    """Put `body` at `path` by a new file renamed over it (the rename replaces a link, it does not
+    follow it); the temp file is opened O_EXCL|O_NOFOLLOW, and removed when anything fails."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file the user writes
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def story_run_of(run_id: str) -> str:
+    """The run a story belongs to: a steering job's id (`RUN.steer-3f2a9c`) belongs to RUN."""
+    return run_id.split(".steer-")[0]
+
+
+def folder_story_run(out_dir: Path) -> str | None:
+    """The run of the story in `out_dir`: None when it holds no story file; "" when it holds one
+    whose run cannot be told (no readable story.json with a run id, or a story file that is a
+    link, which is never trusted)."""
+    present = [out_dir / name for name in STORY_FILES.values() if os.path.lexists(out_dir / name)]
+    if not present:
+        return None
+    if any(path.is_symlink() for path in present):
+        return ""
+    try:
+        data = json.loads((out_dir / STORY_FILES["json"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    meta = data.get("meta") if isinstance(data, dict) else None
+    run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return story_run_of(run_id) if isinstance(run_id, str) and run_id else ""
+
+
+def check_story_dir(
+    out_dir: Path, run_id: str | None, *, force: bool = False, what: str = "--out", instead: str = "folder"
+) -> None:
+    """InputError when `out_dir` holds a story of another run than `run_id` (None: a new run, so
+    any story there is another's) and `force` is not set: writing would silently replace it.
+    Rewriting the same run's folder (a resume, a revision of it) is allowed. `what` names the
+    folder in the message, `instead` what to give instead."""
+    found = folder_story_run(out_dir)
+    if force or found is None or (run_id is not None and found == story_run_of(run_id)):
+        return
+    held = f"the story of run {found}" if found else "story files of an unknown run (or links)"
+    raise InputError(
+        f"{what} {out_dir} already holds {held}; give another {instead}, or --force to replace it"
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..pipeline.checkpoint import check_run_id
 
 MANIFEST = "manifest.jsonl"
 STATE_DIR = ".batch"
@@ -56,17 +57,26 @@ class BatchDir:
         return self.root / STATE_DIR / f"{story_id}.json"
 
     def state(self, story_id: str) -> StoryState | None:
+        """The story's state, None when there is none or it cannot be read (the story starts anew);
+        InputError when it names a run id that is not one (it would name files elsewhere)."""
+        path = self._state_path(story_id)
         try:
-            data = json.loads(self._state_path(story_id).read_text(encoding="utf-8"))
-            return StoryState(**data)
+            state = StoryState(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
+        check_run_id(state.run_id, f"in {path}; delete that file to start the story anew")
+        return state
 
     def save_state(self, state: StoryState) -> None:
         path = self._state_path(state.id)
         tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps(state.__dict__, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        body = json.dumps(state.__dict__, ensure_ascii=False).encode("utf-8")  # fails before any file
+        try:
+            tmp.write_bytes(body)
+            os.replace(tmp, path)
+        except BaseException:  # no half-written temp file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def finished(self, story_id: str, fingerprint: str) -> StoryState | None:
         state = self.state(story_id)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import COMPONENTS
 from ..errors import StoryEngineError
-from ..export import write_story
+from ..export import check_story_dir, write_story
 from ..pipeline.checkpoint import new_run_id
 from ..pipeline.engine import check_inputs
 from ..schemas import Story
@@ -288,12 +288,15 @@ async def run_batch(
     concurrency: int | None = None,
     on_event: OnEvent | None = None,
     executor: Executor | None = None,
+    force: bool = False,
 ) -> AsyncGenerator[BatchResult, None]:
     """Yield a `BatchResult` for every premise as it ends (see the module docstring).
 
     `premises`: a Path to a JSONL or text file, one premise string, or an iterable of
     strings, dicts (`premise`, optional `id`, `scenes`, `seed`) or `PremiseItem`s.
-    `scenes`/`seed` are the defaults for items that give none.
+    `scenes`/`seed` are the defaults for items that give none. A story's folder that holds a
+    story the batch did not write there (another run's) is InputError before any story starts,
+    unless `force` (then it is replaced).
     """
     if executor is None:
         if engine is None:
@@ -316,6 +319,14 @@ async def run_batch(
             todo.append(item)
         else:
             ended.append(skipped)
+    if batch_dir is not None:
+        for item in todo:  # the run the folder may hold: this story's, before (a rerun replaces it)
+            prior = batch_dir.state(item.id)
+            folder = batch_dir.story_dir(item.id)
+            what = f"the folder of story {item.id!r},"
+            check_story_dir(
+                folder, prior.run_id if prior else None, force=force, what=what, instead="--out or id"
+            )
     if todo:  # an unreachable cache or cluster is one error here, before any story starts
         await executor.start()
     workers: list[asyncio.Task[None]] = []

@@ -15,6 +15,7 @@ from ..batch.premises import load_premises
 from ..batch.progress import BatchProgress, Summary
 from ..batch.runner import Executor, run_batch
 from ..pipeline.engine import StoryEngine
+from .options import force_option, seed_option
 
 
 @click.command()
@@ -22,8 +23,9 @@ from ..pipeline.engine import StoryEngine
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
 )
+@force_option
 @click.option("--scenes", type=int, default=None, help="Scenes per story, for lines that give none.")
-@click.option("--seed", type=int, default=None, help="Seed, for lines that give none.")
+@seed_option("Seed, for lines that give none")
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
@@ -48,6 +50,7 @@ from ..pipeline.engine import StoryEngine
 def batch(
     premises: Path,
     out: Path,
+    force: bool,
     scenes: int | None,
     seed: int | None,
     concurrency: int | None,
@@ -67,7 +70,19 @@ def batch(
     interrupted = False
     try:
         asyncio.run(
-            _run(entries, out, scenes, seed, concurrency, config_path, provider, mode, ray_address, summary)
+            _run(
+                entries,
+                out,
+                scenes,
+                seed,
+                concurrency,
+                config_path,
+                provider,
+                mode,
+                ray_address,
+                summary,
+                force,
+            )
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -94,6 +109,7 @@ async def _run(
     mode: str,
     ray_address: str | None,
     summary: Summary,
+    force: bool = False,
 ) -> None:
     async with StoryEngine.from_config(config_path, provider=provider) as engine:
         executor: Executor | None = None
@@ -111,6 +127,7 @@ async def _run(
                 concurrency=concurrency,
                 on_event=progress,
                 executor=executor,
+                force=force,
             )
             async with aclosing(results):
                 async for result in results:

@@ -8,6 +8,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,19 @@ from rich.console import Console
 
 from ..config import load_settings
 from ..errors import InputError, StoryEngineError
-from ..export import write_story
-from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir
+from ..export import check_story_dir, write_story
+from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, resume_command
 from ..pipeline.engine import StoryEngine, check_inputs
 from ..pipeline.run import Event
 from ..pipeline.runstore import Version
-from .options import route_options
+from .options import force_option, premise_value, route_options, run_id_value, seed_option
 
 
-def _check_out_dir(out: Path) -> Path:
-    """Create `out` and prove it writable now, before any model call."""
+def _check_out_dir(out: Path, run_id: str | None = None, *, force: bool = False) -> Path:
+    """Create `out` and prove it writable now, before any model call; refuse it when it holds the
+    story of another run than `run_id` (None: a new run) unless `force` (export.check_story_dir)."""
     out = out.expanduser()
+    check_story_dir(out, run_id, force=force)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -70,9 +73,9 @@ class _Progress:
 
 
 @click.command()
-@click.argument("premise", required=False)
+@click.argument("premise", required=False, callback=premise_value)
 @click.option("--scenes", type=int, default=None, help="Number of scenes (default: one per plot beat).")
-@click.option("--seed", type=int, default=None, help="Seed for reproducible stories.")
+@seed_option("Seed for reproducible stories")
 @route_options
 @click.option(
     "--out",
@@ -80,7 +83,14 @@ class _Progress:
     default=None,
     help="Output directory (default: ./stories/<run id>).",
 )
-@click.option("--resume", "resume_id", default=None, help="Continue a run that stopped, by its run id.")
+@force_option
+@click.option(
+    "--resume",
+    "resume_id",
+    default=None,
+    callback=run_id_value,
+    help="Continue a run that stopped, by its run id.",
+)
 @click.option(
     "--revise",
     "revise_after",
@@ -96,6 +106,7 @@ def generate(
     config_path: Path | None,
     provider: str | None,
     out: Path | None,
+    force: bool,
     resume_id: str | None,
     revise_after: bool,
     quiet: bool,
@@ -109,11 +120,11 @@ def generate(
             "--resume continues a run with its own premise and scenes; give the run id "
             "(and, to change them for the steps not made yet, --seed or --provider)"
         )
-    out_dir = _check_out_dir(out) if out else None
+    out_dir = _check_out_dir(out, resume_id, force=force) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     started = time.perf_counter()
-    story, run_id, paths, revised = asyncio.run(
-        _run(config_path, provider, premise, scenes, seed, resume_id, mode, out_dir, revise_after)
+    story, run_id, paths, revised, resume = asyncio.run(
+        _run(config_path, provider, premise, scenes, seed, resume_id, mode, out_dir, revise_after, force)
     )
     if mode == "json":
         written = {k: str(v) for k, v in paths.items()}
@@ -128,9 +139,9 @@ def generate(
 
         if mode != "json":
             click.echo(f"Revised as version {revised.number} ({revised.label}):", err=True)
-        write_revision(revised, paths["json"].parent / "revised", mode)
+        write_revision(revised, paths["json"].parent / "revised", mode, resume=resume, force=force)
         return
-    _report_gaps(story, run_id, say=mode != "json")
+    _report_gaps(story, resume(run_id, out_dir), say=mode != "json")
     if revised is not None:  # asked to revise, and it could not be done: the story is written
         click.echo(f"storyengine: the story is written, not revised: {revised}", err=True)
         sys.exit(EXIT_GAPS)
@@ -139,14 +150,20 @@ def generate(
 EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement, revision) is missing
 
 
-def _report_gaps(story: Any, run_id: str, *, say: bool = True) -> None:
-    """Say what is missing from a written story, and exit with EXIT_GAPS when something is."""
+Resume = Callable[[str, Path | None], str]
+"""The command that continues a run (by id, into a folder or the default one), as it can be typed
+(`checkpoint.resume_command` with the settings the run was made with: its --config)."""
+
+
+def _report_gaps(story: Any, resume: str, *, say: bool = True) -> None:
+    """Say what is missing from a written story and the command that tries it again (`resume`),
+    and exit with EXIT_GAPS when something is missing."""
     if not story.gaps:
         return
     if say:
         for part, why in story.gaps.items():
             click.echo(f"storyengine: the story is written without its {part}: {why}", err=True)
-        click.echo(f"Try the missing parts again with: storyengine generate --resume {run_id}", err=True)
+        click.echo(f"Try the missing parts again with: {resume}", err=True)
     sys.exit(EXIT_GAPS)
 
 
@@ -160,10 +177,15 @@ async def _run(
     mode: str,
     out_dir: Path | None,
     revise_after: bool,
-) -> tuple[Any, str, dict[str, Path], Version | StoryEngineError | None]:
+    force: bool,
+) -> tuple[Any, str, dict[str, Path], Version | StoryEngineError | None, Resume]:
     """The story, written out at once (nothing is lost when a revision after it fails); then its
-    revision when asked: the new version, or the error that stopped it."""
+    revision when asked: the new version, or the error that stopped it; and how to resume."""
     settings = load_settings(config_path)
+
+    def resume(run_id: str, out: Path | None) -> str:
+        return resume_command(run_id, settings, out)
+
     asked = provider
     if resume_id and not provider:  # a run made with --provider continues on it
         header = (await asyncio.to_thread(CheckpointStore(checkpoint_dir(settings)).load, resume_id)).header
@@ -189,16 +211,22 @@ async def _run(
                     premise, scenes=scenes, seed=seed, on_event=progress, provider=provider
                 )
         run_id = story.meta["run_id"]
-        target = out_dir or _check_out_dir(Path("stories") / run_id)
-        paths = await asyncio.to_thread(write_story, story, target)
+        target = out_dir or Path("stories") / run_id
+        paths = await asyncio.to_thread(_write_checked, story, target, force)
         if not revise_after:
-            return story, run_id, paths, None
+            return story, run_id, paths, None, resume
         try:
             with _Progress(mode) as progress:
                 version = await engine.revise(run_id, seed=seed, provider=provider, on_event=progress)
         except StoryEngineError as exc:
-            return story, run_id, paths, exc
-        return story, run_id, paths, version
+            return story, run_id, paths, exc, resume
+        return story, run_id, paths, version, resume
+
+
+def _write_checked(story: Any, target: Path, force: bool) -> dict[str, Path]:
+    """Write `story` into `target` (made if needed), unless it holds another run's story and not
+    `force`: asked again now the run id is known (a default folder, or one filled meanwhile)."""
+    return write_story(story, _check_out_dir(target, story.meta["run_id"], force=force))
 
 
 COMMANDS = [generate]

@@ -16,12 +16,14 @@ from typing import Any
 
 import click
 
+from ..config import Settings
 from ..export import write_story
+from ..pipeline.checkpoint import resume_command
 from ..pipeline.engine import StoryEngine
 from ..pipeline.runstore import Version
 from ..quality import HIGHER_IS_BETTER
-from .generate import _check_out_dir, _Progress, _report_gaps
-from .options import route_options
+from .generate import Resume, _check_out_dir, _Progress, _report_gaps
+from .options import force_option, route_options, run_id_value, seed_option
 
 
 def revision_summary(story: Any) -> list[str]:
@@ -65,10 +67,13 @@ async def revise_run(
         return await engine.revise(run_id, base=base, seed=seed, provider=provider, on_event=progress)
 
 
-def write_revision(version: Version, out_dir: Path, mode: str) -> None:
-    """Write the revised story, print its paths, and what the revision did (stderr)."""
+def write_revision(
+    version: Version, out_dir: Path, mode: str, *, resume: Resume, force: bool = False
+) -> None:
+    """Write the revised story, print its paths, and what the revision did (stderr). `out_dir` may
+    hold an earlier story of the same run, not another run's (unless `force`)."""
     story = version.the_story()
-    paths = write_story(story, out_dir)
+    paths = write_story(story, _check_out_dir(out_dir, version.run_id, force=force))
     if mode == "json":
         written = {k: str(v) for k, v in paths.items()}
         event = {"event": "revised", "run_id": version.run_id, "version": version.number, **written}
@@ -78,15 +83,16 @@ def write_revision(version: Version, out_dir: Path, mode: str) -> None:
             click.echo(line, err=True)
         for path in paths.values():
             click.echo(str(path))
-    _report_gaps(story, version.run_id, say=mode != "json")
+    # The gaps are the steering job's: its checkpoint (the story's meta run id) resumes them.
+    _report_gaps(story, resume(str(story.meta.get("run_id") or version.run_id), out_dir), say=mode != "json")
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=run_id_value)
 @click.option(
     "--version", "base", type=int, default=None, help="The version to revise (default: the latest)."
 )
-@click.option("--seed", type=int, default=None, help="Seed for the rewritten scenes (default: a new one).")
+@seed_option("Seed for the rewritten scenes (default: a new one)")
 @route_options
 @click.option(
     "--out",
@@ -94,6 +100,7 @@ def write_revision(version: Version, out_dir: Path, mode: str) -> None:
     default=None,
     help="Output directory (default: ./stories/<run id>/v<new version>).",
 )
+@force_option
 @click.option("--json-progress", is_flag=True, help="Print one JSON event a line (for programs).")
 def revise(
     run_id: str,
@@ -102,21 +109,27 @@ def revise(
     config_path: Path | None,
     provider: str | None,
     out: Path | None,
+    force: bool,
     json_progress: bool,
 ) -> None:
     """Apply the suggestions of a version of RUN_ID: rewrite the scenes they target, as a new version."""
-    out_dir = _check_out_dir(out) if out else None
+    out_dir = _check_out_dir(out, run_id, force=force) if out else None
     mode = "json" if json_progress else ("rich" if sys.stderr.isatty() else "quiet")
 
-    async def run() -> Version:
+    async def run() -> tuple[Version, Settings]:
         async with StoryEngine.from_config(config_path, provider=provider) as engine:
-            return await revise_run(engine, run_id, base=base, seed=seed, provider=provider, mode=mode)
+            version = await revise_run(engine, run_id, base=base, seed=seed, provider=provider, mode=mode)
+            return version, engine.settings
 
-    version = asyncio.run(run())
-    target = out_dir or _check_out_dir(Path("stories") / run_id / f"v{version.number}")
+    version, settings = asyncio.run(run())
+    target = out_dir or Path("stories") / run_id / f"v{version.number}"
     if mode != "json":
         click.echo(f"Revised run {run_id}: version {version.number} ({version.label})", err=True)
-    write_revision(version, target, mode)
+
+    def resume(gapped: str, out: Path | None) -> str:
+        return resume_command(gapped, settings, out)
+
+    write_revision(version, target, mode, resume=resume, force=force)
 
 
 COMMANDS = [revise]

@@ -32,7 +32,7 @@ from ..prompts.render import warm as warm_templates
 from ..quality import clean_prose, mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
-from .checkpoint import RunState
+from .checkpoint import RunState, resume_command
 from .revision import Revision, keep_better
 from .story import call_seed, revision_targets, scene_beats, scene_text, story_digest
 from .twostage import StepMeta
@@ -175,9 +175,10 @@ class StoryRun:
                 if len(chain) > 1
                 else ""
             )
+            resume = resume_command(self.state.run_id, self.engine.settings)  # with its --config
             failed = RunFailed(
                 f"{exc} — run {self.state.run_id} stopped at step {step or '?'}; every finished step is "
-                f"saved. Continue with: storyengine generate --resume {self.state.run_id} (the failed "
+                f"saved. Continue with: {resume} (the failed "
                 f"step is asked again with other seeds{first}; a larger model or another --provider in "
                 "the config helps when it keeps failing)",
                 run_id=self.state.run_id,
