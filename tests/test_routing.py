@@ -17,6 +17,7 @@ from storyengine.errors import (
     ConfigError,
     EmptyOutput,
     ModelLoadError,
+    ProviderBusy,
     ProviderHTTPError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -162,13 +163,14 @@ async def test_errors_a_retry_cannot_fix_propagate_at_once(error: Exception) -> 
     assert sleeps == []
 
 
-async def test_retry_after_is_honoured_and_capped_by_backoff_max() -> None:
+async def test_retry_after_is_honoured_and_a_longer_one_than_backoff_max_ends_the_attempts() -> None:
     provider = play(
         [RateLimited("slow down", retry_after=7.0), RateLimited("again", retry_after=600.0), "ok"]
     )
     sleeps = Sleeps()
-    assert (await retrying(provider, sleeps).generate(request())).text == "ok"
-    assert sleeps == [7.0, 20.0]
+    with pytest.raises(ProviderBusy, match=r"longer than retry\.backoff_max"):
+        await retrying(provider, sleeps).generate(request())
+    assert sleeps == [7.0] and len(provider.requests) == 2
 
 
 async def test_a_rate_limit_without_retry_after_backs_off_like_a_server_error() -> None:

@@ -27,7 +27,7 @@ from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from ..text.rules import without_controls
-from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id
+from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id, resume_command
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import RunRecord, RunStore, Version
@@ -469,7 +469,7 @@ class StoryEngine:
                     if stopped
                     else f"internal error: {type(exc).__name__}: {exc}"
                 )
-                message = f"{why}; continue with: storyengine generate --resume {run_id}"
+                message = f"{why}; continue with: {resume_command(run_id, self.settings)}"
                 await asyncio.to_thread(self.runs.set_status, run_id, "failed", message)
             raise
         if steered is not None:
