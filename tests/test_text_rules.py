@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from multilingual_stories import STORIES
 from storyengine.bible import StoryBible
@@ -511,3 +513,38 @@ def test_shape_errors_are_still_errors() -> None:
     with pytest.raises(SchemaValidationError) as exc:
         validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN)
     assert "title" in format_errors(exc.value)
+
+
+# -- bad input: any script, right to left, emoji, control characters --
+
+KEYS = sorted(
+    {"title", "setting", "summary", "purpose", "text", "character", "speaker", "role", "fact", "mood"}
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.text(min_size=1, max_size=200),
+    key=st.sampled_from(KEYS),
+    language=st.sampled_from(["en", "ja", "ar", ""]),
+)
+def test_any_text_in_any_field_is_checked_without_a_crash(text: str, key: str, language: str) -> None:
+    result, found, unusable = check_text(text, key, Context(language=language), key)
+    assert isinstance(result, str) and all(f.action in ("repaired", "reask") for f in found)
+    if not unusable:
+        assert "\x00" not in result
+    loop_at(text)
+    sentences(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["مرحبا بالعالم. كيف حالك؟", "Shalom עולם and world.", "🌊🏮 The lamp burns. 🌊", "Ἀχιλλεύς speaks.",
+     "ሰላም ለዓለም።", "नमस्ते दुनिया।", "안녕하세요. 등대지기입니다."],
+)  # fmt: skip
+def test_no_script_is_debris_or_gibberish(text: str) -> None:
+    language = detect(text)
+    found = rules_of(text, "summary", Context(language=language)) | rules_of(
+        text, "text", Context(language=language)
+    )
+    assert found & {"debris", "gibberish", "control", "loop", "null_text", "cut_off"} == set(), found

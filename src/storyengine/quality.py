@@ -638,6 +638,8 @@ HIGHER_IS_BETTER = frozenset(
     }
 )
 MODEL_MEASURES = frozenset({"rubric overall", "rubric reliable"})
+# Not better or worse in itself: a repair by code leaves the text fine (what was kept is counted).
+NEUTRAL_MEASURES = frozenset({"repaired by code"})
 
 
 def story_measures(story: Story) -> dict[str, float | int | None]:
@@ -645,7 +647,7 @@ def story_measures(story: Story) -> dict[str, float | int | None]:
     (their text is not the story) and without the rubric."""
     told = story.model_copy(update={"evaluation": None, "enhancement": None})
     measures = quality_report(told).measures()
-    return {name: value for name, value in measures.items() if name not in MODEL_MEASURES}
+    return {name: value for name, value in measures.items() if name not in MODEL_MEASURES | NEUTRAL_MEASURES}
 
 
 def _compare(before: dict[str, Any], after: dict[str, Any], *, worse: bool) -> list[str]:
