@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from multilingual_stories import STORIES
 from storyengine.bible import StoryBible
 from storyengine.config import parse_settings
+from storyengine.drafts import reader_prose
 from storyengine.errors import SchemaValidationError
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.fake_story import story_script
@@ -548,3 +549,13 @@ def test_no_script_is_debris_or_gibberish(text: str) -> None:
         text, "text", Context(language=language)
     )
     assert found & {"debris", "gibberish", "control", "loop", "null_text", "cut_off"} == set(), found
+
+
+def test_the_prose_a_reader_gets_drops_meta_talk_and_junk_by_the_sentence_and_says_so() -> None:
+    draft = (
+        "This is the first scene of a series that will explore loss. Mara climbs the stairs.\n\n"
+        "The lamp hums. The log says ./the_story.jsonp1234567890 now. The sea is calm."
+    )
+    prose, found = reader_prose(draft)
+    assert prose == "Mara climbs the stairs.\n\nThe lamp hums. The sea is calm."
+    assert sorted((f.rule, f.action) for f in found) == [("gibberish", "repaired"), ("meta_talk", "repaired")]

@@ -24,7 +24,8 @@ from collections import Counter
 
 from .text.language import detect, is_english
 from .text.loops import loop_at
-from .text.rules import meta_sentence, person_name_problem
+from .text.review import Finding, check_text
+from .text.rules import Context, meta_sentence, person_name_problem
 from .text.segment import (
     ENGLISH_STOPWORDS,
     TERMINAL_END,
@@ -55,13 +56,10 @@ def clean_prose(text: str) -> str:
     Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
     "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), the prompt's beat notes
     ("(tension 2/10)"), sentences said before (a
-    loop), sentences that loop inside, in English sentences that talk about the story instead of
-    telling it ("This is the first scene of a series…", text/rules.py: meta_talk), and the
-    unfinished sentence that ends a paragraph
+    loop), sentences that loop inside, and the unfinished sentence that ends a paragraph
     (a heading-like line without a full stop goes with it). Paragraphs stay
     paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
     """
-    english = is_english(detect(text)) if text.strip() else False
     paragraphs: list[list[str]] = []
     current: list[str] = []
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -86,7 +84,7 @@ def clean_prose(text: str) -> str:
         for sentence in sentences(" ".join(paragraph)):
             sentence = " ".join(sentence.split())
             key = word_key(sentence)
-            if not key or key in seen or loop_at(sentence) or (english and meta_sentence(sentence)):
+            if not key or key in seen or loop_at(sentence):
                 continue
             seen.add(key)
             fresh.append(sentence)
@@ -164,6 +162,18 @@ def draft_problems(
                 "beat describes"
             )
     return problems
+
+
+def reader_prose(draft: str) -> tuple[str, list[Finding]]:
+    """A scene's prose as a reader gets it: `clean_prose`, then the text rules of a prose body
+    (junk and meta talk dropped by the sentence, each drop a recorded finding)."""
+    prose = clean_prose(draft)
+    if not prose:
+        return prose, []
+    text, found, unusable = check_text(prose, "prose", Context(language=detect(prose)), "prose")
+    if unusable:
+        return "", found
+    return text, found
 
 
 def draft_score(draft: str, *, premise: str, beat: str = "", problems: list[str] | None = None) -> float:

@@ -288,6 +288,8 @@ def _fields(story: Story) -> Iterator[tuple[str, str, str]]:
                 yield f"scenes[{i}].{key}", key, value
         for j, name in enumerate(scene.characters):
             yield f"scenes[{i}].characters[{j}]", "character", name
+        if item.prose:
+            yield f"scenes[{i}].prose", "prose", item.prose
         for j, line in enumerate(item.dialogue.lines):
             yield f"scenes[{i}].lines[{j}].speaker", "speaker", line.speaker
             yield f"scenes[{i}].lines[{j}].text", "text", line.text
@@ -396,6 +398,8 @@ def _story_path(step: str) -> str | None:
         return f"{parts[0]}."
     if len(parts) == 2 and parts[0] in ("scene", "dialogue") and parts[1].isdigit():
         return f"scenes[{parts[1]}]."
+    if len(parts) == 3 and parts[0] == "scene" and parts[1].isdigit() and parts[2] == "draft":
+        return f"scenes[{parts[1]}]."  # its prose
     return None
 
 

@@ -27,9 +27,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..bible import StoryBible, plain_bible
 from ..config import COMPONENTS
+from ..drafts import reader_prose
 from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
-from ..quality import clean_prose, mark_evaluation, quality_report, story_measures
+from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from .checkpoint import RunState, resume_command
@@ -59,6 +60,7 @@ class StoryRun:
         self.gaps: dict[str, str] = {}  # optional parts that could not be made, and why
         self.started = time.perf_counter()
         self.tokens = 0
+        self.prose_findings: dict[int, list[dict[str, str]]] = {}  # scene -> what its prose lost
         self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
         steered = state.header.get("steered") or {}
         self.revision: Revision | None = None  # a revision: the changes per scene, the earlier scenes
@@ -244,7 +246,7 @@ class StoryRun:
             "routes": {c: self.engine.settings.narrative.providers.chain(c) for c in COMPONENTS},
             "models": {name: p.model for name, p in self.engine.providers.items()},
             "structuring_strict": self.engine.settings.structuring.strict,
-            "steps": self.state.meta,
+            "steps": self._steps(),
         }
         if "steered" in self.state.header:
             meta["steered"] = self.state.header["steered"]
@@ -328,8 +330,20 @@ class StoryRun:
         }
 
     def _prose(self, i: int) -> str:
-        """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup)."""
-        return clean_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
+        """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup,
+        junk or meta talk; what the text rules dropped is kept in `prose_findings`)."""
+        prose, found = reader_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
+        self.prose_findings[i] = [f.as_dict() for f in found]
+        return prose
+
+    def _steps(self) -> dict[str, Any]:
+        """The steps' metadata, each scene draft's with the findings of its prose."""
+        steps = dict(self.state.meta)
+        for i, found in self.prose_findings.items():
+            key = f"scene.{i}.draft"
+            if found and isinstance(steps.get(key), dict):
+                steps[key] = {**steps[key], "findings": [*steps[key].get("findings", []), *found]}
+        return steps
 
     async def _after_steps(
         self, digest: str, targets: list[str]

@@ -67,6 +67,8 @@ LABELS = frozenset({"title", "name", "structure_type", "mood", "direction", "tar
 PEOPLE = frozenset({"character", "speaker"})
 ALL = PROSE | SPEECH | LABELS | PEOPLE
 WRITTEN = PROSE | SPEECH  # sentences, which must not be cut off
+# A scene's prose (drafts.clean_prose made it: no loops, no unfinished sentence): only junk rules.
+BODY = frozenset({"prose"})
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,23 @@ def _cut(text: str, offset: int) -> str:
 
 
 def _without_sentences(text: str, bad: Callable[[str], bool]) -> str | None:
-    """`text` without its sentences that are `bad`; None when none or all of them are."""
-    parts = sentences(text)
-    kept = [s for s in parts if not bad(s)]
-    if not kept or len(kept) == len(parts):
+    """`text` without its sentences that are `bad` (paragraphs kept apart); None when none or all
+    of them are."""
+    paragraphs = [sentences(p) for p in regex.split(r"\n\s*\n", text) if p.strip()]
+    kept = [[s for s in p if not bad(s)] for p in paragraphs]
+    if not any(kept) or sum(map(len, kept)) == sum(map(len, paragraphs)):
         return None
-    return " ".join(kept)
+    return "\n\n".join(" ".join(p) for p in kept if p)
+
+
+def _drop_or_cut(text: str, offset: int, bad: Callable[[str], bool]) -> str | None:
+    """Without the sentences that are `bad` when there are others; else the text before `offset`
+    (when two words or more come first); else None."""
+    if len(sentences(text)) >= 2:
+        kept = _without_sentences(text, bad)
+        if kept is not None:
+            return kept
+    return _cut(text, offset) if _words_before(text, offset) >= 2 else None
 
 
 # -- the rules, in the order they run --
@@ -148,7 +161,7 @@ def without_controls(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-@rule("control", ALL)
+@rule("control", ALL | BODY)
 def control(text: str, context: Context) -> Hit | None:
     found = _CONTROL.search(text)
     if not found:
@@ -165,7 +178,7 @@ def control(text: str, context: Context) -> Hit | None:
 NULL_TEXTS = frozenset({"null", "none", "nil", "n/a", "na", "undefined", "nan", "-", "..."})
 
 
-@rule("null_text", ALL)
+@rule("null_text", ALL | BODY)
 def null_text(text: str, context: Context) -> Hit | None:
     if text.strip().strip("\"'").casefold() in NULL_TEXTS:
         return Hit(
@@ -179,14 +192,13 @@ _TIMESTAMP = regex.compile(
 )
 
 
-@rule("timestamp", ALL)
+@rule("timestamp", ALL | BODY)
 def timestamp(text: str, context: Context) -> Hit | None:
     found = _TIMESTAMP.search(text)
     if not found:
         return None
-    if _words_before(text, found.start()) >= 2:
-        repaired = _cut(text, found.start())
-    else:
+    repaired = _drop_or_cut(text, found.start(), lambda s: _TIMESTAMP.search(s) is not None)
+    if repaired is None:
         repaired = " ".join(_TIMESTAMP.sub(" ", text).split())
     return Hit(
         found.group(0)[:40],
@@ -209,7 +221,7 @@ def _debris_in(text: str) -> regex.Match[str] | None:
     return _DEBRIS.search(text) or _SCHEMA_ECHO.search(text)
 
 
-@rule("debris", ALL)
+@rule("debris", ALL | BODY)
 def debris(text: str, context: Context) -> Hit | None:
     found = _debris_in(text)
     if found is None:
@@ -217,9 +229,7 @@ def debris(text: str, context: Context) -> Hit | None:
             return Hit(clip(text), f"{clip(text)!r} has no words; write words", unusable=True)
         return None
     message = f"{clip(text)!r} contains JSON or schema text ({found.group(0).strip()!r}); write plain words"
-    repaired = _without_sentences(text, lambda s: _debris_in(s) is not None)
-    if repaired is None and _words_before(text, found.start()) >= 2:
-        repaired = _cut(text, found.start())
+    repaired = _drop_or_cut(text, found.start(), lambda s: _debris_in(s) is not None)
     return Hit(found.group(0).strip()[:40], message, repaired=repaired)
 
 
@@ -230,7 +240,7 @@ _JUNK_TOKEN = regex.compile(
 )
 
 
-@rule("gibberish", ALL)
+@rule("gibberish", ALL | BODY)
 def gibberish(text: str, context: Context) -> Hit | None:
     run = letter_run(text)
     junk = _JUNK_TOKEN.search(text)
@@ -240,7 +250,7 @@ def gibberish(text: str, context: Context) -> Hit | None:
         return None
     at, evidence = min(found)
     start = max(text.rfind(" ", 0, at), text.rfind("\n", 0, at)) + 1  # the word it is in
-    repaired = _cut(text, start) if _words_before(text, start) >= 2 else None
+    repaired = _drop_or_cut(text, start, lambda s: bool(letter_run(s) or _JUNK_TOKEN.search(s)))
     return Hit(
         evidence[:40],
         f"{clip(text)!r} contains letters or symbols that are not words ({evidence[:24]!r}); "
@@ -296,7 +306,7 @@ def meta_sentence(sentence: str) -> bool:
     return bool(_META.search(sentence))
 
 
-@rule("meta_talk", PROSE, ENGLISH)
+@rule("meta_talk", PROSE | BODY, ENGLISH)
 def meta_talk(text: str, context: Context) -> Hit | None:
     bad = [s for s in sentences(text) if meta_sentence(s)]
     if not bad:
