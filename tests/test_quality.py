@@ -256,7 +256,7 @@ def test_eval_prints_the_report_and_its_json(tmp_path: Path) -> None:
     assert "premise coverage %" in result.output and "The Bottle" in result.output
     result = CliRunner().invoke(main, ["eval", str(path), "--json"])
     report = json.loads(result.stdout)
-    assert report["passes_schema_rules"] is True and report["premise_coverage"] == pytest.approx(0.625)
+    assert report["passes_text_rules"] is True and report["premise_coverage"] == pytest.approx(0.625)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["story.json"]
 
 

@@ -64,6 +64,7 @@ PROSE_FIELDS = (
     "problem",
     "change",
     "fact",
+    "critique",
 )
 # Rules whose findings are junk in a delivered story: each must be repaired or listed as kept.
 JUNK_RULES = frozenset(
@@ -298,13 +299,13 @@ def _fields(story: Story) -> Iterator[tuple[str, str, str]]:
     if story.evaluation is not None:
         for i, score in enumerate(story.evaluation.scores):
             yield f"evaluation.scores[{i}].rationale", "rationale", score.rationale
-        yield "evaluation.summary", "summary", story.evaluation.summary
+        yield "evaluation.summary", "critique", story.evaluation.summary
     if story.enhancement is not None:
         for i, s in enumerate(story.enhancement.suggestions):
             yield f"enhancement.suggestions[{i}].target", "target", s.target
             yield f"enhancement.suggestions[{i}].problem", "problem", s.problem
             yield f"enhancement.suggestions[{i}].change", "change", s.change
-        yield "enhancement.summary", "summary", story.enhancement.summary
+        yield "enhancement.summary", "critique", story.enhancement.summary
 
 
 def scene_prose(item: Any) -> str:

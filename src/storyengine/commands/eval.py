@@ -37,7 +37,7 @@ def eval_command(story_path: Path, as_json: bool) -> None:
         ) from None
     report = quality_report(story)
     if as_json:
-        click.echo(json.dumps({"file": str(story_path), "passes_schema_rules": sane, **report.model_dump()}))
+        click.echo(json.dumps({"file": str(story_path), "passes_text_rules": sane, **report.model_dump()}))
         return
     _print(story_path, story.plot.title, sane, report)
 
@@ -49,7 +49,8 @@ def _print(path: Path, title: str, sane: bool, report: QualityReport) -> None:
     console.print(f"[bold]{title}[/] · {path}", highlight=False)
     if not sane:
         console.print(
-            "note: this story breaks today's schema rules (written before them?); measured as it is"
+            "note: the text rules find words in this story that code cannot repair (see the rows "
+            "below); measured as it is"
         )
     table = Table(show_header=True, header_style="bold")
     table.add_column("measure")

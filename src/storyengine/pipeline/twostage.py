@@ -327,6 +327,7 @@ class TwoStage:
             reviewing = replace(reviewing, language=detect(draft))
 
         async def attempt(route: Route) -> T:
+            meta.findings = []  # what a route that failed found is not in the object kept
             if parts is not None and self.in_parts(route):
                 notes, plan = parts
                 return await self._structure_parts(

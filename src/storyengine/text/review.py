@@ -121,6 +121,8 @@ def _key(model: type[BaseModel], name: str, is_list: bool) -> str:
         return "fact"
     if name == "name" and model.__name__.startswith("BibleCharacter"):
         return "character"
+    if name == "summary" and model.__name__.startswith(("Evaluation", "Enhancement")):
+        return "critique"
     return name
 
 

@@ -61,12 +61,14 @@ from .segment import (
 
 # -- the fields --
 
-PROSE = frozenset({"purpose", "description", "setting", "summary", "rationale", "problem", "change", "fact"})
+PROSE = frozenset({"purpose", "description", "setting", "summary", "fact"})
+# What the evaluation and the enhancement write about the story: talk about the story is their job.
+CRITIQUE = frozenset({"rationale", "problem", "change", "critique"})
 SPEECH = frozenset({"text"})
 LABELS = frozenset({"title", "name", "structure_type", "mood", "direction", "target", "role", "beat"})
 PEOPLE = frozenset({"character", "speaker"})
-ALL = PROSE | SPEECH | LABELS | PEOPLE
-WRITTEN = PROSE | SPEECH  # sentences, which must not be cut off
+ALL = PROSE | CRITIQUE | SPEECH | LABELS | PEOPLE
+WRITTEN = PROSE | CRITIQUE | SPEECH  # sentences, which must not be cut off
 # A scene's prose (drafts.clean_prose made it: no loops, no unfinished sentence): only junk rules.
 BODY = frozenset({"prose"})
 
@@ -276,7 +278,7 @@ def loop(text: str, context: Context) -> Hit | None:
 _LEADING = regex.compile(r"^\s*(?:[,;:.)\]}!?]|['’]s\b)")
 
 
-@rule("leading_mark", PROSE | SPEECH | LABELS)
+@rule("leading_mark", PROSE | CRITIQUE | SPEECH | LABELS)
 def leading_mark(text: str, context: Context) -> Hit | None:
     if _LEADING.match(text) and not text.lstrip().startswith(("...", "…")):
         return Hit(
@@ -288,15 +290,17 @@ def leading_mark(text: str, context: Context) -> Hit | None:
 
 
 _META = regex.compile(
-    r"\b(?:this|the|that) (?:is the )?(?:(?:first|second|third|next|last|final|opening|following) )?"
-    r"(?:scene|story|chapter|paragraph|section|passage|excerpt) (?:is|will|of|that|was|explores?|begins?|"
-    r"sets?|shows?|introduces?|describes?|focuses)\b"
-    r"|\bin this (?:story|scene|chapter|paragraph|section)\b"
-    r"|\b(?:my|our|the) readers?\b|\bthe (?:story|scene) itself\b|\bas an ai\b"
+    r"\bthis is (?:the|a) (?:(?:first|second|third|next|last|final|opening) )?"
+    r"(?:scene|chapter|paragraph|section|part|excerpt)\b"
+    r"|\b(?:this|the) (?:(?:first|second|third|next|last|final|opening) )?(?:scene|chapter|paragraph"
+    r"|section|passage|excerpt) (?:will |is going to )?"
+    r"(?:explores?|introduces?|describes?|focuses|sets up|shows|is about)\b"
+    r"|^\W*in this (?:story|scene|chapter|paragraph|section)\b"
+    r"|\b(?:my|our) readers?\b|\bdear reader\b|\bthe (?:story|scene) itself\b"
+    r"|\bas an ai\b|\blanguage model\b"
     r"|\b(?:here is|here's|below is) (?:the|a|my) (?:scene|story|chapter|draft|dialogue)\b"
     r"|\bthe (?:first|second|next|last|final) (?:paragraph|sentence|section)\b"
-    r"|\b(?:this|the) (?:story|scene) (?:is|was) (?:about|set up)\b"
-    r"|\bof a series\b|\bi(?:'ve| have) (?:written|taken|created|tried)\b",
+    r"|\b(?:this|the) story (?:is|was) set up\b|\bof a series\b",
     regex.I,
 )
 
