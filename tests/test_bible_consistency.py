@@ -19,9 +19,11 @@ PREMISE = "A lighthouse keeper finds a message in a bottle written by her future
 
 
 def settings_for(profile: str) -> Any:
+    """One scene draft a scene (these tests count redraws; tests/test_text_rules.py the choice)."""
     return parse_settings(
         f"providers:\n  embedded: {{type: embedded, context_window: 8192, profile: {profile}}}\n"
-        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n",
+        "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\ncache: {enabled: false}\n"
+        "narrative: {scene_drafts: 1}\n",
         source="test.yaml",
     )
 

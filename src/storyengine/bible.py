@@ -15,7 +15,6 @@ by code hold the story to it:
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,7 +28,7 @@ from pydantic import (
 )
 
 from .text.language import detect, is_english
-from .text.segment import sentences
+from .text.segment import sentences, words
 
 Pronouns = Literal["she/her", "he/him", "they/them"]
 PRONOUNS: tuple[Pronouns, ...] = ("she/her", "he/him", "they/them")
@@ -39,7 +38,6 @@ _Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 
 _SHE = {"she", "her", "hers", "herself"}
 _HE = {"he", "him", "his", "himself"}
-_WORD = re.compile(r"[^\W\d_][\w'’-]*")
 
 
 class BibleCharacter(BaseModel):
@@ -96,8 +94,8 @@ class StoryBible(BaseModel):
 
 def premise_pronouns(premise: str) -> Pronouns | None:
     """The pronouns the premise uses for its people, when it uses only one set."""
-    words = {w.casefold() for w in _WORD.findall(premise)}
-    she, he = bool(words & _SHE), bool(words & _HE)
+    said = set(words(premise))
+    she, he = bool(said & _SHE), bool(said & _HE)
     if she and not he:
         return "she/her"
     if he and not she:
@@ -139,12 +137,12 @@ def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
     firsts = {c.name.split()[0].casefold(): c for c in bible.characters}
     slips: list[str] = []
     for sentence in sentences(text):
-        words = [w.casefold() for w in _WORD.findall(sentence)]
-        named = {firsts[w].name: firsts[w] for w in words if w in firsts}
+        tokens = words(sentence)
+        named = {firsts[w].name: firsts[w] for w in tokens if w in firsts}
         if len(named) != 1:
             continue
         (person,) = named.values()
-        used = set(words)
+        used = set(tokens)
         wrong = _HE if person.pronouns == "she/her" else _SHE if person.pronouns == "he/him" else set()
         if used & wrong and not used & (_SHE if person.pronouns == "she/her" else _HE):
             slips.append(f"{person.name} is {person.pronouns}: {sentence.strip()[:160]}")

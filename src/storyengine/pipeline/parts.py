@@ -45,7 +45,7 @@ from ..schemas import (
 )
 from ..structuring import decoding_schema
 from ..text.rules import similar
-from ..text.segment import words
+from ..text.segment import sentences, words
 
 # Letters a name may hold: Latin with its diacritics (Latin-1 and Latin Extended-A); one
 # apostrophe or hyphen may join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane").
@@ -195,15 +195,14 @@ def _echoes(text: str, instruction: str) -> bool:
 def _units(draft: str) -> int:
     """How many slices `notes_slice` can make of `draft`: its lines, or its sentences if more."""
     lines = [line for line in draft.splitlines() if line.strip()]
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
-    return max(len(lines), len(sentences))
+    return max(len(lines), len(sentences(draft)))
 
 
 def notes_slice(draft: str, index: int, total: int) -> str:
     """The `index`-th of `total` contiguous groups of the draft's lines (or sentences, if too few lines)."""
     units = [line.strip() for line in draft.splitlines() if line.strip()]
     if len(units) < total:
-        units = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
+        units = sentences(draft)
     if len(units) < total:
         return draft
     start, end = index * len(units) // total, (index + 1) * len(units) // total

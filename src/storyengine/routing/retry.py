@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from ..errors import EmptyOutput, ProviderBusy, ProviderError, SchemaValidationError, TruncatedOutput
 from ..providers.base import Provider
-from ..schemas import word_key
+from ..text.segment import sentences, word_key, words
 from ..types import Completion, CompletionRequest, Message
 from .base import Check, Generator
 from .instrument import is_output_problem
@@ -264,16 +264,15 @@ class Retrying:
         )
 
 
-# A sentence ends at . ! ? or … (not after a digit: "3." numbers a list), closing quotes included.
-_SENTENCE_END = re.compile(r"(?<!\d)[.!?…][\"')\]”’]*(?=\s|$)")
-_SENTENCE_BREAK = re.compile(r"(?<=[^\d\s][.!?…])\s+")
+# A sentence ends at its final mark in any script (not after a digit: "3." numbers a list).
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?…。！？؟।][\"')\]”’」』]*(?=\s|$)|[。！？][」』]*")
 
 
 def whole_sentences(text: str) -> str:
     """`text` without its unfinished last sentence and without sentences it already said.
 
     Lines are kept (a numbered outline stays an outline), and so are paragraph breaks (one blank
-    line between paragraphs); a line left empty is dropped.
+    line between paragraphs); a line left empty is dropped. Sentences are text/segment's.
     """
     lines = [line.strip() for line in text.strip().splitlines()]
     if lines:
@@ -287,7 +286,7 @@ def whole_sentences(text: str) -> str:
                 kept.append("")  # a paragraph break
             continue
         fresh = []
-        for sentence in _SENTENCE_BREAK.split(line):
+        for sentence in sentences(line):
             key = word_key(sentence)
             if key and key not in seen:
                 seen.add(key)
@@ -297,7 +296,6 @@ def whole_sentences(text: str) -> str:
     return "\n".join(kept).strip()
 
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _LOOP_SENTENCE_WORDS = 4  # a repeated sentence this long is a loop, not a refrain ("Yes.")
 _LOOP_SHINGLE = 6  # ... as is any run of this many words said three times
 _LOOP_SHINGLE_REPEATS = 3
@@ -307,21 +305,21 @@ def looping(text: str) -> bool:
     """Whether `text` repeats itself the way a small model's runaway does.
 
     A loop: a sentence of four words or more said twice, or a run of six words said three times
-    (a loop without punctuation). Prose that only shares short phrases is not a loop.
+    (a loop without punctuation). Prose that only shares short phrases is not a loop. Words and
+    sentences are text/segment's (any script).
     """
     seen: set[str] = set()
-    for line in text.splitlines():
-        for sentence in _SENTENCE_BREAK.split(line.strip()):
-            key = word_key(sentence)
-            if len(key.split()) < _LOOP_SENTENCE_WORDS:
-                continue
-            if key in seen:
-                return True
-            seen.add(key)
-    words = [w.lower() for w in _WORD.findall(text)]
+    for sentence in sentences(text):
+        key = word_key(sentence)
+        if len(key.split()) < _LOOP_SENTENCE_WORDS:
+            continue
+        if key in seen:
+            return True
+        seen.add(key)
+    tokens = words(text)
     counts: dict[tuple[str, ...], int] = {}
-    for i in range(len(words) - _LOOP_SHINGLE + 1):
-        shingle = tuple(words[i : i + _LOOP_SHINGLE])
+    for i in range(len(tokens) - _LOOP_SHINGLE + 1):
+        shingle = tuple(tokens[i : i + _LOOP_SHINGLE])
         counts[shingle] = counts.get(shingle, 0) + 1
         if counts[shingle] >= _LOOP_SHINGLE_REPEATS:
             return True
