@@ -183,7 +183,7 @@ class Bound:
 
 
 def serve_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> tuple[Any, dict[str, Any]]:
-    """Run `storyengine serve ARGS` with binding and serving replaced: (CLI result, what it would have served)."""
+    """Run `storyengine serve ARGS`, binding and serving replaced: (CLI result, what it would have served)."""
     import uvicorn
 
     from storyengine.commands import serve

@@ -247,9 +247,9 @@ class RunStore:
         aside = self.path.parent / "damaged-store"
         return DamagedStore(
             f"the run store {self.path} is damaged ({exc}); move it and its -wal and -shm files aside "
-            f"(mkdir {aside} && mv {self.path}* {aside}/) and try again: a new one is made, with every "
-            f"run whose checkpoint is in {self.checkpoints} (the versions steered since are only in the "
-            "moved file)"
+            f"(mkdir {aside} && mv {self.path}* {aside}/) and try again: a new one is made, listing "
+            f"every run whose checkpoint is in {self.checkpoints} (the stories of their versions stay "
+            "in the moved file)"
         )
 
     def _rebuild(self, db: sqlite3.Connection) -> None:
