@@ -143,7 +143,7 @@ async def test_an_escaping_exception_is_a_json_500() -> None:
         raise RuntimeError("the engine fell over")
 
     # One layer answers what escapes: web/errors.py's middleware, behind the guard as create_app
-    # stacks them (the guard itself only checks the token and the body size).
+    # stacks them (the guard itself only checks the request and adds headers).
     from storyengine.web.errors import UnexpectedErrors
 
     app = Guard(UnexpectedErrors(broken))

@@ -7,7 +7,8 @@ starts them. Beat and scene indexes in the API count from 0; versions count from
 
 Every error is JSON, `{"error": "..."}`: 4xx for anything the client can fix (404 for a run or
 version that does not exist, 409 for a busy run, 422 for bad input), 502/503 when a model
-provider failed, 500 with a message for anything else (see `errors.py`).
+provider failed, 500 with a message for anything else (see `errors.py`). Before any of that,
+`guard.py` checks who asks and what they send (Host, Origin, JSON only, the token, the size).
 """
 
 from __future__ import annotations
