@@ -46,7 +46,7 @@ class Engines:
 async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 
@@ -143,12 +143,12 @@ async def test_an_escaping_exception_is_a_json_500() -> None:
         raise RuntimeError("the engine fell over")
 
     # One layer answers what escapes: web/errors.py's middleware, behind the guard as create_app
-    # stacks them (the guard itself only checks the token and the body size).
+    # stacks them (the guard itself only checks the request and adds headers).
     from storyengine.web.errors import UnexpectedErrors
 
     app = Guard(UnexpectedErrors(broken))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/api/runs")
     assert response.status_code == 500
     assert response.json() == {"error": "internal error: RuntimeError: the engine fell over"}
@@ -172,16 +172,30 @@ def test_access_token_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert access_token("192.168.1.5", None, False) == "from-env-123"
 
 
+class Bound:
+    """A stand-in for the socket `storyengine serve` binds (the tests bind no port)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.address
+
+
 def serve_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> tuple[Any, dict[str, Any]]:
-    """Run `storyengine serve ARGS` with uvicorn.run replaced: (CLI result, what it would have served)."""
+    """Run `storyengine serve ARGS`, binding and serving replaced: (CLI result, what it would have served)."""
     import uvicorn
+
+    from storyengine.commands import serve
 
     served: dict[str, Any] = {}
 
-    def fake_run(app: Any, **kwargs: Any) -> None:
-        served["app"], served["kwargs"] = app, kwargs
+    def fake_run(server: uvicorn.Server, sockets: list[Any]) -> None:
+        served["app"], served["sockets"] = server.config.app, sockets
+        server.started = True
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(serve, "listening_socket", Bound)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     monkeypatch.delenv("STORYENGINE_WEB_TOKEN", raising=False)
     config = tmp_path / "config.yaml"
     config.write_text("web: {max_request_bytes: 1234}\n")

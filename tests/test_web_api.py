@@ -117,7 +117,7 @@ def engines() -> Engines:
 async def client(engines: Engines) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(engine_factory=engines)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://web.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         yield http
     await app.state.store.cancel_all()
     await app.state.engines.aclose()
@@ -220,7 +220,7 @@ async def test_late_subscriber_gets_every_event_so_far(client: httpx.AsyncClient
 async def test_two_concurrent_runs_do_not_mix_their_events() -> None:
     engines = Engines(latency=0.005)
     app = create_app(engine_factory=engines)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web.test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         first = (await http.post("/api/runs", json={"premise": PREMISE, "scenes": 3, "seed": 1})).json()
         second = (await http.post("/api/runs", json={"premise": OTHER, "scenes": 4, "seed": 2})).json()
         assert first["id"] != second["id"]
@@ -306,7 +306,7 @@ async def test_regenerate_scene_dialogue_restore_and_versions(client: httpx.Asyn
     changed = (await client.get(f"{base}/compare", params={"a": 1, "b": 2})).json()["changed"]
     assert changed == {"beats": [], "scenes": [2], "dialogue": [2], "evaluation": True, "enhancement": True}
 
-    restored = await client.post(f"{base}/versions/1/restore")
+    restored = await client.post(f"{base}/versions/1/restore", json={})
     assert restored.status_code == 201 and restored.json()["number"] == 4
     latest = (await client.get(base)).json()
     assert latest["version"] == 4 and Story.model_validate(latest["story"]) == v1
@@ -367,7 +367,7 @@ async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(
 
     healthy["on"] = True
     before = len(engines.requests)
-    resumed = await client.post(f"/api/runs/{run_id}/resume")
+    resumed = await client.post(f"/api/runs/{run_id}/resume", json={})
     assert resumed.status_code == 202
     events = await events_of(client, run_id, after=resumed.json()["after"])
     assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1
@@ -375,7 +375,7 @@ async def test_failed_run_reports_why_and_resumes_from_its_checkpoint(
     assert again == {"dialogue", "evaluation", "enhancement"}  # plot, bible, scenes: from the checkpoint
     run = (await client.get(f"/api/runs/{run_id}")).json()
     assert run["status"] == "done" and run["error"] is None and len(run["story"]["scenes"]) == 3
-    twice = await client.post(f"/api/runs/{run_id}/resume")
+    twice = await client.post(f"/api/runs/{run_id}/resume", json={})
     assert twice.status_code == 409 and "only a failed run" in twice.json()["error"]
 
 
@@ -432,7 +432,7 @@ UNKNOWN_RUN = [
 
 @pytest.mark.parametrize(("method", "path"), UNKNOWN_RUN)
 async def test_unknown_run_is_a_404(client: httpx.AsyncClient, method: str, path: str) -> None:
-    response = await client.request(method, path)
+    response = await client.request(method, path, json={} if method == "POST" else None)
     assert response.status_code == 404
     assert "no run 'nope'" in response.json()["error"]
 
@@ -448,7 +448,7 @@ async def test_bad_steering_and_version_requests(client: httpx.AsyncClient) -> N
         ("GET", f"{base}/compare?a=1", None, 422, "b"),
         ("GET", f"{base}/compare?a=1&b=5", None, 404, "no version 5"),
         ("GET", f"{base}/events?after=-7", None, 422, "after"),
-        ("POST", f"{base}/versions/3/restore", None, 404, "no version 3"),
+        ("POST", f"{base}/versions/3/restore", {}, 404, "no version 3"),
         ("POST", f"{base}/beats/7", {"name": "Later"}, 422, "beat 7 does not exist"),
         ("POST", f"{base}/beats/0", {}, 422, "at least one of"),
         ("POST", f"{base}/beats/0", {"tension": 11}, 422, "tension"),
@@ -528,7 +528,7 @@ def test_serve_rejects_an_unknown_provider_before_binding() -> None:
 
 
 def serve_app(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web.test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 async def stop(app: Any) -> None:
@@ -609,7 +609,7 @@ async def test_a_restarted_server_lists_and_opens_runs_made_before_and_by_the_cl
         names = step_names(replay)
         assert {"plot", "bible", "scene.0", "scene.1"} <= set(names)  # its dialogue failed
         assert replay[-1]["event"] == "run_failed" and "connection refused" in replay[-1]["error"]
-        resumed = await http.post(f"/api/runs/{failed_id}/resume")
+        resumed = await http.post(f"/api/runs/{failed_id}/resume", json={})
         assert resumed.status_code == 202
         events = await events_of(http, failed_id, after=resumed.json()["after"])
         assert events[-1]["event"] == "run_done" and events[-1]["version"] == 1

@@ -25,7 +25,7 @@ def engines() -> Engines:
 @pytest.fixture
 async def client(engines: Engines) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(engine_factory=engines)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web.test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
         yield http
     await app.state.store.cancel_all()
     await app.state.engines.aclose()
@@ -112,12 +112,12 @@ async def test_a_story_with_a_gap_tries_the_missing_parts_again_as_a_new_version
 
     app = create_app(engine_factory=Engines(script))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://web.test"
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
     ) as client:
         run = await finished_run(client)
         assert run["story"]["gaps"].keys() == {"evaluation", "enhancement"} and run["status"] == "done"
         broken["on"] = False
-        response = await client.post(f"/api/runs/{run['id']}/resume")
+        response = await client.post(f"/api/runs/{run['id']}/resume", json={})
         assert response.status_code == 202, response.text
         await events_of(client, run["id"], after=response.json()["after"])
         versions = (await client.get(f"/api/runs/{run['id']}/versions")).json()
@@ -125,7 +125,7 @@ async def test_a_story_with_a_gap_tries_the_missing_parts_again_as_a_new_version
         completed = Story.model_validate((await client.get(f"/api/runs/{run['id']}")).json()["story"])
         assert not completed.gaps and completed.evaluation is not None
         assert completed.scenes == Story.model_validate(run["story"]).scenes
-        again = await client.post(f"/api/runs/{run['id']}/resume")  # nothing missing now
+        again = await client.post(f"/api/runs/{run['id']}/resume", json={})  # nothing missing now
         assert again.status_code == 409 and "nothing missing" in again.json()["error"]
     await app.state.store.cancel_all()
     await app.state.engines.aclose()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import secrets
+import socket
 
 import click
 
@@ -65,10 +67,41 @@ def serve(
         config_engine_factory(config_path, provider),
         token=token,
         max_body_bytes=settings.web.max_request_bytes,
+        hosts=[host],
     )
-    url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    sock = listening_socket(host, port)  # bound before "serving on" is said
+    port = sock.getsockname()[1]  # --port 0: the one the system gave
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     click.echo(f"storyengine: serving on {url} (Ctrl+C stops)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
+    if not server.started:  # uvicorn said why (the app's startup failed); not a story's exit 3
+        raise ConfigError(f"the web app did not start on {url}; see the message above")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening (as uvicorn binds one); ConfigError (one line,
+    exit 2) when it cannot be: the port is taken, the address is not this machine's, ..."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        code = exc.errno if isinstance(exc, OSError) else None
+        if code == errno.EADDRINUSE:
+            hint = "another server is using that port: stop it, or choose another with --port"
+        elif code == errno.EACCES:
+            hint = "this user may not use that port (below 1024 needs root): choose another with --port"
+        else:
+            hint = "give an address of this machine with --host (127.0.0.1 by default)"
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def access_token(host: str, given: str | None, no_auth: bool) -> str | None:

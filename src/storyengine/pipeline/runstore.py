@@ -10,13 +10,26 @@ serializes the statements of one process. Every method blocks: async callers run
 `asyncio.to_thread`.
 
 Unlike the run log, the store does not swallow errors: a story that could not be kept is an
-error the caller must see.
+error the caller must see. A damaged file (truncated, overwritten) is a `DamagedStore` that names
+it and says what to do: move it aside. A new file (none, or an empty one) is filled at once with
+the runs whose checkpoints are beside it, so a lost store loses no run from the list (the
+versions it held are gone; the checkpoints keep every step).
+
+A running run has an owner: the process writing it (pid and host) and a heartbeat, a time that
+process renews every `HEARTBEAT_SECONDS` while the run is running. When the process dies (`kill
+-9`, a power cut) the run stays `running`, but its owner is dead: on the same host its pid is gone
+(or is this process, which does not write it), or its heartbeat is older than `stale_after`. Such
+a run is `orphaned`; `take_over` claims it, atomically, for a process that will resume it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,15 +38,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, StoryEngineError
 from ..schemas import Story
 from ..store import Migration, open_db, transaction
 
+logger = logging.getLogger("storyengine")
+
 FILENAME = "stories.sqlite3"
+HEARTBEAT_SECONDS = 10.0
+"""How often the process writing a run renews its heartbeat."""
+STALE_SECONDS = 60.0
+"""A running run whose heartbeat is older than this has lost its process (any host)."""
+INTEGER_MAX = 2**63 - 1
+"""SQLite's largest INTEGER: no version number can be above it."""
+HOST = socket.gethostname()
 
 
 class NotFound(InputError):
     """No run, or no such version of a run, in the run store."""
+
+
+class DamagedStore(StoryEngineError):
+    """The run store's file is not a database, or a damaged one: it must be moved aside."""
 
 
 def _m001_runs_and_versions(db: sqlite3.Connection) -> None:
@@ -69,7 +95,13 @@ def _m001_runs_and_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_by_time ON runs (created_at)")
 
 
-MIGRATIONS: list[Migration] = [_m001_runs_and_versions]
+def _m002_run_owner(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
+    db.execute("ALTER TABLE runs ADD COLUMN owner_host TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+
+
+MIGRATIONS: list[Migration] = [_m001_runs_and_versions, _m002_run_owner]
 """Applied in order, each once; append, never edit or reorder."""
 
 
@@ -84,8 +116,15 @@ class RunRecord:
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     versions: list[Version] = field(default_factory=list)
+    owner_pid: int | None = None  # the process writing it (while running)
+    owner_host: str | None = None
+    heartbeat: float | None = None  # when that process last said it was alive
+    orphaned: bool = False  # running, but its process is dead: it can be resumed
 
     def summary(self) -> dict[str, Any]:
+        owner = None
+        if self.status == "running":
+            owner = {"pid": self.owner_pid, "host": self.owner_host, "heartbeat": self.heartbeat}
         return {
             "id": self.id,
             "premise": self.premise,
@@ -96,7 +135,16 @@ class RunRecord:
             "error": self.error,
             "created_at": self.created_at,
             "versions": [v.summary() for v in self.versions],
+            "owner": owner,
+            "orphaned": self.orphaned,
         }
+
+    def owner_text(self) -> str:
+        """The process writing the run, in words (for messages)."""
+        if self.owner_pid is None:
+            return "a process this store did not record"
+        beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.heartbeat or 0))
+        return f"process {self.owner_pid} on {self.owner_host}, last heard from at {beat}"
 
 
 @dataclass
@@ -138,54 +186,162 @@ _VERSION_COLUMNS = "run_id, number, label, parent, seed, title, beats, scenes, o
 
 
 class RunStore:
-    """Runs and versions in the SQLite file at `path` (opened on first use)."""
+    """Runs and versions in the SQLite file at `path` (opened on first use).
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+    `checkpoints`: the directory of the runs' checkpoints, from which a new (or emptied) file
+    is filled; `stale_after`: seconds without a heartbeat after which a running run's process
+    counts as dead."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 10.0,
+        checkpoints: Path | None = None,
+        stale_after: float = STALE_SECONDS,
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.checkpoints = checkpoints if checkpoints is not None else self.path.parent / "checkpoints"
+        self.stale_after = stale_after
+        self._key = os.path.realpath(self.path)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
 
     @classmethod
     def beside(cls, checkpoints: Path) -> RunStore:
         """The store of a data directory whose checkpoints are in `checkpoints`."""
-        return cls(checkpoints.parent / FILENAME)
+        return cls(checkpoints.parent / FILENAME, checkpoints=checkpoints)
 
     # -- connection --
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            db = self._connect()
-            if not write:
-                yield db
-                return
-            with transaction(db):
-                yield db
+            try:
+                db = self._connect()
+                if not write:
+                    yield db
+                    return
+                with transaction(db):
+                    yield db
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                self.close()  # the next call opens the file again: moved aside, it is made anew
+                raise self._damaged_error(exc) from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            try:
+                new = self.path.stat().st_size == 0
+            except FileNotFoundError:
+                new = True
             db = open_db(self.path, MIGRATIONS, busy_timeout=self.busy_timeout)
             db.row_factory = sqlite3.Row
             self._db = db
+            if new:
+                self._rebuild(db)
         return self._db
+
+    def _damaged_error(self, exc: sqlite3.DatabaseError) -> DamagedStore:
+        aside = self.path.parent / "damaged-store"
+        return DamagedStore(
+            f"the run store {self.path} is damaged ({exc}); move it and its -wal and -shm files aside "
+            f"(mkdir {aside} && mv {self.path}* {aside}/) and try again: a new one is made, listing "
+            f"every run whose checkpoint is in {self.checkpoints} (the stories of their versions stay "
+            "in the moved file)"
+        )
+
+    def _rebuild(self, db: sqlite3.Connection) -> None:
+        """Fill a new store with the runs of the checkpoints beside it (their options and status;
+        a running one with its file's time as heartbeat, so a dead one is soon seen as such)."""
+        rows = []
+        for path in sorted(self.checkpoints.glob("*.json")) if self.checkpoints.is_dir() else []:
+            try:
+                header = json.loads(path.read_text(encoding="utf-8"))["header"]
+                changed = path.stat().st_mtime
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a checkpoint this store can read: it stays on disk
+            if not isinstance(header, dict) or header.get("run_id") != path.stem or header.get("story_run"):
+                continue  # a steering job's checkpoint, or one whose name and header disagree
+            status = (
+                header.get("status") if header.get("status") in ("running", "done", "failed") else "failed"
+            )
+            error = header.get("error")
+            if status == "done":
+                error = (
+                    f"this run's list entry was rebuilt from its checkpoint ({path}); its versions were "
+                    "in a run store that was lost"
+                )
+            created = (
+                header.get("created_at") if isinstance(header.get("created_at"), int | float) else changed
+            )
+            rows.append(
+                (
+                    path.stem,
+                    str(header.get("premise") or ""),
+                    _int(header.get("scenes")),
+                    _int(header.get("seed")),
+                    header.get("provider") if isinstance(header.get("provider"), str) else None,
+                    status,
+                    error if isinstance(error, str) else None,
+                    created,
+                    changed,
+                    changed,
+                )
+            )
+        if not rows:
+            return
+        with transaction(db):
+            db.executemany(
+                "INSERT OR IGNORE INTO runs (id, premise, scenes, seed, provider, status, error, created_at, "
+                "updated_at, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        logger.warning(
+            "storyengine: made a new run store %s with %d run(s) from %s",
+            self.path,
+            len(rows),
+            self.checkpoints,
+        )
 
     def close(self) -> None:
         with self._lock:
+            _HEARTBEAT.forget(self)
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
     # -- runs --
     def start_run(self, run: RunRecord) -> None:
-        """Record `run` as running (again, when it exists: its premise and options are kept)."""
+        """Record `run` as running (again, when it exists: its premise and options are kept), by
+        this process: its heartbeat is renewed until the run's status changes."""
         now = time.time()
         with self._session(write=True) as db:
             db.execute(
                 "INSERT INTO runs (id, premise, scenes, seed, provider, status, error, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET status = 'running', error = NULL, updated_at = ?",
-                (run.id, run.premise, run.scenes, run.seed, run.provider, run.created_at, now, now),
+                "updated_at, owner_pid, owner_host, heartbeat) "
+                "VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET status = 'running', error = NULL, updated_at = ?, "
+                "owner_pid = ?, owner_host = ?, heartbeat = ?",
+                (
+                    run.id,
+                    run.premise,
+                    run.scenes,
+                    run.seed,
+                    run.provider,
+                    run.created_at,
+                    now,
+                    os.getpid(),
+                    HOST,
+                    now,
+                    now,
+                    os.getpid(),
+                    HOST,
+                    now,
+                ),
             )
+        _HEARTBEAT.add(self, run.id)
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         with self._session(write=True) as db:
@@ -193,6 +349,44 @@ class RunStore:
                 "UPDATE runs SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                 (status, error, time.time(), run_id),
             )
+        if status != "running":
+            _HEARTBEAT.remove(self, run_id)
+
+    def beat(self, run_ids: list[str]) -> None:
+        """Renew the heartbeat of these runs, where this process still owns them."""
+        marks = ", ".join("?" for _ in run_ids)
+        with self._session(write=True) as db:
+            db.execute(
+                f"UPDATE runs SET heartbeat = ? WHERE id IN ({marks}) AND status = 'running' "
+                "AND owner_pid = ? AND owner_host = ?",
+                (time.time(), *run_ids, os.getpid(), HOST),
+            )
+
+    def take_over(self, run_id: str) -> bool:
+        """Make this process the owner of `run_id` when it is running with a dead owner (to resume
+        it); False when it is not (another process may have taken it over first)."""
+        with self._session(write=True) as db:  # BEGIN IMMEDIATE: one process at a time
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] != "running" or self._alive(row):
+                return False
+            db.execute(
+                "UPDATE runs SET owner_pid = ?, owner_host = ?, heartbeat = ?, updated_at = ? WHERE id = ?",
+                (os.getpid(), HOST, time.time(), time.time(), run_id),
+            )
+        _HEARTBEAT.add(self, run_id)
+        return True
+
+    def _alive(self, row: sqlite3.Row) -> bool:
+        """Whether the process writing a running run is alive (see the module's docstring)."""
+        heartbeat = row["heartbeat"] if row["heartbeat"] is not None else row["updated_at"]
+        if heartbeat is None or time.time() - heartbeat > self.stale_after:
+            return False
+        pid, host = row["owner_pid"], row["owner_host"]
+        if pid is None or host != HOST:
+            return True  # only the heartbeat can tell
+        if pid == os.getpid():
+            return _HEARTBEAT.owns(self._key, row["id"])
+        return _pid_alive(pid)
 
     def run(self, run_id: str) -> RunRecord:
         """The run with the summaries of its versions; NotFound when there is none."""
@@ -203,7 +397,7 @@ class RunStore:
             versions = db.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM versions WHERE run_id = ? ORDER BY number", (run_id,)
             ).fetchall()
-        return _run(row, [_version(v) for v in versions])
+            return self._run(row, [_version(v) for v in versions])
 
     def exists(self, run_id: str) -> bool:
         with self._session() as db:
@@ -221,7 +415,24 @@ class RunStore:
         by_run: dict[str, list[Version]] = {i: [] for i in ids}
         for v in versions:
             by_run[v["run_id"]].append(_version(v))
-        return [_run(r, by_run[r["id"]]) for r in rows]
+        return [self._run(r, by_run[r["id"]]) for r in rows]
+
+    def _run(self, row: sqlite3.Row, versions: list[Version]) -> RunRecord:
+        return RunRecord(
+            id=row["id"],
+            premise=row["premise"],
+            scenes=row["scenes"],
+            seed=row["seed"],
+            provider=row["provider"],
+            status=row["status"],
+            error=row["error"],
+            created_at=row["created_at"],
+            versions=versions,
+            owner_pid=row["owner_pid"],
+            owner_host=row["owner_host"],
+            heartbeat=row["heartbeat"] if row["heartbeat"] is not None else row["updated_at"],
+            orphaned=row["status"] == "running" and not self._alive(row),
+        )
 
     # -- versions --
     def add_version(
@@ -274,6 +485,10 @@ class RunStore:
             raise NotFound(f"run {run_id} has no story yet (status: {run.status}); wait for it to finish")
         if number is None:
             number = run.versions[-1].number
+        if not 1 <= number <= INTEGER_MAX:
+            raise NotFound(
+                f"run {run_id} has no version {number}; it has versions 1 to {run.versions[-1].number}"
+            )
         with self._session() as db:
             row = db.execute(
                 f"SELECT {_VERSION_COLUMNS}, story FROM versions WHERE run_id = ? AND number = ?",
@@ -298,18 +513,85 @@ class RunStore:
             return self.add_version(run_id, old.the_story(), label, parent=number, seed=old.seed)
 
 
-def _run(row: sqlite3.Row, versions: list[Version]) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        premise=row["premise"],
-        scenes=row["scenes"],
-        seed=row["seed"],
-        provider=row["provider"],
-        status=row["status"],
-        error=row["error"],
-        created_at=row["created_at"],
-        versions=versions,
-    )
+class _Heartbeat:
+    """The running runs this process writes, and one daemon thread that renews their heartbeats
+    every HEARTBEAT_SECONDS (it ends when there are none). Process-wide: every store of one file
+    in this process (the web app's, each engine's) shares what it owns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owned: dict[tuple[str, str], RunStore] = {}  # (the file's real path, run id)
+        self._thread: threading.Thread | None = None
+        self.every = HEARTBEAT_SECONDS
+
+    def add(self, store: RunStore, run_id: str) -> None:
+        with self._lock:
+            self._owned[store._key, run_id] = store
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="storyengine-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, store: RunStore, run_id: str) -> None:
+        with self._lock:
+            self._owned.pop((store._key, run_id), None)
+
+    def forget(self, store: RunStore) -> None:
+        """Stop renewing through `store` (closed): another store of the file takes over, if any."""
+        with self._lock:
+            for key, owner in list(self._owned.items()):
+                if owner is store:
+                    del self._owned[key]
+
+    def owns(self, key: str, run_id: str) -> bool:
+        with self._lock:
+            return (key, run_id) in self._owned
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every)
+            with self._lock:
+                if not self._owned:
+                    self._thread = None
+                    return
+                by_store: dict[int, tuple[RunStore, list[str]]] = {}
+                for (_, run_id), store in self._owned.items():
+                    by_store.setdefault(id(store), (store, []))[1].append(run_id)
+            for store, run_ids in by_store.values():
+                try:
+                    store.beat(run_ids)
+                except Exception as exc:  # a busy or damaged file: the next beat tries again
+                    logger.warning(
+                        "storyengine: could not renew the heartbeat of runs in %s: %s", store.path, exc
+                    )
+
+
+_HEARTBEAT = _Heartbeat()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (on Windows, where signal 0 would end it: assumed)."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether an SQLite error says the file is not a database, or a damaged one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (and their extended codes)
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _version(row: sqlite3.Row) -> Version:

@@ -7,7 +7,8 @@ starts them. Beat and scene indexes in the API count from 0; versions count from
 
 Every error is JSON, `{"error": "..."}`: 4xx for anything the client can fix (404 for a run or
 version that does not exist, 409 for a busy run, 422 for bad input), 502/503 when a model
-provider failed, 500 with a message for anything else (see `errors.py`).
+provider failed, 500 with a message for anything else (see `errors.py`). Before any of that,
+`guard.py` checks who asks and what they send (Host, Origin, JSON only, the token, the size).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import Settings, load_settings
 from ..epub import to_epub
@@ -33,7 +35,7 @@ from ..errors import InputError
 from ..export import to_fountain, to_json, to_markdown
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
 from ..pipeline.engine import MAX_SCENES, SEED_MAX, StoryEngine, check_inputs
-from ..pipeline.runstore import RunRecord, RunStore
+from ..pipeline.runstore import RunRecord, RunStore, Version
 from ..pipeline.steering import Steer, bible_dependents, edited_bible
 from . import jobs
 from .compare import changed_parts, line_diff
@@ -44,6 +46,10 @@ from .runs import LiveRun, Runs
 STATIC = Path(__file__).parent / "static"
 EngineFactory = Callable[[str | None], StoryEngine]
 
+VERSION_MAX = 2**63 - 1
+"""The highest version number the run store can hold (SQLite's INTEGER): a larger one is a 422."""
+VersionNumber = Annotated[int, PathParam(le=VERSION_MAX, description="counts from 1")]
+
 EXPORTS = {
     "json": (to_json, "application/json", "json"),
     "markdown": (to_markdown, "text/markdown; charset=utf-8", "md"),
@@ -52,8 +58,39 @@ EXPORTS = {
 }
 
 
-class RunRequest(BaseModel):
+def _unencodable(value: Any, where: str = "") -> str | None:
+    """Where `value` holds text that is not Unicode (a lone surrogate such as \\ud800), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{where or 'the body'}: {exc.object[exc.start : exc.end]!r} at character {exc.start}"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _unencodable(key, where) if isinstance(key, str) else None
+        found = found or _unencodable(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+class Body(BaseModel):
+    """A request body: unknown fields refused, and text that UTF-8 cannot hold (a lone surrogate,
+    which JSON's \\u escapes allow) refused before it reaches a file or the run store."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        found = _unencodable(data)
+        if found:
+            raise ValueError(f"text that is not valid Unicode (a lone surrogate): {found}; send UTF-8 text")
+        return data
+
+
+class RunRequest(Body):
     premise: str = Field(description="one or two sentences")
     scenes: int | None = Field(default=None, ge=1, le=MAX_SCENES, description="default: one per plot beat")
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
@@ -62,28 +99,31 @@ class RunRequest(BaseModel):
     )
 
 
-class SteerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    base: int | None = Field(default=None, ge=1, description="version to start from (default: the latest)")
+class SteerRequest(Body):
+    base: int | None = Field(
+        default=None, ge=1, le=VERSION_MAX, description="version to start from (default: the latest)"
+    )
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="default: a fresh random seed")
     reevaluate: bool = Field(default=True, description="evaluate and enhance the new story again")
 
 
-class BeatEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BeatEdit(Body):
     name: str | None = None
     purpose: str | None = None
     tension: int | None = None
     description: str | None = None
-    base: int | None = Field(default=None, ge=1, description="version to start from (default: the latest)")
+    base: int | None = Field(
+        default=None, ge=1, le=VERSION_MAX, description="version to start from (default: the latest)"
+    )
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="default: a fresh random seed")
 
 
-class BibleEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BibleEdit(Body):
     bible: dict[str, Any] = Field(description="the whole bible: characters, setting, facts")
     dry_run: bool = Field(default=False, description="only say which scenes the edit would regenerate")
-    base: int | None = Field(default=None, ge=1, description="version to start from (default: the latest)")
+    base: int | None = Field(
+        default=None, ge=1, le=VERSION_MAX, description="version to start from (default: the latest)"
+    )
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="default: a fresh random seed")
 
 
@@ -139,13 +179,15 @@ def create_app(
     settings: Settings | None = None,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    hosts: Iterable[str] = (),
 ) -> FastAPI:
     """The app. `engine_factory(provider_or_None)` builds the engine for a run (tests inject one).
 
     `settings` (default: the factory's `.settings`, else the config) name the providers and the
     data directory whose run store the app lists; engines built by the factory must share it.
     With a `token`, every /api/ request must carry it (see guard.py); request bodies are bounded
-    by `max_body_bytes` either way.
+    by `max_body_bytes` either way. `hosts`: the address the server is bound to, allowed in the
+    `Host` header beside the loopback names (guard.py refuses any other name: DNS rebinding).
     """
     factory = engine_factory or config_engine_factory()
     settings = settings or getattr(factory, "settings", None) or load_settings()
@@ -170,7 +212,7 @@ def create_app(
     app.state.store = runs
     app.state.engines = engines
     install_error_handlers(app)
-    app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes)
+    app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes, hosts=tuple(hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -235,16 +277,24 @@ def create_app(
         without (its gaps: a completed story becomes a new version); finished steps are not asked
         for again."""
         record = await runs.record(run_id)
-        run = _idle(await runs.live(record))
-        gaps = record.versions and (await runs.version(run_id)).the_story().gaps
-        if record.status != "failed" and not gaps:
-            raise Conflict(
-                f"run {run.id} is {record.status} with nothing missing; only a failed run, or a story "
-                "with a missing part, can be resumed"
-            )
-        engine = await engines.get(record.provider)
-        after = run.start_job("resume")
-        run.task = asyncio.create_task(jobs.generate(run, engine, store, record, resume=True))
+        run = await runs.live(record)
+        with run.claimed("resume") as after:
+            if record.status == "running":
+                # Not this server's job (it would be busy): another process has it, or had it and died.
+                if not record.orphaned or not await asyncio.to_thread(store.take_over, run_id):
+                    raise Conflict(
+                        f"run {run.id} is being written by another process ({record.owner_text()}); "
+                        "wait for it to finish"
+                    )
+            else:
+                gaps = record.versions and (await runs.version(run_id)).the_story().gaps
+                if record.status != "failed" and not gaps:
+                    raise Conflict(
+                        f"run {run.id} is {record.status} with nothing missing; only a failed run, a "
+                        "run whose process stopped, or a story with a missing part, can be resumed"
+                    )
+            engine = await engines.get(record.provider)
+            run.task = asyncio.create_task(jobs.generate(run, engine, store, record, resume=True))
         return {"run": run.id, "job": "resume", "after": after}
 
     @app.get("/api/runs/{run_id}/versions")
@@ -252,12 +302,12 @@ def create_app(
         return [v.summary() for v in (await runs.record(run_id)).versions]
 
     @app.get("/api/runs/{run_id}/versions/{number}")
-    async def version(run_id: str, number: int) -> dict[str, Any]:
+    async def version(run_id: str, number: VersionNumber) -> dict[str, Any]:
         found = await runs.version(run_id, number)
         return {**found.summary(), "story": found.the_story().model_dump(mode="json")}
 
     @app.post("/api/runs/{run_id}/versions/{number}/restore", status_code=201)
-    async def restore(run_id: str, number: int) -> dict[str, Any]:
+    async def restore(run_id: str, number: VersionNumber) -> dict[str, Any]:
         """Make version `number` the latest again, as a new version (nothing is overwritten)."""
         run = await runs.live(await runs.record(run_id))
         summary = (await asyncio.to_thread(store.restore, run_id, number)).summary()
@@ -265,14 +315,18 @@ def create_app(
         return summary
 
     @app.get("/api/runs/{run_id}/compare")
-    async def compare(run_id: str, a: int, b: int) -> dict[str, Any]:
+    async def compare(
+        run_id: str,
+        a: Annotated[int, Query(le=VERSION_MAX)],
+        b: Annotated[int, Query(le=VERSION_MAX)],
+    ) -> dict[str, Any]:
         """What changed from version a to version b, and a line diff of their Markdown."""
         left, right = (await runs.version(run_id, a)).the_story(), (await runs.version(run_id, b)).the_story()
         return {"a": a, "b": b, "changed": changed_parts(left, right), "diff": line_diff(left, right)}
 
     @app.get("/api/runs/{run_id}/versions/{number}/export/{fmt}")
     async def export(
-        run_id: str, number: int, fmt: Literal["json", "markdown", "fountain", "epub"]
+        run_id: str, number: VersionNumber, fmt: Literal["json", "markdown", "fountain", "epub"]
     ) -> Response:
         """Download one version as JSON, Markdown, Fountain or EPUB."""
         story = (await runs.version(run_id, number)).the_story()
@@ -287,12 +341,19 @@ def create_app(
     async def steer(run_id: str, operation: Steer, base: int | None, seed: int | None) -> dict[str, Any]:
         """Check a steering request, then start it; its events follow on the run's stream."""
         record = await runs.record(run_id)
-        run = _idle(await runs.live(record))
-        engine = await engines.get(record.provider)
-        found = await runs.version(run_id, base)
+        run = await runs.live(record)
+        with run.claimed(operation.label) as after:  # before any await: one job per run
+            engine = await engines.get(record.provider)
+            found = await runs.version(run_id, base)
+            started = start(run, engine, operation, found, seed, after)
+        return started
+
+    def start(
+        run: LiveRun, engine: StoryEngine, operation: Steer, found: Version, seed: int | None, after: int
+    ) -> dict[str, Any]:
+        """Start the steering job of a claimed run (the last step of its `claimed` block)."""
         operation.check(found.the_story())
         seed = seed if seed is not None else random.randint(0, SEED_MAX)
-        after = run.start_job(operation.label)
         run.task = asyncio.create_task(jobs.steer(run, engine, operation, found.number, seed))
         return {"run": run.id, "job": operation.label, "base": found.number, "seed": seed, "after": after}
 
@@ -302,10 +363,13 @@ def create_app(
         The answer says which suggestions apply to which scenes and which name nothing (not applied)."""
         body = body or SteerRequest()
         record = await runs.record(run_id)
-        engine = await engines.get(record.provider)
-        found = await runs.version(run_id, body.base)
-        operation = engine.revision_of(found, provider=record.provider)
-        started = await steer(run_id, operation, found.number, body.seed)
+        run = await runs.live(record)
+        with run.claimed("revise") as after:  # before the latest version is read: one job per run
+            engine = await engines.get(record.provider)
+            found = await runs.version(run_id, body.base)
+            operation = engine.revision_of(found, provider=record.provider)
+            run.job = operation.label
+            started = start(run, engine, operation, found, body.seed, after)
         plan = operation.changes["revision"]
         return {**started, "applied": plan["applied"], "untargeted": plan["untargeted"]}
 
@@ -355,12 +419,6 @@ def _version() -> str:
         return package_version("storyengine")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _idle(run: LiveRun) -> LiveRun:
-    if run.busy:
-        raise Conflict(f"run {run.id} is busy ({run.job}); wait for it to finish, then try again")
-    return run
 
 
 async def _sse(run: LiveRun, after: int) -> AsyncIterator[str]:

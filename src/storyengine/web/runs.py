@@ -5,21 +5,26 @@ every run (also those the CLI made) and opens any version after a restart. Only 
 event log is kept in memory: every event gets a sequence number (`seq`), so a subscriber that
 joins late replays the log from the start (or from after a given `seq`) and then follows it.
 A run does at most one job at a time in this server (the first generation, a resume or one
-steering job); the stream of a run ends when the run is idle.
+steering job): a request claims the run (`LiveRun.claimed`) before its first `await`, so of two
+simultaneous requests one gets the run and the other a 409. The stream of a run ends when the
+run is idle.
 
-A failed run this server did not see (made before a restart, or by the CLI) is given a log
-rebuilt from its checkpoint, so the page still shows what it finished.
+A failed run this server did not see (made before a restart, or by the CLI), or a run whose
+process died while writing it (`RunRecord.orphaned`), is given a log rebuilt from its checkpoint,
+so the page still shows what it finished, and offers to resume it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import InputError
 from ..pipeline.checkpoint import CheckpointStore
 from ..pipeline.runstore import RunRecord, RunStore, Version
+from .errors import Conflict
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -46,10 +51,27 @@ class LiveRun:
         wake.set()
 
     def start_job(self, label: str) -> int:
-        """Mark the run busy with `label`; returns the seq to follow the job's events from."""
+        """Mark the run busy with `label`; returns the seq to follow the job's events from.
+
+        Conflict (a 409) when it is busy already. Check and mark happen with no `await` between
+        them, so on one event loop they are one step: two requests cannot both start a job."""
+        if self.busy:
+            raise Conflict(f"run {self.id} is busy ({self.job}); wait for it to finish, then try again")
         self.job = label
         self.job_after = len(self.events) - 1
         return self.job_after
+
+    @contextmanager
+    def claimed(self, label: str) -> Iterator[int]:
+        """Claim the run for a job (see `start_job`) while a request checks what it asks; when the
+        check fails (the block raises before the job's task is set), the run is idle again."""
+        before = self.job_after
+        after = self.start_job(label)
+        try:
+            yield after  # the block ends by starting the job's task: nothing can fail after it
+        except BaseException:
+            self.job, self.job_after = None, before
+            raise
 
     def finish_job(self, event: dict[str, Any]) -> None:
         """Mark the run idle, then publish the job's last event (so followers see both)."""
@@ -102,7 +124,7 @@ class Runs:
         run = self._live.get(record.id)
         if run is None:
             run = LiveRun(record.id)
-            if record.status == "failed" and not record.versions:
+            if (record.status == "failed" or record.orphaned) and not record.versions:
                 for event in await asyncio.to_thread(self._replay, record):
                     run.publish(event)
             run = self._live.setdefault(record.id, run)
@@ -121,7 +143,10 @@ class Runs:
             step = name.split(".")[0]
             stage = "structuring"
             events.append({"event": "step_done", "step": step, "stage": stage, "name": name, "value": value})
-        events.append({"event": "run_failed", "error": record.error or "the run stopped"})
+        error = record.error or "the run stopped"
+        if record.orphaned:
+            error = f"the process writing this run stopped ({record.owner_text()}); resume it to continue"
+        events.append({"event": "run_failed", "error": error})
         return events
 
     def summary(self, record: RunRecord) -> dict[str, Any]:

@@ -43,6 +43,8 @@ function setAttrs(el, attrs) {
   for (const [key, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    // The page's Content-Security-Policy refuses style attributes; a style set by script is fine.
+    else if (key === "style") el.style.cssText = String(value);
     else el.setAttribute(key, value === true ? "" : String(value));
   }
 }
@@ -60,12 +62,14 @@ const TOKEN = (() => {
 })();
 const withToken = (path) => (TOKEN ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}` : path);
 
+// Every POST is JSON, also one without a body: the server refuses any other (a form or text/plain
+// body is what another site's page could send).
 async function api(method, path, body) {
   const options = { method, headers: {} };
   if (TOKEN) options.headers.Authorization = `Bearer ${TOKEN}`;
-  if (body !== undefined) {
+  if (body !== undefined || method !== "GET") {
     options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(body);
+    options.body = JSON.stringify(body === undefined ? {} : body);
   }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({}));
@@ -128,9 +132,14 @@ async function openRun(id) {
   }
   renderVersions();
   loadRuns();
-  if (run.status === "running" && !run.busy) {
-    // kept in the run store, but not being written by this server: another process has it
-    setStatus("elsewhere", "Being written by another process (or stopped without a word)");
+  if (run.status === "running" && !run.busy && run.orphaned) {
+    // its process died while writing it: what it finished is kept, and it can go on from there
+    const owner = run.owner && run.owner.pid ? ` (process ${run.owner.pid} on ${run.owner.host})` : "";
+    setStatus("stopped", `Stopped: the process writing it is gone${owner}`);
+  } else if (run.status === "running" && !run.busy) {
+    // kept in the run store, but being written by another process (alive: it renews its heartbeat)
+    const owner = run.owner && run.owner.pid ? ` (process ${run.owner.pid} on ${run.owner.host})` : "";
+    setStatus("elsewhere", `Being written by another process${owner}`);
   } else {
     setStatus(run.status === "failed" ? "failed" : run.busy ? "running" : "done",
       run.busy ? `Working: ${run.job}` : run.status === "failed" ? "Run failed" : "Finished");
@@ -250,7 +259,8 @@ function setCounters(event) {
 
 function setStatus(kind, text, event) {
   $("status").dataset.status = kind;
-  $("resume").hidden = !(kind === "failed" && state.run && state.run.status === "failed" && !state.versions.length);
+  const failed = kind === "failed" && state.run && state.run.status === "failed" && !state.versions.length;
+  $("resume").hidden = !(failed || kind === "stopped");
   $("status-text").textContent = text;
   if (kind !== "running") $("status-step").textContent = "";
   setCounters(event);
