@@ -559,3 +559,52 @@ def test_the_prose_a_reader_gets_drops_meta_talk_and_junk_by_the_sentence_and_sa
     prose, found = reader_prose(draft)
     assert prose == "Mara climbs the stairs.\n\nThe lamp hums. The sea is calm."
     assert sorted((f.rule, f.action) for f in found) == [("gibberish", "repaired"), ("meta_talk", "repaired")]
+
+
+# -- choosing among drafts --
+
+
+def drafts_script(texts: list[str], seen: list[int | None]) -> Callable[[CompletionRequest], str]:
+    """story_script, except that scene drafts are `texts` in turn (seeds recorded in `seen`)."""
+
+    def script(request: CompletionRequest) -> str:
+        if request.component == "scene" and request.stage == "freeform":
+            seen.append(request.seed)
+            return texts[(len(seen) - 1) % len(texts)]
+        return story_script(request)
+
+    return script
+
+
+WEAK = (  # passes every draft check (on premise, long enough), but says little of it
+    "This is the first scene of a series. The lighthouse keeper waits by the window all night long "
+    "and thinks about the sea, the boats, the nets and the long winter ahead of the village.\n\n"
+    "The keeper makes tea. The wind is cold and the village sleeps under the grey clouds."
+)
+ON_TOPIC = (
+    "Mara, the lighthouse keeper, finds a green bottle wedged in the rocks below the tower. Inside is "
+    "a message in her own handwriting, written by her future self, dated thirty years from now.\n\n"
+    "She reads it twice by the lamp. The message warns her about the storm that is coming."
+)
+
+
+@pytest.mark.parametrize(("drafts", "kept"), [(3, ON_TOPIC), (1, WEAK)])
+async def test_the_best_of_k_drafts_by_code_is_kept(drafts: int, kept: str) -> None:
+    seen: list[int | None] = []
+    settings_text = (
+        "providers:\n  embedded: {type: embedded, context_window: 8192, profile: standard}\n"
+        f"narrative: {{scene_drafts: {drafts}}}\ncache: {{enabled: false}}\n"
+    )
+    provider = ScriptedProvider(drafts_script([WEAK, ON_TOPIC, WEAK], seen), name="embedded")
+    engine = StoryEngine.from_config(
+        settings=parse_settings(settings_text, source="t.yaml"), providers={"embedded": provider}
+    )
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=3)
+    meta = story.meta["steps"]["scene.0.draft"]
+    assert len(seen) == drafts and len(set(seen)) == drafts  # each draft its own seed
+    assert meta["stage1_text"] == kept
+    if drafts > 1:
+        scores = [d["score"] for d in meta["drafts"]]
+        assert scores[1] == max(scores) > scores[0]
+        assert meta["seed"] == seen[1]

@@ -255,12 +255,14 @@ class TwoStage:
             value = score(text, problems) if score else 0.0
             drawn.append({"seed": draw_seed, "score": value, "problems": len(problems)})
             key = (-len(problems), value)
-            better = best is None or key > best[0]
-            if better:
+            # A redraw goes on only while each has fewer problems (a better score alone does not
+            # earn another whole draft); the best by problems, then score, is kept.
+            fewer = best is None or len(problems) < len(best[4])
+            if best is None or key > best[0]:
                 # Cut off at max_tokens, or stopped by the provider in a loop (the loop cut off).
                 stopped = completion.truncated or completion.finish_reason == LOOP_STOP
                 best = (key, text, stopped, draw_seed, problems)
-            if draw + 1 >= wanted and ((best is not None and not best[4]) or not better):
+            if draw + 1 >= wanted and (not best[4] or not fewer):
                 break
         assert best is not None
         _, meta.stage1_text, meta.stage1_cut_off, meta.seed, meta.draft_problems = best
