@@ -24,6 +24,8 @@ EDIT = {"name": "The Harbour Betrayal", "purpose": "Mara learns the maps were fo
 
 
 def settings(in_parts: bool = False) -> Settings:
+    """One scene draft a scene: these tests follow each draft's seed (the choice among several is
+    tests/test_text_rules.py's)."""
     parts = "tiny" if in_parts else "standard"
     return parse_settings(
         f"""
@@ -31,6 +33,7 @@ providers:
   embedded: {{type: embedded, context_window: 8192, profile: {parts}}}
 retry: {{attempts: 2, backoff_initial: 0, backoff_max: 0}}
 cache: {{enabled: false}}
+narrative: {{scene_drafts: 1}}
 """,
         source="test.yaml",
     )

@@ -643,8 +643,9 @@ HIGHER_IS_BETTER = frozenset(
     }
 )
 MODEL_MEASURES = frozenset({"rubric overall", "rubric reliable"})
-# Not better or worse in itself: a repair by code leaves the text fine (what was kept is counted).
-NEUTRAL_MEASURES = frozenset({"repaired by code"})
+# What the steps' metadata says of how the text was made, not a measure of the text: a revision's
+# story carries other steps than its base (the junk in the text is counted by the other measures).
+NEUTRAL_MEASURES = frozenset({"repaired by code", "kept with a warning", "junk not repaired or listed"})
 
 
 def story_measures(story: Story) -> dict[str, float | int | None]:
