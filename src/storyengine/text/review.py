@@ -209,8 +209,7 @@ AFTER: dict[str, Hook] = {}
 _SCRIPT_LABEL = regex.compile(
     r"^\s*\**\s*([^:()\n*]{1,40}?)\s*\**\s*(?:\([^)\n]{0,60}\))?\s*:\s*(.*)$", regex.S
 )
-_FIELD_LABEL = regex.compile(r"\b(?:NAME|SPEAKER|CHARACTER|TEXT|LINE|DIALOGUE|SAYS?)\s*:\s*", regex.I)
-LABEL_WORDS = frozenset("name speaker character text line dialogue says say words".split())
+_FIELD_LABEL = regex.compile(r"\b(?:NAME|SPEAKER|CHARACTER|TEXT|LINE|DIALOGUE)\s*:\s*", regex.I)
 
 
 def _cast_name(label: str, cast: tuple[str, ...]) -> str | None:
@@ -224,11 +223,7 @@ def split_script_line(speaker: str, text: str, cast: tuple[str, ...]) -> tuple[s
     (moved); "NAME: Sam. TEXT: Go." is Sam's "Go."; "NAME: Sam" alone has no words (words "")."""
     people = cast or ((speaker,) if speaker else ())
     labelled = _FIELD_LABEL.search(text)
-    if (
-        labelled is not None
-        and labelled.start() == text.find(labelled.group(0))
-        and not text[: labelled.start()].strip(" *\"'")
-    ):
+    if labelled is not None and not text[: labelled.start()].strip(" *\"'"):
         pieces = [p.strip(" .,;\"'*") for p in _FIELD_LABEL.split(text) if p.strip(" .,;\"'*")]
         who = next((_cast_name(p, people) for p in pieces if _cast_name(p, people)), None)
         said = [p for p in pieces if not _cast_name(p, people)]
