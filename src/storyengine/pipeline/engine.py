@@ -291,6 +291,7 @@ class StoryEngine:
             "config": self.settings.source,
             "created_at": time.time(),
         }
+        await asyncio.to_thread(self.runs.open)
         state = await asyncio.to_thread(self.checkpoints.create, header)
         return (await self._execute(state, on_event)).the_story()
 

@@ -305,6 +305,12 @@ class RunStore:
             self.checkpoints,
         )
 
+    def open(self) -> None:
+        """Open (or make) the store now: a store made before a new run's checkpoint is written does
+        not mistake that run for one to rebuild from checkpoints."""
+        with self._session():
+            pass
+
     def close(self) -> None:
         with self._lock:
             _HEARTBEAT.forget(self)
