@@ -608,3 +608,21 @@ async def test_the_best_of_k_drafts_by_code_is_kept(drafts: int, kept: str) -> N
         scores = [d["score"] for d in meta["drafts"]]
         assert scores[1] == max(scores) > scores[0]
         assert meta["seed"] == seen[1]
+
+
+def test_a_bible_setting_with_no_words_becomes_the_premise_and_says_so() -> None:
+    data = {
+        "characters": [
+            {
+                "name": "Mara",
+                "role": "the keeper",
+                "description": "She keeps the lamp.",
+                "pronouns": "she/her",
+            }
+        ],
+        "setting": ";;;;;;;;;;;;;;＆＆＆＆＆＆＆!",
+    }
+    reviewed = review(StoryBible, data, Context(language="en", fallbacks=(("setting", PREMISE),)))
+    assert StoryBible.model_validate(reviewed.data).setting == PREMISE
+    assert [(f.rule, f.action) for f in reviewed.findings] == [("debris", "repaired")]
+    assert "made from the premise" in reviewed.findings[0].message

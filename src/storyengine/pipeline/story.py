@@ -142,6 +142,9 @@ class Components:
             meta,
             parts=(draft, plan),
             validation_context={"cast": cast, "pronouns": pronouns},
+            # a setting with no words (SmolLM2 wrote ";;;;…＆＆＆" in two of four stories) becomes
+            # the premise, as in a plain bible
+            review=Context(fallbacks=(("setting", " ".join(premise.split())[:240]),)),
         )
 
     async def scene_draft(

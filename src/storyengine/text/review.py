@@ -165,6 +165,16 @@ def _walk(
                 out += [replace(f, action="nulled") if f.action == "reask" else f for f in found]
                 data[name] = None
                 continue
+            fallback = dict(context.fallbacks).get(key)
+            if bad and fallback:
+                out += [
+                    replace(f, action="repaired", message=f"{f.message}; made from the premise")
+                    if f.action == "reask"
+                    else f
+                    for f in found
+                ]
+                data[name] = fallback
+                continue
             out += found
             data[name] = text
             unusable = unusable or bad
