@@ -626,3 +626,12 @@ def test_a_bible_setting_with_no_words_becomes_the_premise_and_says_so() -> None
     assert StoryBible.model_validate(reviewed.data).setting == PREMISE
     assert [(f.rule, f.action) for f in reviewed.findings] == [("debris", "repaired")]
     assert "made from the premise" in reviewed.findings[0].message
+
+
+def test_junk_in_long_prose_drops_its_sentence_and_never_cuts_the_rest() -> None:
+    prose = (
+        "Mara climbs the stairs. The log reads 2019-13-25T14:38. 07.628Z now. The sea is calm.\n\nShe waits."
+    )
+    result, found, _ = repaired(prose, "prose")
+    assert result.endswith("The sea is calm.\n\nShe waits.") and "2019" not in result
+    assert found == [("timestamp", "repaired")]

@@ -147,13 +147,29 @@ def _without_sentences(text: str, bad: Callable[[str], bool]) -> str | None:
 
 
 def _drop_or_cut(text: str, offset: int, bad: Callable[[str], bool]) -> str | None:
-    """Without the sentences that are `bad` when there are others; else the text before `offset`
-    (when two words or more come first); else None."""
+    """Without the sentences that are `bad` when there are others (or, when the splitter cuts the
+    junk apart, without the sentence that holds `offset`); a single sentence ends before `offset`
+    (when two words or more come first); else None. Text after a sentence is never cut away."""
     if len(sentences(text)) >= 2:
         kept = _without_sentences(text, bad)
+        if kept is None:
+            kept = _without_sentences(text, _holding(text, offset))
         if kept is not None:
             return kept
     return _cut(text, offset) if _words_before(text, offset) >= 2 else None
+
+
+def _holding(text: str, offset: int) -> Callable[[str], bool]:
+    """A predicate true of the sentence of `text` that holds character `offset`."""
+    spans, at = [], 0
+    for sentence in sentences(text):
+        start = text.find(sentence, at)
+        if start < 0:
+            continue
+        spans.append((start, start + len(sentence), sentence))
+        at = start + len(sentence)
+    target = next((s for a, b, s in spans if a <= offset < b), None)
+    return lambda sentence: sentence == target
 
 
 # -- the rules, in the order they run --
