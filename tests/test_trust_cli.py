@@ -374,3 +374,21 @@ def test_batch_refuses_a_story_folder_it_did_not_write_unless_forced(
     assert (batch / "kite" / "story.json").read_bytes() != before
     again = cli("batch", "premises.jsonl", "--out", "batch", "--scenes", "1", "--quiet")  # its own: fine
     assert again.exit_code == 0, again.output
+
+
+# -- 15: control characters in a premise are removed on input --
+
+
+def test_control_characters_in_a_premise_reach_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    result = cli("generate", "A clock\x00maker builds a clock\x07 that runs\x1b backwards.", "--scenes", "1",
+                 "--seed", "3", "--out", str(out), "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    story = Story.model_validate_json((out / "story.json").read_text())
+    assert story.premise == "A clockmaker builds a clock that runs backwards."
+    for name in ("story.json", "story.md", "story.fountain"):
+        text = (out / name).read_text()
+        assert not any(c in text for c in "\x00\x07\x1b"), name
