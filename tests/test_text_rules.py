@@ -635,3 +635,10 @@ def test_junk_in_long_prose_drops_its_sentence_and_never_cuts_the_rest() -> None
     result, found, _ = repaired(prose, "prose")
     assert result.endswith("The sea is calm.\n\nShe waits.") and "2019" not in result
     assert found == [("timestamp", "repaired")]
+
+
+def test_text_that_is_junk_in_every_sentence_is_not_repaired_into_other_junk() -> None:
+    text = "./fact.json:10, type: json. contains JSON or schema text; write plain words."
+    result, found, _ = repaired(text, "fact")
+    # what remains still holds junk, so its finding stays open: re-asked, else listed as kept
+    assert ("debris", "reask") in found and "debris" in rules_of(result, "fact")

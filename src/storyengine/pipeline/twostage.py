@@ -80,6 +80,15 @@ def _as_schema_error(exc: ValidationError, assembled: dict[str, Any]) -> SchemaV
     return SchemaValidationError(str(exc), raw_text=json.dumps(assembled), validation_errors=errors)
 
 
+def _placed(field: str, where: str, scalar: str | None) -> str:
+    """A part's finding's field as a path in the object ("facts[0]" for the scalar part "fact")."""
+    if not where:
+        return field
+    if scalar is not None and field.split(".")[0].split("[")[0] == scalar:
+        return where + field[len(scalar) :]
+    return f"{where}.{field}"
+
+
 @dataclass(frozen=True)
 class Checked:
     """A validated value and what the text rules found in it."""
@@ -565,9 +574,8 @@ class TwoStage:
                 # thrown away in one story).
                 exc.retryable = not (part.optional or part.from_notes)
                 raise
-            return Checked(
-                value, [replace(f, field=f"{where}.{f.field}" if where else f.field) for f in findings]
-            )
+            # Where the finding sits in the object: a scalar item's field is the item itself.
+            return Checked(value, [replace(f, field=_placed(f.field, where, part.scalar)) for f in findings])
 
         completion = await self._ask(component, request, validate, meta, route, reask=True)
         meta.structured_mode = f"{completion.structured_mode} (in parts)"

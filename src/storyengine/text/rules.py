@@ -150,10 +150,13 @@ def _drop_or_cut(text: str, offset: int, bad: Callable[[str], bool]) -> str | No
     """Without the sentences that are `bad` when there are others (or, when the splitter cuts the
     junk apart, without the sentence that holds `offset`); a single sentence ends before `offset`
     (when two words or more come first); else None. Text after a sentence is never cut away."""
-    if len(sentences(text)) >= 2:
+    said = sentences(text)
+    if len(said) >= 2:
+        if all(bad(s) for s in said):
+            return None  # nothing but junk: no repair
+        if not any(bad(s) for s in said):  # the splitter cut the junk apart
+            bad = _holding(text, offset)
         kept = _without_sentences(text, bad)
-        if kept is None:
-            kept = _without_sentences(text, _holding(text, offset))
         if kept is not None:
             return kept
     return _cut(text, offset) if _words_before(text, offset) >= 2 else None
