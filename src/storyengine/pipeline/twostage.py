@@ -234,8 +234,9 @@ class TwoStage:
         score: DraftScore | None = None,
     ) -> str:
         """Stage 1: the draft. `drafts` drafts are drawn (each with its own seed) and the best is
-        kept: the one with the fewest problems by `check` (a draft that loops, ignores its beat,
-        invents people), then the highest `score` (computed by code, drafts.draft_score). When the
+        kept: the one with the highest `score` (computed by code, drafts.draft_score, which counts
+        the problems `check` finds: a draft that loops, ignores its beat, invents people), or
+        without a score the one with the fewest problems. When the
         best still has problems, more are drawn, up to `retry.attempts` draws in all, as long as
         each is better than the best before it (a redraw that is no better says another is
         unlikely to help: each costs a whole draft). The kept draft's problems, and every draft's
@@ -244,7 +245,7 @@ class TwoStage:
         defaults = self.settings.narrative.defaults.freeform
         base = seed if seed is not None else defaults.seed
         wanted = max(1, drafts)
-        best: tuple[tuple[int, float], str, bool, int | None, list[str]] | None = None
+        best: tuple[tuple[float, float], str, bool, int | None, list[str]] | None = None
         drawn: list[dict[str, Any]] = []
         for draw in range(max(wanted, self.settings.retry.attempts if check else 1)):
             draw_seed = base if draw == 0 or base is None else (base * 1_000_003 + 7919 * draw) % 2**31
@@ -263,9 +264,10 @@ class TwoStage:
                 problems = await problems
             value = score(text, problems) if score else 0.0
             drawn.append({"seed": draw_seed, "score": value, "problems": len(problems)})
-            key = (-len(problems), value)
+            # The score by code counts the problems already; without one, fewer problems are better.
+            key = (value, 0) if score else (-len(problems), 0.0)
             # A redraw goes on only while each has fewer problems (a better score alone does not
-            # earn another whole draft); the best by problems, then score, is kept.
+            # earn another whole draft).
             fewer = best is None or len(problems) < len(best[4])
             if best is None or key > best[0]:
                 # Cut off at max_tokens, or stopped by the provider in a loop (the loop cut off).
