@@ -642,3 +642,13 @@ def test_text_that_is_junk_in_every_sentence_is_not_repaired_into_other_junk() -
     result, found, _ = repaired(text, "fact")
     # what remains still holds junk, so its finding stays open: re-asked, else listed as kept
     assert ("debris", "reask") in found and "debris" in rules_of(result, "fact")
+
+
+def test_two_beats_with_one_name_are_told_apart_by_code() -> None:
+    data = copy.deepcopy(GOOD_PLOT)
+    data["beats"][1]["name"] = "Arrival"
+    data["beats"][2]["name"] = "arrival"
+    findings: list[Finding] = []
+    plot = validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN, findings=findings)
+    assert [b.name for b in plot.beats] == ["Arrival", "The Letter Warns Of", "Ana Keeps The Lamp", "Dawn"]
+    assert [(f.rule, f.action) for f in findings] == [("duplicate_name", "repaired")] * 2

@@ -386,7 +386,43 @@ def _bible_character(
 
 
 def _plot(data: dict[str, Any], context: Context, where: str, out: list[Finding]) -> dict[str, Any]:
-    return _unique_names("characters")(data, context, where, out)
+    data = _unique_names("characters")(data, context, where, out)
+    beats = data.get("beats")
+    if isinstance(beats, list):
+        data = {**data, "beats": _distinct_beat_names(beats, f"{where}.beats" if where else "beats", out)}
+    return data
+
+
+def _distinct_beat_names(beats: list[Any], path: str, out: list[Finding]) -> list[Any]:
+    """A beat named like an earlier one is named from its purpose's first words, or numbered
+    (measured: Qwen2.5-0.5B named two beats "Captain" on all six attempts and lost the plot)."""
+    taken: set[str] = set()
+    renamed: list[Any] = []
+    for index, beat in enumerate(beats):
+        name = beat.get("name") if isinstance(beat, dict) else None
+        if not isinstance(name, str) or word_key(name) not in taken:
+            if isinstance(name, str):
+                taken.add(word_key(name))
+            renamed.append(beat)
+            continue
+        purpose = str(beat.get("purpose") or "")
+        candidate = " ".join(purpose.split()[:4]).strip(" ,.;:!?").title()[:48]
+        number = 2
+        while not word_key(candidate) or word_key(candidate) in taken:
+            candidate = f"{name} {number}"
+            number += 1
+        taken.add(word_key(candidate))
+        out.append(
+            Finding(
+                "duplicate_name",
+                f"{path}[{index}].name",
+                name,
+                f"{name!r} names an earlier beat too; this one is {candidate!r}",
+                "repaired",
+            )
+        )
+        renamed.append({**beat, "name": candidate})
+    return renamed
 
 
 def _enhancement(data: dict[str, Any], context: Context, where: str, out: list[Finding]) -> dict[str, Any]:
