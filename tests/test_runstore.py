@@ -314,3 +314,15 @@ async def test_a_version_number_past_sqlites_integers_is_not_found(tmp_path: Pat
         with pytest.raises(NotFound):
             store.restore("r", number)
     store.set_status("r", "done")
+
+
+def test_a_row_planted_with_a_bad_run_id_is_not_listed(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "stories.sqlite3")
+    store.start_run(RunRecord(id="good-run", premise="A premise.", scenes=1, seed=1))
+    with sqlite3.connect(tmp_path / "stories.sqlite3") as db:
+        db.execute(
+            "INSERT INTO runs (id, premise, status, created_at, updated_at) VALUES (?, 'x', 'done', 0, 0)",
+            ("../../escaped-run",),
+        )
+    assert [r.id for r in store.runs()] == ["good-run"]
+    store.close()

@@ -41,6 +41,7 @@ from typing import Any
 from ..errors import InputError, StoryEngineError
 from ..schemas import Story
 from ..store import Migration, open_db, transaction
+from .checkpoint import RUN_ID
 
 logger = logging.getLogger("storyengine")
 
@@ -413,6 +414,8 @@ class RunStore:
         """The latest `limit` runs, newest first, each with the summaries of its versions."""
         with self._session() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            # a row planted with an id no run can have ("../x") is not listed: it names no checkpoint
+            rows = [r for r in rows if RUN_ID.fullmatch(str(r["id"]))]
             ids = [r["id"] for r in rows]
             marks = ", ".join("?" for _ in ids)
             versions = db.execute(
