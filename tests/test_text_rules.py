@@ -652,3 +652,13 @@ def test_two_beats_with_one_name_are_told_apart_by_code() -> None:
     plot = validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN, findings=findings)
     assert [b.name for b in plot.beats] == ["Arrival", "The Letter Warns Of", "Ana Keeps The Lamp", "Dawn"]
     assert [(f.rule, f.action) for f in findings] == [("duplicate_name", "repaired")] * 2
+
+
+def test_offers_and_notes_to_the_user_are_meta_talk() -> None:
+    # README command (a)'s scene 2, measured: the draft offered options instead of telling the scene
+    draft = (
+        "Here's a few more options to use: 1. The End: At the climax of the story, it was a moment. "
+        "This is another example, using different wording that can be used as needed. Lionel smiled."
+    )
+    prose, found = reader_prose(draft)
+    assert prose == "Lionel smiled." and [f.rule for f in found] == ["meta_talk"]

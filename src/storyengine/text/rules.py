@@ -322,7 +322,12 @@ _META = regex.compile(
     r"|\bas an ai\b|\blanguage model\b"
     r"|\b(?:here is|here's|below is) (?:the|a|my) (?:scene|story|chapter|draft|dialogue)\b"
     r"|\bthe (?:first|second|next|last|final) (?:paragraph|sentence|section)\b"
-    r"|\b(?:this|the) story (?:is|was) set up\b|\bof a series\b",
+    r"|\b(?:this|the) story (?:is|was) set up\b|\bof a series\b"
+    # offers and notes to the user (README command's story: "Here's a few more options to use: 1.
+    # The End: At the climax of the story, …", "This is another example, using different wording")
+    r"|\bhere(?:'s| is| are) (?:a few |some |two |three )?(?:more |other )?(?:options|examples|versions|ideas"
+    r"|alternatives)\b|\bthis is another (?:example|version|option)\b|\bcan be used as needed\b"
+    r"|^\W*the (?:end|beginning|climax)\s*:\s*(?:at the climax|in the end|sets up)\b",
     regex.I,
 )
 
