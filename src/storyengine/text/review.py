@@ -478,28 +478,12 @@ def kept(findings: list[Finding]) -> list[Finding]:
     return [f.kept() if f.action == "reask" else f for f in findings]
 
 
-def reask_text(findings: list[Finding]) -> str:
-    """What to tell the model about the open findings, one line each (no example values)."""
-    return "\n".join(f"- {f.field}: {f.message}" for f in findings if f.action == "reask")
-
-
-def summary(findings: list[dict[str, Any]] | list[Finding]) -> dict[str, int]:
-    """{"repaired": n, "kept": m}: the repairs by code (repaired, dropped, nulled) and the kept findings."""
-    actions = [f.action if isinstance(f, Finding) else str(f.get("action")) for f in findings]
-    return {
-        "repaired": sum(1 for a in actions if a in REPAIRS),
-        "kept": sum(1 for a in actions if a in ("kept", "reask")),
-    }
-
-
 __all__ = [
     "Finding",
     "Reviewed",
     "check_text",
     "copies",
     "kept",
-    "reask_text",
     "review",
     "split_script_line",
-    "summary",
 ]

@@ -43,7 +43,6 @@ failed runs on them):
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -640,11 +639,6 @@ def findings_in(text: str, key: str, context: Context) -> list[tuple[str, Hit]]:
             if hit is not None:
                 found.append((each.name, hit))
     return found
-
-
-def normalise(text: str) -> str:
-    """NFC, so that the same letters compare the same whatever the model's byte sequence."""
-    return unicodedata.normalize("NFC", text)
 
 
 __all__ = [
