@@ -23,6 +23,7 @@ from rich.console import Console
 
 from storyengine.bench.critical_path import greedy_steps, lower_bound_steps, story_graph
 from storyengine.bench.harness import MeteredProvider, ProviderCall, busy_seconds, scratch_settings
+from storyengine.bench.premises import PREMISES
 from storyengine.bench.slow_server import SlowServer
 from storyengine.bench.table import Measure, Report, machine
 from storyengine.bench.validity import CATEGORIES, ModeRunner, needed_repair, revalidate
@@ -401,3 +402,19 @@ def test_needed_repair_and_revalidate() -> None:
     beats = [PlotBeat.model_construct(name="Same", purpose="Same", tension=3)] * 3
     forged = PlotStructure.model_construct(structure_type="x", beats=beats, characters=[], title=None)
     assert not revalidate(forged, PlotStructure, None)
+
+
+def test_completion_bench_runs_a_part_of_the_premises(server_config: Path) -> None:
+    report = run_bench(
+        "completion", "--premises", "2", "--first", "3", "--seeds", "1", "--scenes", "1",
+        "--provider", "srv", "--config", str(server_config),
+    )  # fmt: skip
+    assert report["premise_numbers"] == [3, 4] and report["runs"] == 2
+    assert report["outcomes"] == {"complete": 2}
+    assert "--first 3" in report["command"]
+    result = CliRunner().invoke(
+        main, ["bench", "completion", "--premises", "3", "--first", str(len(PREMISES) - 1)]
+    )
+    assert result.exit_code == 2 and f"from premise {len(PREMISES) - 1}" in result.output
+    result = CliRunner().invoke(main, ["bench", "completion", "--first", "0"])
+    assert result.exit_code == 2 and "--first must be between 1 and" in result.output

@@ -32,7 +32,14 @@ def _key(call: Any) -> str:
 
 
 async def run_completion_bench(
-    report: Report, settings: Settings, *, premises: int, seeds: int, scenes: int, progress: Progress
+    report: Report,
+    settings: Settings,
+    *,
+    premises: int,
+    seeds: int,
+    scenes: int,
+    progress: Progress,
+    first: int = 1,
 ) -> Report:
     outcomes: Counter[str] = Counter()
     failures: list[dict[str, Any]] = []
@@ -42,7 +49,7 @@ async def run_completion_bench(
         settings = scratch_settings(settings, Path(tmp), cache=False)
         providers = metered_providers(settings)
         async with build_engine(settings, providers) as engine:
-            for premise in premise_set(premises):
+            for premise in premise_set(premises, first):
                 for seed in range(seeds):
                     progress(f"seed {seed}: {premise}")
                     started = time.perf_counter()
@@ -93,6 +100,7 @@ async def run_completion_bench(
         {
             "provider": primary_provider(settings),
             "runs": runs,
+            "premise_numbers": [first, first + premises - 1],
             "scenes": scenes,
             "outcomes": dict(outcomes),
             "failures": failures,

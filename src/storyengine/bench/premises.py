@@ -42,8 +42,13 @@ PREMISES: tuple[str, ...] = (
 )
 
 
-def premises(count: int) -> list[str]:
-    """The first `count` built-in premises."""
-    if not 1 <= count <= len(PREMISES):
-        raise InputError(f"--premises must be between 1 and {len(PREMISES)} (the built-in list), not {count}")
-    return list(PREMISES[:count])
+def premises(count: int, first: int = 1) -> list[str]:
+    """`count` built-in premises from number `first` (1-based): a long bench runs in parts this way."""
+    if not 1 <= first <= len(PREMISES):
+        raise InputError(f"--first must be between 1 and {len(PREMISES)} (the built-in list), not {first}")
+    left = len(PREMISES) - first + 1
+    if not 1 <= count <= left:
+        raise InputError(
+            f"--premises must be between 1 and {left} (the built-in list from premise {first}), not {count}"
+        )
+    return list(PREMISES[first - 1 : first - 1 + count])

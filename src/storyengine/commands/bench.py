@@ -233,6 +233,13 @@ def cache_bench(
 
 @bench.command("completion")
 @click.option("--premises", type=int, default=20, show_default=True, help="Premises from the project's set.")
+@click.option(
+    "--first",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Number of the first premise (1-based): run a long bench in parts and add them up.",
+)
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per premise.")
 @click.option("--scenes", type=int, default=1, show_default=True)
 @route_options
@@ -241,6 +248,7 @@ def cache_bench(
 def completion_bench(
     ctx: click.Context,
     premises: int,
+    first: int,
     seeds: int,
     scenes: int,
     provider: str | None,
@@ -250,9 +258,11 @@ def completion_bench(
     """Premises × seeds short stories: complete, complete with a gap, failed; one resume per failure."""
     from ..bench.completion import run_completion_bench
     from ..bench.harness import bench_settings
+    from ..bench.premises import premises as premise_set
 
     for name, value in (("--premises", premises), ("--seeds", seeds), ("--scenes", scenes)):
         _positive(name, value)
+    premise_set(premises, first)  # numbers outside the set fail here, before any model loads
     settings = bench_settings(config_path, provider)
     report = _run(
         run_completion_bench(
@@ -262,6 +272,7 @@ def completion_bench(
             seeds=seeds,
             scenes=scenes,
             progress=_progress(),
+            first=first,
         )
     )
     _emit(report, as_json)
