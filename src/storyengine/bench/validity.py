@@ -36,7 +36,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..errors import InputError, StoryEngineError
-from ..pipeline.engine import Made, StoryEngine
+from ..pipeline.engine import Made, StoryEngine, scene_inputs
+from ..pipeline.steps import Inputs
 from ..routing.instrument import RunRecorder
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, StoryScene
 from ..structuring import extract_json
@@ -231,17 +232,21 @@ class ModeRunner:
     ) -> tuple[Made, Any]:
         engine = self.engine
         if component == "plot":
-            return await engine.plot_with_meta(premise, seed=seed), None
+            return await engine.step("plot", Inputs(premise=premise), seed=seed), None
         plot = inputs["plot"]
         if component == "scene":
-            return await engine.scene_with_meta(premise, plot, 0, seed=seed), None
+            return await engine.step("scene", scene_inputs(premise, plot, 0, None), seed=seed, index=0), None
         if component == "dialogue":
             scene = inputs["scene"]
-            return await engine.dialogue_with_meta(scene, "", seed=seed), {"cast": list(scene.characters)}
-        scenes = [StoryScene(scene=inputs["scene"], dialogue=inputs["dialogue"])]
+            made = await engine.step("dialogue", Inputs(scene=scene), seed=seed, index=0)
+            return made, {"cast": list(scene.characters)}
+        scenes = (StoryScene(scene=inputs["scene"], dialogue=inputs["dialogue"]),)
         if component == "evaluation":
-            return await engine.evaluate_with_meta(premise, plot, scenes, seed=seed), None
-        return await engine.enhance_with_meta(premise, plot, scenes, inputs["evaluation"], seed=seed), None
+            return await engine.step(
+                "evaluation", Inputs(premise=premise, plot=plot, scenes=scenes), seed=seed
+            ), None
+        x = Inputs(premise=premise, plot=plot, scenes=scenes, evaluation=inputs["evaluation"])
+        return await engine.step("enhancement", x, seed=seed), None
 
 
 async def run_validity_bench(

@@ -12,7 +12,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -32,8 +32,8 @@ from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
-from .story import Components, call_seed, revision_targets, story_digest
-from .twostage import StepMeta, TwoStage
+from .steps import STEPS, Inputs
+from .twostage import TwoStage
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,6 +47,13 @@ class Made(NamedTuple, Generic[M]):
 
     value: M
     meta: dict[str, dict[str, Any]]
+
+
+def scene_inputs(premise: str, plot: PlotStructure, index: int, bible: StoryBible | None) -> Inputs:
+    """What scene `index` of a story with one scene per beat is made from; InputError for no such beat."""
+    if not 0 <= index < len(plot.beats):
+        raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
+    return Inputs(premise=premise, plot=plot, bible=bible, beat=index, number=(index + 1, len(plot.beats)))
 
 
 def check_inputs(premise: str, scenes: int | None) -> str:
@@ -87,9 +94,7 @@ class StoryEngine:
             max_bytes=settings.logging.invalid_json_max_bytes,
             secrets=secret_values(),
         )
-        stages = TwoStage(router, settings, self.invalid_log)
-        self.stages = stages
-        self.components = Components(stages)
+        self.stages = TwoStage(router, settings, self.invalid_log)
 
     # -- construction --
     @classmethod
@@ -125,66 +130,43 @@ class StoryEngine:
         """Every run and version in this engine's data directory (beside its checkpoints)."""
         return RunStore.beside(self.checkpoints.directory)
 
-    # -- one component at a time (the seeds and numbering of `generate`) --
-    async def _made(
-        self,
-        name: str,
-        draft: Callable[[StepMeta], Awaitable[str]],
-        structure: Callable[[str, StepMeta], Awaitable[M]],
-    ) -> Made[M]:
-        component = name.split(".")[0]
-        draft_meta, meta = StepMeta(component), StepMeta(component)
-        text = await draft(draft_meta)
-        value = await structure(text, meta)
-        return Made(value, {f"{name}.draft": draft_meta.as_dict(), name: meta.as_dict()})
-
-    async def plot_with_meta(
-        self, premise: str, beats: int | None = None, seed: int | None = None
-    ) -> Made[PlotStructure]:
-        """The plot as `generate(premise, scenes=beats, seed=seed)` makes it, with its step metadata."""
-        premise = check_inputs(premise, beats)
-        return await self._made(
-            "plot",
-            lambda m: self.components.plot_draft(premise, beats, m, call_seed(seed, "plot")),
-            lambda draft, m: self.components.plot(premise, draft, beats, m),
-        )
+    # -- one step at a time (the seeds and numbering of `generate`) --
+    async def step(
+        self, name: str, x: Inputs, *, seed: int | None = None, index: int | None = None
+    ) -> Made[Any]:
+        """Step `name` alone ("plot", "scene", ...; `index`: which scene), made from `x` as `generate`
+        makes it with `seed` (the same seeds by the step's key), run and checkpointed by `StoryRun`
+        as a run of its own; its value and the metadata of its stages ("scene.2.draft", "scene.2")."""
+        found = STEPS.get(name)
+        if found is None or found.by_code:
+            made_by_models = ", ".join(n for n, s in STEPS.items() if not s.by_code)
+            raise InputError(f"no step {name!r}; the steps are {made_by_models}")
+        if found.per_scene != (index is not None):
+            raise InputError(f"step {name} {'needs' if found.per_scene else 'takes no'} a scene index")
+        key = found.key(index)
+        header = {
+            "run_id": new_run_id(),
+            "premise": x.premise,
+            "scenes": None,
+            "seed": seed,
+            "config": self.settings.source,
+            "created_at": time.time(),
+            "step": key,
+        }
+        state = await asyncio.to_thread(self.checkpoints.create, header)
+        value = await StoryRun(self, state, None).two_stages(found, key, x)
+        await asyncio.to_thread(state.set_status, "done")
+        return Made(value, dict(state.meta))
 
     async def plot(self, premise: str, beats: int | None = None, seed: int | None = None) -> PlotStructure:
-        return (await self.plot_with_meta(premise, beats, seed)).value
-
-    async def bible_with_meta(
-        self, premise: str, plot: PlotStructure, seed: int | None = None
-    ) -> Made[StoryBible]:
-        """The story bible of `plot`: its people (name, role, description, pronouns), setting, facts."""
-        premise = check_inputs(premise, None)
-        return await self._made(
-            "bible",
-            lambda m: self.components.bible_draft(premise, plot, m, call_seed(seed, "bible")),
-            lambda draft, m: self.components.bible(premise, plot, draft, m),
-        )
+        """The plot as `generate(premise, scenes=beats, seed=seed)` makes it."""
+        premise = check_inputs(premise, beats)
+        return (await self.step("plot", Inputs(premise=premise, beats=beats), seed=seed)).value
 
     async def bible(self, premise: str, plot: PlotStructure, seed: int | None = None) -> StoryBible:
-        return (await self.bible_with_meta(premise, plot, seed)).value
-
-    async def scene_with_meta(
-        self,
-        premise: str,
-        plot: PlotStructure,
-        index: int,
-        seed: int | None = None,
-        bible: StoryBible | None = None,
-    ) -> Made[Scene]:
-        """Scene `index` of a story with one scene per beat: "scene index+1 of len(beats)"."""
-        if not 0 <= index < len(plot.beats):
-            raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
-        number = (index + 1, len(plot.beats))
-        return await self._made(
-            f"scene.{index}",
-            lambda m: self.components.scene_draft(
-                premise, plot, index, number, m, call_seed(seed, "scene", index), bible
-            ),
-            lambda draft, m: self.components.scene(plot, index, draft, m, bible),
-        )
+        """The story bible of `plot`: its people (name, role, description, pronouns), setting, facts."""
+        premise = check_inputs(premise, None)
+        return (await self.step("bible", Inputs(premise=premise, plot=plot), seed=seed)).value
 
     async def scene(
         self,
@@ -194,25 +176,11 @@ class StoryEngine:
         seed: int | None = None,
         bible: StoryBible | None = None,
     ) -> Scene:
-        """The scene that realises beat `index` of `plot` (its cast from `bible` when given)."""
-        return (await self.scene_with_meta(premise, plot, index, seed, bible)).value
-
-    async def dialogue_with_meta(
-        self,
-        scene: Scene,
-        previous: str = "",
-        seed: int | None = None,
-        index: int = 0,
-        bible: StoryBible | None = None,
-    ) -> Made[Dialogue]:
-        """The dialogue of scene `index` (0 for a lone scene), `previous` being the scenes before it."""
-        return await self._made(
-            f"dialogue.{index}",
-            lambda m: self.components.dialogue_draft(
-                scene, previous, m, call_seed(seed, "dialogue", index), bible
-            ),
-            lambda draft, m: self.components.dialogue(scene, draft, m),
-        )
+        """The scene that realises beat `index` of `plot` ("scene index+1 of len(beats)"), its cast
+        from `bible` when given."""
+        return (
+            await self.step("scene", scene_inputs(premise, plot, index, bible), seed=seed, index=index)
+        ).value
 
     async def dialogue(
         self,
@@ -222,41 +190,15 @@ class StoryEngine:
         index: int = 0,
         bible: StoryBible | None = None,
     ) -> Dialogue:
-        return (await self.dialogue_with_meta(scene, previous, seed, index, bible)).value
-
-    async def evaluate_with_meta(
-        self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
-    ) -> Made[Evaluation]:
-        digest = story_digest(plot, scenes)
-        return await self._made(
-            "evaluation",
-            lambda m: self.components.evaluation_draft(premise, digest, m, call_seed(seed, "ev")),
-            lambda draft, m: self.components.evaluation(draft, m),
-        )
+        """The dialogue of scene `index` (0 for a lone scene), `previous` being the scenes before it."""
+        x = Inputs(scene=scene, previous=previous, bible=bible)
+        return (await self.step("dialogue", x, seed=seed, index=index)).value
 
     async def evaluate(
         self, premise: str, plot: PlotStructure, scenes: list[StoryScene], seed: int | None = None
     ) -> Evaluation:
-        return (await self.evaluate_with_meta(premise, plot, scenes, seed)).value
-
-    async def enhance_with_meta(
-        self,
-        premise: str,
-        plot: PlotStructure,
-        scenes: list[StoryScene],
-        evaluation: Evaluation,
-        seed: int | None = None,
-        bible: StoryBible | None = None,
-    ) -> Made[Enhancement]:
-        """The suggestions for the story, each aimed at one of its scenes or people (its bible's)."""
-        digest = story_digest(plot, scenes)
-        return await self._made(
-            "enhancement",
-            lambda m: self.components.enhancement_draft(
-                premise, digest, evaluation, m, call_seed(seed, "en")
-            ),
-            lambda draft, m: self.components.enhancement(draft, m, revision_targets(scenes, bible)),
-        )
+        x = Inputs(premise=premise, plot=plot, scenes=tuple(scenes))
+        return (await self.step("evaluation", x, seed=seed)).value
 
     async def enhance(
         self,
@@ -265,9 +207,11 @@ class StoryEngine:
         scenes: list[StoryScene],
         evaluation: Evaluation,
         seed: int | None = None,
+        bible: StoryBible | None = None,
     ) -> Enhancement:
-        made = await self.enhance_with_meta(premise, plot, scenes, evaluation, seed)
-        return made.value
+        """The suggestions for the story, each aimed at one of its scenes or people (its bible's)."""
+        x = Inputs(premise=premise, plot=plot, bible=bible, scenes=tuple(scenes), evaluation=evaluation)
+        return (await self.step("enhancement", x, seed=seed)).value
 
     # -- the whole story --
     async def generate(

@@ -1,11 +1,14 @@
-"""One run of the pipeline over a checkpointed state: ordering, bounded concurrency, checkpoints.
+"""One run of the pipeline over a checkpointed state: the graph of steps, bounded concurrency, checkpoints.
 
-The plot first; then every scene (stage 1 and its own stage 2) under a semaphore of
-`narrative.concurrency.scenes`; dialogue i starts once scenes 1..i are structured (it is told
-what happened before, and what it is told must not depend on timing, so reruns are
-deterministic); evaluation and enhancement last. Each finished stage is checkpointed at once
-(off the event loop); a step the state already has is not made again, which is how `--resume`
-and steering work.
+`StoryRun` schedules the steps of `steps/` by what each `needs`: an instance starts the moment
+the steps it is made from are finished (the plot first; every scene once the plot and the bible
+are; dialogue i once scenes 1..i are; the assembled story; the evaluation; the enhancement).
+Steps marked `bounded` (scenes, dialogues) run under a semaphore of
+`narrative.concurrency.scenes`. Each finished stage is checkpointed at once (off the event loop);
+a step the state already has is not made again, which is how `--resume` and steering work. An
+`optional` step that fails leaves a gap (and so do the steps made from it); a step with a
+`fallback` (the bible) is replaced by it; any other failure stops the run once every step that
+could still run has finished (nothing made is lost).
 
 A resume never repeats a failure identically: each resume of a failed run is a new round whose
 seeds are derived from the run's seed and the round (recorded in every step's metadata), and the
@@ -18,24 +21,27 @@ others after it as fallbacks; its metadata names the provider asked first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..bible import StoryBible, plain_bible
+from ..bible import StoryBible
 from ..config import COMPONENTS
 from ..drafts import reader_prose
 from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
 from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
-from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
+from ..schemas import PlotStructure, Story, StoryScene
+from ..seeds import StepSeeds
 from .checkpoint import RunState, resume_command
 from .revision import Revision, keep_better
-from .story import call_seed, revision_targets, scene_beats, scene_text, story_digest
+from .steps import STEPS, Inputs, Step
+from .story import scene_beats
 from .twostage import StepMeta
 
 if TYPE_CHECKING:
@@ -51,13 +57,15 @@ class StoryRun:
 
     def __init__(self, engine: StoryEngine, state: RunState, on_event: OnEvent | None) -> None:
         self.engine = engine
-        self.c = engine.components
+        self.stages = engine.stages
         self.state = state
         self.on_event = on_event
         self.premise: str = state.header["premise"]
         self.seed: int | None = state.header.get("seed")
         self.round = int(state.header.get("round", 0))  # how many times a failed run was resumed
         self.gaps: dict[str, str] = {}  # optional parts that could not be made, and why
+        self.values: dict[str, Any] = {}  # finished steps, as their models
+        self.beats: list[int] | None = None  # the beat each scene realises, once the plot is known
         self.started = time.perf_counter()
         self.tokens = 0
         self.prose_findings: dict[int, list[dict[str, str]]] = {}  # scene -> what its prose lost
@@ -70,6 +78,36 @@ class StoryRun:
             earlier = steered["changes"]["earlier"].items()
             self.earlier = {int(i): StoryScene.model_validate(value) for i, value in earlier}
 
+    # -- what a step may read of the run (steps.RunView) --
+    def value(self, key: str) -> Any:
+        return self.values[key]
+
+    def made(self, key: str) -> bool:
+        return key in self.values
+
+    def wanted_scenes(self) -> int | None:
+        wanted = self.state.header.get("scenes")
+        return None if wanted is None else int(wanted)
+
+    def scene_count(self) -> int:
+        assert self.beats is not None, "the plot is not made yet"
+        return len(self.beats)
+
+    def beat_of(self, index: int) -> int:
+        assert self.beats is not None, "the plot is not made yet"
+        return self.beats[index]
+
+    def revision_of(self, index: int) -> tuple[str, str] | None:
+        if self.revision is None or index not in self.revision.changes:
+            return None
+        old = self.earlier[index]
+        return old.prose or old.scene.summary, self.revision.changes_text(index)
+
+    def story_scenes(self) -> list[StoryScene]:
+        scenes: list[StoryScene] = self.values["story"]
+        return scenes
+
+    # -- checkpoints, seeds, events --
     def _checkpointed(self, name: str, value: Any, model: type[M]) -> M:
         """A finished step from the checkpoint, checked by today's rules."""
         try:
@@ -82,9 +120,9 @@ class StoryRun:
                 "premise (steps made after it were built on it, so it is not remade alone)"
             ) from None
 
-    def seed_for(self, *parts: object) -> int | None:
-        """The seed of one call: from the run's seed, and from the round after a resume."""
-        return call_seed(self.seed, *parts, *(("round", self.round) if self.round else ()))
+    def seeds_of(self, key: str) -> StepSeeds:
+        """The seeds of step `key` (seeds.py): from the run's seed, the step and the round."""
+        return StepSeeds(self.seed, step_key(key), self.round)
 
     def start_of(self, name: str, component: str) -> int:
         """Where step `name` starts its component's chain: 0, or later when it failed before."""
@@ -105,7 +143,8 @@ class StoryRun:
                 }
             )
 
-    async def step(
+    # -- one stage, one step --
+    async def stage(
         self,
         name: str,
         component: str,
@@ -119,7 +158,7 @@ class StoryRun:
             return self._checkpointed(name, done, model) if model else done
         stage = "freeform" if name.endswith(".draft") else "structuring"
         self.emit("step_started", step=component, stage=stage, **info)
-        meta = StepMeta(component, round=self.round, start=self.start_of(name, component))
+        meta = StepMeta(component, seeds=self.seeds_of(name), start=self.start_of(name, component))
         try:
             value = await produce(meta)
         except BaseException as exc:
@@ -132,22 +171,38 @@ class StoryRun:
         self.emit("step_done", step=component, stage=stage, name=name, value=dumped, **info)
         return value
 
-    async def two_stages(
-        self,
-        name: str,
-        component: str,
-        draft: Callable[[StepMeta], Awaitable[str]],
-        structure: Callable[[str, StepMeta], Awaitable[M]],
-        model: type[M],
-        **info: Any,
-    ) -> M:
-        """Step `name` (and its draft before it); a state that has the value needs no draft."""
-        done = self.state.get(name)
+    async def two_stages(self, step: Step[Any], key: str, x: Inputs, **info: Any) -> Any:
+        """Step `key` (and its draft before it); a state that has the value needs no draft."""
+        done = self.state.get(key)
         if done is not None:
-            return self._checkpointed(name, done, model)
-        text = await self.step(f"{name}.draft", component, draft, **info)
-        return cast(M, await self.step(name, component, lambda m: structure(text, m), model, **info))
+            return self._checkpointed(key, done, step.model)
+        stages = self.stages
+        text = await self.stage(f"{key}.draft", step.name, lambda m: step.draft(stages, x, m), **info)
+        return await self.stage(
+            key, step.name, lambda m: step.structure(stages, x, text, m), step.model, **info
+        )
 
+    async def make(self, step: Step[Any], index: int | None) -> Any:
+        """One instance of `step`, by code or by its two stages (bounded ones under the semaphore);
+        when no model makes it valid, its fallback (a gap, said so) where it has one."""
+        key = step.key(index)
+        if step.by_code:
+            return await step.make(self)
+        x = step.gather(self, index)
+        bound = self.semaphore if step.bounded else contextlib.nullcontext()
+        try:
+            async with bound:
+                return await self.two_stages(step, key, x, **step.info(index, self))
+        except StructuringError as exc:
+            why = f"the model gave no valid {step.name}, so a plain one was made from the plot ({exc})"
+            value = step.fallback(x, why)
+            if value is None:
+                raise
+            self.state.header[f"plain_{step.name}"] = why
+            await asyncio.to_thread(self.state.put, key, value.model_dump(mode="json"), {"plain": why})
+            return value
+
+    # -- the run --
     async def execute(self) -> Story:
         self.emit("run_started", premise=self.premise)
         for name in self.state.header.get("edited", []):  # a steering edit, not made by a model
@@ -206,42 +261,97 @@ class StoryRun:
         self.emit("run_done")
         return story
 
-    async def _pipeline(self) -> Story:
-        wanted = self.state.header.get("scenes")
-        seed = self.seed
-        plot = await self.two_stages(
-            "plot",
-            "plot",
-            lambda m: self.c.plot_draft(self.premise, wanted, m, self.seed_for("plot")),
-            lambda draft, m: self.c.plot(self.premise, draft, wanted, m),
-            PlotStructure,
-        )
-        bible = await self._bible(plot)
-        beats = scene_beats(plot, wanted)
-        n = len(beats)
-        scene_futures: list[asyncio.Future[Scene]] = [
-            asyncio.get_running_loop().create_future() for _ in range(n)
-        ]
-        scene_tasks = [
-            asyncio.create_task(self._scene(plot, bible, i, beats[i], n, scene_futures[i])) for i in range(n)
-        ]
-        dialogue_tasks = [asyncio.create_task(self._dialogue(bible, i, n, scene_futures)) for i in range(n)]
-        results = await asyncio.gather(*scene_tasks, *dialogue_tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+    def _instances(self) -> list[tuple[Step[Any], int | None]]:
+        """Every step instance the run has so far (those of each scene once the plot is known)."""
+        found: list[tuple[Step[Any], int | None]] = []
+        for step in STEPS.values():
+            if not step.applies(self):
+                continue
+            if not step.per_scene:
+                found.append((step, None))
+            elif self.beats is not None:
+                found += [(step, i) for i in range(len(self.beats))]
+        return found
+
+    def _finished(self, step: Step[Any], key: str, value: Any) -> None:
+        self.values[key] = value
+        if step.name == "plot":
+            self.beats = scene_beats(value, self.wanted_scenes())
+
+    async def _graph(self) -> None:
+        """Make every step instance once the steps it needs are finished (see the module docstring)."""
+        for part, why in self.state.header.items():  # fallbacks made before a resume: still gaps
+            if part.startswith("plain_") and isinstance(why, str):
+                self.gaps[part.removeprefix("plain_")] = why
+        running: dict[str, tuple[Step[Any], asyncio.Task[Any]]] = {}
+        failed: dict[str, BaseException] = {}
+        missing: set[str] = set()
+        try:
+            while True:
+                if self._start_ready(running, failed, missing):
+                    continue  # look again: more may be ready now
+                if not running:
+                    break
+                tasks = {task for _, task in running.values()}
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for key, (step, task) in list(running.items()):
+                    if not task.done():
+                        continue
+                    del running[key]
+                    exc = task.exception()
+                    if exc is None:
+                        self._finished(step, key, task.result())
+                    elif step.optional and isinstance(exc, StoryEngineError):
+                        missing.add(key)
+                        self.gaps[key] = f"the model gave no valid {step.name}: {exc}"
+                    else:
+                        failed[key] = exc
+        finally:
+            for _, task in running.values():  # cancelled from outside: no step is left running
+                task.cancel()
+            await asyncio.gather(*(task for _, task in running.values()), return_exceptions=True)
+        if failed:
+            errors = list(failed.values())
             raise next((e for e in errors if isinstance(e, StoryEngineError)), errors[0])
-        pairs = zip(results[:n], results[n:], strict=True)
-        scenes = [
-            StoryScene(scene=cast(Scene, s), dialogue=cast(Dialogue, d), prose=self._prose(i))
-            for i, (s, d) in enumerate(pairs)
-        ]
-        if self.revision is not None:
-            scenes = await self._keep_better(plot, bible, scenes)
-        digest = story_digest(plot, scenes)
-        evaluation, enhancement = await self._after_steps(digest, revision_targets(scenes, bible))
+
+    def _start_ready(
+        self,
+        running: dict[str, tuple[Step[Any], asyncio.Task[Any]]],
+        failed: dict[str, BaseException],
+        missing: set[str],
+    ) -> bool:
+        """Start every instance whose needs are finished; True when one was settled without a task (taken
+        from the checkpoint, or left out because a step it needs is missing): others may be ready now."""
+        loaded = False
+        for step, index in self._instances():
+            key = step.key(index)
+            if key in self.values or key in running or key in failed or key in missing:
+                continue
+            needs = step.needs(index, self)
+            gone = next((n for n in needs if n in missing), None)
+            if gone is not None:
+                missing.add(key)
+                self.gaps[key] = f"not made: the {key} works from the {gone}, which is missing"
+                loaded = True
+                continue
+            if not all(n in self.values for n in needs):
+                continue
+            done = None if step.by_code else self.state.get(key)
+            if done is not None:  # checkpointed (a resume, a steering job): not made again
+                self._finished(step, key, self._checkpointed(key, done, step.model))
+                loaded = True
+                continue
+            running[key] = (step, asyncio.create_task(self.make(step, index)))
+        return loaded
+
+    async def _pipeline(self) -> Story:
+        await self._graph()
+        plot: PlotStructure = self.values["plot"]
+        bible: StoryBible = self.values["bible"]
+        scenes = self.story_scenes()
         meta = {
             "run_id": self.state.run_id,
-            "seed": seed,
+            "seed": self.seed,
             "config": self.engine.settings.source,
             "routes": {c: self.engine.settings.narrative.providers.chain(c) for c in COMPONENTS},
             "models": {name: p.model for name, p in self.engine.providers.items()},
@@ -257,8 +367,8 @@ class StoryRun:
             plot=plot,
             bible=bible,
             scenes=scenes,
-            evaluation=evaluation,
-            enhancement=enhancement,
+            evaluation=self.values.get("evaluation"),
+            enhancement=self.values.get("enhancement"),
             gaps=dict(self.gaps),
             meta=meta,
         )
@@ -269,24 +379,19 @@ class StoryRun:
         story.meta["quality"] = {"rows": [list(row) for row in quality_report(story).as_rows()]}
         return story
 
-    async def _bible(self, plot: PlotStructure) -> StoryBible:
-        """The story bible; when the model cannot make it valid, a plain one made by code from the
-        plot (a gap, said so), so that the story is still written."""
-        try:
-            bible: StoryBible = await self.two_stages(
-                "bible",
-                "bible",
-                lambda m: self.c.bible_draft(self.premise, plot, m, self.seed_for("bible")),
-                lambda draft, m: self.c.bible(self.premise, plot, draft, m),
-                StoryBible,
+    async def assemble_scenes(self) -> list[StoryScene]:
+        """Each scene with its dialogue and its prose; a revision's rewritten scenes only where they
+        make the story no worse (`_keep_better`)."""
+        assert self.beats is not None
+        scenes = [
+            StoryScene(
+                scene=self.values[f"scene.{i}"], dialogue=self.values[f"dialogue.{i}"], prose=self._prose(i)
             )
-            return bible
-        except StructuringError as exc:
-            bible = plain_bible(self.premise, list(plot.characters))
-            why = f"the model gave no valid bible, so a plain one was made from the plot ({exc})"
-            self.state.header["plain_bible"] = why
-            await asyncio.to_thread(self.state.put, "bible", bible.model_dump(mode="json"), {"plain": why})
-            return bible
+            for i in range(len(self.beats))
+        ]
+        if self.revision is not None:
+            scenes = await self._keep_better(self.values["plot"], self.values["bible"], scenes)
+        return scenes
 
     async def _keep_better(
         self, plot: PlotStructure, bible: StoryBible, scenes: list[StoryScene]
@@ -344,84 +449,6 @@ class StoryRun:
             if found and isinstance(steps.get(key), dict):
                 steps[key] = {**steps[key], "findings": [*steps[key].get("findings", []), *found]}
         return steps
-
-    async def _after_steps(
-        self, digest: str, targets: list[str]
-    ) -> tuple[Evaluation | None, Enhancement | None]:
-        """The evaluation and the enhancement. The story is finished before them: when one cannot be
-        made valid, the story is still kept, that part missing and said why (`Story.gaps`)."""
-        if "plain_bible" in self.state.header:
-            self.gaps["bible"] = self.state.header["plain_bible"]
-        try:
-            evaluation: Evaluation | None = await self.two_stages(
-                "evaluation",
-                "evaluation",
-                lambda m: self.c.evaluation_draft(self.premise, digest, m, self.seed_for("ev")),
-                self.c.evaluation,
-                Evaluation,
-            )
-        except StoryEngineError as exc:
-            self.gaps["evaluation"] = f"the model gave no valid evaluation: {exc}"
-            evaluation = None
-        if evaluation is None:
-            self.gaps["enhancement"] = "not made: the enhancement works from the evaluation, which is missing"
-            return None, None
-        try:
-            enhancement: Enhancement | None = await self.two_stages(
-                "enhancement",
-                "enhancement",
-                lambda m: self.c.enhancement_draft(self.premise, digest, evaluation, m, self.seed_for("en")),
-                lambda draft, m: self.c.enhancement(draft, m, targets),
-                Enhancement,
-            )
-        except StoryEngineError as exc:
-            self.gaps["enhancement"] = f"the model gave no valid enhancement: {exc}"
-            enhancement = None
-        return evaluation, enhancement
-
-    async def _scene(
-        self, plot: PlotStructure, bible: StoryBible, i: int, beat: int, n: int, done: asyncio.Future[Scene]
-    ) -> Scene:
-        revision = None
-        if self.revision is not None and i in self.revision.changes:
-            old = self.earlier[i]
-            revision = (old.prose or old.scene.summary, self.revision.changes_text(i))
-        try:
-            async with self.semaphore:
-                scene = await self.two_stages(
-                    f"scene.{i}",
-                    "scene",
-                    lambda m: self.c.scene_draft(
-                        self.premise, plot, beat, (i + 1, n), m, self.seed_for("scene", i), bible, revision
-                    ),
-                    lambda draft, m: self.c.scene(plot, beat, draft, m, bible),
-                    Scene,
-                    index=i + 1,
-                    total=n,
-                )
-        except BaseException as exc:
-            done.set_exception(exc)
-            done.exception()  # mark retrieved: the dialogue tasks may never look
-            raise
-        done.set_result(scene)
-        return scene
-
-    async def _dialogue(
-        self, bible: StoryBible, i: int, n: int, scenes: list[asyncio.Future[Scene]]
-    ) -> Dialogue:
-        earlier = [await f for f in scenes[: i + 1]]
-        scene = earlier[-1]
-        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
-        async with self.semaphore:
-            return await self.two_stages(
-                f"dialogue.{i}",
-                "dialogue",
-                lambda m: self.c.dialogue_draft(scene, previous, m, self.seed_for("dialogue", i), bible),
-                lambda draft, m: self.c.dialogue(scene, draft, m),
-                Dialogue,
-                index=i + 1,
-                total=n,
-            )
 
 
 def step_key(name: str) -> str:

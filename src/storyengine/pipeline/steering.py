@@ -3,7 +3,7 @@
 A steering operation never changes a version. It lays out a new checkpointed state whose steps
 are the base version's parts (plot, `scene.i`, `dialogue.i`, evaluation, enhancement) minus the
 ones it must make again, with the edited plot in place of the old one; then the engine's one
-pipeline fills in exactly the missing steps, with the same seeds (`call_seed(seed, "scene", i)`),
+pipeline fills in exactly the missing steps, with the same seeds (seeds.py, by step key),
 the same numbering ("scene i+1 of n") and the same prompts as `generate`.
 
     edit_beat i            the edited plot replaces "plot"; every scene realising beat >= i is

@@ -41,6 +41,7 @@ from ..prompts.render import RenderedPrompt, render
 from ..providers.base import LOOP_STOP
 from ..routing.instrument import short_error
 from ..routing.router import Route, Router
+from ..seeds import StepSeeds
 from ..structuring import decoding_schema, format_errors, validate_json_payload
 from ..text.language import detect
 from ..text.review import Finding, kept
@@ -120,6 +121,7 @@ class StepMeta:
     """What one component call did: raw texts, mode, attempts, what was summarized."""
 
     component: str
+    seeds: StepSeeds | None = None  # its seeds (seeds.py); None: the config's, for a lone call
     round: int = 0  # the resume round of the run that made it (0: its first attempt)
     start: int = 0  # where in its chain it was asked first (a resume moves a failed step on)
     first_provider: str = ""  # that provider, when it is not the chain's first
@@ -145,6 +147,11 @@ class StepMeta:
     # What the text rules found in the answer kept (text/review.py): repaired, dropped or nulled by
     # code, or kept with the text after one re-ask (a word never fails a step).
     findings: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.seeds is None:
+            self.seeds = StepSeeds(None, self.component, self.round)
+        self.round = self.seeds.round
 
     def add_usage(self, completion: Completion) -> None:
         self.tokens["prompt"] += completion.usage.prompt_tokens
@@ -228,12 +235,11 @@ class TwoStage:
         context: dict[str, Any],
         meta: StepMeta,
         *,
-        seed: int | None,
         check: DraftCheck | None = None,
         drafts: int = 1,
         score: DraftScore | None = None,
     ) -> str:
-        """Stage 1: the draft. `drafts` drafts are drawn (each with its own seed) and the best is
+        """Stage 1: the draft. `drafts` drafts are drawn (each its own seed of `meta.seeds`); the best is
         kept: the one with the highest `score` (computed by code, drafts.draft_score, which counts
         the problems `check` finds: a draft that loops, ignores its beat, invents people), or
         without a score the one with the fewest problems. When the
@@ -243,12 +249,12 @@ class TwoStage:
         seed, score and problem count, stay in the metadata."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
-        base = seed if seed is not None else defaults.seed
+        assert meta.seeds is not None
         wanted = max(1, drafts)
         best: tuple[tuple[float, float], str, bool, int | None, list[str]] | None = None
         drawn: list[dict[str, Any]] = []
         for draw in range(max(wanted, self.settings.retry.attempts if check else 1)):
-            draw_seed = base if draw == 0 or base is None else (base * 1_000_003 + 7919 * draw) % 2**31
+            draw_seed = meta.seeds.draft(draw, defaults.seed)
 
             async def ask(route: Route, draw_seed: int | None = draw_seed) -> Completion:
                 request = await self._fitted(
@@ -295,7 +301,7 @@ class TwoStage:
             "scene": text,
             "schema": json.dumps(schema, separators=(",", ":")),
         }
-        asked = StepMeta(component)
+        asked = StepMeta(component, seeds=meta.seeds)
         defaults = self.settings.narrative.defaults.structuring
         request = await self._fitted("factcheck_structuring", component, context, defaults, asked, route)
         request = request.model_copy(
@@ -701,9 +707,9 @@ class TwoStage:
             prompt = render(template, context)
         room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
         request = self._request(prompt, component, defaults, budget, room)
-        if meta.round and request.seed is not None and request.stage == "structuring":
-            # A resumed run asks a failed step differently: its resamples draw other seeds.
-            request = request.model_copy(update={"seed": (request.seed + 7919 * meta.round) % 2**31})
+        if request.stage == "structuring" and meta.seeds is not None:
+            # The step's own seed (seeds.py): a resumed run's round asks a failed step differently.
+            request = request.model_copy(update={"seed": meta.seeds.structuring(defaults.seed)})
         return request
 
     def _request(

@@ -1,0 +1,65 @@
+"""A scene's dialogue: its lines, each a speaker of the scene's cast and what they say."""
+
+from __future__ import annotations
+
+from ...bible import bible_text, pronoun_slips
+from ...schemas import Dialogue
+from ...structuring import decoding_schema
+from ...text.rules import Context
+from .. import parts
+from ..story import scene_text
+from ..twostage import StepMeta, TwoStage
+from .base import Inputs, RunView, Step
+
+DIALOGUE_LINES_IN_PARTS = 4
+
+
+class DialogueStep(Step[Dialogue]):
+    name = "dialogue"
+    model = Dialogue
+    per_scene = True
+    bounded = True
+
+    def needs(self, index: int | None, run: RunView) -> list[str]:
+        """Scenes 1..i: a dialogue is told what happened before, and what it is told must not depend
+        on timing (so reruns are deterministic)."""
+        assert index is not None
+        return ["bible", *(f"scene.{j}" for j in range(index + 1))]
+
+    def gather(self, run: RunView, index: int | None) -> Inputs:
+        assert index is not None
+        earlier = [run.value(f"scene.{j}") for j in range(index + 1)]
+        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
+        return Inputs(premise=run.premise, scene=earlier[-1], previous=previous, bible=run.value("bible"))
+
+    async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
+        scene, bible = x.scene, x.bible
+        assert scene is not None
+        context = {
+            "scene": scene_text(scene),
+            "cast": ", ".join(scene.characters),
+            "bible": bible_text(bible) if bible else "",
+            "previous": x.previous,
+        }
+
+        def check(text: str) -> list[str]:  # a line that gives someone the other pronouns
+            return pronoun_slips(text, bible) if bible else []
+
+        return await stages.freeform("dialogue", context, meta, check=check)
+
+    async def structure(self, stages: TwoStage, x: Inputs, draft: str, meta: StepMeta) -> Dialogue:
+        assert x.scene is not None
+        cast = list(x.scene.characters)
+        schema = decoding_schema(Dialogue, enums={"speaker": cast}, counts={"lines": (2, 10)})
+        plan = parts.dialogue_parts(cast, lines=DIALOGUE_LINES_IN_PARTS, draft=draft)
+        context = {"draft": draft, "cast": ", ".join(cast)}
+        return await stages.structure(
+            "dialogue",
+            context,
+            Dialogue,
+            schema,
+            meta,
+            parts=(draft, plan),
+            validation_context={"cast": cast},
+            review=Context(cast=tuple(cast)),
+        )

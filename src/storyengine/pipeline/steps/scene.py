@@ -1,0 +1,101 @@
+"""A scene: the one that realises a beat of the plot (title, setting, characters, summary)."""
+
+from __future__ import annotations
+
+from ...bible import bible_text, pronoun_slips
+from ...quality import cast_problems, draft_problems, draft_score
+from ...schemas import Scene
+from ...structuring import decoding_schema
+from ...text.rules import Context
+from .. import parts
+from ..story import cast_of, outline
+from ..twostage import StepMeta, TwoStage
+from .base import Inputs, RunView, Step
+
+
+class SceneStep(Step[Scene]):
+    name = "scene"
+    model = Scene
+    per_scene = True
+    bounded = True
+
+    def needs(self, index: int | None, run: RunView) -> list[str]:
+        return ["plot", "bible"]
+
+    def gather(self, run: RunView, index: int | None) -> Inputs:
+        assert index is not None
+        return Inputs(
+            premise=run.premise,
+            plot=run.value("plot"),
+            bible=run.value("bible"),
+            beat=run.beat_of(index),
+            number=(index + 1, run.scene_count()),
+            revision=run.revision_of(index),
+        )
+
+    async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
+        """Stage 1 of the scene that realises beat `x.beat`; with `x.revision` (the scene's earlier
+        prose, the changes to make) when the scene is rewritten."""
+        plot, bible = x.plot, x.bible
+        assert plot is not None
+        beat = plot.beats[x.beat]
+        earlier, changes = x.revision or ("", "")
+        cast = cast_of(plot, bible)
+        context = {
+            "premise": x.premise,
+            "plot": outline(plot),
+            "beat": f"{beat.name}: {beat.purpose} (tension {beat.tension}/10)",
+            "previous": outline(plot, x.beat),
+            "cast": ", ".join(cast),
+            "bible": bible_text(bible) if bible else "",
+            "number": x.number[0],
+            "total": x.number[1],
+            "earlier": earlier,
+            "changes": changes,
+        }
+        beat_text = f"{beat.name}: {beat.purpose}"
+
+        async def check(text: str) -> list[str]:
+            """A draft that loops, is one line, ignores its beat and the premise, names people the
+            story's cast (its bible) lacks, gives one of them the other pronouns, or (asked of a
+            model whose profile checks facts) contradicts the bible's facts, is drawn again."""
+            problems = draft_problems("scene", text, premise=x.premise, beat=beat_text)
+            problems += cast_problems(cast, text, known=f"{x.premise} {plot.title}")
+            problems += pronoun_slips(text, bible) if bible else []
+            if bible and bible.facts and not problems:  # only a draft the code passes is worth asking
+                problems += await stages.check_facts("scene", bible.facts, text, meta)
+            return problems
+
+        def score(text: str, problems: list[str]) -> float:
+            return draft_score(text, premise=x.premise, beat=beat_text, problems=problems)
+
+        drafts = self.drafts(stages)
+        return await stages.freeform("scene", context, meta, check=check, drafts=drafts, score=score)
+
+    @staticmethod
+    def drafts(stages: TwoStage) -> int:
+        """Drafts per scene: `narrative.scene_drafts`, else the scene route's profile default."""
+        configured = stages.settings.narrative.scene_drafts
+        if configured is not None:
+            return configured
+        return stages.router.routes("scene")[0].profile.scene_drafts
+
+    async def structure(self, stages: TwoStage, x: Inputs, draft: str, meta: StepMeta) -> Scene:
+        plot, bible = x.plot, x.bible
+        assert plot is not None
+        beat = plot.beats[x.beat]
+        cast = cast_of(plot, bible)
+        enums = {"characters": cast} if cast else {}
+        schema = decoding_schema(
+            Scene, enums=enums, counts={"characters": (1, min(4, max(1, len(cast) or 4)))}
+        )
+        notes = f"Plot beat: {beat.name}: {beat.purpose}\n{draft}"
+        plan = parts.scene_parts(cast)
+        context = {"draft": draft, "beat_name": beat.name, "cast": ", ".join(cast)}
+        # A title or setting must not copy the beat's purpose (the prompt's instruction); a title that
+        # does is repaired to the beat's name.
+        review = Context(cast=tuple(cast), instructions=(beat.purpose,), beat_name=beat.name)
+        scene = await stages.structure(
+            "scene", context, Scene, schema, meta, parts=(notes, plan), review=review
+        )
+        return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
