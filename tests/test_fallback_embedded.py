@@ -14,6 +14,7 @@ import pytest
 from faulty_server import FaultyServer
 from storyengine.config import parse_settings
 from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.steps import Inputs
 from storyengine.schemas import PlotStructure
 
 pytestmark = pytest.mark.model
@@ -44,9 +45,8 @@ logging: {{runlog: {tmp_path / "runs.sqlite3"}, dir: {tmp_path / "logs"}}}
             source="trial.yaml",
         )
         async with StoryEngine.from_config(settings=settings) as engine:
-            made = await engine.plot_with_meta(
-                "A lighthouse keeper finds a message in a bottle written by her future self.", beats=3, seed=7
-            )
+            premise = "A lighthouse keeper finds a message in a bottle written by her future self."
+            made = await engine.step("plot", Inputs(premise=premise, beats=3), seed=7)
     plot, meta = made.value, made.meta["plot"]
     assert isinstance(plot, PlotStructure) and len(plot.beats) == 3
     assert server.requests >= 2  # the server was asked (and failed) first

@@ -11,6 +11,7 @@ import pytest
 from storyengine.config import parse_settings
 from storyengine.errors import BadResponse, ConfigError, ProviderUnavailable
 from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.steps import Inputs
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.instrument import RunRecorder
@@ -67,7 +68,7 @@ async def test_a_fallback_from_a_standard_server_to_the_tiny_model_is_asked_in_p
     recorder = RunRecorder("r")
     async with engine:
         with recorder.active():
-            made = await engine.plot_with_meta(PREMISE, beats=3, seed=4)
+            made = await engine.step("plot", Inputs(premise=PREMISE, beats=3), seed=4)
         plot, meta = made.value, made.meta["plot"]
     assert isinstance(plot, PlotStructure) and len(plot.beats) == 3
     assert meta["provider"] == "embedded" and meta["profile"] == "tiny"
@@ -84,7 +85,7 @@ async def test_a_route_of_standard_providers_is_asked_for_whole_objects() -> Non
     tiny = ScriptedProvider(story_script, name="embedded", model="smol", structured_mode="grammar")
     engine = StoryEngine.from_config(settings=settings(), providers={"server": big, "embedded": tiny})
     async with engine:
-        made = await engine.plot_with_meta(PREMISE, beats=3, seed=4)
+        made = await engine.step("plot", Inputs(premise=PREMISE, beats=3), seed=4)
         plot, meta = made.value, made.meta["plot"]
     assert meta["provider"] == "server" and meta["profile"] == "standard" and not meta["fallbacks"]
     assert meta["structured_mode"] == "json_schema"

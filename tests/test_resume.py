@@ -12,9 +12,9 @@ from ebooklib import epub
 from storyengine.config import COMPONENTS, parse_settings
 from storyengine.errors import InputError, RunFailed
 from storyengine.pipeline.engine import StoryEngine
-from storyengine.pipeline.story import call_seed
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
+from storyengine.seeds import StepSeeds
 from storyengine.types import CompletionRequest
 
 PREMISE = "A clockmaker builds a clock that runs backwards."
@@ -67,7 +67,7 @@ async def test_a_resume_asks_the_failed_step_differently_and_finishes(tmp_path: 
     assert {r.component for r in resumed} <= {"dialogue", "evaluation", "enhancement"}
     steps = story.meta["steps"]
     assert steps["dialogue.0.draft"]["round"] == 1 and steps["plot.draft"]["round"] == 0
-    assert steps["dialogue.0.draft"]["seed"] == call_seed(1, "dialogue", 0, "round", 1)
+    assert steps["dialogue.0.draft"]["seed"] == StepSeeds(1, "dialogue.0", 1).draft(0, None)
 
 
 async def test_a_finished_run_is_not_resumed_and_nothing_is_overwritten(tmp_path: Path) -> None:
@@ -98,8 +98,8 @@ async def test_a_resume_with_another_seed_changes_only_the_steps_not_made_yet(tm
         story = await engine.resume(caught.value.run_id, seed=9)
     steps = story.meta["steps"]
     assert story.meta["seed"] == 9
-    assert steps["plot.draft"]["seed"] == call_seed(1, "plot")  # made before: kept
-    assert steps["dialogue.0.draft"]["seed"] == call_seed(9, "dialogue", 0, "round", 1)
+    assert steps["plot.draft"]["seed"] == StepSeeds(1, "plot").draft(0, None)  # made before: kept
+    assert steps["dialogue.0.draft"]["seed"] == StepSeeds(9, "dialogue.0", 1).draft(0, None)
     assert steps["dialogue.0.draft"]["round"] == 1 and steps["scene.0.draft"]["round"] == 0
 
 

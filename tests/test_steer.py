@@ -10,13 +10,14 @@ import pytest
 
 from storyengine.config import Settings, parse_settings
 from storyengine.errors import InputError, ProviderUnavailable, RunFailed
-from storyengine.pipeline.engine import StoryEngine
+from storyengine.pipeline.engine import StoryEngine, scene_inputs
 from storyengine.pipeline.runstore import NotFound
 from storyengine.pipeline.steering import Steer
-from storyengine.pipeline.story import call_seed
+from storyengine.pipeline.steps import Inputs
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.schemas import Story
+from storyengine.seeds import StepSeeds
 from storyengine.types import CompletionRequest
 
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
@@ -49,6 +50,11 @@ def without_meta(story: Story) -> dict[str, Any]:
     return story.model_dump(mode="json", exclude={"meta"})
 
 
+def draft_seed(run_seed: int, key: str) -> int | None:
+    """The seed of the first draft of step `key` in a run seeded `run_seed` (seeds.py)."""
+    return StepSeeds(run_seed, key).draft(0, None)
+
+
 def freeform(requests: list[CompletionRequest], component: str) -> list[CompletionRequest]:
     return [r for r in requests if r.component == component and r.stage == "freeform"]
 
@@ -74,7 +80,7 @@ async def test_same_edit_with_the_same_seed_gives_the_same_story() -> None:
     # every remade call was made (the cache is off): scenes 2 and 3, their dialogue, the assessment
     assert {r.component for r in steered} == {"scene", "dialogue", "evaluation", "enhancement"}
     assert sorted(r.seed for r in freeform(steered, "scene")) == sorted(
-        call_seed(99, "scene", i) for i in (1, 2)
+        draft_seed(99, f"scene.{i}") for i in (1, 2)
     )
 
 
@@ -89,12 +95,12 @@ async def test_a_steered_scene_gets_the_seed_and_number_it_has_in_generate(scene
         version = await engine.regenerate_scene(story.meta["run_id"], 1, seed=7, reevaluate=False)
     steered = provider.requests[len(generated) :]
     asked = freeform(steered, "scene")
-    assert len(asked) == 1 and asked[0].seed == call_seed(7, "scene", 1)
+    assert len(asked) == 1 and asked[0].seed == draft_seed(7, "scene.1")
     assert f"Write scene 2 of {scenes}." in asked[0].messages[-1].content
-    original = next(r for r in freeform(generated, "scene") if r.seed == call_seed(7, "scene", 1))
+    original = next(r for r in freeform(generated, "scene") if r.seed == draft_seed(7, "scene.1"))
     assert asked[0].messages == original.messages
     dialogue = freeform(steered, "dialogue")
-    assert [r.seed for r in dialogue] == [call_seed(7, "dialogue", 1)]
+    assert [r.seed for r in dialogue] == [draft_seed(7, "dialogue.1")]
     assert without_meta(version.the_story()) == without_meta(story)
     assert {r.component for r in steered} == {"scene", "dialogue"}  # reevaluate=False keeps the assessment
 
@@ -106,9 +112,9 @@ async def test_steered_evaluation_is_seeded_like_generate() -> None:
         before = len(provider.requests)
         await engine.regenerate_dialogue(story.meta["run_id"], 0, seed=41)
     steered = provider.requests[before:]
-    assert [r.seed for r in freeform(steered, "evaluation")] == [call_seed(41, "ev")]
-    assert [r.seed for r in freeform(steered, "enhancement")] == [call_seed(41, "en")]
-    assert [r.seed for r in freeform(steered, "dialogue")] == [call_seed(41, "dialogue", 0)]
+    assert [r.seed for r in freeform(steered, "evaluation")] == [draft_seed(41, "evaluation")]
+    assert [r.seed for r in freeform(steered, "enhancement")] == [draft_seed(41, "enhancement")]
+    assert [r.seed for r in freeform(steered, "dialogue")] == [draft_seed(41, "dialogue.0")]
 
 
 async def test_steering_is_checkpointed_emits_run_events_and_resumes() -> None:
@@ -196,17 +202,17 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
         story = await engine.generate(PREMISE, scenes=3, seed=9)
         generated = list(provider.requests)
         provider.requests.clear()
-        plot = await engine.plot_with_meta(PREMISE, beats=3, seed=9)
-        bible = await engine.bible_with_meta(PREMISE, story.plot, seed=9)
+        plot = await engine.step("plot", Inputs(premise=PREMISE, beats=3), seed=9)
+        bible = await engine.step("bible", Inputs(premise=PREMISE, plot=story.plot), seed=9)
         assert bible.value == story.bible
-        scene = await engine.scene_with_meta(PREMISE, story.plot, 2, seed=9, bible=story.bible)
+        x = scene_inputs(PREMISE, story.plot, 2, story.bible)
+        scene = await engine.step("scene", x, seed=9, index=2)
         previous = "\n".join(
             f"{j}. {item.scene.title}. Setting: {item.scene.setting}. {item.scene.summary}"
             for j, item in enumerate(story.scenes[:2], 1)
         )
-        dialogue = await engine.dialogue_with_meta(
-            story.scenes[2].scene, previous, seed=9, index=2, bible=story.bible
-        )
+        x = Inputs(scene=story.scenes[2].scene, previous=previous, bible=story.bible)
+        dialogue = await engine.step("dialogue", x, seed=9, index=2)
         evaluation = await engine.evaluate(PREMISE, story.plot, story.scenes, seed=9)
         enhancement = await engine.enhance(PREMISE, story.plot, story.scenes, evaluation, seed=9)
         with pytest.raises(InputError, match="beat 3 does not exist"):
@@ -215,7 +221,7 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
     assert [(r.component, r.stage, r.seed, r.messages) for r in freeform(provider.requests, "scene")] == [
         (r.component, r.stage, r.seed, r.messages)
         for r in freeform(generated, "scene")
-        if r.seed == call_seed(9, "scene", 2)
+        if r.seed == draft_seed(9, "scene.2")
     ]
     for component in ("plot", "bible", "dialogue", "evaluation", "enhancement"):
         mine = [(r.seed, r.messages) for r in freeform(provider.requests, component)]
