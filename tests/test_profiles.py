@@ -16,6 +16,7 @@ from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.instrument import RunRecorder
 from storyengine.schemas import PlotStructure
+from storyengine.seeds import StepSeeds
 from storyengine.types import CompletionRequest
 
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
@@ -117,7 +118,7 @@ def test_a_misspelt_profile_is_rejected_naming_the_key_and_the_file() -> None:
     assert "my.yaml" in message and "providers.embedded.profile" in message and "tiny" in message
 
 
-async def test_a_structuring_temperature_set_in_config_reaches_the_request() -> None:
+async def test_structuring_settings_in_config_reach_the_request_and_its_seed_follows_the_scheme() -> None:
     extra = "narrative: {defaults: {structuring: {temperature: 0.3, seed: 99, max_tokens: 500}}}"
     s = parse_settings(
         f"""
@@ -131,9 +132,17 @@ cache: {{enabled: false}}
     engine = StoryEngine.from_config(settings=s, providers={"embedded": provider})
     async with engine:
         await engine.plot(PREMISE, beats=3, seed=1)
-    structuring = [r for r in provider.requests if r.stage == "structuring"]
-    assert structuring and all((r.temperature, r.seed) == (0.3, 99) for r in structuring)
-    assert all(r.max_tokens <= 500 for r in structuring)
+        seeded = [r for r in provider.requests if r.stage == "structuring"]
+        provider.requests.clear()
+        await engine.plot(PREMISE, beats=3)  # no run seed: the config's seed is the base
+        unseeded = [r for r in provider.requests if r.stage == "structuring"]
+    # stage 2 sees the run's seed (seeds.py), and the config's seed when the run has none
+    assert seeded and all(
+        (r.temperature, r.seed) == (0.3, StepSeeds(1, "plot").structuring(99)) for r in seeded
+    )
+    assert unseeded and all(r.seed == StepSeeds(None, "plot").structuring(99) for r in unseeded)
+    assert seeded[0].seed != unseeded[0].seed
+    assert all(r.max_tokens <= 500 for r in seeded + unseeded)
 
 
 def test_building_an_engine_loads_no_model() -> None:

@@ -198,7 +198,8 @@ class StoryRun:
             value = step.fallback(x, why)
             if value is None:
                 raise
-            self.state.header[f"plain_{step.name}"] = why
+            self.state.header[f"plain_{step.name}"] = why  # a gap on every resume too
+            self.gaps[key] = why
             await asyncio.to_thread(self.state.put, key, value.model_dump(mode="json"), {"plain": why})
             return value
 
