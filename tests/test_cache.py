@@ -21,7 +21,7 @@ from storyengine.errors import SchemaValidationError
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.base import Check, Generator
 from storyengine.routing.cache import Cached, cache_key, chain_identity, legacy_cache_key
-from storyengine.routing.cache_store import ResponseCache, SqliteEntries
+from storyengine.routing.cache_store import ResponseCache, SqliteEntries, sqlite_cache
 from storyengine.types import Completion, CompletionRequest, Message
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ async def test_empty_or_truncated_output_is_not_stored(reply: Completion) -> Non
 
 
 async def test_a_cached_entry_that_now_fails_its_check_is_not_served(tmp_path: Path) -> None:
-    store = ResponseCache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=8)
+    store = sqlite_cache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=8)
     cached, provider = build(store, lambda r: "not json" if provider.calls == 1 else '{"ok": true}')
     await cached.generate(ask())
 
@@ -291,7 +291,7 @@ async def test_a_cached_entry_that_now_fails_its_check_is_not_served(tmp_path: P
 
 
 async def test_hits_and_misses_are_counted_per_component(tmp_path: Path) -> None:
-    store = ResponseCache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=8)
+    store = sqlite_cache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=8)
     cached, _ = build(store)
     await cached.generate(ask("a", component="plot"))
     await cached.generate(ask("a", component="plot"))
@@ -308,7 +308,7 @@ async def test_hits_and_misses_are_counted_per_component(tmp_path: Path) -> None
 
 
 async def test_many_coroutines_share_one_cache(tmp_path: Path) -> None:
-    store = ResponseCache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=4)
+    store = sqlite_cache(tmp_path / "c.sqlite3", ttl_seconds=3600, memory_entries=4)
     provider = ScriptedProvider(echo, name="embedded", model="smollm2", latency=0.001)
     cached = Cached(CheckedProvider(provider), store, provider_id="embedded", model="smollm2")
     prompts = [f"scene {i % 10}" for i in range(40)]
@@ -359,7 +359,7 @@ def test_from_settings_takes_the_configured_switches() -> None:
 async def test_expired_entries_are_not_served(tier: str, tmp_path: Path) -> None:
     clock = Clock()
     path = tmp_path / "c.sqlite3" if tier == "disk" else None
-    store = ResponseCache(path, ttl_seconds=60, memory_entries=8 if tier == "memory" else 0, clock=clock)
+    store = sqlite_cache(path, ttl_seconds=60, memory_entries=8 if tier == "memory" else 0, clock=clock)
     cached, provider = build(store)
     await cached.generate(ask())
     clock.now += 59
@@ -387,12 +387,12 @@ async def test_memory_tier_is_bounded_and_evicts_the_least_recently_used() -> No
 
 async def test_entries_persist_across_instances(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "cache.sqlite3"
-    first = ResponseCache(path, ttl_seconds=3600, memory_entries=8)
+    first = sqlite_cache(path, ttl_seconds=3600, memory_entries=8)
     cached, provider = build(first)
     await cached.generate(ask("a"))
     await first.aclose()
 
-    second = ResponseCache(path, ttl_seconds=3600, memory_entries=8)
+    second = sqlite_cache(path, ttl_seconds=3600, memory_entries=8)
     cached, provider = build(second)
     answer = await cached.generate(ask("a"))
     assert answer.cached and answer.text == "answer to a" and answer.provider == "embedded"
@@ -402,7 +402,7 @@ async def test_entries_persist_across_instances(tmp_path: Path) -> None:
 
 def _write_entries(path: str, worker: int, count: int, barrier: Any) -> None:
     async def write() -> bool:
-        store = ResponseCache(Path(path), ttl_seconds=3600, memory_entries=0)
+        store = sqlite_cache(Path(path), ttl_seconds=3600, memory_entries=0)
         barrier.wait()
         for i in range(count):
             completion = Completion(text=f"w{worker}-{i}", finish_reason="stop", model="m", provider="p")
@@ -444,7 +444,7 @@ async def test_a_corrupt_file_means_one_warning_and_uncached_answers(
     path = tmp_path / "cache.sqlite3"
     garbage = bytes(range(256)) * 64
     path.write_bytes(garbage)
-    store = ResponseCache(path, ttl_seconds=3600, memory_entries=0, busy_timeout_s=0.2)
+    store = sqlite_cache(path, ttl_seconds=3600, memory_entries=0, busy_timeout_s=0.2)
     cached, provider = build(store)
     answers = [await cached.generate(ask(p)) for p in ("a", "b", "a")]
     assert [a.text for a in answers] == ["answer to a", "answer to b", "answer to a"]
@@ -459,7 +459,7 @@ async def test_a_locked_file_means_one_warning_and_answers_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "cache.sqlite3"
-    setup = ResponseCache(path, ttl_seconds=3600, memory_entries=0)
+    setup = sqlite_cache(path, ttl_seconds=3600, memory_entries=0)
     await build(setup)[0].generate(ask("a"))
     await setup.aclose()
 
@@ -467,7 +467,7 @@ async def test_a_locked_file_means_one_warning_and_answers_go_on(
     holder.execute("PRAGMA locking_mode = EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        store = ResponseCache(path, ttl_seconds=3600, memory_entries=0, busy_timeout_s=0.2)
+        store = sqlite_cache(path, ttl_seconds=3600, memory_entries=0, busy_timeout_s=0.2)
         cached, provider = build(store)
         answers = await asyncio.gather(*(cached.generate(ask(p)) for p in ("a", "b", "c")))
         assert [a.text for a in answers] == ["answer to a", "answer to b", "answer to c"]
@@ -477,7 +477,7 @@ async def test_a_locked_file_means_one_warning_and_answers_go_on(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    reopened = ResponseCache(path, ttl_seconds=3600, memory_entries=0)
+    reopened = sqlite_cache(path, ttl_seconds=3600, memory_entries=0)
     assert (await build(reopened)[0].generate(ask("a"))).cached
     await reopened.aclose()
 
@@ -495,7 +495,7 @@ async def seed_legacy(store: ResponseCache, request: CompletionRequest, text: st
 
 async def test_a_legacy_entry_is_served_once_and_moved_to_the_v1_key(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    store = ResponseCache(path, ttl_seconds=3600, memory_entries=8)
+    store = sqlite_cache(path, ttl_seconds=3600, memory_entries=8)
     cached, provider = build(store)
     old_key = await seed_legacy(store, ask("a"), "from the old release")
     answer = await cached.generate(ask("a"))

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from storyengine.cli import main
 from storyengine.commands.cache import parse_duration
 from storyengine.errors import InputError
-from storyengine.routing.cache_store import ResponseCache, SqliteEntries
+from storyengine.routing.cache_store import SqliteEntries, sqlite_cache
 from storyengine.types import Completion
 
 
@@ -34,13 +34,13 @@ def fill(path: Path, entries: dict[str, tuple[str, float]], lookups: dict[str, t
 
     async def write() -> None:
         for key, (component, age) in entries.items():
-            store = ResponseCache(
+            store = sqlite_cache(
                 path, ttl_seconds=10**9, memory_entries=0, clock=lambda age=age: time.time() - age
             )
             completion = Completion(text=f"text of {key}", finish_reason="stop", model="m", provider="p")
             await store.put(key, completion, component)
             await store.aclose()
-        store = ResponseCache(path, ttl_seconds=10**9, memory_entries=0)
+        store = sqlite_cache(path, ttl_seconds=10**9, memory_entries=0)
         for component, (hits, misses) in lookups.items():
             for _ in range(hits):
                 await store.record(component, hit=True)

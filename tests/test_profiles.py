@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from storyengine.seeds import StepSeeds
 from storyengine.types import CompletionRequest
 
 PREMISE = "A cartographer discovers that her maps redraw themselves overnight."
-SRC = Path(__file__).resolve().parents[1] / "src" / "storyengine"
 
 
 def settings(extra: str = "") -> Any:
@@ -153,66 +151,6 @@ def test_building_an_engine_loads_no_model() -> None:
     engine = StoryEngine.from_config(settings=parse_settings("cache: {enabled: false}\n"))
     assert engine.router.routes("plot")[0].profile.name == "tiny"
     assert embedded._models == before
-
-
-def _imports(path: Path, package: str) -> set[str]:
-    """The storyengine modules `path` imports at module level (TYPE_CHECKING blocks excluded)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    parts = package.split(".")
-    for node in tree.body:
-        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` imports are not edges at run time
-            continue
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = parts[: len(parts) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            if module.startswith("storyengine"):
-                found.add(module)
-                found |= {f"{module}.{alias.name}" for alias in node.names}  # `from .pkg import module`
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("storyengine")}
-    return found
-
-
-def test_the_import_graph_of_src_has_no_cycle() -> None:
-    modules: dict[str, Path] = {}
-    for path in SRC.rglob("*.py"):
-        rel = path.relative_to(SRC.parent).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        modules[name] = path
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        edges = set()
-        for target in _imports(path, package):
-            if target not in modules and target.rpartition(".")[0] in modules:
-                continue  # `from .module import name`: the edge is the module's, already counted
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != name and not name.startswith(target + "."):
-                edges.add(target)
-        graph[name] = edges
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycle = [*stack[stack.index(nxt) :], nxt]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
 
 
 async def test_engine_plot_from_the_api_writes_its_calls_to_the_run_log(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.cache import Cached
-from storyengine.routing.cache_store import ResponseCache
-from storyengine.routing.redis_store import RedisEntries, RedisResponseCache, redacted
+from storyengine.routing.redis_store import RedisEntries, RedisTier, redacted, redis_cache
+from storyengine.routing.router import response_cache
 from storyengine.types import Completion, CompletionRequest, Message
 
 pytest.importorskip("redis")
@@ -143,7 +143,7 @@ async def test_two_engines_in_two_processes_share_hits(redis_url: str, tmp_path:
     async with first:
         story = await first.generate(PREMISE, scenes=2, seed=5)
     assert provider.calls > 0
-    assert isinstance(first.router.cache.store, RedisResponseCache)  # type: ignore[attr-defined]
+    assert isinstance(first.router.cache.store.tier, RedisTier)  # type: ignore[attr-defined]
     # A second process, its own engine and memory tier: every answer comes from Redis.
     script = textwrap.dedent(
         f"""
@@ -185,7 +185,7 @@ async def test_two_engines_in_two_processes_share_hits(redis_url: str, tmp_path:
 
 async def test_only_validated_answers_are_stored_with_the_ttl_as_redis_expiry(redis_url: str) -> None:
     clock = [1000.0]
-    store = RedisResponseCache(redis_url, ttl_seconds=30, memory_entries=0, clock=lambda: clock[0])
+    store = redis_cache(redis_url, ttl_seconds=30, memory_entries=0, clock=lambda: clock[0])
     inner = Echo()
     cached = Cached(inner, store, provider_id="p", model="m")
 
@@ -212,7 +212,7 @@ async def test_only_validated_answers_are_stored_with_the_ttl_as_redis_expiry(re
 
 
 async def test_a_hit_that_no_longer_passes_its_check_is_deleted(redis_url: str) -> None:
-    store = RedisResponseCache(redis_url, ttl_seconds=60, memory_entries=0)
+    store = redis_cache(redis_url, ttl_seconds=60, memory_entries=0)
     inner = Echo()
     cached = Cached(inner, store, provider_id="p", model="m")
     await cached.generate(request())
@@ -222,7 +222,7 @@ async def test_a_hit_that_no_longer_passes_its_check_is_deleted(redis_url: str) 
 
     await cached.generate(request(), now_rejects)
     assert inner.calls == 2
-    assert await store._load(cached.key(request())) is None
+    assert await store.tier.load(cached.key(request())) is None
     await store.aclose()
 
 
@@ -231,7 +231,7 @@ def test_cache_stats_and_clear_commands_on_redis(redis_url: str, tmp_path: Path)
     config.write_text(f'cache: {{backend: redis, url: "{redis_url}"}}\n')
 
     async def fill() -> None:
-        store = ResponseCache.from_settings(redis_settings(redis_url))
+        store = response_cache(redis_settings(redis_url))
         cached = Cached(Echo(), store, provider_id="p", model="m")
         for text in ("one", "two", "three"):
             await cached.generate(request(text))
@@ -275,7 +275,7 @@ async def test_redis_going_away_mid_run_costs_one_warning_not_the_story(
 ) -> None:
     engine, provider = scripted_engine(redis_settings(redis_url))
     store = engine.router.cache.store  # type: ignore[attr-defined]
-    await store._entries.client.shutdown(nosave=True)
+    await store.tier.entries.client.shutdown(nosave=True)
     async with engine:
         story = await engine.generate(PREMISE, scenes=2, seed=1)
     assert story.plot.beats and provider.calls > 0

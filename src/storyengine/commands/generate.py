@@ -6,70 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from ..config import load_settings
 from ..errors import InputError, StoryEngineError
-from ..export import check_story_dir, write_story
+from ..export import write_story
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, resume_command
 from ..pipeline.engine import StoryEngine, check_inputs
-from ..pipeline.run import Event
 from ..pipeline.runstore import Version
 from .options import force_option, premise_value, route_options, run_id_value, seed_option
-
-
-def _check_out_dir(out: Path, run_id: str | None = None, *, force: bool = False) -> Path:
-    """Create `out` and prove it writable now, before any model call; refuse it when it holds the
-    story of another run than `run_id` (None: a new run) unless `force` (export.check_story_dir)."""
-    out = out.expanduser()
-    check_story_dir(out, run_id, force=force)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return out
-
-
-class _Progress:
-    """Live progress: a status line with rich, or one JSON event a line."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.console = Console(stderr=True)
-        self.status: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.mode == "rich":
-            self.status = self.console.status("starting")
-            self.status.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.__exit__(None, None, None)
-
-    def __call__(self, event: Event) -> None:
-        if self.mode == "json":
-            print(json.dumps(event, ensure_ascii=False), flush=True)
-            return
-        if self.mode != "rich" or event["event"] not in ("step_started", "step_done"):
-            return
-        where = f" {event['index']} of {event['total']}" if "index" in event else ""
-        text = (
-            f"{event['step']}{where} · {event['stage']} · {event['tokens']} tokens · {event['elapsed']:.0f}s"
-        )
-        if event["event"] == "step_done":
-            self.console.print(f"[green]✓[/] {text}")
-        self.status.update(text)
+from .output import EXIT_GAPS, Resume, check_out_dir, report_gaps, write_revision
+from .output import Progress as _Progress
 
 
 @click.command()
@@ -120,7 +71,7 @@ def generate(
             "--resume continues a run with its own premise and scenes; give the run id "
             "(and, to change them for the steps not made yet, --seed or --provider)"
         )
-    out_dir = _check_out_dir(out, resume_id, force=force) if out else None
+    out_dir = check_out_dir(out, resume_id, force=force) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     started = time.perf_counter()
     story, run_id, paths, revised, resume = asyncio.run(
@@ -135,36 +86,14 @@ def generate(
         for path in paths.values():
             click.echo(str(path))
     if isinstance(revised, Version):
-        from .revise import write_revision
-
         if mode != "json":
             click.echo(f"Revised as version {revised.number} ({revised.label}):", err=True)
         write_revision(revised, paths["json"].parent / "revised", mode, resume=resume, force=force)
         return
-    _report_gaps(story, resume(run_id, out_dir), say=mode != "json")
+    report_gaps(story, resume(run_id, out_dir), say=mode != "json")
     if revised is not None:  # asked to revise, and it could not be done: the story is written
         click.echo(f"storyengine: the story is written, not revised: {revised}", err=True)
         sys.exit(EXIT_GAPS)
-
-
-EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement, revision) is missing
-
-
-Resume = Callable[[str, Path | None], str]
-"""The command that continues a run (by id, into a folder or the default one), as it can be typed
-(`checkpoint.resume_command` with the settings the run was made with: its --config)."""
-
-
-def _report_gaps(story: Any, resume: str, *, say: bool = True) -> None:
-    """Say what is missing from a written story and the command that tries it again (`resume`),
-    and exit with EXIT_GAPS when something is missing."""
-    if not story.gaps:
-        return
-    if say:
-        for part, why in story.gaps.items():
-            click.echo(f"storyengine: the story is written without its {part}: {why}", err=True)
-        click.echo(f"Try the missing parts again with: {resume}", err=True)
-    sys.exit(EXIT_GAPS)
 
 
 async def _run(
@@ -226,7 +155,7 @@ async def _run(
 def _write_checked(story: Any, target: Path, force: bool) -> dict[str, Path]:
     """Write `story` into `target` (made if needed), unless it holds another run's story and not
     `force`: asked again now the run id is known (a default folder, or one filled meanwhile)."""
-    return write_story(story, _check_out_dir(target, story.meta["run_id"], force=force))
+    return write_story(story, check_out_dir(target, story.meta["run_id"], force=force))
 
 
 COMMANDS = [generate]

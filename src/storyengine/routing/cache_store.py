@@ -1,8 +1,11 @@
-"""Where cached completions live: a TTL'd LRU in memory in front of one SQLite file.
+"""Where cached completions live: a TTL'd LRU in memory in front of a persistent tier.
 
-`ResponseCache` is what `Cached` talks to. It never raises for a cache problem: a file that
-is not a database, or one another connection keeps locked, costs ONE warning on the
-"storyengine" logger and the run goes on with the memory tier only (nothing persisted).
+`ResponseCache` is what `Cached` talks to. It is given its persistent tier, a `PersistentTier`:
+`SqliteTier` here (one SQLite file; `sqlite_cache` builds the cache on it) or `RedisTier` in
+redis_store.py; `router.response_cache` picks one from the settings. The cache never raises for
+a cache problem: a file that is not a database, or one another connection keeps locked, costs
+ONE warning on the "storyengine" logger and the run goes on with the memory tier only (nothing
+persisted).
 
 `SqliteEntries` is the file itself, synchronous and raising `sqlite3.Error`; the CLI uses it
 directly so that it can report problems instead of hiding them.
@@ -24,9 +27,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ..config import Settings
 from ..store import open_db, transaction
 from ..types import Completion
 
@@ -34,6 +36,7 @@ logger = logging.getLogger("storyengine")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+Row = tuple[str, str, float, int]  # completion JSON, component, created_at, hits
 
 
 def _m001_entries_and_counters(db: sqlite3.Connection) -> None:
@@ -119,7 +122,7 @@ class SqliteEntries:
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self._conn)
 
-    def get(self, key: str) -> tuple[str, str, float, int] | None:
+    def get(self, key: str) -> Row | None:
         row = self._conn.execute(
             "SELECT completion, component, created_at, hits FROM entries WHERE key = ?", (key,)
         ).fetchone()
@@ -253,54 +256,146 @@ class _MemoryTier:
         self._entries.clear()
 
 
-class ResponseCache:
-    """Two tiers: memory (TTL + LRU, `memory_entries` at most) in front of SQLite at `path`.
+class PersistentTier(Protocol):
+    """Where entries outlive the process, behind the memory tier: a SQLite file (`SqliteTier`) or a
+    Redis server (`redis_store.RedisTier`). A tier never raises for a cache problem during a run:
+    the first one costs ONE warning, then the tier answers as if empty and `persistent` is False.
+    `check()` is the exception: it raises a ConfigError when the tier cannot be reached at all."""
 
-    `path=None` keeps everything in memory. Entries older than `ttl_seconds` are never
-    served, and are dropped from the file when it is first opened. Use one instance per
-    event loop; several processes may share the file.
-    """
+    @property
+    def persistent(self) -> bool:
+        """True while entries still reach the tier (False after a failure)."""
+        ...
+
+    async def check(self) -> None: ...
+
+    async def load(self, key: str) -> Row | None:
+        """The stored (completion JSON, component, created_at, hits) under `key`, fresh or not."""
+        ...
+
+    async def store(self, key: str, payload: str, component: str, created_at: float) -> None: ...
+
+    async def remove(self, key: str) -> None: ...
+
+    async def move(self, old_key: str, new_key: str) -> None: ...
+
+    async def count(self, component: str, *, hit: bool, key: str | None) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SqliteTier:
+    """The persistent tier in one SQLite file at `path`, opened on first use (when entries older
+    than `ttl_seconds` are dropped from it). Database calls run in a worker thread, one at a time."""
 
     def __init__(
-        self,
-        path: Path | None,
-        *,
-        ttl_seconds: float,
-        memory_entries: int,
-        clock: Clock = time.time,
-        busy_timeout_s: float = 5.0,
+        self, path: Path, *, ttl_seconds: float, clock: Clock = time.time, busy_timeout_s: float = 5.0
     ) -> None:
         self.path = path
         self.ttl_seconds = ttl_seconds
         self.busy_timeout_s = busy_timeout_s
-        self.session_counters: dict[str, ComponentStats] = {}
         self._clock = clock
-        self._memory = _MemoryTier(memory_entries)
         self._db: SqliteEntries | None = None
-        self._disk_failed = False
-        self._db_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ResponseCache:
-        """The cache `settings.cache` describes: SQLite by default, Redis for `backend: redis`."""
-        if settings.cache.backend == "redis":
-            from .redis_store import RedisResponseCache
-
-            return RedisResponseCache.from_settings(settings)
-        return cls(
-            settings.cache_path,
-            ttl_seconds=settings.cache.ttl_seconds,
-            memory_entries=settings.cache.memory_entries,
-        )
-
-    async def check(self) -> None:
-        """Raise a ConfigError now when the persistent tier cannot be reached (a no-op for SQLite)."""
-        return None
+        self._failed = False
+        self._lock = threading.Lock()
 
     @property
     def persistent(self) -> bool:
-        """True while entries still reach the file (False without a path or after a failure)."""
-        return self.path is not None and not self._disk_failed
+        return not self._failed
+
+    async def check(self) -> None:
+        """Nothing to reach: a file that cannot be used costs a warning when first used."""
+        return None
+
+    async def load(self, key: str) -> Row | None:
+        return await self._on_disk(lambda db: db.get(key))
+
+    async def store(self, key: str, payload: str, component: str, created_at: float) -> None:
+        await self._on_disk(lambda db: db.put(key, payload, component, created_at))
+
+    async def remove(self, key: str) -> None:
+        await self._on_disk(lambda db: db.delete(key))
+
+    async def move(self, old_key: str, new_key: str) -> None:
+        await self._on_disk(lambda db: db.rename(old_key, new_key))
+
+    async def count(self, component: str, *, hit: bool, key: str | None) -> None:
+        await self._on_disk(lambda db: db.record(component, hit=hit, key=key))
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    async def _on_disk(self, operation: Callable[[SqliteEntries], T]) -> T | None:
+        if self._failed:
+            return None
+        return await asyncio.to_thread(self._guarded, operation)
+
+    def _guarded(self, operation: Callable[[SqliteEntries], T]) -> T | None:
+        with self._lock:
+            if self._failed:
+                return None
+            try:
+                if self._db is None:
+                    self._db = SqliteEntries(self.path, busy_timeout_s=self.busy_timeout_s)
+                    self._db.clear(created_before=self._clock() - self.ttl_seconds)
+                return operation(self._db)
+            except (sqlite3.Error, OSError) as exc:
+                self._give_up(exc)
+                return None
+
+    def _give_up(self, exc: BaseException) -> None:
+        self._failed = True
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        logger.warning(
+            "response cache %s is unusable (%s); this run goes on without the on-disk cache. "
+            "If it is locked, another process holds it; if it is corrupt, `storyengine cache clear` "
+            "deletes it.",
+            self.path,
+            exc,
+        )
+
+
+class ResponseCache:
+    """Two tiers: memory (TTL + LRU, `memory_entries` at most) in front of a `PersistentTier`.
+
+    `tier=None` keeps everything in memory. Entries older than `ttl_seconds` are never served.
+    Use one instance per event loop; several processes may share the tier.
+    """
+
+    def __init__(
+        self,
+        tier: PersistentTier | None,
+        *,
+        ttl_seconds: float,
+        memory_entries: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self.tier = tier
+        self.ttl_seconds = ttl_seconds
+        self.session_counters: dict[str, ComponentStats] = {}
+        self._clock = clock
+        self._memory = _MemoryTier(memory_entries)
+
+    async def check(self) -> None:
+        """Raise a ConfigError now when the persistent tier cannot be reached (a no-op for SQLite)."""
+        if self.tier is not None:
+            await self.tier.check()
+
+    @property
+    def persistent(self) -> bool:
+        """True while entries still reach the persistent tier (False without one or after a failure)."""
+        return self.tier is not None and self.tier.persistent
 
     @property
     def memory_size(self) -> int:
@@ -310,12 +405,12 @@ class ResponseCache:
         return self._clock() - self.ttl_seconds
 
     async def get(self, key: str) -> CacheEntry | None:
-        """The fresh entry under `key`, from memory or else from the file; None on a miss."""
+        """The fresh entry under `key`, from memory or else from the persistent tier; None on a miss."""
         fresh_after = self._fresh_after()
         entry = self._memory.get(key, fresh_after=fresh_after)
         if entry is not None:
             return entry
-        row = await self._load(key)
+        row = await self.tier.load(key) if self.tier is not None else None
         if row is None:
             return None
         completion_json, component, created_at, hits = row
@@ -334,17 +429,20 @@ class ResponseCache:
         stored = completion.model_copy(deep=True, update={"cached": False})
         entry = CacheEntry(stored, component, self._clock())
         self._memory.put(key, entry)
-        await self._store(key, stored.model_dump_json(), component, entry.created_at)
+        if self.tier is not None:
+            await self.tier.store(key, stored.model_dump_json(), component, entry.created_at)
 
     async def delete(self, key: str) -> None:
         self._memory.pop(key)
-        await self._remove(key)
+        if self.tier is not None:
+            await self.tier.remove(key)
 
     async def rename(self, old_key: str, new_key: str) -> None:
         entry = self._memory.pop(old_key)
         if entry is not None:
             self._memory.put(new_key, entry)
-        await self._move(old_key, new_key)
+        if self.tier is not None:
+            await self.tier.move(old_key, new_key)
 
     async def record(self, component: str, *, hit: bool, key: str | None = None) -> None:
         """Count one lookup for `component` (and, for a hit, on the entry under `key`)."""
@@ -353,66 +451,27 @@ class ResponseCache:
             counted.hits += 1
         else:
             counted.misses += 1
-        await self._count(component, hit=hit, key=key)
-
-    # -- the persistent tier (SQLite here; `RedisResponseCache` overrides these) --
-    async def _load(self, key: str) -> tuple[str, str, float, int] | None:
-        return await self._on_disk(lambda db: db.get(key))
-
-    async def _store(self, key: str, payload: str, component: str, created_at: float) -> None:
-        await self._on_disk(lambda db: db.put(key, payload, component, created_at))
-
-    async def _remove(self, key: str) -> None:
-        await self._on_disk(lambda db: db.delete(key))
-
-    async def _move(self, old_key: str, new_key: str) -> None:
-        await self._on_disk(lambda db: db.rename(old_key, new_key))
-
-    async def _count(self, component: str, *, hit: bool, key: str | None) -> None:
-        await self._on_disk(lambda db: db.record(component, hit=hit, key=key))
+        if self.tier is not None:
+            await self.tier.count(component, hit=hit, key=key)
 
     def clear_memory(self) -> None:
         self._memory.clear()
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        if self.tier is not None:
+            await self.tier.aclose()
 
-    def close(self) -> None:
-        with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
-    async def _on_disk(self, operation: Callable[[SqliteEntries], T]) -> T | None:
-        if not self.persistent:
-            return None
-        return await asyncio.to_thread(self._guarded, operation)
-
-    def _guarded(self, operation: Callable[[SqliteEntries], T]) -> T | None:
-        with self._db_lock:
-            if self._disk_failed or self.path is None:
-                return None
-            try:
-                if self._db is None:
-                    self._db = SqliteEntries(self.path, busy_timeout_s=self.busy_timeout_s)
-                    self._db.clear(created_before=self._fresh_after())
-                return operation(self._db)
-            except (sqlite3.Error, OSError) as exc:
-                self._give_up_on_disk(exc)
-                return None
-
-    def _give_up_on_disk(self, exc: BaseException) -> None:
-        self._disk_failed = True
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
-        logger.warning(
-            "response cache %s is unusable (%s); this run goes on without the on-disk cache. "
-            "If it is locked, another process holds it; if it is corrupt, `storyengine cache clear` "
-            "deletes it.",
-            self.path,
-            exc,
-        )
+def sqlite_cache(
+    path: Path | None,
+    *,
+    ttl_seconds: float,
+    memory_entries: int,
+    clock: Clock = time.time,
+    busy_timeout_s: float = 5.0,
+) -> ResponseCache:
+    """The memory tier in front of the SQLite file at `path` (`None`: memory only)."""
+    tier = None
+    if path is not None:
+        tier = SqliteTier(path, ttl_seconds=ttl_seconds, clock=clock, busy_timeout_s=busy_timeout_s)
+    return ResponseCache(tier, ttl_seconds=ttl_seconds, memory_entries=memory_entries, clock=clock)

@@ -1,11 +1,11 @@
 """The response cache in Redis: one server that several processes or machines share.
 
-`RedisResponseCache` is a `ResponseCache` (same memory tier, same keys, same TTL and
-validated-only rule, which `Cached` enforces) whose persistent tier is a Redis server instead
-of a SQLite file. Like the SQLite tier it never raises for a cache problem during a run: a
-server that stops answering costs ONE warning and the run goes on with the memory tier.
-`check()` is the exception: the batch runner calls it before any story starts so that an
-unreachable server is one clear error up front.
+`RedisTier` is a persistent tier for a `ResponseCache` (same memory tier, same keys, same TTL
+and validated-only rule, which `Cached` enforces) on a Redis server instead of a SQLite file;
+`redis_cache` builds the cache on it. Like the SQLite tier it never raises for a cache problem
+during a run: a server that stops answering costs ONE warning and the run goes on with the
+memory tier. `check()` is the exception: the batch runner calls it before any story starts so
+that an unreachable server is one clear error up front.
 
 `RedisEntries` is the server itself, async and raising; `storyengine cache stats|clear` use it.
 
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config import Settings
 from ..errors import ConfigError
-from .cache_store import CacheStats, Clock, ComponentStats, ResponseCache
+from .cache_store import CacheStats, Clock, ComponentStats, ResponseCache, Row
 
 logger = logging.getLogger("storyengine")
+
+T = TypeVar("T")
 
 PREFIX = "storyengine:cache:"
 INSTALL_HINT = "pip install 'storyengine[redis]'"
@@ -91,7 +93,7 @@ class RedisEntries:
     async def ping(self) -> None:
         await self.client.ping()
 
-    async def get(self, key: str) -> tuple[str, str, float, int] | None:
+    async def get(self, key: str) -> Row | None:
         completion, component, created_at, hits = await self.client.hmget(
             self.entry_key(key), ["completion", "component", "created_at", "hits"]
         )
@@ -192,31 +194,14 @@ class RedisEntries:
         await self.client.aclose()
 
 
-class RedisResponseCache(ResponseCache):
-    """The memory tier in front of a Redis server at `url`; one instance per event loop."""
+class RedisTier:
+    """The persistent tier on a Redis server at `url` (a `cache_store.PersistentTier`)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        ttl_seconds: float,
-        memory_entries: int,
-        clock: Clock = time.time,
-        timeout_s: float = 5.0,
-    ) -> None:
-        super().__init__(None, ttl_seconds=ttl_seconds, memory_entries=memory_entries, clock=clock)
+    def __init__(self, url: str, *, ttl_seconds: float, timeout_s: float = 5.0) -> None:
         self.url = url
-        self._entries = RedisEntries(url, ttl_seconds=ttl_seconds, timeout_s=timeout_s)
+        self.entries = RedisEntries(url, ttl_seconds=ttl_seconds, timeout_s=timeout_s)
         self._failed = False
         self._errors = _errors()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RedisResponseCache:
-        return cls(
-            settings.cache.redis_url,
-            ttl_seconds=settings.cache.ttl_seconds,
-            memory_entries=settings.cache.memory_entries,
-        )
 
     @property
     def persistent(self) -> bool:
@@ -224,16 +209,14 @@ class RedisResponseCache(ResponseCache):
 
     async def check(self) -> None:
         try:
-            await self._entries.ping()
+            await self.entries.ping()
         except self._errors as exc:
             raise ConfigError(
                 f"cannot reach the Redis cache at {redacted(self.url)} ({exc}); start the server or "
                 "fix cache.url in the config (or set cache.backend: sqlite)"
             ) from None
 
-    async def _guard(self, operation: Any) -> Any:
-        if self._failed:
-            return None
+    async def _guard(self, operation: Awaitable[T]) -> T | None:
         try:
             return await operation
         except self._errors as exc:
@@ -245,33 +228,37 @@ class RedisResponseCache(ResponseCache):
             )
             return None
 
-    async def _load(self, key: str) -> tuple[str, str, float, int] | None:
+    async def load(self, key: str) -> Row | None:
         if self._failed:
             return None
-        result: tuple[str, str, float, int] | None = await self._guard(self._entries.get(key))
-        return result
+        return await self._guard(self.entries.get(key))
 
-    async def _store(self, key: str, payload: str, component: str, created_at: float) -> None:
+    async def store(self, key: str, payload: str, component: str, created_at: float) -> None:
         if not self._failed:
-            await self._guard(self._entries.put(key, payload, component, created_at))
+            await self._guard(self.entries.put(key, payload, component, created_at))
 
-    async def _remove(self, key: str) -> None:
+    async def remove(self, key: str) -> None:
         if not self._failed:
-            await self._guard(self._entries.delete(key))
+            await self._guard(self.entries.delete(key))
 
-    async def _move(self, old_key: str, new_key: str) -> None:
+    async def move(self, old_key: str, new_key: str) -> None:
         if not self._failed:
-            await self._guard(self._entries.rename(old_key, new_key))
+            await self._guard(self.entries.rename(old_key, new_key))
 
-    async def _count(self, component: str, *, hit: bool, key: str | None) -> None:
+    async def count(self, component: str, *, hit: bool, key: str | None) -> None:
         if not self._failed:
-            await self._guard(self._entries.record(component, hit=hit, key=key))
+            await self._guard(self.entries.record(component, hit=hit, key=key))
 
     async def aclose(self) -> None:
         try:
-            await self._entries.aclose()
+            await self.entries.aclose()
         except self._errors:
             pass
 
-    def close(self) -> None:
-        return None
+
+def redis_cache(
+    url: str, *, ttl_seconds: float, memory_entries: int, clock: Clock = time.time, timeout_s: float = 5.0
+) -> ResponseCache:
+    """The memory tier in front of the Redis server at `url`; one per event loop."""
+    tier = RedisTier(url, ttl_seconds=ttl_seconds, timeout_s=timeout_s)
+    return ResponseCache(tier, ttl_seconds=ttl_seconds, memory_entries=memory_entries, clock=clock)

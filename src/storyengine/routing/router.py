@@ -38,7 +38,7 @@ from ..types import Completion, CompletionRequest
 from .base import Check, Generator
 from .breaker import Breaker
 from .cache import Cached, chain_identity
-from .cache_store import ResponseCache
+from .cache_store import ResponseCache, sqlite_cache
 from .fallback import Fallback
 from .instrument import Instrumentation, Sink
 from .retry import Asked, Retrying, Sleep
@@ -256,12 +256,26 @@ class Router:
         return self.instrumentation.calls(inner)
 
 
+def response_cache(settings: Settings) -> ResponseCache:
+    """The cache `settings.cache` describes: on SQLite by default, on Redis for `backend: redis`."""
+    cache = settings.cache
+    if cache.backend == "redis":
+        from .redis_store import redis_cache
+
+        return redis_cache(
+            cache.redis_url, ttl_seconds=cache.ttl_seconds, memory_entries=cache.memory_entries
+        )
+    return sqlite_cache(
+        settings.cache_path, ttl_seconds=cache.ttl_seconds, memory_entries=cache.memory_entries
+    )
+
+
 class ResponseCaching:
     """The default cache factory: every component's `Cached` shares one `ResponseCache`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.cache
-        self.store = ResponseCache.from_settings(settings)
+        self.store = response_cache(settings)
 
     def __call__(self, inner: Generator, chain: Sequence[Provider]) -> Generator:
         provider_id, model = chain_identity(chain)
