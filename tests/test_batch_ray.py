@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from storyengine.batch.ray_runner import RayExecutor, init_local_runtime, server_limits, task_cpus
-from storyengine.batch.runner import BatchResult
+from storyengine.batch.runner import BatchResult, run_batch
 from storyengine.config import Settings, parse_settings
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.base import Provider
@@ -85,7 +85,7 @@ async def run_on_ray(tmp_path: Path, factory: FakeProviders, premises: list[Any]
     executor = RayExecutor(engine, concurrency=2, provider_factory=factory, max_retries=2)
     results = []
     async with engine:
-        stream = engine.batch(premises, out=tmp_path / "out", scenes=2, seed=4, executor=executor)
+        stream = run_batch(engine, premises, out=tmp_path / "out", scenes=2, seed=4, executor=executor)
         async with aclosing(stream):
             async for result in stream:
                 results.append(result)
@@ -171,12 +171,14 @@ def test_an_unreachable_ray_address_is_one_clear_error_before_any_story(tmp_path
         from test_pipeline import engine_with
         from storyengine.providers.fake_story import story_script
         from storyengine.batch.ray_runner import RayExecutor
+        from storyengine.batch.runner import run_batch
         from storyengine.errors import ConfigError
         async def main():
             engine, provider = engine_with(story_script)
             executor = RayExecutor(engine, address="127.0.0.1:1", connect_timeout_s=3)
             try:
-                async for _ in engine.batch(["A kite."], out={str(tmp_path / "out")!r}, executor=executor):
+                stories = run_batch(engine, ["A kite."], out={str(tmp_path / "out")!r}, executor=executor)
+                async for _ in stories:
                     print("a story ran")
             except ConfigError as exc:
                 print("ConfigError:", exc, "calls:", provider.calls)

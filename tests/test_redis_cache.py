@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from storyengine.batch.runner import run_batch
 from storyengine.cli import main
 from storyengine.config import Settings, parse_settings
 from storyengine.errors import ConfigError
@@ -258,7 +259,7 @@ async def test_an_unreachable_redis_is_one_clear_error_before_any_story(tmp_path
     engine, provider = scripted_engine(redis_settings(f"redis://127.0.0.1:{free_port()}/0"))
     async with engine:
         with pytest.raises(ConfigError, match=r"cannot reach the Redis cache at redis://127\.0\.0\.1"):
-            async for _ in engine.batch(["A premise.", "Another premise."], out=tmp_path / "out"):
+            async for _ in run_batch(engine, ["A premise.", "Another premise."], out=tmp_path / "out"):
                 pass
     assert provider.calls == 0 and not (tmp_path / "out" / "manifest.jsonl").exists()
 

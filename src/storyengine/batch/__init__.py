@@ -1,7 +1,7 @@
-"""Many stories at once: `storyengine batch` and `StoryEngine.batch`.
+"""Many stories at once: `storyengine batch` and `run_batch(engine, ...)`.
 
     async with StoryEngine.from_config() as engine:
-        async for result in engine.batch(["A premise.", {"id": "b", "premise": "Another."}], out="out"):
+        async for result in run_batch(engine, ["A premise.", {"id": "b", "premise": "Another."}], out="out"):
             print(result.id, result.status, result.story and result.story.plot.title)
 
 See runner.py (the local runner and the result type), premises.py (PREMISES files),

@@ -26,7 +26,7 @@ from ..config import COMPONENTS
 from ..errors import StoryEngineError
 from ..export import check_story_dir, write_story
 from ..pipeline.checkpoint import new_run_id
-from ..pipeline.engine import check_inputs
+from ..pipeline.inputs import check_inputs
 from ..schemas import Story
 from .outdir import BatchDir, StoryState
 from .premises import Entry, PremiseItem, PremiseLike, Rejected, load_premises, normalize

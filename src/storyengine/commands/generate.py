@@ -16,7 +16,8 @@ from ..config import load_settings
 from ..errors import InputError, StoryEngineError
 from ..export import write_story
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, resume_command
-from ..pipeline.engine import StoryEngine, check_inputs
+from ..pipeline.engine import StoryEngine
+from ..pipeline.inputs import check_inputs
 from ..pipeline.runstore import Version
 from .options import force_option, premise_value, route_options, run_id_value, seed_option
 from .output import EXIT_GAPS, Resume, check_out_dir, report_gaps, write_revision

@@ -26,8 +26,8 @@ from ..failures import InvalidOutputLog
 from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
-from ..text.rules import without_controls
 from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id, resume_command
+from .inputs import check_inputs
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import RunRecord, RunStore, Version
@@ -37,8 +37,6 @@ from .twostage import TwoStage
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_PREMISE_CHARS = 4000
-MAX_SCENES = 24
 SEED_MAX = 2**31 - 1
 
 
@@ -54,22 +52,6 @@ def scene_inputs(premise: str, plot: PlotStructure, index: int, bible: StoryBibl
     if not 0 <= index < len(plot.beats):
         raise InputError(f"beat {index} does not exist; this plot has beats 0 to {len(plot.beats) - 1}")
     return Inputs(premise=premise, plot=plot, bible=bible, beat=index, number=(index + 1, len(plot.beats)))
-
-
-def check_inputs(premise: str, scenes: int | None) -> str:
-    """Reject unusable input before any model call; NUL and other control characters (not line
-    breaks or tabs) are removed from the premise, so no export or prompt carries them."""
-    premise = without_controls(premise or "").strip()
-    if not premise:
-        raise InputError("the premise is empty; give one or two sentences describing the story")
-    if len(premise) > MAX_PREMISE_CHARS:
-        raise InputError(
-            f"the premise is {len(premise):,} characters; keep it under {MAX_PREMISE_CHARS:,} "
-            "(a premise is a paragraph, not a manuscript)"
-        )
-    if scenes is not None and not 1 <= scenes <= MAX_SCENES:
-        raise InputError(f"scenes must be between 1 and {MAX_SCENES}, not {scenes}")
-    return premise
 
 
 class StoryEngine:
@@ -440,12 +422,6 @@ class StoryEngine:
         self.runs.set_status(run_id, "done")
         found.story = story
         return found
-
-    def batch(self, premises: Any, **options: Any) -> Any:
-        """An async iterator of `storyengine.batch.BatchResult`s as stories end (see `run_batch`)."""
-        from ..batch.runner import run_batch
-
-        return run_batch(self, premises, **options)
 
 
 def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None) -> None:

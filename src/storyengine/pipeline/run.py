@@ -25,15 +25,16 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..bible import StoryBible
-from ..config import COMPONENTS
+from ..config import COMPONENTS, Settings
 from ..drafts import reader_prose
 from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
+from ..providers.base import Provider
 from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import PlotStructure, Story, StoryScene
@@ -42,20 +43,26 @@ from .checkpoint import RunState, resume_command
 from .revision import Revision, keep_better
 from .steps import STEPS, Inputs, Step
 from .story import scene_beats
-from .twostage import StepMeta
-
-if TYPE_CHECKING:
-    from .engine import StoryEngine
+from .twostage import StepMeta, TwoStage
 
 M = TypeVar("M", bound=BaseModel)
 Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
 
 
+class Engine(Protocol):
+    """What a run uses of the engine that runs it (pipeline/engine.py's StoryEngine)."""
+
+    settings: Settings
+    stages: TwoStage
+    providers: dict[str, Provider]
+    runlog: Any
+
+
 class StoryRun:
     """One run of the pipeline over a checkpointed state."""
 
-    def __init__(self, engine: StoryEngine, state: RunState, on_event: OnEvent | None) -> None:
+    def __init__(self, engine: Engine, state: RunState, on_event: OnEvent | None) -> None:
         self.engine = engine
         self.stages = engine.stages
         self.state = state

@@ -34,7 +34,8 @@ from ..epub import to_epub
 from ..errors import InputError
 from ..export import to_fountain, to_json, to_markdown
 from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
-from ..pipeline.engine import MAX_SCENES, SEED_MAX, StoryEngine, check_inputs
+from ..pipeline.engine import SEED_MAX, StoryEngine
+from ..pipeline.inputs import MAX_SCENES, check_inputs
 from ..pipeline.runstore import RunRecord, RunStore, Version
 from ..pipeline.steering import Steer, bible_dependents, edited_bible
 from . import jobs
