@@ -20,6 +20,10 @@ process renews every `HEARTBEAT_SECONDS` while the run is running. When the proc
 -9`, a power cut) the run stays `running`, but its owner is dead: on the same host its pid is gone
 (or is this process, which does not write it), or its heartbeat is older than `stale_after`. Such
 a run is `orphaned`; `take_over` claims it, atomically, for a process that will resume it.
+
+Where it lives: records.py (the RunRecord and Version records, the file's tables and migrations),
+heartbeat.py (the heartbeat of the runs this process writes, and whether a process is alive), and
+here the `RunStore` that keeps them.
 """
 
 from __future__ import annotations
@@ -27,32 +31,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError, StoryEngineError
 from ..schemas import Story
-from ..store import Migration, open_db, transaction
+from ..store import open_db, transaction
 from .checkpoint import RUN_ID
+from .heartbeat import HEARTBEAT as _HEARTBEAT
+from .heartbeat import HEARTBEAT_SECONDS, HOST, STALE_SECONDS
+from .heartbeat import pid_alive as _pid_alive
+from .records import (
+    INTEGER_MAX,
+    MIGRATIONS,
+    VERSION_COLUMNS,
+    RunRecord,
+    Version,
+    int_or_none,
+    version_of,
+)
 
 logger = logging.getLogger("storyengine")
 
 FILENAME = "stories.sqlite3"
-HEARTBEAT_SECONDS = 10.0
-"""How often the process writing a run renews its heartbeat."""
-STALE_SECONDS = 60.0
-"""A running run whose heartbeat is older than this has lost its process (any host)."""
-INTEGER_MAX = 2**63 - 1
-"""SQLite's largest INTEGER: no version number can be above it."""
-HOST = socket.gethostname()
 
 
 class NotFound(InputError):
@@ -61,129 +66,6 @@ class NotFound(InputError):
 
 class DamagedStore(StoryEngineError):
     """The run store's file is not a database, or a damaged one: it must be moved aside."""
-
-
-def _m001_runs_and_versions(db: sqlite3.Connection) -> None:
-    db.execute(
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            premise TEXT NOT NULL,
-            scenes INTEGER,
-            seed INTEGER,
-            provider TEXT,
-            status TEXT NOT NULL,
-            error TEXT,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE versions (
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            number INTEGER NOT NULL,
-            label TEXT NOT NULL,
-            parent INTEGER,
-            seed INTEGER,
-            title TEXT,
-            beats INTEGER NOT NULL,
-            scenes INTEGER NOT NULL,
-            overall INTEGER,
-            story TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (run_id, number)
-        )"""
-    )
-    db.execute("CREATE INDEX runs_by_time ON runs (created_at)")
-
-
-def _m002_run_owner(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
-    db.execute("ALTER TABLE runs ADD COLUMN owner_host TEXT")
-    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
-
-
-MIGRATIONS: list[Migration] = [_m001_runs_and_versions, _m002_run_owner]
-"""Applied in order, each once; append, never edit or reorder."""
-
-
-@dataclass
-class RunRecord:
-    id: str
-    premise: str
-    scenes: int | None = None
-    seed: int | None = None
-    provider: str | None = None
-    status: str = "running"  # running | done | failed
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
-    versions: list[Version] = field(default_factory=list)
-    owner_pid: int | None = None  # the process writing it (while running)
-    owner_host: str | None = None
-    heartbeat: float | None = None  # when that process last said it was alive
-    orphaned: bool = False  # running, but its process is dead: it can be resumed
-
-    def summary(self) -> dict[str, Any]:
-        owner = None
-        if self.status == "running":
-            owner = {"pid": self.owner_pid, "host": self.owner_host, "heartbeat": self.heartbeat}
-        return {
-            "id": self.id,
-            "premise": self.premise,
-            "scenes": self.scenes,
-            "seed": self.seed,
-            "provider": self.provider,
-            "status": self.status,
-            "error": self.error,
-            "created_at": self.created_at,
-            "versions": [v.summary() for v in self.versions],
-            "owner": owner,
-            "orphaned": self.orphaned,
-        }
-
-    def owner_text(self) -> str:
-        """The process writing the run, in words (for messages)."""
-        if self.owner_pid is None:
-            return "a process this store did not record"
-        beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.heartbeat or 0))
-        return f"process {self.owner_pid} on {self.owner_host}, last heard from at {beat}"
-
-
-@dataclass
-class Version:
-    """One story of a run. `story` is None in listings (only the summary columns are read)."""
-
-    run_id: str
-    number: int
-    label: str
-    parent: int | None
-    seed: int | None
-    title: str | None
-    beats: int
-    scenes: int
-    overall: int | None
-    created_at: float
-    story: Story | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "label": self.label,
-            "parent": self.parent,
-            "seed": self.seed,
-            "created_at": self.created_at,
-            "title": self.title,
-            "beats": self.beats,
-            "scenes": self.scenes,
-            "overall": self.overall,
-        }
-
-    def the_story(self) -> Story:
-        if self.story is None:
-            raise ValueError("this version was listed without its story; use RunStore.version()")
-        return self.story
-
-
-_VERSION_COLUMNS = "run_id, number, label, parent, seed, title, beats, scenes, overall, created_at"
 
 
 class RunStore:
@@ -281,8 +163,8 @@ class RunStore:
                 (
                     path.stem,
                     str(header.get("premise") or ""),
-                    _int(header.get("scenes")),
-                    _int(header.get("seed")),
+                    int_or_none(header.get("scenes")),
+                    int_or_none(header.get("seed")),
                     header.get("provider") if isinstance(header.get("provider"), str) else None,
                     status,
                     error if isinstance(error, str) else None,
@@ -402,9 +284,9 @@ class RunStore:
             if row is None:
                 raise NotFound(f"no run {run_id!r} in {self.path} (`storyengine serve` lists the runs)")
             versions = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE run_id = ? ORDER BY number", (run_id,)
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE run_id = ? ORDER BY number", (run_id,)
             ).fetchall()
-            return self._run(row, [_version(v) for v in versions])
+            return self._run(row, [version_of(v) for v in versions])
 
     def exists(self, run_id: str) -> bool:
         with self._session() as db:
@@ -419,11 +301,11 @@ class RunStore:
             ids = [r["id"] for r in rows]
             marks = ", ".join("?" for _ in ids)
             versions = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE run_id IN ({marks}) ORDER BY number", ids
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE run_id IN ({marks}) ORDER BY number", ids
             ).fetchall()
         by_run: dict[str, list[Version]] = {i: [] for i in ids}
         for v in versions:
-            by_run[v["run_id"]].append(_version(v))
+            by_run[v["run_id"]].append(version_of(v))
         return [self._run(r, by_run[r["id"]]) for r in rows]
 
     def _run(self, row: sqlite3.Row, versions: list[Version]) -> RunRecord:
@@ -469,7 +351,7 @@ class RunStore:
                 story,
             )
             db.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}, story) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO versions ({VERSION_COLUMNS}, story) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     number,
@@ -500,14 +382,14 @@ class RunStore:
             )
         with self._session() as db:
             row = db.execute(
-                f"SELECT {_VERSION_COLUMNS}, story FROM versions WHERE run_id = ? AND number = ?",
+                f"SELECT {VERSION_COLUMNS}, story FROM versions WHERE run_id = ? AND number = ?",
                 (run_id, number),
             ).fetchone()
         if row is None:
             raise NotFound(
                 f"run {run_id} has no version {number}; it has versions 1 to {run.versions[-1].number}"
             )
-        found = _version(row)
+        found = version_of(row)
         found.story = Story.model_validate_json(row["story"])
         return found
 
@@ -522,74 +404,6 @@ class RunStore:
             return self.add_version(run_id, old.the_story(), label, parent=number, seed=old.seed)
 
 
-class _Heartbeat:
-    """The running runs this process writes, and one daemon thread that renews their heartbeats
-    every HEARTBEAT_SECONDS (it ends when there are none). Process-wide: every store of one file
-    in this process (the web app's, each engine's) shares what it owns."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owned: dict[tuple[str, str], RunStore] = {}  # (the file's real path, run id)
-        self._thread: threading.Thread | None = None
-        self.every = HEARTBEAT_SECONDS
-
-    def add(self, store: RunStore, run_id: str) -> None:
-        with self._lock:
-            self._owned[store._key, run_id] = store
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="storyengine-heartbeat", daemon=True)
-                self._thread.start()
-
-    def remove(self, store: RunStore, run_id: str) -> None:
-        with self._lock:
-            self._owned.pop((store._key, run_id), None)
-
-    def forget(self, store: RunStore) -> None:
-        """Stop renewing through `store` (closed): another store of the file takes over, if any."""
-        with self._lock:
-            for key, owner in list(self._owned.items()):
-                if owner is store:
-                    del self._owned[key]
-
-    def owns(self, key: str, run_id: str) -> bool:
-        with self._lock:
-            return (key, run_id) in self._owned
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.every)
-            with self._lock:
-                if not self._owned:
-                    self._thread = None
-                    return
-                by_store: dict[int, tuple[RunStore, list[str]]] = {}
-                for (_, run_id), store in self._owned.items():
-                    by_store.setdefault(id(store), (store, []))[1].append(run_id)
-            for store, run_ids in by_store.values():
-                try:
-                    store.beat(run_ids)
-                except Exception as exc:  # a busy or damaged file: the next beat tries again
-                    logger.warning(
-                        "storyengine: could not renew the heartbeat of runs in %s: %s", store.path, exc
-                    )
-
-
-_HEARTBEAT = _Heartbeat()
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (on Windows, where signal 0 would end it: assumed)."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether an SQLite error says the file is not a database, or a damaged one."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -599,20 +413,16 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
     return "malformed" in text or "not a database" in text
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _version(row: sqlite3.Row) -> Version:
-    return Version(
-        run_id=row["run_id"],
-        number=row["number"],
-        label=row["label"],
-        parent=row["parent"],
-        seed=row["seed"],
-        title=row["title"],
-        beats=row["beats"],
-        scenes=row["scenes"],
-        overall=row["overall"],
-        created_at=row["created_at"],
-    )
+__all__ = [
+    "FILENAME",
+    "HEARTBEAT_SECONDS",
+    "HOST",
+    "INTEGER_MAX",
+    "MIGRATIONS",
+    "STALE_SECONDS",
+    "DamagedStore",
+    "NotFound",
+    "RunRecord",
+    "RunStore",
+    "Version",
+]

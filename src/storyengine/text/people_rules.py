@@ -1,0 +1,124 @@
+"""The text rules about the story's people, in the order they run: a character's or speaker's name
+must be a person's name, and a dialogue line must be speech (not a label list, a bullet list, a
+stage direction alone or, in English, a description).
+"""
+
+from __future__ import annotations
+
+import regex
+
+from .language import is_english
+from .rule_base import PEOPLE, SPEECH, Context, Hit, RuleList, clip
+from .segment import words
+
+RULES = RuleList()
+rule = RULES.rule
+
+# -- names --
+
+ARTICLES = frozenset({"the", "a", "an"})
+PLACEHOLDERS = frozenset(
+    "he she they it we you i him her them narrator character characters speaker name names none "
+    "null unknown someone somebody everyone everybody nobody all both other others person people "
+    "man woman voice voices crowd protagonist antagonist hero heroine villain n/a".split()
+)
+PARTICLES = frozenset("van von de da del della di du la le der den ter bin ibn al el y of".split())
+HONORIFICS = frozenset("dr. mr. mrs. ms. mx. st. prof. capt. sgt. lt. col. gen. rev. sir lady lord".split())
+
+
+_NAME_WORD = regex.compile(r"[\p{L}\p{M}]+(?:['’\-][\p{L}\p{M}]+)*")
+
+
+def capitalise_lower_case(name: str) -> str:
+    """A name written all in lower case ("bo", "mary-jane") with each word capitalised."""
+    if not name.islower() or len(name.split()) > 4:
+        return name
+    return " ".join(
+        w if w in PARTICLES else regex.sub(r"(^|['’-])(\p{L})", lambda m: m.group(1) + m.group(2).upper(), w)
+        for w in name.split()
+    )
+
+
+def _capitalised(word: str) -> bool:
+    # A capital, or a letter of a script without case (李娜, ሰላም, Мария is cased): names in any letters.
+    if word[0].isupper() or (word[0].isalpha() and not word[0].islower()):
+        return True
+    return len(word) > 2 and word[1] in "'’" and word[2].isupper()  # d'Artagnan
+
+
+def person_name_problem(name: str) -> str | None:
+    """Why `name` is not a person's name, or None (any script; see the module docstring)."""
+    parts = name.split()
+    if not 1 <= len(parts) <= 4:
+        return f"{clip(name)!r} is not a name: a character's name is one to four words"
+    if parts[0].casefold() in ARTICLES:
+        return f"{clip(name)!r} is a description, not a name; give the character a name"
+    if all(p.casefold() in PLACEHOLDERS | ARTICLES for p in parts):
+        return f"{name!r} is a placeholder, not a name; give the character a name"
+    for index, part in enumerate(parts):
+        if index == 0 and part.casefold() in HONORIFICS and len(parts) > 1:
+            continue
+        if 0 < index < len(parts) - 1 and part in PARTICLES:
+            continue
+        if not _NAME_WORD.fullmatch(part):
+            return f"{clip(name)!r} is not a name: a name is letters only (apostrophes and hyphens inside)"
+        if not _capitalised(part):
+            return f"{clip(name)!r} is not a name: each word of a name starts with a capital letter"
+        if sum(c.isupper() for c in part) >= 3 and not part.isupper():  # "TheFutureBeginsWhen"
+            return f"{clip(name)!r} is a phrase run together, not a name"
+    return None
+
+
+@rule("not_a_name", PEOPLE)
+def not_a_name(text: str, context: Context) -> Hit | None:
+    repaired = capitalise_lower_case(text)
+    problem = person_name_problem(repaired)
+    if problem is not None:
+        return Hit(clip(text, 40), problem, unusable=True)
+    if repaired != text:
+        return Hit(text, f"{text!r} is written in lower case", repaired=repaired)
+    return None
+
+
+# -- speech --
+
+_LABEL = regex.compile(r"(?:^|[\s.;,])(\p{Lu}[\p{L}]{1,20})\s*:\s*\S")
+FIELD_LABELS = frozenset(
+    "name character speaker scene setting action dialogue narrator description line text "
+    "direction note notes role".split()
+)
+FIRST_SECOND_PERSON = frozenset(
+    "i i'm i'll i've i'd me my mine we we're us our you you're your yours let's".split()
+)
+
+
+@rule("not_speech", SPEECH)
+def not_speech(text: str, context: Context) -> Hit | None:
+    stripped = text.strip()
+    if len(_LABEL.findall(stripped)) >= 2:
+        return Hit(
+            clip(stripped, 40),
+            f"{clip(text)!r} is a list of labels, not speech; write only the words the character says",
+        )
+    if regex.search(r"(?:^|\n)\s*(?:[-•*]|\d+[.)])\s", stripped) and "\n" in stripped:
+        return Hit(clip(stripped, 40), f"{clip(text)!r} is a list, not speech; write what the character says")
+    if regex.fullmatch(r"\(.*\)|\[.*\]|\*[^*].*\*|（.*）", stripped, flags=regex.S):
+        return Hit(
+            clip(stripped, 40),
+            f"{clip(text)!r} is a stage direction, not speech; write what the character says",
+            unusable=True,
+        )
+    if is_english(context.language):
+        tokens = words(stripped)
+        if (
+            tokens
+            and tokens[0] in ("the", "a", "an", "his", "her", "their")
+            and stripped[0].islower()
+            and not regex.search(r"[.!?…]", stripped)
+            and not FIRST_SECOND_PERSON & set(tokens)
+        ):
+            return Hit(
+                clip(stripped, 40),
+                f"{clip(text)!r} describes something; a dialogue line is what the character says",
+            )
+    return None
