@@ -319,11 +319,13 @@ async def test_redraws_go_on_while_each_is_better() -> None:
 def test_the_embedded_model_evaluates_prompts_on_as_many_threads_as_it_decodes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import os
+
     from storyengine.providers import embedded
 
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert embedded.model_threads(None) == 1  # not both of 2 cores (llama-cpp-python's own default)
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert embedded.model_threads(None) == 4
     assert embedded.model_threads(3) == 3
 
