@@ -126,6 +126,33 @@ async def test_plain_text_completion(smol: EmbeddedProvider) -> None:
 
 
 @pytest.mark.model
+@pytest.mark.parametrize(("profile", "watched"), [(None, True), ("standard", False)])
+async def test_the_packaged_model_is_watched_for_loops_only_as_tiny(
+    profile: Literal["standard"] | None, watched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storyengine.providers import llama_model
+
+    made: list[llama_model.LoopWatch] = []
+
+    class Counted(llama_model.LoopWatch):
+        def __init__(self, detokenize: object) -> None:
+            super().__init__(detokenize)
+            made.append(self)
+
+    monkeypatch.setattr(llama_model, "LoopWatch", Counted)
+    provider = EmbeddedProvider("embedded", EmbeddedProviderSettings(type="embedded", profile=profile))
+    completion = await provider.complete(
+        ask("Tell me about the sea.", max_tokens=8, seed=1, temperature=0.8, stage="freeform")
+    )
+    assert completion.text and completion.finish_reason in ("stop", "length")
+    assert len(made) == (1 if watched else 0)
+    if watched:
+        # it followed the tokens the model sampled (the last one is handed out when max_tokens
+        # ends the generation, before the watch sees it)
+        assert 0 < len(made[0].tokens) <= completion.usage.completion_tokens
+
+
+@pytest.mark.model
 async def test_schema_constrains_the_answer(smol: EmbeddedProvider) -> None:
     completion = await smol.complete(
         ask(

@@ -7,13 +7,17 @@ from typing import Any
 
 import pytest
 
+from draft_requests import cut_off, draft_request
 from storyengine.config import parse_settings
 from storyengine.errors import BadResponse, ConfigError, ProviderUnavailable
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.pipeline.steps import Inputs
 from storyengine.providers.fake_story import story_script
+from storyengine.providers.profiles import PROFILES, STANDARD, TINY, profile_for, profile_of
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.instrument import RunRecorder
+from storyengine.routing.retry import Retrying
+from storyengine.routing.router import Router
 from storyengine.schemas import PlotStructure
 from storyengine.seeds import StepSeeds
 from storyengine.types import CompletionRequest
@@ -107,6 +111,128 @@ narrative: {providers: {plot: packaged, scene: packaged, dialogue: packaged, eva
     )
     names = {name: entry.profile_name() for name, entry in s.providers.items()}
     assert names == {"packaged": "tiny", "other_gguf": "standard", "forced": "tiny", "server": "standard"}
+
+
+def test_config_stores_the_choice_and_profiles_py_decides_the_default() -> None:
+    s = parse_settings(
+        """
+providers:
+  packaged: {type: embedded}
+  named_packaged: {type: embedded, model_path: ~/m/SmolLM2-135M-Instruct.Q4_1.gguf}
+  packaged_standard: {type: embedded, profile: standard}
+  other_gguf: {type: embedded, model_path: ~/models/qwen2.5-7b-instruct-q4_k_m.gguf}
+  server: {type: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+  tiny_server: {type: openai, base_url: "http://127.0.0.1:9/v1", model: m, profile: tiny}
+narrative: {providers: {plot: packaged, scene: packaged, dialogue: packaged, evaluation: packaged,
+            enhancement: packaged, summarize: packaged}}
+"""
+    )
+    stored = {name: entry.profile for name, entry in s.providers.items()}
+    assert stored == {
+        "packaged": None,
+        "named_packaged": None,
+        "packaged_standard": "standard",
+        "other_gguf": None,
+        "server": None,
+        "tiny_server": "tiny",
+    }
+    decided = {name: profile_for(entry) for name, entry in s.providers.items()}
+    assert decided == {
+        "packaged": TINY,
+        "named_packaged": TINY,
+        "packaged_standard": STANDARD,  # an explicit profile wins over the packaged file
+        "other_gguf": STANDARD,
+        "server": STANDARD,
+        "tiny_server": TINY,
+    }
+    assert all(entry.profile_name() == decided[name].name for name, entry in s.providers.items())
+    assert profile_for(None) is STANDARD  # a provider with no config entry
+
+
+QUIRKS = ("structure_in_parts", "stops_loops", "keeps_cut_off_drafts", "redraws_loops")
+
+
+def test_the_standard_profile_has_none_of_the_tiny_models_quirks() -> None:
+    assert set(PROFILES) == {"tiny", "standard"}
+    assert all(getattr(TINY, quirk) for quirk in QUIRKS)
+    assert not any(getattr(STANDARD, quirk) for quirk in QUIRKS)
+    assert (TINY.checks_facts, TINY.scene_drafts) == (False, 1)
+    assert (STANDARD.checks_facts, STANDARD.scene_drafts) == (True, 3)
+
+
+def one_provider(profile: str) -> Any:
+    """Settings whose every component asks one server, configured with `profile`."""
+    return parse_settings(
+        f"""
+narrative:
+  providers: {{plot: m, scene: m, dialogue: m, evaluation: m, enhancement: m, summarize: m}}
+providers:
+  m: {{type: openai, base_url: "http://127.0.0.1:9/v1", model: m, profile: {profile}}}
+retry: {{attempts: 3, backoff_initial: 0, backoff_max: 0}}
+cache: {{enabled: false}}
+""",
+        source="test.yaml",
+    )
+
+
+PROSE = (
+    "Mara climbs the tower at dusk. The lamp is dark and the storm is rising. "
+    "She strikes a match, shields it with her hand, and the wick catches at la"
+)
+LOOP = (
+    "Mara climbs the tower. The lamp is dark. She lights the lamp and waits for the ship. "
+    "She lights the lamp and waits for the ship. She lights the lamp and wai"
+)
+
+
+async def ask_route(profile: str, first: str) -> ScriptedProvider:
+    """A scene draft asked of a route of `profile` whose first answer is `first`, cut off."""
+    replies = iter([cut_off(first), "Mara lights the lamp. The ship turns home."])
+    # The scripted provider plays `tiny` on its own: the route's profile (from config) wins.
+    provider = ScriptedProvider(lambda r: next(replies), name="m", model="m")
+    async with Router(one_provider(profile), {"m": provider}) as router:
+        await router.generate(draft_request())
+    return provider
+
+
+async def test_a_cut_off_draft_is_kept_at_once_only_on_a_tiny_route() -> None:
+    tiny = await ask_route("tiny", PROSE)
+    assert tiny.calls == 1  # kept as far as it goes
+    standard = await ask_route("standard", PROSE)
+    first, second = standard.requests  # asked again, with twice the room and the same seed
+    assert (second.max_tokens, second.seed, second.temperature) == (800, first.seed, first.temperature)
+
+
+async def test_a_looping_cut_off_draft_is_redrawn_at_the_same_budget_only_on_a_tiny_route() -> None:
+    tiny = await ask_route("tiny", LOOP)
+    first, second = tiny.requests
+    assert second.max_tokens == first.max_tokens == 400 and second.seed != first.seed
+    standard = await ask_route("standard", LOOP)
+    first, second = standard.requests
+    assert second.max_tokens == 800 and second.seed == first.seed
+
+
+async def test_retrying_alone_asks_as_the_providers_own_profile_says() -> None:
+    class Bare:  # a provider that declares no profile
+        name = model = "bare"
+        context_window = 8192
+        structured_mode = "none"
+
+        async def complete(self, request: Any) -> Any:
+            return cut_off(PROSE)
+
+        def count_tokens(self, text: str) -> int:
+            return len(text) // 4
+
+        async def aclose(self) -> None:
+            return None
+
+    assert profile_of(Bare()) is STANDARD and Retrying(Bare()).profile is STANDARD  # type: ignore[arg-type]
+    assert Retrying(ScriptedProvider(story_script)).profile is TINY
+    standard = ScriptedProvider(lambda r: cut_off(PROSE), profile="standard")
+    assert Retrying(standard).profile is STANDARD
+    completion = await Retrying(standard, attempts=2).generate(draft_request())
+    assert standard.calls == 2 and completion.truncated  # not kept at once; kept after the last attempt
 
 
 def test_a_misspelt_profile_is_rejected_naming_the_key_and_the_file() -> None:

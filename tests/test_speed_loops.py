@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +15,16 @@ from hypothesis import strategies as st
 
 from draft_requests import cut_off, draft_request
 from storyengine.bench.story import token_accounting
+from storyengine.config import EmbeddedProviderSettings
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.base import LOOP_STOP
-from storyengine.providers.embedded import LoopWatch, _prefix_reusing, stop_at_loop
+from storyengine.providers.embedded import (
+    EmbeddedProvider,
+    LoadedModel,
+    LoopWatch,
+    _prefix_reusing,
+    stop_at_loop,
+)
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.retry import Retrying
@@ -160,6 +168,44 @@ def test_a_stopped_answer_loses_its_loop_and_says_loop() -> None:
     assert stopped["message"]["content"] == (
         "Mara climbs the tower. The lamp is dark. She lights the lamp and waits for the ship."
     )
+
+
+class _Writer:
+    """A llama_cpp.Llama stand-in for `LoadedModel.chat`: notes whether a LoopWatch followed each call."""
+
+    loop_watch: LoopWatch | None = None
+
+    def __init__(self) -> None:
+        self.watched: list[bool] = []
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return _detokenize(tokens)
+
+    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+        self.watched.append(self.loop_watch is not None)
+        return {"choices": [{"message": {"content": PROSE}, "finish_reason": "stop"}], "usage": {}}
+
+
+@pytest.mark.parametrize(
+    ("settings", "watched"),
+    [
+        ({}, True),  # the packaged SmolLM2: tiny
+        ({"profile": "tiny", "model_path": Path("~/models/other.gguf")}, True),
+        ({"profile": "standard"}, False),  # the packaged file, configured standard
+        ({"model_path": Path("~/models/qwen2.5-7b-instruct-q4_k_m.gguf")}, False),  # standard by default
+    ],
+    ids=["packaged", "other-as-tiny", "packaged-as-standard", "other"],
+)
+async def test_only_a_profile_that_stops_loops_watches_free_writing(
+    settings: dict[str, Any], watched: bool
+) -> None:
+    llama = _Writer()
+    provider = EmbeddedProvider("embedded", EmbeddedProviderSettings(type="embedded", **settings))
+    provider._loaded = LoadedModel(llama=llama, path=Path("stand-in.gguf"), n_ctx=2048, snapshots=None)
+    assert provider.profile.stops_loops is watched
+    await provider.complete(draft_request())
+    await provider.complete(draft_request(stage="structuring"))  # JSON is never watched
+    assert llama.watched == [watched, False]
 
 
 # -- a draft cut off at max_tokens is kept, not drawn again with twice the room ------------------
@@ -319,11 +365,13 @@ async def test_redraws_go_on_while_each_is_better() -> None:
 def test_the_embedded_model_evaluates_prompts_on_as_many_threads_as_it_decodes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import os
+
     from storyengine.providers import embedded
 
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert embedded.model_threads(None) == 1  # not both of 2 cores (llama-cpp-python's own default)
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert embedded.model_threads(None) == 4
     assert embedded.model_threads(3) == 3
 

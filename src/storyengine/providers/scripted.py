@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
+from .profiles import PROFILES, Profile, ProfileName
 
 Reply = str | Completion | BaseException
 Script = Callable[[CompletionRequest], Reply | Awaitable[Reply]]
@@ -19,7 +20,9 @@ class ScriptedProvider:
 
     The script returns the text, a full `Completion`, or an exception to raise. Every
     request is kept in `.requests` so tests can assert what was sent. `latency` sleeps
-    before answering (asyncio, so concurrency is real).
+    before answering (asyncio, so concurrency is real). `profile` is the model profile it plays
+    (providers/profiles.py), read by a `Retrying` built around it alone; by default `tiny`, the
+    packaged model most scenarios stand in for. (A router asks it as its config entry says.)
     """
 
     def __init__(
@@ -31,6 +34,7 @@ class ScriptedProvider:
         context_window: int = 8192,
         structured_mode: str = "json_schema",
         latency: float = 0.0,
+        profile: ProfileName | Profile = "tiny",
     ) -> None:
         self.script = script
         self.name = name
@@ -38,6 +42,7 @@ class ScriptedProvider:
         self.context_window = context_window
         self.structured_mode = structured_mode
         self.latency = latency
+        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.requests: list[CompletionRequest] = []
 
     @property

@@ -32,11 +32,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ..errors import ProviderBusy, ProviderDown, ProviderError
+from ..errors import ProviderBusy, ProviderDown, ProviderError, is_output_problem
 from ..secrets import scrub
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
-from .instrument import is_output_problem
 
 logger = logging.getLogger("storyengine")
 

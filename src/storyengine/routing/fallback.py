@@ -15,7 +15,7 @@ import logging
 from ..errors import AllProvidersFailed, ProviderError, SchemaValidationError
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
-from .instrument import short_error
+from .error_text import short_error
 
 logger = logging.getLogger("storyengine")
 

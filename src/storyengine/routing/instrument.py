@@ -32,12 +32,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..config import secret_values
-from ..errors import EmptyOutput, SchemaValidationError, TruncatedOutput
+from ..errors import is_output_problem
 from ..hashing import canonical_json, prompt_hash, sha256_hex
-from ..secrets import scrub
 from ..types import CallRecord, Completion, CompletionRequest, Kind, Outcome
 from .base import Check, Generator
+from .error_text import short_error
 
 __all__ = [
     "CallRecord",
@@ -48,14 +47,13 @@ __all__ = [
     "RunRecorder",
     "Sink",
     "current_recorder",
+    "is_output_problem",
     "params_snapshot",
     "prompt_hash",
     "short_error",
 ]
 
-_ERROR_CHARS = 300
 _SECRET_KEY = re.compile(r"api[_-]?key|authorization|secret|password|bearer", re.IGNORECASE)
-_SECRET_TEXT = re.compile(r"(Bearer\s+)\S+|\bsk-[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 
 
 class Sink(Protocol):
@@ -371,21 +369,3 @@ def _redact_keys(value: Any) -> Any:
     if isinstance(value, list):
         return [_redact_keys(v) for v in value]
     return value
-
-
-def short_error(error: BaseException | str | None) -> str | None:
-    """A one-line error text for the log, with anything that looks like a key blanked out."""
-    if error is None:
-        return None
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    first = (getattr(error, "validation_errors", None) or [{}])[0].get("msg")
-    if first and first not in text:  # which rule fired, not only "1 validation error(s)"
-        text = f"{text} ({first})"
-    text = scrub(text, secret_values())  # every configured key, whatever its name
-    text = _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + "***", " ".join(text.split()))
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
-
-
-def is_output_problem(error: BaseException) -> bool:
-    """True for an answer that arrived but is unusable (as opposed to a failed call)."""
-    return isinstance(error, EmptyOutput | TruncatedOutput | SchemaValidationError)

@@ -9,19 +9,23 @@ provider's attempts at once with `ProviderBusy` (no sleep: a shorter wait would 
     empty / invalid   lower temperature (min(t, 0.2), then 0); structuring: a JSON-clamped system prompt
     cut off           double max_tokens within the context window; if it cannot grow,
                       shorten the longest user message (keeping its head and tail)
-    cut off, looping  a sampled free-writing answer that repeats itself (see `looping`) is
-                      redrawn with another seed and the same max_tokens: more room would
-                      only hold more of the loop
 
-A structuring answer that is cut off is never accepted. A stage-1 draft (stage "freeform")
-cut off at max_tokens that does not loop is kept at once, as far as it goes: it already holds
-max_tokens of usable writing (SmolLM2's scene drafts often run that long without looping), and
-drawing it again with twice the room would throw all of it away. Any other free-writing answer
-(a summary, a looping draft) still cut off after the last attempt is returned the same way. As
-far as it goes: its unfinished last sentence and any repeated sentences (a small model's loop)
-removed, its paragraphs and lines kept, its finish_reason left "length" so the metadata shows
-it. A cut-off draft loses its tail; a failed one would lose the story. (An answer with no
-finished sentence is retried.)
+How a cut-off answer is treated beyond that is a model quirk, read from the profile of the route
+being called (providers/profiles.py; `tiny` has them, `standard` has none):
+
+    redraws_loops         a sampled answer that was cut off also gets another (reproducible) seed,
+                          and one that repeats itself (see `looping`) is redrawn at the same
+                          max_tokens: more room would only hold more of the loop
+    keeps_cut_off_drafts  a stage-1 draft (stage "freeform") cut off at max_tokens that does not
+                          loop is kept at once, as far as it goes: it already holds max_tokens of
+                          usable writing, and drawing it again with twice the room would throw
+                          all of it away
+
+For every profile, a free-writing answer still cut off after the last attempt is returned as far
+as it goes: its unfinished last sentence and any repeated sentences removed, its paragraphs and
+lines kept, its finish_reason left "length" so the metadata shows it. A cut-off draft loses its
+tail; a failed one would lose the story. (An answer with no finished sentence is retried; a
+structuring answer that is cut off is never accepted.)
 
 Errors that a retry cannot fix (401/403, other 4xx, a model that will not load) propagate
 at once. Each attempt is one call of `ask` (by default `Asked(provider)`; the router puts the
@@ -35,12 +39,19 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 
-from ..errors import EmptyOutput, ProviderBusy, ProviderError, SchemaValidationError, TruncatedOutput
+from ..errors import (
+    EmptyOutput,
+    ProviderBusy,
+    ProviderError,
+    SchemaValidationError,
+    TruncatedOutput,
+    is_output_problem,
+)
 from ..providers.base import Provider
+from ..providers.profiles import Profile, profile_of
 from ..text.segment import sentences, word_key, words
 from ..types import Completion, CompletionRequest, Message
 from .base import Check, Generator
-from .instrument import is_output_problem
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -93,7 +104,11 @@ class Asked:
 
 
 class Retrying:
-    """A Generator over one provider that makes up to `attempts` calls for one request."""
+    """A Generator over one provider that makes up to `attempts` calls for one request.
+
+    `profile` says how a cut-off answer is asked again (see the module docstring): the router
+    passes its route's; without one, the provider's own (`profiles.profile_of`: `standard` for a
+    provider that declares none)."""
 
     def __init__(
         self,
@@ -105,6 +120,7 @@ class Retrying:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         ask: Generator | None = None,
+        profile: Profile | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -115,6 +131,7 @@ class Retrying:
         self.backoff_max = backoff_max
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.profile = profile or profile_of(provider)
 
     @property
     def name(self) -> str:
@@ -143,13 +160,13 @@ class Retrying:
                     await self.sleep(self.backoff(number, exc))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    @staticmethod
     def _keep_cut_off_draft(
-        request: CompletionRequest, completion: Completion | None, error: BaseException
+        self, request: CompletionRequest, completion: Completion | None, error: BaseException
     ) -> bool:
         """Whether a cut-off answer is a stage-1 draft to keep now (see the module docstring)."""
         return (
-            isinstance(error, TruncatedOutput)
+            self.profile.keeps_cut_off_drafts
+            and isinstance(error, TruncatedOutput)
             and request.stage == "freeform"
             and completion is not None
             and not looping(completion.text)
@@ -193,6 +210,8 @@ class Retrying:
     def adjust(self, request: CompletionRequest, error: BaseException) -> CompletionRequest:
         """The request for the next attempt after an unusable answer."""
         if isinstance(error, TruncatedOutput):
+            if not self.profile.redraws_loops:
+                return self._more_room(request)
             if self._redraw_loop(request, getattr(error, "completion", None)):
                 return self._fresh_draw(request)
             return self._fresh_draw(self._more_room(request))
@@ -222,9 +241,9 @@ class Retrying:
 
     @staticmethod
     def _fresh_draw(request: CompletionRequest) -> CompletionRequest:
-        """A sampled answer that ran on is usually a loop, and more room alone would only lengthen
-        it: a sampled request also gets another (still reproducible) seed. Not a cooler temperature:
-        measured on SmolLM2, colder sampling loops more, not less."""
+        """A sampled answer that ran on is usually a loop (profile `redraws_loops`), and more room
+        alone would only lengthen it: a sampled request also gets another (still reproducible) seed.
+        Not a cooler temperature: measured on SmolLM2, colder sampling loops more, not less."""
         if request.temperature <= 0 or request.seed is None:
             return request
         return request.model_copy(update={"seed": _next_seed(request)})

@@ -32,7 +32,7 @@ from ..budget import Budget
 from ..config import COMPONENTS, Settings
 from ..errors import ConfigError
 from ..providers.base import Provider
-from ..providers.profiles import PROFILES, Profile
+from ..providers.profiles import Profile, profile_for
 from ..runlog import RunLog
 from ..types import Completion, CompletionRequest
 from .base import Check, Generator
@@ -214,22 +214,23 @@ class Router:
                     f"narrative.providers.{component} names provider {name!r}, but no such provider "
                     f"was built (built: {built}); define it under providers: in {self.settings.source}"
                 )
-            profile = PROFILES[self._profile_name(name)]
+            profile = profile_for(self.settings.providers.get(name))
             if groups and groups[-1][0] == profile:
                 groups[-1][1].append(provider)
             else:
                 groups.append((profile, [provider]))
         return [
-            Route(profile, tuple(members), self._compose_route(members, cache, sleep, rng))
+            Route(profile, tuple(members), self._compose_route(profile, members, cache, sleep, rng))
             for profile, members in groups
         ]
 
-    def _profile_name(self, provider: str) -> str:
-        entry = self.settings.providers.get(provider)
-        return entry.profile_name() if entry is not None else "standard"
-
     def _compose_route(
-        self, members: list[Provider], cache: CacheFactory | None, sleep: Sleep, rng: random.Random
+        self,
+        profile: Profile,
+        members: list[Provider],
+        cache: CacheFactory | None,
+        sleep: Sleep,
+        rng: random.Random,
     ) -> Generator:
         retry = self.settings.retry
         links: list[tuple[str, Generator]] = []
@@ -243,6 +244,7 @@ class Router:
                 sleep=sleep,
                 rng=rng,
                 ask=ask,
+                profile=profile,  # the route's: how a cut-off or looping answer is asked again
             )
             # One breaker per provider object, shared by every component: a provider that keeps
             # failing is skipped at once instead of costing each call its whole retry budget.
