@@ -1,4 +1,4 @@
-"""`storyengine batch` and `StoryEngine.batch` on the scripted provider: real engine, real files."""
+"""`storyengine batch` and `run_batch(engine, ...)` on the scripted provider: real engine, real files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from storyengine.batch import BatchResult, load_premises
+from storyengine.batch import BatchResult, load_premises, run_batch
 from storyengine.batch.premises import PremiseItem, Rejected
 from storyengine.cli import main
 from storyengine.errors import ProviderError
@@ -38,7 +38,7 @@ def _prompt(request: CompletionRequest) -> str:
 
 async def collect(engine: Any, premises: Any, **options: Any) -> list[BatchResult]:
     results = []
-    async with aclosing(engine.batch(premises, **options)) as stream:
+    async with aclosing(run_batch(engine, premises, **options)) as stream:
         async for result in stream:
             results.append(result)
     return results
@@ -224,7 +224,7 @@ async def test_a_cancelled_batch_resumes_its_unfinished_story_from_the_checkpoin
     first_ended = asyncio.Event()
 
     async def consume() -> None:
-        async with aclosing(engine.batch(premises, out=out, scenes=2, seed=2, concurrency=2)) as stream:
+        async with aclosing(run_batch(engine, premises, out=out, scenes=2, seed=2, concurrency=2)) as stream:
             async for result in stream:
                 seen.append(result)
                 first_ended.set()

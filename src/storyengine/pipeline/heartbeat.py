@@ -11,10 +11,8 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .runstore import RunStore
+from pathlib import Path
+from typing import Protocol
 
 logger = logging.getLogger("storyengine")
 
@@ -23,6 +21,15 @@ HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0
 """A running run whose heartbeat is older than this has lost its process (any host)."""
 HOST = socket.gethostname()
+
+
+class RunStore(Protocol):
+    """What the heartbeat uses of a run store (runstore.py): its file, and renewing its runs."""
+
+    _key: str  # the file's real path
+    path: Path
+
+    def beat(self, run_ids: list[str]) -> None: ...
 
 
 class Heartbeat:

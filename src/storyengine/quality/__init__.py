@@ -8,7 +8,7 @@ Every name is importable from `storyengine.quality`; the code lives in:
   premise's people and pronouns, bible facts contradicted, copied rationales and suggestions);
 - report.py: `quality_report(story)`, the `QualityReport` (its module docstring lists every
   measure), and `mark_evaluation`, the story's evaluation marked unreliable when the report says so;
-- goals.py: the GOALS a story must pass, and when the model's rubric is no verdict (`rubric_verdict`);
+- goals.py: the GOALS a story must pass, and the score the rubric must not give a failing story;
 - compare.py: two stories compared by the code's measures (`story_measures`, `worse_measures`,
   `better_measures`), what a revision keeps.
 
@@ -29,10 +29,18 @@ from .compare import (
     story_measures,
     worse_measures,
 )
-from .goals import GOALS, HIGH_SCORE, rubric_verdict
+from .goals import GOALS, HIGH_SCORE
 from .measures import FACT_PROBLEM, TENSION_WORDS
 from .reading import NotAStory, load_story, scene_prose, step_findings, story_language
-from .report import JUNK_RULES, PROSE_FIELDS, QualityReport, SceneQuality, mark_evaluation, quality_report
+from .report import (
+    JUNK_RULES,
+    PROSE_FIELDS,
+    QualityReport,
+    SceneQuality,
+    mark_evaluation,
+    quality_report,
+    rubric_verdict,
+)
 
 __all__ = [
     "FACT_PROBLEM",

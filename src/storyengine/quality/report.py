@@ -37,7 +37,7 @@ from ..text.language import is_english
 from ..text.review import REPAIRS
 from ..text.rules import Context, findings_in
 from ..text.segment import content_units, content_words, ends_a_sentence, sentences, stem, word_key, words
-from .goals import GOALS, failed_goals, rubric_verdict
+from .goals import GOALS, HIGH_SCORE
 from .measures import (
     copied_pairs,
     fact_contradictions,
@@ -366,3 +366,47 @@ def mark_evaluation(story: Story) -> Story:
     notes = list(dict.fromkeys(report.rubric_notes))  # marking a marked evaluation adds nothing
     evaluation = story.evaluation.model_copy(update={"reliable": report.rubric_reliable, "notes": notes})
     return story.model_copy(update={"evaluation": evaluation})
+
+
+def failed_goals(report: QualityReport) -> list[str]:
+    """The names of the GOALS `report` misses."""
+    checks = {
+        "debris": not report.debris_fields,
+        "cut_off": report.cut_off_share <= 0.05,
+        "repetition": report.repeated_sentences <= 0.02,
+        "copied": not report.copied,
+        "names": not (report.non_names or report.speakers_outside_cast or report.non_speech_lines),
+        "bible": not (report.speakers_outside_bible or report.pronoun_slips or report.fact_contradictions),
+        "prose": report.prose_words_median >= 150,
+        "premise": report.premise_coverage >= 0.5,
+        "text": not report.unlisted_findings,
+        "lead": not report.premise_names_missing
+        and (report.lead_other_pronouns is None or report.lead_other_pronouns <= 0.5),
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
+def rubric_verdict(story: Story, report: QualityReport) -> tuple[bool, list[str]]:
+    """Whether the model's rubric can be read as a verdict, and why not.
+
+    Unreliable when every criterion got one score, or when the model scored the story
+    HIGH_SCORE or more overall while it fails the code's checks (`report.failed`).
+    """
+    evaluation = story.evaluation
+    if evaluation is None:
+        return False, [f"there is no model evaluation: {story.gaps.get('evaluation', 'not made')}"]
+    notes = list(evaluation.notes)
+    reliable = evaluation.reliable
+    scores = {s.score for s in evaluation.scores}
+    if len(scores) == 1:
+        reliable = False
+        note = "every criterion got the same score: the model did not tell the criteria apart"
+        if note not in notes:
+            notes.append(note)
+    if evaluation.overall >= HIGH_SCORE and report.failed:
+        reliable = False
+        notes.append(
+            f"the model scored {evaluation.overall}/10 a story that fails the code's checks: "
+            + ", ".join(GOALS[g] for g in report.failed)
+        )
+    return reliable, notes
