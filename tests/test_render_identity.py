@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from storyengine.commands.templates import fixture_context
-from storyengine.prompts import CONTRACT
+from storyengine.pipeline.steps import CONTRACT
 from storyengine.prompts import render as render_module
 from storyengine.prompts.render import RenderedPrompt, render, render_slow
 

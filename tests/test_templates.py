@@ -19,7 +19,7 @@ from storyengine.cli import main
 from storyengine.commands.templates import fixture_context, guardrail_problems
 from storyengine.config import Settings
 from storyengine.errors import TemplateError
-from storyengine.prompts import CONTRACT
+from storyengine.pipeline.steps import CONTRACT
 from storyengine.prompts import render as render_module
 from storyengine.prompts.render import (
     RenderedPrompt,

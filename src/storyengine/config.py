@@ -13,12 +13,13 @@ from platformdirs import user_cache_dir, user_data_dir, user_log_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .prompts import step_names
 from .providers.profiles import ProfileName, profile_name_for
 from .secrets import register_secret_env, secret_values_in
 
 WEB_TOKEN_ENV = "STORYENGINE_WEB_TOKEN"
 
-COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement", "summarize")
+COMPONENTS = (*step_names(), "summarize")  # every step with templates (pipeline/steps/), and summaries
 CONFIG_ENV = "STORYENGINE_CONFIG"
 
 
@@ -42,7 +43,12 @@ class Defaults(_Strict):
 Route = str | list[str]
 
 
-class Routes(_Strict):
+class Routes(BaseModel):
+    """The provider (or fallback chain) of each component; a step with no field of its own here
+    may be routed under its name too, else it takes the plot's route, as the bible does."""
+
+    model_config = ConfigDict(extra="allow")
+
     plot: Route = "embedded"
     bible: Route | None = None  # the story bible; default: the plot's route
     scene: Route = "embedded"
@@ -51,8 +57,21 @@ class Routes(_Strict):
     enhancement: Route = "embedded"
     summarize: Route = "embedded"
 
+    @model_validator(mode="after")
+    def _extra_routes_name_steps(self) -> Routes:
+        for name, route in (self.model_extra or {}).items():
+            if name not in COMPONENTS:
+                raise ValueError(
+                    f"there is no component {name!r} to route (components: {', '.join(COMPONENTS)})"
+                )
+            if not (
+                isinstance(route, str) or (isinstance(route, list) and all(isinstance(r, str) for r in route))
+            ):
+                raise ValueError(f"the route of {name} is a provider name or a list of them, not {route!r}")
+        return self
+
     def chain(self, component: str) -> list[str]:
-        route = getattr(self, component)
+        route = getattr(self, component, None)
         if route is None:  # an optional route not given: the plot's
             route = self.plot
         return [route] if isinstance(route, str) else list(route)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..prompts import CONTRACT
+from ..pipeline.steps import CONTRACT
 from ..prompts.render import ContextValue, clear_cache, render, render_slow
 from .table import Report
 

@@ -10,7 +10,7 @@ import click
 
 from ..config import load_settings
 from ..errors import InputError, TemplateError
-from ..prompts import CONTRACT
+from ..pipeline.steps import CONTRACT
 from ..prompts.render import RenderedPrompt, render, render_slow, template_names, template_variables
 
 STRUCTURING_MODELS = {
@@ -66,7 +66,7 @@ def guardrail_problems(name: str, prompt: RenderedPrompt) -> list[str]:
 def contract_problems(name: str) -> list[str]:
     """How template `name`'s variables differ from what the pipeline passes."""
     if name not in CONTRACT:
-        return ["not in the template contract (storyengine.prompts.CONTRACT)"]
+        return ["not in the template contract (a step's `contract`, or storyengine.prompts.SHARED_CONTRACT)"]
     if name not in template_names():
         return ["template file is missing"]
     have, want = template_variables(name), set(CONTRACT[name])

@@ -1,7 +1,8 @@
 """POML templates, one per component and stage, and the variables each one takes.
 
-`CONTRACT` is what the pipeline relies on: for every template, its context variables and
-their types. `storyengine templates check` and the tests hold the .poml files to it.
+The contract is what the pipeline relies on: for every template, its context variables and their
+types. A step's two templates are in its module (`Step.contract`, pipeline/steps/); the shared
+ones here; `storyengine templates check` and the tests hold the .poml files to both.
 
 Every template has a system and a user message, except `reask`: an assistant message (the
 invalid output, verbatim; POML drops it when empty) and a user message, to be appended to a
@@ -24,37 +25,24 @@ token, never a backtick or a capital letter.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
 
-COMPONENTS = ("plot", "bible", "scene", "dialogue", "evaluation", "enhancement")
-
-CONTRACT: Mapping[str, Mapping[str, type]] = {
-    "plot_freeform": {"premise": str, "beats": int},
-    "plot_structuring": {"premise": str, "draft": str, "beats": int, "schema": str},
-    "bible_freeform": {"premise": str, "plot": str, "cast": str, "lead": str, "pronouns": str},
-    "bible_structuring": {"draft": str, "cast": str, "lead": str, "pronouns": str, "schema": str},
-    "scene_freeform": {
-        "premise": str,
-        "plot": str,
-        "beat": str,
-        "previous": str,
-        "cast": str,
-        "bible": str,
-        "number": int,
-        "total": int,
-        "earlier": str,
-        "changes": str,
-    },
-    "scene_structuring": {"draft": str, "beat_name": str, "cast": str, "schema": str},
-    "dialogue_freeform": {"scene": str, "cast": str, "bible": str, "previous": str},
-    "dialogue_structuring": {"draft": str, "cast": str, "schema": str},
-    "evaluation_freeform": {"premise": str, "story": str},
-    "evaluation_structuring": {"draft": str, "criteria": str, "schema": str},
-    "enhancement_freeform": {"premise": str, "story": str, "evaluation": str},
-    "enhancement_structuring": {"draft": str, "schema": str},
+SHARED_CONTRACT: Mapping[str, Mapping[str, type]] = {
     "part_structuring": {"draft": str, "earlier": str, "what": str, "schema": str},
     "factcheck_structuring": {"facts": str, "scene": str, "schema": str},
     "summarize": {"text": str, "words": int},
     "reask": {"previous": str, "errors": str},
 }
+"""The templates every step shares; each step's own two are in its module (pipeline/steps/)."""
 
-__all__ = ["COMPONENTS", "CONTRACT"]
+
+def step_names() -> tuple[str, ...]:
+    """The steps that have templates (`<name>_freeform.poml` and `<name>_structuring.poml`), sorted."""
+    folder = resources.files(__name__)
+    names = {
+        p.name.removesuffix("_freeform.poml") for p in folder.iterdir() if p.name.endswith("_freeform.poml")
+    }
+    return tuple(sorted(n for n in names if folder.joinpath(f"{n}_structuring.poml").is_file()))
+
+
+__all__ = ["SHARED_CONTRACT", "step_names"]

@@ -76,6 +76,9 @@ class Step(Generic[M]):
 
     name: ClassVar[str]
     model: ClassVar[type[BaseModel]]
+    # The context variables (and their types) of its templates, `<name>_freeform` and
+    # `<name>_structuring` (prompts/); `storyengine templates check` holds the .poml files to it.
+    contract: ClassVar[dict[str, dict[str, type]]] = {}
     per_scene: ClassVar[bool] = False  # one instance per scene ("scene.0", "scene.1", ...)
     bounded: ClassVar[bool] = False  # runs under the run's scene concurrency limit
     optional: ClassVar[bool] = False  # when no valid object comes, the story is kept without it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...bible import StoryBible, plain_bible, premise_pronouns
 from ...structuring import decoding_schema
 from ...text.rules import Context
@@ -14,6 +16,10 @@ from .base import Inputs, RunView, Step
 class BibleStep(Step[StoryBible]):
     name = "bible"
     model = StoryBible
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "bible_freeform": {"premise": str, "plot": str, "cast": str, "lead": str, "pronouns": str},
+        "bible_structuring": {"draft": str, "cast": str, "lead": str, "pronouns": str, "schema": str},
+    }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
         return ["plot"]

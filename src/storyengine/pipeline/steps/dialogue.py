@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...bible import bible_text, pronoun_slips
 from ...schemas import Dialogue
 from ...structuring import decoding_schema
@@ -19,6 +21,10 @@ class DialogueStep(Step[Dialogue]):
     model = Dialogue
     per_scene = True
     bounded = True
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "dialogue_freeform": {"scene": str, "cast": str, "bible": str, "previous": str},
+        "dialogue_structuring": {"draft": str, "cast": str, "schema": str},
+    }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
         """Scenes 1..i: a dialogue is told what happened before, and what it is told must not depend

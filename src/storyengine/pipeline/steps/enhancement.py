@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...schemas import Enhancement
 from ...structuring import decoding_schema
 from .. import parts
@@ -14,6 +16,10 @@ class EnhancementStep(Step[Enhancement]):
     name = "enhancement"
     model = Enhancement
     optional = True
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "enhancement_freeform": {"premise": str, "story": str, "evaluation": str},
+        "enhancement_structuring": {"draft": str, "schema": str},
+    }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
         return ["story", "evaluation"]

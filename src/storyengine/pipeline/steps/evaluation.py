@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...schemas import EVALUATION_CRITERIA, Evaluation
 from ...structuring import decoding_schema
 from .. import parts
@@ -14,6 +16,10 @@ class EvaluationStep(Step[Evaluation]):
     name = "evaluation"
     model = Evaluation
     optional = True
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "evaluation_freeform": {"premise": str, "story": str},
+        "evaluation_structuring": {"draft": str, "criteria": str, "schema": str},
+    }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
         return ["story"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ...quality import draft_problems
 from ...schemas import PlotStructure
@@ -16,6 +16,10 @@ from .base import Inputs, RunView, Step
 class PlotStep(Step[PlotStructure]):
     name = "plot"
     model = PlotStructure
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "plot_freeform": {"premise": str, "beats": int},
+        "plot_structuring": {"premise": str, "draft": str, "beats": int, "schema": str},
+    }
 
     def gather(self, run: RunView, index: int | None) -> Inputs:
         return Inputs(premise=run.premise, beats=run.wanted_scenes())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...bible import bible_text, pronoun_slips
 from ...quality import cast_problems, draft_problems, draft_score
 from ...schemas import Scene
@@ -18,6 +20,21 @@ class SceneStep(Step[Scene]):
     model = Scene
     per_scene = True
     bounded = True
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "scene_freeform": {
+            "premise": str,
+            "plot": str,
+            "beat": str,
+            "previous": str,
+            "cast": str,
+            "bible": str,
+            "number": int,
+            "total": int,
+            "earlier": str,
+            "changes": str,
+        },
+        "scene_structuring": {"draft": str, "beat_name": str, "cast": str, "schema": str},
+    }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
         return ["plot", "bible"]
