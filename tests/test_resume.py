@@ -115,7 +115,7 @@ async def test_an_exception_outside_the_error_tree_still_marks_the_run_failed(tm
         with pytest.raises(RuntimeError):
             await engine.generate(PREMISE, scenes=1, seed=1, run_id="run-with-a-bug")
         state = engine.checkpoints.load("run-with-a-bug")
-    assert state.header["status"] == "failed" and "RuntimeError" in state.header["error"]
+    assert state.header.status == "failed" and "RuntimeError" in (state.header.error or "")
     (run,) = [r for r in RunLog(tmp_path / "runs.sqlite3").runs() if r.id == "run-with-a-bug"]
     assert run.status == "failed" and "a bug deep inside" in (run.error or "")
 
@@ -138,7 +138,7 @@ async def test_a_story_whose_evaluation_fails_is_kept_with_the_gap_named(tmp_pat
         assert "no valid evaluation" in story.gaps["evaluation"] and "enhancement" in story.gaps
         assert len(story.scenes) == 1 and story.scenes[0].dialogue.lines
         run_id = story.meta["run_id"]
-        assert engine.checkpoints.load(run_id).header["status"] == "gaps"
+        assert engine.checkpoints.load(run_id).header.status == "gaps"
         assert engine.runs.run(run_id).versions  # kept as a version
         broken["on"] = False
         asked.clear()
@@ -295,7 +295,7 @@ async def test_a_resume_starts_the_failed_step_from_the_next_provider_and_wraps(
         assert asked[0][0] == "b" and asked[0][1].stage == "freeform"  # the draft, from b
         structuring = [name for name, r in asked if r.stage == "structuring"]
         assert structuring[0] == "b" and "a" in structuring  # b first, a still its fallback
-        assert engine.checkpoints.load(run_id).header["start_provider"] == {"dialogue.0": 1}
+        assert engine.checkpoints.load(run_id).header.start_provider == {"dialogue.0": 1}
         assert "starting from provider a" in str(again.value)
 
         # Round 2: back to a (wrapping); b, now fixed, answers as a's fallback.
@@ -303,7 +303,7 @@ async def test_a_resume_starts_the_failed_step_from_the_next_provider_and_wraps(
         asked.clear()
         story = await engine.resume(run_id)
         assert first_to(asked, "dialogue") == "a"
-        assert engine.checkpoints.load(run_id).header["start_provider"] == {"dialogue.0": 0}
+        assert engine.checkpoints.load(run_id).header.start_provider == {"dialogue.0": 0}
     assert {r.component for _, r in asked} <= {"dialogue", "evaluation", "enhancement"}
     steps = story.meta["steps"]
     assert steps["dialogue.0"]["provider"] == "b" and steps["dialogue.0"]["round"] == 2
@@ -349,7 +349,7 @@ async def test_a_single_provider_chain_is_not_rotated(tmp_path: Path) -> None:
         broken["on"] = False
         story = await engine.resume(caught.value.run_id)
         header = engine.checkpoints.load(caught.value.run_id).header
-    assert "start_provider" not in header and {name for name, _ in asked} == {"a"}
+    assert not header.start_provider and {name for name, _ in asked} == {"a"}
     step = story.meta["steps"]["dialogue.0"]
     assert step["round"] == 1 and "start" not in step and "first_provider" not in step
 

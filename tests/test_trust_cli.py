@@ -23,7 +23,7 @@ from storyengine.batch.premises import PremiseItem
 from storyengine.cli import main
 from storyengine.errors import InputError
 from storyengine.export import write_story
-from storyengine.pipeline.checkpoint import CheckpointStore
+from storyengine.pipeline.checkpoint import CheckpointStore, RunHeader
 from storyengine.pipeline.engine import StoryEngine
 from storyengine.providers.fake_story import story_script
 from storyengine.providers.scripted import ScriptedProvider
@@ -94,7 +94,13 @@ def follow(hint: str) -> list[str]:
 
 
 def all_files(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    """Every file under `root`; not SQLite's -wal and -shm files, which come and go with connections
+    (the last one closed, when the garbage collector gets to an earlier engine's store, removes them)."""
+    return {
+        p
+        for p in root.rglob("*")
+        if (p.is_file() or p.is_symlink()) and not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 # -- 5: the resume hints work as printed --
@@ -194,9 +200,9 @@ def test_a_premise_that_cannot_be_encoded_is_refused_before_anything_is_written(
 def test_a_checkpoint_write_that_fails_leaves_no_temp_file(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "checkpoints")
     with pytest.raises(InputError, match="premise cannot be written"):
-        store.create({"run_id": "r1", "premise": "A clock \udcff.", "scenes": 1, "seed": 1})
+        store.create(RunHeader(run_id="r1", premise="A clock \udcff.", scenes=1, seed=1))
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
-    state = store.create({"run_id": "r2", "premise": "A clock.", "scenes": 1, "seed": 1})
+    state = store.create(RunHeader(run_id="r2", premise="A clock.", scenes=1, seed=1))
     before = (tmp_path / "checkpoints" / "r2.json").read_bytes()
     with pytest.raises(UnicodeEncodeError):
         state.put("plot.draft", "a model's text with a lone \udcff surrogate")

@@ -16,15 +16,21 @@ drafts of one step. The same run seed gives the same seeds run after run, on eve
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 
-SEED_BITS = 0x7FFFFFFF  # a seed every server takes: 31 bits, non-negative
+SEED_MAX = 2**31 - 1  # a seed every server takes (and SQLite stores): 31 bits, non-negative
 
 
 def derive(*path: object) -> int:
     """A reproducible 31-bit seed for `path` (ints and strings)."""
     digest = hashlib.sha256(repr(path).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & SEED_BITS
+    return int.from_bytes(digest[:4], "big") & SEED_MAX
+
+
+def fresh_seed() -> int:
+    """A new random seed, for a run or a steering job not given one (recorded with what it made)."""
+    return random.randint(0, SEED_MAX)
 
 
 def attempt_seed(seed: int | None, attempt: int) -> int:

@@ -107,17 +107,7 @@ async def run_story(engine: StoryEngine, item: PremiseItem, run_id: str) -> Stor
     """
     started = datetime.now(UTC) - timedelta(seconds=1)
     try:
-        state = (
-            await asyncio.to_thread(engine.checkpoints.load, run_id)
-            if engine.checkpoints.path(run_id).exists()
-            else None
-        )
-        if state is not None and state.header.get("status") == "done":  # finished, not yet written out
-            story = (await asyncio.to_thread(engine.runs.version, run_id)).the_story()
-        elif state is not None:
-            story = await engine.resume(run_id)
-        else:
-            story = await engine.generate(item.premise, scenes=item.scenes, seed=item.seed, run_id=run_id)
+        story = await engine.story_of_run(run_id, item.premise, scenes=item.scenes, seed=item.seed)
     except StoryEngineError as exc:
         return StoryOutcome(None, _logged_usage(engine, run_id, started), str(exc))
     return StoryOutcome(story, Usage.of(story.meta.get("calls", [])))

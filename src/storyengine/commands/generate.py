@@ -15,7 +15,7 @@ import click
 from ..config import load_settings
 from ..errors import InputError, StoryEngineError
 from ..export import write_story
-from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, resume_command
+from ..pipeline.checkpoint import resume_command
 from ..pipeline.engine import StoryEngine
 from ..pipeline.inputs import check_inputs
 from ..pipeline.runstore import Version
@@ -118,14 +118,11 @@ async def _run(
 
     asked = provider
     if resume_id and not provider:  # a run made with --provider continues on it
-        header = (await asyncio.to_thread(CheckpointStore(checkpoint_dir(settings)).load, resume_id)).header
-        recorded = header.get("provider")
-        provider = recorded if recorded in settings.providers else None  # gone: the engine says so
+        provider = await asyncio.to_thread(StoryEngine.provider_of_run, settings, resume_id)
     engine = StoryEngine.from_config(settings=settings, provider=provider)
     async with engine:
         with _Progress(mode) as progress:
             if resume_id:
-                await asyncio.to_thread(engine.checkpoints.load, resume_id)  # an unknown id fails here
                 if (seed is not None or asked) and mode != "json":
                     changes = [f"seed {seed}"] if seed is not None else []
                     changes += [f"provider {asked}"] if asked else []

@@ -14,7 +14,7 @@ import click
 
 from ..errors import InputError
 from ..pipeline.checkpoint import check_run_id, unwritable_text
-from ..pipeline.engine import SEED_MAX
+from ..seeds import SEED_MAX
 
 F = TypeVar("F", bound=Callable[..., Any])
 

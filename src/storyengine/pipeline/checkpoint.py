@@ -13,7 +13,9 @@ import shlex
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Settings
 from ..errors import InputError
@@ -72,6 +74,66 @@ def resume_command(run_id: str, settings: Settings, out: Path | None = None) -> 
     return shlex.join(command)
 
 
+HEADER_VERSION = 1
+
+
+class RunHeader(BaseModel):
+    """What a run was asked and how far it got: the header of its checkpoint (read and written only
+    by the run engine). `version` 1; a header written before versions (0) is read by `read`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    version: int = HEADER_VERSION
+    run_id: str
+    premise: str
+    scenes: int | None = None  # None: one per plot beat
+    seed: int | None = None
+    provider: str | None = None  # the provider every component was routed to (--provider)
+    config: str | None = None  # where the settings came from
+    created_at: float = Field(default_factory=time.time)
+    status: Literal["running", "failed", "gaps", "done"] = "running"
+    error: str | None = None
+    step: str | None = None  # a run of one step alone (`StoryEngine.step`): its key
+    round: int = 0  # how many times the run was resumed
+    failed_step: str | None = None  # where it stopped: a resume draws that step's draft again
+    start_provider: dict[str, int] = Field(default_factory=dict)  # step -> where its chain starts
+    gaps: list[str] = Field(default_factory=list)  # parts the story went without
+    plain: dict[str, str] = Field(default_factory=dict)  # parts made by code (no valid answer), and why
+    story_run: str | None = None  # a steering job: the run it adds a version to
+    steered: dict[str, Any] | None = None  # a steering job: its operation, base version and seed
+    edited: list[str] = Field(default_factory=list)  # a steering job: steps a user edited
+    revision_refused: dict[str, list[str]] = Field(default_factory=dict)  # scene -> measures it worsened
+
+    @field_validator("story_run")
+    @classmethod
+    def _story_run_is_a_run_id(cls, value: str | None) -> str | None:
+        if value is not None and not RUN_ID.fullmatch(value):
+            raise ValueError(f"the run it steers is named {value!r}, which is not a run id")
+        return value
+
+    @classmethod
+    def read(cls, data: object, run_id: str) -> RunHeader:
+        """The header of `<run_id>.json`; ValueError saying what is wrong. Its run id names the story's
+        folder and the run store's row, so it must be the run id the file is named by (a crafted
+        `../../elsewhere` would otherwise write outside the output)."""
+        if not isinstance(data, dict):
+            raise ValueError("it has no header")
+        if data.get("run_id") != run_id:
+            raise ValueError(
+                f"its header names run {data.get('run_id')!r}, not the run its file is named for"
+            )
+        if not isinstance(data.get("premise"), str):
+            raise ValueError("its header has no premise")
+        if "version" not in data:  # written before versions: a key per part made by code
+            plain = {k.removeprefix("plain_"): v for k, v in data.items() if k.startswith("plain_")}
+            data = {**{k: v for k, v in data.items() if k in cls.model_fields}, "plain": plain}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"its header's {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
 class RunState:
     """The steps of one run, keyed by name ("plot", "scene.2.draft", "dialogue.2", ...).
 
@@ -80,7 +142,7 @@ class RunState:
     leaves the last completed step on disk.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], steps: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: Path, header: RunHeader, steps: dict[str, Any] | None = None) -> None:
         self.path = path
         self.header = header
         self.steps: dict[str, Any] = steps or {}
@@ -89,7 +151,7 @@ class RunState:
 
     @property
     def run_id(self) -> str:
-        return str(self.header["run_id"])
+        return self.header.run_id
 
     def get(self, name: str) -> Any:
         return self.steps.get(name)
@@ -103,12 +165,12 @@ class RunState:
 
     def set_status(self, status: str, error: str | None = None) -> None:
         with self._lock:
-            self.header["status"] = status
-            self.header["error"] = error
+            self.header.status = status  # type: ignore[assignment]  # checked by the model
+            self.header.error = error
             self._write()
 
     def _write(self) -> None:
-        data = {"header": self.header, "steps": self.steps, "meta": self.meta}
+        data = {"header": self.header.model_dump(mode="json"), "steps": self.steps, "meta": self.meta}
         body = json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8")  # fails before any file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
@@ -131,19 +193,22 @@ class CheckpointStore:
 
     def create(
         self,
-        header: dict[str, Any],
+        header: RunHeader,
         steps: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> RunState:
         """A new state, written at once; `steps` (and their `meta`) when it starts from another's."""
-        path = self.path(header["run_id"])
+        path = self.path(header.run_id)
         for field in ("premise", "provider", "config"):  # what a user gave, written as UTF-8
-            why = unwritable_text(header[field]) if isinstance(header.get(field), str) else None
+            value = getattr(header, field)
+            why = unwritable_text(value) if isinstance(value, str) else None
             if why:
                 raise InputError(f"the {field} cannot be written: {why}; give it as plain text")
         if path.exists():
-            raise InputError(f"run {header['run_id']!r} exists already ({path}); resume it or use a new id")
-        state = RunState(path, {**header, "status": "running", "error": None}, dict(steps or {}))
+            raise InputError(f"run {header.run_id!r} exists already ({path}); resume it or use a new id")
+        state = RunState(
+            path, header.model_copy(update={"status": "running", "error": None}), dict(steps or {})
+        )
         state.meta = dict(meta or {})
         state.set_status("running")
         return state
@@ -158,33 +223,17 @@ class CheckpointStore:
             ) from None
         except (OSError, ValueError) as exc:
             raise InputError(f"the checkpoint of run {run_id!r} ({path}) is unreadable: {exc}") from None
-        header = data.get("header") if isinstance(data, dict) else None
-        problem = _header_problem(header, run_id)
-        if problem is None and not all(isinstance(data.get(k, {}), dict) for k in ("steps", "meta")):
-            problem = "its steps or meta are not a mapping"
-        if problem is not None:
+        try:
+            if not isinstance(data, dict):
+                raise ValueError("it is not a JSON object")
+            header = RunHeader.read(data.get("header"), run_id)
+            if not all(isinstance(data.get(k, {}), dict) for k in ("steps", "meta")):
+                raise ValueError("its steps or meta are not a mapping")
+        except ValueError as exc:
             raise InputError(
-                f"the checkpoint of run {run_id!r} ({path}) is not one storyengine wrote: {problem}; "
+                f"the checkpoint of run {run_id!r} ({path}) is not one storyengine wrote: {exc}; "
                 "move it away (the run cannot be resumed) and start a new run"
-            )
-        assert isinstance(header, dict)
+            ) from None
         state = RunState(path, header, data.get("steps", {}))
         state.meta = data.get("meta", {})
         return state
-
-
-def _header_problem(header: object, run_id: str) -> str | None:
-    """What is wrong with a checkpoint's header read from `<run_id>.json`, or None.
-
-    The header's run id names the story's folder and the run store's row, so it must be the run id
-    the file is named by: a crafted `../../elsewhere` would otherwise write outside the output."""
-    if not isinstance(header, dict):
-        return "it has no header"
-    if header.get("run_id") != run_id:
-        return f"its header names run {header.get('run_id')!r}, not the run its file is named for"
-    if not isinstance(header.get("premise"), str):
-        return "its header has no premise"
-    story_run = header.get("story_run")  # a steering job's run, which its version is added to
-    if story_run is not None and not (isinstance(story_run, str) and RUN_ID.fullmatch(story_run)):
-        return f"its header names the run it steers as {story_run!r}, which is not a run id"
-    return None

@@ -9,9 +9,7 @@ the same pipeline (pipeline/run.py) over a checkpointed state and is kept in the
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
-import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +24,8 @@ from ..failures import InvalidOutputLog
 from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
-from .checkpoint import CheckpointStore, RunState, checkpoint_dir, new_run_id, resume_command
+from ..seeds import fresh_seed
+from .checkpoint import CheckpointStore, RunHeader, RunState, checkpoint_dir, new_run_id, resume_command
 from .inputs import check_inputs
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
@@ -36,8 +35,6 @@ from .steps import STEPS, Inputs
 from .twostage import TwoStage
 
 M = TypeVar("M", bound=BaseModel)
-
-SEED_MAX = 2**31 - 1
 
 
 class Made(NamedTuple, Generic[M]):
@@ -126,15 +123,9 @@ class StoryEngine:
         if found.per_scene != (index is not None):
             raise InputError(f"step {name} {'needs' if found.per_scene else 'takes no'} a scene index")
         key = found.key(index)
-        header = {
-            "run_id": new_run_id(),
-            "premise": x.premise,
-            "scenes": None,
-            "seed": seed,
-            "config": self.settings.source,
-            "created_at": time.time(),
-            "step": key,
-        }
+        header = RunHeader(
+            run_id=new_run_id(), premise=x.premise, seed=seed, config=self.settings.source, step=key
+        )
         state = await asyncio.to_thread(self.checkpoints.create, header)
         value = await StoryRun(self, state, None).two_stages(found, key, x)
         await asyncio.to_thread(state.set_status, "done")
@@ -207,19 +198,63 @@ class StoryEngine:
         provider: str | None = None,
     ) -> Story:
         """Write a story; the run and (once finished) its version 1 are kept in `self.runs`."""
+        record = await self.open_run(premise, scenes, seed, run_id=run_id, provider=provider)
+        return (await self.write_run(record.id, on_event=on_event)).the_story()
+
+    async def open_run(
+        self,
+        premise: str,
+        scenes: int | None = None,
+        seed: int | None = None,
+        *,
+        run_id: str | None = None,
+        provider: str | None = None,
+    ) -> RunRecord:
+        """A new run, checked, checkpointed and listed in the run store (status "running") before any
+        model call; `write_run` writes it (the web app answers with the run at once this way)."""
         premise = check_inputs(premise, scenes)
-        header = {
-            "run_id": run_id or new_run_id(),
-            "premise": premise,
-            "scenes": scenes,
-            "seed": seed,
-            "provider": provider,
-            "config": self.settings.source,
-            "created_at": time.time(),
-        }
+        header = RunHeader(
+            run_id=run_id or new_run_id(),
+            premise=premise,
+            scenes=scenes,
+            seed=seed,
+            provider=provider,
+            config=self.settings.source,
+        )
         await asyncio.to_thread(self.runs.open)
+        if run_id is None:
+            while await asyncio.to_thread(self.runs.exists, header.run_id):  # the run store is wider
+                header.run_id = new_run_id()
         state = await asyncio.to_thread(self.checkpoints.create, header)
-        return (await self._execute(state, on_event)).the_story()
+        record = RunRecord(state.run_id, premise, scenes, seed, provider, created_at=state.header.created_at)
+        await asyncio.to_thread(self.runs.start_run, record)
+        return record
+
+    async def write_run(self, run_id: str, *, on_event: OnEvent | None = None) -> Version:
+        """Write run `run_id`, opened by `open_run`: the pipeline over its checkpoint; its version 1."""
+        state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        if state.header.status != "running" or state.steps:
+            raise InputError(f"run {run_id} was written before; resume it to continue")
+        return await self._execute(state, on_event)
+
+    async def story_of_run(
+        self, run_id: str, premise: str, scenes: int | None = None, seed: int | None = None
+    ) -> Story:
+        """The story of run `run_id`: the one it finished with, else its resume when it stopped, else a
+        new run of `premise` under that id (a batch's story, whichever way it was left)."""
+        if not await asyncio.to_thread(self.checkpoints.path(run_id).exists):
+            return await self.generate(premise, scenes=scenes, seed=seed, run_id=run_id)
+        state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        if state.header.status == "done":  # finished, not yet written out
+            return (await asyncio.to_thread(self.runs.version, run_id)).the_story()
+        return await self.resume(run_id)
+
+    @staticmethod
+    def provider_of_run(settings: Settings, run_id: str) -> str | None:
+        """The provider run `run_id` was made with (`--provider`), when `settings` still defines it
+        (gone: None, and `resume` says so); InputError for a run `settings` has no checkpoint of."""
+        recorded = CheckpointStore(checkpoint_dir(settings)).load(run_id).header.provider
+        return recorded if recorded in settings.providers else None
 
     async def resume(
         self,
@@ -236,18 +271,18 @@ class StoryEngine:
         the calls that failed. A run that finished is not resumed (InputError). `seed` (and the
         `provider` this engine routes to, recorded) change the steps not made yet."""
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
-        recorded = state.header.get("provider")
+        recorded = state.header.provider
         if recorded and not provider:
             self._check_routed_to(recorded, run_id)
-        if state.header.get("status") == "done":
+        if state.header.status == "done":
             raise InputError(
                 f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
                 "store: `storyengine serve` shows every version; steer it there to make another)"
             )
         if seed is not None:
-            state.header["seed"] = seed
+            state.header.seed = seed
         if provider:
-            state.header["provider"] = provider
+            state.header.provider = provider
         await asyncio.to_thread(next_round, state, self.settings.narrative.providers.chain)
         return (await self._execute(state, on_event)).the_story()
 
@@ -287,18 +322,17 @@ class StoryEngine:
         found = await asyncio.to_thread(self.runs.version, run_id, base)
         story = found.the_story()
         steps, edited = operation.layout(story)
-        seed = seed if seed is not None else random.randint(0, SEED_MAX)
-        header = {
-            "run_id": f"{run_id}.steer-{secrets.token_hex(3)}",
-            "premise": story.premise,
-            "scenes": len(story.scenes),
-            "seed": seed,
-            "config": self.settings.source,
-            "created_at": time.time(),
-            "story_run": run_id,
-            "steered": {**operation.as_dict(), "run": run_id, "base": found.number, "seed": seed},
-            "edited": edited,
-        }
+        seed = seed if seed is not None else fresh_seed()
+        header = RunHeader(
+            run_id=f"{run_id}.steer-{secrets.token_hex(3)}",
+            premise=story.premise,
+            scenes=len(story.scenes),
+            seed=seed,
+            config=self.settings.source,
+            story_run=run_id,
+            steered={**operation.as_dict(), "run": run_id, "base": found.number, "seed": seed},
+            edited=edited,
+        )
         meta = {k: v for k, v in kept_meta(story, steps).items() if k.split(".draft")[0] not in edited}
         state = await asyncio.to_thread(self.checkpoints.create, header, steps, meta)
         return await self._execute(state, on_event)
@@ -370,16 +404,16 @@ class StoryEngine:
     async def _execute(self, state: RunState, on_event: OnEvent | None) -> Version:
         """Run the pipeline over `state`, then keep what it made in the run store."""
         header = state.header
-        steered = header.get("steered")
-        run_id = str(header.get("story_run") or state.run_id)
+        steered = header.steered
+        run_id = header.story_run or state.run_id
         if steered is None:
             record = RunRecord(
                 run_id,
-                header["premise"],
-                header.get("scenes"),
-                header.get("seed"),
-                header.get("provider"),
-                created_at=header.get("created_at") or time.time(),
+                header.premise,
+                header.scenes,
+                header.seed,
+                header.provider,
+                created_at=header.created_at,
             )
             await asyncio.to_thread(self.runs.start_run, record)
         try:
@@ -408,7 +442,7 @@ class StoryEngine:
                 parent=steered["base"],
                 seed=steered["seed"],
             )
-        return await asyncio.to_thread(self._first_version, run_id, story, header.get("seed"))
+        return await asyncio.to_thread(self._first_version, run_id, story, header.seed)
 
     def _first_version(self, run_id: str, story: Story, seed: int | None) -> Version:
         """Version 1 of a run; a resume that filled a story's gaps adds the completed story."""
@@ -427,15 +461,15 @@ class StoryEngine:
 def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None) -> None:
     """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`); the failed
     step starts from the next provider of its component's `chain` when it has more than one."""
-    failed: str = state.header.get("failed_step") or ""
-    state.header["round"] = int(state.header.get("round", 0)) + 1
+    header = state.header
+    failed = header.failed_step or ""
+    header.round += 1
     providers = chain(failed.split(".")[0]) if failed and chain is not None else []
     if len(providers) > 1:
-        starts = state.header.setdefault("start_provider", {})
-        starts[step_key(failed)] = next_start(state.header, failed, len(providers))
-    state.header.pop("failed_step", None)
+        header.start_provider[step_key(failed)] = next_start(header, failed, len(providers))
+    header.failed_step = None
     again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
-    gaps = state.header.pop("gaps", [])  # parts a story went without: tried again (not the bible,
+    gaps, header.gaps = header.gaps, []  # parts a story went without: tried again (not the bible,
     again += [f"{part}.draft" for part in gaps if part != "bible"]  # which its scenes were built on)
     for name in again:  # its structuring failed: draw the draft again
         state.steps.pop(name, None)

@@ -14,7 +14,7 @@ A resume never repeats a failure identically: each resume of a failed run is a n
 seeds are derived from the run's seed and the round (recorded in every step's metadata), and the
 draft of a structuring step that failed is drawn again, so the failed step is asked differently.
 When its component's chain has several providers, the failed step also starts from the next one
-(`header["start_provider"]`, one further on each resume that fails there again, wrapping), the
+(`header.start_provider`, one further on each resume that fails there again, wrapping), the
 others after it as fallbacks; its metadata names the provider asked first.
 """
 
@@ -39,7 +39,7 @@ from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import PlotStructure, Story, StoryScene
 from ..seeds import StepSeeds
-from .checkpoint import RunState, resume_command
+from .checkpoint import RunHeader, RunState, resume_command
 from .revision import Revision, keep_better
 from .steps import STEPS, Inputs, Step
 from .story import scene_beats
@@ -67,9 +67,9 @@ class StoryRun:
         self.stages = engine.stages
         self.state = state
         self.on_event = on_event
-        self.premise: str = state.header["premise"]
-        self.seed: int | None = state.header.get("seed")
-        self.round = int(state.header.get("round", 0))  # how many times a failed run was resumed
+        self.premise: str = state.header.premise
+        self.seed: int | None = state.header.seed
+        self.round = state.header.round  # how many times a failed run was resumed
         self.gaps: dict[str, str] = {}  # optional parts that could not be made, and why
         self.values: dict[str, Any] = {}  # finished steps, as their models
         self.beats: list[int] | None = None  # the beat each scene realises, once the plot is known
@@ -77,7 +77,7 @@ class StoryRun:
         self.tokens = 0
         self.prose_findings: dict[int, list[dict[str, str]]] = {}  # scene -> what its prose lost
         self.semaphore = asyncio.Semaphore(engine.settings.narrative.concurrency.scenes)
-        steered = state.header.get("steered") or {}
+        steered = state.header.steered or {}
         self.revision: Revision | None = None  # a revision: the changes per scene, the earlier scenes
         self.earlier: dict[int, StoryScene] = {}
         if steered.get("operation") == "revise":
@@ -93,8 +93,7 @@ class StoryRun:
         return key in self.values
 
     def wanted_scenes(self) -> int | None:
-        wanted = self.state.header.get("scenes")
-        return None if wanted is None else int(wanted)
+        return self.state.header.scenes
 
     def scene_count(self) -> int:
         assert self.beats is not None, "the plot is not made yet"
@@ -134,7 +133,7 @@ class StoryRun:
     def start_of(self, name: str, component: str) -> int:
         """Where step `name` starts its component's chain: 0, or later when it failed before."""
         chain = self.engine.settings.narrative.providers.chain(component)
-        start = self.state.header.get("start_provider", {}).get(step_key(name), 0)
+        start = self.state.header.start_provider.get(step_key(name), 0)
         return int(start) % len(chain) if chain else 0
 
     def emit(self, event: str, **fields: Any) -> None:
@@ -205,7 +204,7 @@ class StoryRun:
             value = step.fallback(x, why)
             if value is None:
                 raise
-            self.state.header[f"plain_{step.name}"] = why  # a gap on every resume too
+            self.state.header.plain[key] = why  # a gap on every resume too
             self.gaps[key] = why
             await asyncio.to_thread(self.state.put, key, value.model_dump(mode="json"), {"plain": why})
             return value
@@ -213,7 +212,7 @@ class StoryRun:
     # -- the run --
     async def execute(self) -> Story:
         self.emit("run_started", premise=self.premise)
-        for name in self.state.header.get("edited", []):  # a steering edit, not made by a model
+        for name in self.state.header.edited:  # a steering edit, not made by a model
             value = self.state.get(name)
             self.emit("step_done", step=name.split(".")[0], stage="edited", name=name, value=value)
         # The first render of a template starts Node (~1 s each): do them off the event loop.
@@ -221,13 +220,13 @@ class StoryRun:
         runlog = self.engine.runlog
         recorder = RunRecorder(self.state.run_id)
         if runlog is not None:
-            runlog.start_run(self.state.run_id, self.premise, dict(self.state.header))
+            runlog.start_run(self.state.run_id, self.premise, self.state.header.model_dump(mode="json"))
         try:
             with recorder.active():
                 story = await self._pipeline()
         except StoryEngineError as exc:
             step = getattr(exc, "failed_step", "")
-            self.state.header["failed_step"] = step  # a resume draws this step's draft again
+            self.state.header.failed_step = step  # a resume draws this step's draft again
             await asyncio.to_thread(self.state.set_status, "failed", str(exc))
             if runlog is not None:
                 runlog.finish_run(self.state.run_id, "failed", str(exc))
@@ -260,7 +259,7 @@ class StoryRun:
             raise
         # A story with a gap is kept, and a resume may try its missing parts again (a new round).
         status = "gaps" if story.gaps else "done"
-        self.state.header["gaps"] = sorted(story.gaps)
+        self.state.header.gaps = sorted(story.gaps)
         gaps = "; ".join(f"{part} missing: {why}" for part, why in story.gaps.items()) or None
         await asyncio.to_thread(self.state.set_status, status, gaps)
         if runlog is not None:
@@ -288,9 +287,7 @@ class StoryRun:
 
     async def _graph(self) -> None:
         """Make every step instance once the steps it needs are finished (see the module docstring)."""
-        for part, why in self.state.header.items():  # fallbacks made before a resume: still gaps
-            if part.startswith("plain_") and isinstance(why, str):
-                self.gaps[part.removeprefix("plain_")] = why
+        self.gaps.update(self.state.header.plain)  # made by code before a resume: still gaps
         running: dict[str, tuple[Step[Any], asyncio.Task[Any]]] = {}
         failed: dict[str, BaseException] = {}
         missing: set[str] = set()
@@ -366,8 +363,8 @@ class StoryRun:
             "structuring_strict": self.engine.settings.structuring.strict,
             "steps": self._steps(),
         }
-        if "steered" in self.state.header:
-            meta["steered"] = self.state.header["steered"]
+        if self.state.header.steered is not None:
+            meta["steered"] = self.state.header.steered
         if self.revision is not None:
             meta["revision"] = self._revision_meta(plot, bible, scenes)
         story = Story(
@@ -406,7 +403,7 @@ class StoryRun:
     ) -> list[StoryScene]:
         """A revision's scenes: each rewritten scene only where it makes no code measure worse; the
         others keep their earlier version (put back in the checkpoint, and said why)."""
-        refused: dict[str, list[str]] = self.state.header.setdefault("revision_refused", {})
+        refused = self.state.header.revision_refused
         earlier = [self.earlier.get(i, scene) for i, scene in enumerate(scenes)]
         revised = {i: scenes[i] for i in self.earlier if str(i) not in refused}
 
@@ -431,11 +428,11 @@ class StoryRun:
         """What a revision did: applied and untargeted suggestions, the scenes rewritten and kept, and
         the story's code measures before and after."""
         assert self.revision is not None
-        refused = self.state.header.get("revision_refused", {})
+        refused = self.state.header.revision_refused
         earlier = [self.earlier.get(i, scene) for i, scene in enumerate(scenes)]
         return {
             **self.revision.as_dict(),
-            "base": self.state.header["steered"]["base"],
+            "base": (self.state.header.steered or {})["base"],
             "revised": [i + 1 for i in sorted(self.earlier) if str(i) not in refused],
             "kept_earlier": {str(int(i) + 1): worse for i, worse in refused.items()},
             "before": story_measures(Story(premise=self.premise, plot=plot, bible=bible, scenes=earlier)),
@@ -464,10 +461,10 @@ def step_key(name: str) -> str:
     return name.removesuffix(".draft")
 
 
-def next_start(header: dict[str, Any], step: str, providers: int) -> int:
+def next_start(header: RunHeader, step: str, providers: int) -> int:
     """Where a resume starts failed step `step` in a chain of `providers`: one provider after
-    where this attempt started (`header["start_provider"]`), wrapping around."""
-    return (int(header.get("start_provider", {}).get(step_key(step), 0)) + 1) % providers
+    where this attempt started (`header.start_provider`), wrapping around."""
+    return (header.start_provider.get(step_key(step), 0) + 1) % providers
 
 
 _BIBLE_ECHO = re.compile(r"[^.!?\n]*\((?:she/her|he/him|they/them)\)[^.!?\n]*[.!?]?")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError
@@ -33,11 +32,12 @@ from ..config import Settings, load_settings
 from ..epub import to_epub
 from ..errors import InputError
 from ..export import to_fountain, to_json, to_markdown
-from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir, new_run_id
-from ..pipeline.engine import SEED_MAX, StoryEngine
+from ..pipeline.checkpoint import CheckpointStore, checkpoint_dir
+from ..pipeline.engine import StoryEngine
 from ..pipeline.inputs import MAX_SCENES, check_inputs
-from ..pipeline.runstore import RunRecord, RunStore, Version
+from ..pipeline.runstore import RunStore, Version
 from ..pipeline.steering import Steer, bible_dependents, edited_bible
+from ..seeds import SEED_MAX, fresh_seed
 from . import jobs
 from .compare import changed_parts, line_diff
 from .errors import Conflict, install_error_handlers
@@ -233,16 +233,12 @@ def create_app(
     @app.post("/api/runs", status_code=202)
     async def start_run(body: RunRequest) -> dict[str, Any]:
         """Start a run in the background and return its id at once; watch it at /events."""
-        premise = check_inputs(body.premise, body.scenes)
+        check_inputs(body.premise, body.scenes)  # before a provider's engine is built for it
         engine = await engines.get(body.provider)
-        run_id = new_run_id()
-        while await runs.exists(run_id):
-            run_id = new_run_id()
-        record = RunRecord(run_id, premise, body.scenes, body.seed, body.provider)
-        await asyncio.to_thread(store.start_run, record)
-        run = runs.new(run_id)
+        record = await engine.open_run(body.premise, body.scenes, body.seed, provider=body.provider)
+        run = runs.new(record.id)
         run.start_job("generate")
-        run.task = asyncio.create_task(jobs.generate(run, engine, store, record))
+        run.task = asyncio.create_task(jobs.generate(run, engine, store))
         return runs.summary(record)
 
     @app.get("/api/runs/{run_id}")
@@ -295,7 +291,7 @@ def create_app(
                         "run whose process stopped, or a story with a missing part, can be resumed"
                     )
             engine = await engines.get(record.provider)
-            run.task = asyncio.create_task(jobs.generate(run, engine, store, record, resume=True))
+            run.task = asyncio.create_task(jobs.generate(run, engine, store, resume=True))
         return {"run": run.id, "job": "resume", "after": after}
 
     @app.get("/api/runs/{run_id}/versions")
@@ -354,7 +350,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Start the steering job of a claimed run (the last step of its `claimed` block)."""
         operation.check(found.the_story())
-        seed = seed if seed is not None else random.randint(0, SEED_MAX)
+        seed = seed if seed is not None else fresh_seed()
         run.task = asyncio.create_task(jobs.steer(run, engine, operation, found.number, seed))
         return {"run": run.id, "job": operation.label, "base": found.number, "seed": seed, "after": after}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import StoryEngineError
 from ..pipeline.engine import StoryEngine
-from ..pipeline.runstore import RunRecord, RunStore
+from ..pipeline.runstore import RunStore
 from ..pipeline.steering import Steer
 from .runs import LiveRun
 
@@ -24,10 +24,9 @@ logger = logging.getLogger("storyengine.web")
 TERMINAL = ("run_done", "run_failed")
 
 
-async def generate(
-    run: LiveRun, engine: StoryEngine, store: RunStore, record: RunRecord, *, resume: bool = False
-) -> None:
-    """The first generation of `run` (or its continuation after a failure); its story is version 1."""
+async def generate(run: LiveRun, engine: StoryEngine, store: RunStore, *, resume: bool = False) -> None:
+    """The first generation of `run` (or its continuation after a failure); its story is version 1.
+    The engine keeps the run's status in the run store; the job tells the run's watchers."""
     held: list[dict[str, Any]] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -40,36 +39,22 @@ async def generate(
     try:
         if resume:
             await engine.resume(run.id, on_event=on_event)
-        else:
-            await engine.generate(
-                record.premise,
-                record.scenes,
-                record.seed,
-                run_id=run.id,
-                on_event=on_event,
-                provider=record.provider,
-            )
-        version = await asyncio.to_thread(store.version, run.id)
+            version = await asyncio.to_thread(store.version, run.id)
+        else:  # opened by the engine (`open_run`) when the run was asked for
+            version = await engine.write_run(run.id, on_event=on_event)
     except asyncio.CancelledError:
-        await _fail(run, store, "the server stopped before the run finished")
+        run.finish_job({"event": "run_failed", "error": "the server stopped before the run finished"})
         raise
     except StoryEngineError as exc:
-        await _fail(run, store, str(exc))
+        run.finish_job({"event": "run_failed", "error": str(exc)})
         return
     except Exception as exc:
         logger.exception("run %s failed unexpectedly", run.id)
-        await _fail(run, store, f"internal error: {type(exc).__name__}: {exc}")
+        run.finish_job({"event": "run_failed", "error": f"internal error: {type(exc).__name__}: {exc}"})
         return
     run.publish({"event": "version_added", "version": version.summary()})
     done = held[-1] if held else {"event": "run_done"}
     run.finish_job({**done, "version": version.number})
-
-
-async def _fail(run: LiveRun, store: RunStore, message: str) -> None:
-    try:
-        await asyncio.to_thread(store.set_status, run.id, "failed", message)
-    finally:
-        run.finish_job({"event": "run_failed", "error": message})
 
 
 async def steer(run: LiveRun, engine: StoryEngine, operation: Steer, base: int, seed: int) -> None:
