@@ -237,7 +237,8 @@ WRITE_A_STORY = textwrap.dedent(
             story = await engine.generate(PREMISE, scenes=1, seed=3)
             state = engine.checkpoints.load(story.meta["run_id"])
         asked = sorted({r.component for r in provider.requests})
-        made = {"logline": state.get("logline"), "meta": state.meta.get("logline"), "asked": asked}
+        meta = {key: state.meta.get(key) for key in ("logline.draft", "logline")}
+        made = {"logline": state.get("logline"), "meta": meta, "asked": asked}
         print(json.dumps(made))
 
     asyncio.run(main())
@@ -268,4 +269,5 @@ def test_a_new_step_is_one_module_its_schema_and_its_templates(tmp_path: Path) -
     found = json.loads(out.stdout.strip().splitlines()[-1])
     # made by the model (scheduled after the plot, routed like the plot, seeded, checkpointed)
     assert "logline" in found["asked"] and len(found["logline"]["logline"]) >= 10
-    assert found["meta"]["seed"] is not None and found["meta"]["provider"] == "embedded"
+    draft, structured = found["meta"]["logline.draft"], found["meta"]["logline"]
+    assert draft["seed"] is not None and structured["provider"] == "embedded"
