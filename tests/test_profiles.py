@@ -149,7 +149,7 @@ narrative: {providers: {plot: packaged, scene: packaged, dialogue: packaged, eva
     assert profile_for(None) is STANDARD  # a provider with no config entry
 
 
-QUIRKS = ("structure_in_parts", "stops_loops", "keeps_cut_off_drafts", "redraws_loops")
+QUIRKS = ("structure_in_parts", "stops_loops", "keeps_cut_off_drafts", "redraws_loops", "drops_bible_echo")
 
 
 def test_the_standard_profile_has_none_of_the_tiny_models_quirks() -> None:
@@ -158,6 +158,28 @@ def test_the_standard_profile_has_none_of_the_tiny_models_quirks() -> None:
     assert not any(getattr(STANDARD, quirk) for quirk in QUIRKS)
     assert (TINY.checks_facts, TINY.scene_drafts) == (False, 1)
     assert (STANDARD.checks_facts, STANDARD.scene_drafts) == (True, 3)
+
+
+@pytest.mark.parametrize("profile", ["tiny", "standard"])
+async def test_sentences_copied_from_the_bible_leave_the_prose_only_for_a_tiny_writer(profile: str) -> None:
+    """SmolLM2 copies its prompt's "Name (she/her): ..." bible lines into a scene: the tiny profile
+    leaves them out of the prose; a standard model's sentence that reads like one is its own."""
+    echo = "Mara (she/her): the keeper of the light."
+
+    def script(request: CompletionRequest) -> Any:
+        answer = story_script(request)
+        if request.component == "scene" and request.stage == "freeform":
+            return f"{echo} {answer}"
+        return answer
+
+    provider = ScriptedProvider(script, name="embedded", structured_mode="grammar")
+    extra = f"providers: {{embedded: {{type: embedded, profile: {profile}}}}}\ncache: {{enabled: false}}"
+    engine = StoryEngine.from_config(settings=parse_settings(extra), providers={"embedded": provider})
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=2)
+    assert story.meta["steps"]["scene.0.draft"]["profile"] == profile
+    assert story.meta["steps"]["scene.0.draft"]["stage1_text"].startswith(echo)  # the draft keeps it
+    assert ("she/her" in story.scenes[0].prose) == (profile == "standard")
 
 
 def one_provider(profile: str) -> Any:

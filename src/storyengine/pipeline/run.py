@@ -35,6 +35,7 @@ from ..drafts import reader_prose
 from ..errors import InputError, RunFailed, StoryEngineError, StructuringError
 from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
+from ..providers.profiles import PROFILES
 from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import RunRecorder
 from ..schemas import PlotStructure, Story, StoryScene
@@ -441,8 +442,13 @@ class StoryRun:
 
     def _prose(self, i: int) -> str:
         """Scene i as a reader gets it: its stage-1 draft, cleaned (no cut-off end, loops, markup,
-        junk or meta talk; what the text rules dropped is kept in `prose_findings`)."""
-        prose, found = reader_prose(_without_bible_lines(str(self.state.get(f"scene.{i}.draft") or "")))
+        junk or meta talk; what the text rules dropped is kept in `prose_findings`); without the
+        sentences copied from the bible where the writing model's profile says it copies them."""
+        draft = str(self.state.get(f"scene.{i}.draft") or "")
+        profile = PROFILES.get(str((self.state.meta.get(f"scene.{i}.draft") or {}).get("profile")))
+        if profile is not None and profile.drops_bible_echo:
+            draft = _without_bible_lines(draft)
+        prose, found = reader_prose(draft)
         self.prose_findings[i] = [f.as_dict() for f in found]
         return prose
 

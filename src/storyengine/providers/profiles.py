@@ -23,7 +23,7 @@ Where each field is read:
 
     structure_in_parts    pipeline/twostage.py (stage 2 in parts or whole)
     checks_facts          pipeline/twostage.py (which route fact-checks a scene draft)
-    scene_drafts          pipeline/story.py (unless narrative.scene_drafts is set)
+    scene_drafts          pipeline/steps/scene.py (unless narrative.scene_drafts is set)
     stops_loops           providers/embedded.py (the `LoopWatch` that ends a free-text answer
                           at its first loop while the model writes)
     keeps_cut_off_drafts  routing/retry.py (a stage-1 draft cut off at max_tokens that does not
@@ -33,6 +33,9 @@ Where each field is read:
                           seed, and one that loops at the same max_tokens: measured on SmolLM2,
                           such an answer is usually a loop, more room only lengthens it, and
                           colder sampling loops more, not less)
+    drops_bible_echo      pipeline/run.py (the sentences of a scene draft that copy the bible's
+                          "Name (she/her): ..." lines are left out of the prose: SmolLM2 copies
+                          its prompt's bible into the scene)
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Profile:
     stops_loops: bool  # an embedded model's free writing is ended at its first loop as it is written
     keeps_cut_off_drafts: bool  # retry keeps a cut-off stage-1 draft that does not loop at once
     redraws_loops: bool  # retry redraws a cut-off sampled answer with another seed (a loop: same budget)
+    drops_bible_echo: bool  # a scene draft's sentences copied from the bible's "Name (she/her):" lines
 
 
 TINY = Profile(
@@ -65,6 +69,7 @@ TINY = Profile(
     stops_loops=True,
     keeps_cut_off_drafts=True,
     redraws_loops=True,
+    drops_bible_echo=True,
 )
 STANDARD = Profile(
     "standard",
@@ -74,6 +79,7 @@ STANDARD = Profile(
     stops_loops=False,
     keeps_cut_off_drafts=False,
     redraws_loops=False,
+    drops_bible_echo=False,
 )
 PROFILES: dict[str, Profile] = {"tiny": TINY, "standard": STANDARD}
 

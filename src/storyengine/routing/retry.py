@@ -49,6 +49,7 @@ from ..errors import (
 )
 from ..providers.base import Provider
 from ..providers.profiles import Profile, profile_of
+from ..seeds import attempt_seed
 from ..text.segment import sentences, word_key, words
 from ..types import Completion, CompletionRequest, Message
 from .base import Check, Generator
@@ -61,8 +62,8 @@ _RESAMPLE_TEMPERATURE = 0.5
 
 
 def _next_seed(request: CompletionRequest) -> int:
-    """Another seed for the next attempt, reproducible from the request's own."""
-    return ((request.seed or 0) * 31 + request.attempt) % 2**31
+    """Another seed for the next attempt, reproducible from the request's own (seeds.py)."""
+    return attempt_seed(request.seed, request.attempt)
 
 
 _ELLIPSIS = "\n[…]\n"
