@@ -66,6 +66,7 @@ class StoryEngine:
         self.router = router
         self.providers = providers
         self.runlog = runlog
+        self.instrumentation = router.instrumentation  # every record of a run goes through it
         self.checkpoints = checkpoints or CheckpointStore(checkpoint_dir(settings))
         self.invalid_log = invalid_log or InvalidOutputLog(
             settings.log_dir / "invalid_json",

@@ -37,7 +37,7 @@ from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
 from ..providers.profiles import PROFILES
 from ..quality import mark_evaluation, quality_report, story_measures
-from ..routing.instrument import RunRecorder
+from ..routing.instrument import Instrumentation
 from ..schemas import PlotStructure, Story, StoryScene
 from ..seeds import StepSeeds
 from .checkpoint import RunHeader, RunState, resume_command
@@ -57,7 +57,7 @@ class Engine(Protocol):
     settings: Settings
     stages: TwoStage
     providers: dict[str, Provider]
-    runlog: Any
+    instrumentation: Instrumentation
 
 
 class StoryRun:
@@ -218,10 +218,8 @@ class StoryRun:
             self.emit("step_done", step=name.split(".")[0], stage="edited", name=name, value=value)
         # The first render of a template starts Node (~1 s each): do them off the event loop.
         await asyncio.to_thread(warm_templates)
-        runlog = self.engine.runlog
-        recorder = RunRecorder(self.state.run_id)
-        if runlog is not None:
-            runlog.start_run(self.state.run_id, self.premise, self.state.header.model_dump(mode="json"))
+        recorder = self.engine.instrumentation.recorder(self.state.run_id)  # the only recorder
+        recorder.start(self.premise, self.state.header.model_dump(mode="json"))
         try:
             with recorder.active():
                 story = await self._pipeline()
@@ -229,8 +227,7 @@ class StoryRun:
             step = getattr(exc, "failed_step", "")
             self.state.header.failed_step = step  # a resume draws this step's draft again
             await asyncio.to_thread(self.state.set_status, "failed", str(exc))
-            if runlog is not None:
-                runlog.finish_run(self.state.run_id, "failed", str(exc))
+            recorder.finish("failed", str(exc))
             component = step.split(".")[0]
             chain = (
                 self.engine.settings.narrative.providers.chain(component) if component in COMPONENTS else []
@@ -255,16 +252,14 @@ class StoryRun:
         except BaseException as exc:  # a bug, Ctrl-C, a cancelled task: the run is not "running"
             why = f"stopped: {type(exc).__name__}: {exc}"
             await asyncio.shield(asyncio.to_thread(self.state.set_status, "failed", why))
-            if runlog is not None:
-                runlog.finish_run(self.state.run_id, "failed", why)
+            recorder.finish("failed", why)
             raise
         # A story with a gap is kept, and a resume may try its missing parts again (a new round).
         status = "gaps" if story.gaps else "done"
         self.state.header.gaps = sorted(story.gaps)
         gaps = "; ".join(f"{part} missing: {why}" for part, why in story.gaps.items()) or None
         await asyncio.to_thread(self.state.set_status, status, gaps)
-        if runlog is not None:
-            runlog.finish_run(self.state.run_id, status, gaps)
+        recorder.finish(status, gaps)
         story.meta["calls"] = [c.model_dump(mode="json") for c in recorder.calls]
         self.emit("run_done")
         return story

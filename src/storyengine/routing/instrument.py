@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import is_output_problem
 from ..hashing import canonical_json, prompt_hash, sha256_hex
@@ -45,6 +45,7 @@ __all__ = [
     "RecordedAttempts",
     "RecordedLink",
     "RunRecorder",
+    "RunSink",
     "Sink",
     "current_recorder",
     "is_output_problem",
@@ -62,13 +63,31 @@ class Sink(Protocol):
     def record(self, record: CallRecord) -> None: ...
 
 
-class RunRecorder:
-    """The rows of one run, in order (they become `Story.meta["calls"]`), plus the run's own sinks."""
+class RunSink(Protocol):
+    """A sink that also keeps runs (the SQLite run log): a row per run, its status when it ends."""
 
-    def __init__(self, run_id: str | None, *sinks: Sink | None) -> None:
+    def start_run(self, run_id: str, premise: str, meta: dict[str, Any] | None = None) -> None: ...
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None: ...
+
+
+class RunRecorder:
+    """The rows of one run, in order (they become `Story.meta["calls"]`), plus the run's own sinks;
+    `start` and `finish` tell the sinks that keep runs (`RunSink`) that the run began and ended."""
+
+    def __init__(self, run_id: str | None, *sinks: Sink | None, runs: Sequence[RunSink] = ()) -> None:
         self.run_id = run_id
         self.sinks = [s for s in sinks if s is not None]
+        self.runs = list(runs)
         self.records: list[CallRecord] = []
+
+    def start(self, premise: str, meta: dict[str, Any]) -> None:
+        for sink in self.runs:
+            sink.start_run(str(self.run_id), premise, meta)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        for sink in self.runs:
+            sink.finish_run(str(self.run_id), status, error)
 
     def record(self, record: CallRecord) -> CallRecord:
         self.records.append(record)
@@ -99,6 +118,11 @@ class Instrumentation:
 
     def __init__(self, sinks: Sequence[Sink] = ()) -> None:
         self.sinks = list(sinks)
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        """The recorder of run `run_id`: its rows, and its start and end told to the sinks that keep runs."""
+        runs = [s for s in self.sinks if callable(getattr(s, "start_run", None))]
+        return RunRecorder(run_id, runs=cast(list[RunSink], runs))
 
     def emit(self, record: CallRecord) -> None:
         recorder = current_recorder.get()
