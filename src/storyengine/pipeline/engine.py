@@ -1,9 +1,11 @@
 """StoryEngine: premise -> plot -> scenes -> dialogue -> evaluation -> enhancement -> Story.
 
 The one run engine's public face. Every way of making or changing a story is an operation
-here: `generate`, `resume`, steering (`steer`, `edit_beat`, `regenerate_scene`, ...), and the
-component calls (`plot`, `scene`, ... with the seeds and numbering of `generate`). Each runs
-the same pipeline (pipeline/run.py) over a checkpointed state and is kept in the run store.
+here: `generate` (or `open_run` then `write_run`), `resume`, `story_of_run` (a batch's story,
+whichever way it was left), steering (`steer`, `edit_beat`, `regenerate_scene`, `revise`, ...),
+and one step alone (`step`, and its short forms `plot`, `scene`, ... with the seeds and numbering
+of `generate`). Each runs the same pipeline (pipeline/run.py) over a checkpointed state; stories
+are kept in the run store. No caller reads a checkpoint: the engine does.
 """
 
 from __future__ import annotations

@@ -112,9 +112,6 @@ class Runs:
     async def version(self, run_id: str, number: int | None = None) -> Version:
         return await asyncio.to_thread(self.store.version, run_id, number)
 
-    async def exists(self, run_id: str) -> bool:
-        return run_id in self._live or await asyncio.to_thread(self.store.exists, run_id)
-
     def new(self, run_id: str) -> LiveRun:
         self._live[run_id] = LiveRun(run_id)
         return self._live[run_id]
