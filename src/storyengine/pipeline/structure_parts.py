@@ -27,8 +27,9 @@ from ..structuring import format_errors, validate_json_payload
 from ..text.review import Finding
 from ..text.rules import Context
 from ..types import Completion, CompletionRequest
+from .answer_bound import answer_token_bound
 from .answer_checks import Checked
-from .parts import Part, answer_token_bound, instruction_echo
+from .part import Part, instruction_echo
 from .stepmeta import StepMeta
 
 T = TypeVar("T", bound=BaseModel)
