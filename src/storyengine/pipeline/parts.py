@@ -15,14 +15,17 @@ one-shot mode.
 Which providers structure in parts is their model profile's choice (providers/profiles.py:
 `tiny`). The aids here (openers, unused initials) are for that profile only; names may hold any
 letters, apostrophes and hyphens here as everywhere.
+
+This module makes each component's plan: `plot_parts`, `scene_parts`, `dialogue_parts`,
+`bible_parts`, `evaluation_parts` and `enhancement_parts` (with the beats' tension bands and
+purpose openers). A part itself, its grammar and its cross-checks are in part.py; how long an
+answer can be in answer_bound.py. Their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, create_model
@@ -41,277 +44,40 @@ from ..schemas import (
     Suggestion,
     name_key,
     speaker_label,
-    word_key,
 )
 from ..structuring import decoding_schema
 from ..text.rules import similar
-from ..text.segment import sentences, words
+from .answer_bound import answer_token_bound as answer_token_bound
+from .answer_bound import json_char_bound as json_char_bound
+from .part import (
+    INITIALS,
+    LETTERS,
+    NAME_PATTERN,
+    UPPER_ACCENTED,
+    CrossCheck,
+    Part,
+    PartPlan,
+    all_of,
+    differs,
+    distinct,
+    distinct_scalar,
+    each_once,
+    model_of,
+    name_pattern,
+    note_units,
+    slice_schema,
+)
+from .part import PLAIN_CHARACTER as PLAIN_CHARACTER
+from .part import PROSE_FIELDS as PROSE_FIELDS
+from .part import instruction_echo as instruction_echo
+from .part import notes_slice as notes_slice
 
-# Letters a name may hold: Latin with its diacritics (Latin-1 and Latin Extended-A); one
-# apostrophe or hyphen may join two runs of letters ("José", "O'Neil", "Zoë", "Mary-Jane").
-# Ranges, because llama.cpp's grammar has no \p{L}; plain groups only, because its converter has
-# no `(?:` or lookahead. (Other scripts pass the schemas' name rule; this grammar is the tiny
-# profile's, for a 135M model that writes Latin script.)
-_UPPER_ACCENTED = "À-ÖØ-ÞĀ-ž"  # Latin Extended-A mixes cases: its capitals (Ł, Ż) start names
-_UPPER = "A-Z" + _UPPER_ACCENTED
-_LOWER_REST = "ß-öø-ÿĀ-ž"
-LETTERS = _UPPER + "a-z" + _LOWER_REST
-_LOWER = "a-z" + _LOWER_REST  # after a name's capital: no run-together phrase ("TheFutureBegins")
-_JOINED = f"(['’-][{LETTERS}][{_LOWER}]{{0,18}})?"  # "'Neil", "-Jane"
-_INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)
-
-
-def _letters_but(lower: str) -> str:
-    """The lower-case letters with the ASCII range `lower` in place of a-z (to leave one out)."""
-    return lower + _LOWER_REST
-
-
-def name_pattern(initials: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str:
-    """A character's name: one to three capitalised words, the first of two letters or more, starting
-    with one of `initials` (or an accented capital) and not an article: the schemas reject "The
-    Lighthouse" or "An Owl" as names, so the grammar does not offer them (measured, SmolLM2
-    answered "The Lighthouse" on every re-ask)."""
-    plain = "".join(c for c in initials if c not in "AT") + _UPPER_ACCENTED
-    options = [f"[{plain}]([{_LOWER}]{{1,19}}{_JOINED}|['’-][{LETTERS}][{_LOWER}]{{0,18}})"]
-    if "A" in initials:  # not "A", "An"
-        no_n = _letters_but("a-mo-z")
-        options.append(f"A([{no_n}][{_LOWER}]{{0,18}}{_JOINED}|n[{_LOWER}]{{1,18}}{_JOINED})")
-    if "T" in initials:  # not "The"
-        no_h, no_e = _letters_but("a-gi-z"), _letters_but("a-df-z")
-        options.append(
-            f"T([{no_h}][{_LOWER}]{{0,18}}{_JOINED}|h|h[{no_e}][{_LOWER}]{{0,17}}{_JOINED}"
-            f"|he[{_LOWER}]{{1,17}}{_JOINED})"
-        )
-    later = f"( [{_UPPER}][{_LOWER}]{{0,19}}{_JOINED}){{0,2}}"
-    return f"^({'|'.join(options)}){later}$"
-
-
-# A character's name (blocks "{ ", " ", sentences and "The ..." as names).
-NAME_PATTERN = name_pattern()
 SENTENCE = 30  # minLength of a field that must be a sentence, not a copied name
 STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "in medias res"]
 
 
 class _NameModel(BaseModel):
     name: PersonName
-
-
-CrossCheck = Callable[[dict[str, Any], dict[str, Any]], str | None]
-# A plan is a list of parts; a callable builds its part from what is assembled so far.
-PartPlan = list["Part | Callable[[dict[str, Any]], Part]"]
-
-
-@dataclass(frozen=True)
-class Part:
-    """One structuring call: `fields` of the object, or one item of the list `item_of`."""
-
-    what: str
-    schema: dict[str, Any]
-    model: type[BaseModel]
-    item_of: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # fixed values merged into the item
-    check: CrossCheck | None = None
-    # (i, n): show the model only the i-th of n slices of the notes, and not the earlier parts.
-    # A tiny model copies whatever it is shown, so list items each get their own slice of the draft.
-    slice_of: tuple[int, int] | None = None
-    # The notes this part alone is shown, made by code (a dialogue line's words from the draft's
-    # script); like a slice, the earlier parts are not shown.
-    own_notes: str | None = None
-    # True: the prompt does not list the parts already written ("Already written: title: ...,
-    # setting: ..."); a part that needs only the notes is better off without: measured, SmolLM2
-    # wrote that line into the scene summary on every attempt.
-    notes_only: bool = False
-    scalar: str | None = None  # append value[scalar] to `item_of`, not the whole object
-    # An item beyond its list's minimum: when the model cannot write it validly, it and the rest
-    # of its list are left out (and said so in the metadata) instead of failing the object.
-    optional: bool = False
-    # A required part the model cannot write validly: its value made by code from the notes (a
-    # scene's summary from its draft's first sentences), checked like an answer, said so in the
-    # metadata. None: the failure stands.
-    from_notes: Callable[[str], dict[str, Any]] | None = None
-
-    def notes(self, draft: str) -> str:
-        if self.own_notes is not None:
-            return self.own_notes
-        return draft if self.slice_of is None else notes_slice(draft, *self.slice_of)
-
-    @property
-    def sees_earlier(self) -> bool:
-        """Whether the prompt shows the parts already written (not when it has notes of its own)."""
-        return not self.notes_only and self.slice_of is None and self.own_notes is None
-
-    def merge(self, assembled: dict[str, Any], value: dict[str, Any]) -> None:
-        if self.item_of is None:
-            assembled.update(value)
-        elif self.scalar is not None:
-            assembled.setdefault(self.item_of, []).append(value[self.scalar])
-        else:
-            assembled.setdefault(self.item_of, []).append({**self.extra, **value})
-
-    def describe(self, value: dict[str, Any]) -> str:
-        return ", ".join(
-            f"{k}: {v if not isinstance(v, list) else ', '.join(map(str, v))}" for k, v in value.items()
-        )
-
-
-# A placeholder copied from a prompt into an answer ("<up to 160 characters> Hello.", measured).
-_PLACEHOLDER = re.compile(r"<[^<>]*>|\bup to \d+ characters\b", re.I)
-
-
-def instruction_echo(
-    part: Part, value: dict[str, Any], assembled: dict[str, Any] | None = None
-) -> str | None:
-    """A text field that only repeats what the part was asked ("the setting: where and when the
-    story happens" answered ", where and when the story happens, in one sentence.", measured), or
-    copies a key of the object as a label ("The Story of Love, setting: Sophia's Dream", a summary
-    that copied the "Already written" line)."""
-    keys = [k for k in assembled or {} if k not in part.schema.get("properties", {})]  # earlier parts' keys
-    label = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in keys) + r")\s*:", re.I) if keys else None
-    asked = [part.what] + [
-        str(prop.get("description"))
-        for prop in part.schema.get("properties", {}).values()
-        if prop.get("description")
-    ]
-    for key, text in value.items():
-        if not isinstance(text, str):
-            continue
-        if _PLACEHOLDER.search(text) or any(_echoes(text, i) for i in asked):
-            return f"{key} {text[:80]!r} repeats the instructions; write what the story says instead"
-        copied = label.search(text) if label else None
-        if copied:
-            return f"{key} {text[:80]!r} copies the label {copied.group(0)!r}; write only the {key} itself"
-    return None
-
-
-def _echoes(text: str, instruction: str) -> bool:
-    """`similar`, or four words or more nearly all taken from the instruction ("What theresa says,
-    in the words of the notes." for "line 1 of 4: what Theresa says, in the words of the notes")."""
-    said = set(words(text))
-    return similar(text, instruction) or (
-        len(said) >= 4 and len(said - set(words(instruction))) <= len(said) // 8
-    )
-
-
-def _units(draft: str) -> int:
-    """How many slices `notes_slice` can make of `draft`: its lines, or its sentences if more."""
-    lines = [line for line in draft.splitlines() if line.strip()]
-    return max(len(lines), len(sentences(draft)))
-
-
-def notes_slice(draft: str, index: int, total: int) -> str:
-    """The `index`-th of `total` contiguous groups of the draft's lines (or sentences, if too few lines)."""
-    units = [line.strip() for line in draft.splitlines() if line.strip()]
-    if len(units) < total:
-        units = sentences(draft)
-    if len(units) < total:
-        return draft
-    start, end = index * len(units) // total, (index + 1) * len(units) // total
-    return "\n".join(units[start:end])
-
-
-# Any character but those of JSON debris: no braces, brackets, double quotes, backslashes or line
-# breaks in a free-text field. The schemas reject debris in text; in parts the grammar does not
-# offer it (measured: SmolLM2 re-asked about "{{A-L-E-Y...}}" wrote it again every time).
-PLAIN_CHARACTER = r'[^{}\[\]"\\\n]'
-
-
-# Fields of prose (the schemas' `Text` and `Speech`): they must not be cut off, so their grammar
-# ends them with a sentence's final punctuation within their length (measured: SmolLM2 ran to
-# maxLength mid-sentence in 38 % of prose fields, and a re-ask ran to it again). A full stop
-# after a fragment or a dangling word is still rejected as cut off (sanity.cut_off_problem).
-PROSE_FIELDS = (
-    "setting", "summary", "purpose", "description", "text", "rationale", "problem", "change", "fact",
-)  # fmt: skip
-
-
-def _plain(name: str, prop: dict[str, Any]) -> dict[str, Any]:
-    """A string property without its own pattern or enum, restricted to PLAIN_CHARACTERs (and
-    ending in . ! or ? when it is prose)."""
-    if prop.get("type") != "string" or "pattern" in prop or "enum" in prop:
-        return prop
-    low, high = prop.get("minLength", 1), prop.get("maxLength", 120)
-    if name in PROSE_FIELDS and high >= 2:
-        ending = f"{{{max(low - 1, 1)},{high - 1}}}[.!?]"
-        return {**prop, "pattern": f"^{PLAIN_CHARACTER}{ending}$"}
-    return {**prop, "pattern": f"^{PLAIN_CHARACTER}{{{low},{high}}}$"}
-
-
-def _slice(
-    schema: dict[str, Any], fields: list[str], overrides: dict[str, dict[str, Any]] | None = None
-) -> dict:
-    # An optional field (dropped from the decoding schema) is a plain bounded string here.
-    plain = {"type": "string", "minLength": 1, "maxLength": 120}
-    properties = {
-        f: _plain(f, {**schema["properties"].get(f, plain), **(overrides or {}).get(f, {})}) for f in fields
-    }
-    return {"type": "object", "properties": properties, "required": fields, "additionalProperties": False}
-
-
-def _model_of(model: type[BaseModel], fields: list[str]) -> type[BaseModel]:
-    definitions: dict[str, Any] = {
-        f: (model.model_fields[f].annotation, model.model_fields[f]) for f in fields
-    }
-    return create_model(f"{model.__name__}Part", **definitions)
-
-
-def _distinct(key: str, label: str, allowed: int = 0) -> CrossCheck:
-    """Reject a value of `key` that the assembled items already use more than `allowed` times.
-
-    Compared as the full models compare (`sanity.similar`: the same words, or mostly the
-    same words), never looser, so an object assembled from checked parts cannot fail them.
-    """
-
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine = str(value[key])
-        used = sum(
-            1
-            for items in assembled.values()
-            if isinstance(items, list)
-            for item in items
-            if isinstance(item, dict) and key in item and similar(str(item[key]), mine)
-        )
-        if used > allowed:
-            return f"{key}: {value[key]!r} was already used; write a different {label}"
-        return None
-
-    return check
-
-
-def _all(*checks: CrossCheck) -> CrossCheck:
-    """The first problem any of `checks` finds."""
-
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        return next((p for c in checks if (p := c(value, assembled)) is not None), None)
-
-    return check
-
-
-def _each_once(key: str) -> CrossCheck:
-    """Reject a list value that names the same thing twice (a small model repeats itself)."""
-
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        seen: set[str] = set()
-        for item in value.get(key, []):
-            if name_key(str(item)) in seen:
-                return f"{key}: {item!r} is listed twice; list each one once"
-            seen.add(name_key(str(item)))
-        return None
-
-    return check
-
-
-def _differs(key: str, other: str, fixed: dict[str, Any] | None = None, *, loose: bool = False) -> CrossCheck:
-    """Reject a `key` that only repeats `other`, compared as the full model compares the two:
-    the same words, or with `loose` also mostly the same words (`sanity.similar`)."""
-
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        mine, theirs = str(value.get(key, "")), str({**assembled, **(fixed or {}), **value}.get(other, ""))
-        same = similar(mine, theirs) if loose else word_key(mine) == word_key(theirs)
-        if word_key(mine) and same:
-            return f"{key} only repeats the {other}; say something new"
-        return None
-
-    return check
 
 
 def tension_band(index: int, total: int) -> list[int]:
@@ -377,7 +143,7 @@ def purpose_schema(index: int, total: int) -> dict[str, Any]:
 
 def plot_parts(beats: int, characters: int = 3) -> PartPlan:
     schema = decoding_schema(PlotStructure, counts={"beats": (beats, beats), "characters": (2, 4)})
-    frame = _slice(
+    frame = slice_schema(
         schema,
         ["title", "structure_type"],
         {
@@ -385,7 +151,7 @@ def plot_parts(beats: int, characters: int = 3) -> PartPlan:
             "title": {"maxLength": 60},
         },
     )
-    frame_model = _model_of(PlotStructure, ["title", "structure_type"])
+    frame_model = model_of(PlotStructure, ["title", "structure_type"])
     parts: PartPlan = [Part("the story's title and its structure type", frame, frame_model)]
     parts += [_character_part] * characters
     beat_schema = schema["properties"]["beats"]["items"]
@@ -404,14 +170,14 @@ def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dic
     def build(assembled: dict[str, Any]) -> Part:
         # Each beat name starts with a letter no earlier beat used: unique by construction.
         taken = {b["name"][0].upper() for b in assembled.get("beats", [])}
-        initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
+        initials = "".join(c for c in INITIALS if c not in taken) or INITIALS
         overrides: dict[str, dict[str, Any]] = {
-            "name": {"maxLength": 48, "pattern": f"^[{initials}{_UPPER_ACCENTED}][{LETTERS}' ,!?-]{{2,47}}$"},
+            "name": {"maxLength": 48, "pattern": f"^[{initials}{UPPER_ACCENTED}][{LETTERS}' ,!?-]{{2,47}}$"},
             "purpose": purpose_schema(i, beats),
             "tension": {"enum": band},
         }
-        item = _slice(beat_schema, ["name", "purpose", "tension"], overrides)
-        check = _all(_distinct("name", "beat name"), _distinct("purpose", "purpose for this beat"))
+        item = slice_schema(beat_schema, ["name", "purpose", "tension"], overrides)
+        check = all_of(distinct("name", "beat name"), distinct("purpose", "purpose for this beat"))
         return Part(what, item, PlotBeat, item_of="beats", check=check, slice_of=(i, beats))
 
     return build
@@ -420,9 +186,9 @@ def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dic
 def _character_part(assembled: dict[str, Any]) -> Part:
     """One more main character, whose initial differs from the others': distinct by construction."""
     taken = {name[0] for name in assembled.get("characters", [])}
-    initials = "".join(c for c in _INITIALS if c not in taken) or _INITIALS
+    initials = "".join(c for c in INITIALS if c not in taken) or INITIALS
     pattern = name_pattern(initials)
-    schema = _slice({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
+    schema = slice_schema({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
     what = "the name of one more main character (a first name, maybe a last name)"
     return Part(what, schema, _NameModel, item_of="characters", scalar="name")
 
@@ -441,22 +207,22 @@ def scene_parts(cast: list[str]) -> list[Part]:
     return [
         Part(
             "the scene's title and its setting (where and when)",
-            _slice(schema, ["title", "setting"], overrides),
-            _model_of(Scene, ["title", "setting"]),
+            slice_schema(schema, ["title", "setting"], overrides),
+            model_of(Scene, ["title", "setting"]),
         ),
         Part(
             "the scene's summary: two or three sentences of what happens",
-            _slice(schema, ["summary"], overrides),
-            _model_of(Scene, ["summary"]),
-            check=_differs("summary", "title"),
+            slice_schema(schema, ["summary"], overrides),
+            model_of(Scene, ["summary"]),
+            check=differs("summary", "title"),
             from_notes=_summary_from_draft,
             notes_only=True,
         ),
         Part(
             "the characters who appear in the scene, each named once",
-            _slice(schema, ["characters"], overrides),
-            _model_of(Scene, ["characters"]),
-            check=_each_once("characters"),
+            slice_schema(schema, ["characters"], overrides),
+            model_of(Scene, ["characters"]),
+            check=each_once("characters"),
         ),
     ]
 
@@ -494,12 +260,12 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
     if script:
         count = len(script)
     else:
-        count = max(2, min(lines, _units(draft))) if draft.strip() else lines
+        count = max(2, min(lines, note_units(draft))) if draft.strip() else lines
     parts = []
     for i in range(count):
         # The script's speaker, or turn-taking (the cast speaks in turn: nobody answers themselves).
         speaker, words = script[i] if script else (cast[i % len(cast)], None)
-        part_schema = _slice(
+        part_schema = slice_schema(
             item, ["speaker", "text"], {"speaker": {"enum": [speaker]}, "text": {"maxLength": 160}}
         )
         what = f"line {i + 1} of {count} of the dialogue: " + (
@@ -511,7 +277,7 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
                 part_schema,
                 DialogueLine,
                 item_of="lines",
-                check=_all(_distinct("text", "line", allowed=1), _no_speaker_label(cast)),
+                check=all_of(distinct("text", "line", allowed=1), _no_speaker_label(cast)),
                 slice_of=None if script else (i, count),
                 own_notes=words,
                 optional=i >= 2,  # a dialogue is at least an exchange
@@ -540,19 +306,19 @@ def evaluation_parts() -> PartPlan:
     item = schema["properties"]["scores"]["items"]
     parts = []
     for criterion in EVALUATION_CRITERIA:
-        part_schema = _slice(
+        part_schema = slice_schema(
             item, ["score", "rationale"], {"rationale": {"minLength": SENTENCE, "maxLength": 200}}
         )
         parts.append(
             Part(
                 f"the score (1 to 10) for {criterion} and the reason in one sentence",
                 part_schema,
-                _model_of(CriterionScore, ["score", "rationale"]),
+                model_of(CriterionScore, ["score", "rationale"]),
                 item_of="scores",
                 extra={"criterion": criterion},
                 # A copied rationale is marked by Evaluation (not reliable), not re-asked: the
                 # review of a story must not fail the story (measured: SmolLM2 copies on re-ask).
-                check=_differs("rationale", "criterion", {"criterion": criterion}),
+                check=differs("rationale", "criterion", {"criterion": criterion}),
             )
         )
     plan: PartPlan = [
@@ -566,7 +332,7 @@ def evaluation_summary_part(scores: list[int]) -> Part:
     """The overall score is bounded by the criterion scores (Evaluation checks it is within ±1)."""
     low, high = max(1, min(scores) - 1), min(10, max(scores) + 1)
     schema = decoding_schema(Evaluation)
-    part_schema = _slice(
+    part_schema = slice_schema(
         schema,
         ["overall", "summary"],
         {
@@ -577,7 +343,7 @@ def evaluation_summary_part(scores: list[int]) -> Part:
     return Part(
         "the overall score and a one-sentence summary of the evaluation",
         part_schema,
-        _model_of(Evaluation, ["overall", "summary"]),
+        model_of(Evaluation, ["overall", "summary"]),
     )
 
 
@@ -586,7 +352,7 @@ def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) ->
     "Scene 2: Title" and names) bound what a suggestion may target, so a revision can apply it."""
     enums = {"target": targets} if targets else {}
     schema = decoding_schema(Enhancement, counts={"suggestions": (suggestions, suggestions)}, enums=enums)
-    item = _slice(
+    item = slice_schema(
         schema["properties"]["suggestions"]["items"],
         ["target", "problem", "change"],
         {
@@ -602,10 +368,10 @@ def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) ->
             item,
             Suggestion,
             item_of="suggestions",
-            check=_all(
-                _differs("change", "problem", loose=True),
-                _distinct("change", "change"),
-                _distinct("problem", "problem"),
+            check=all_of(
+                differs("change", "problem", loose=True),
+                distinct("change", "change"),
+                distinct("problem", "problem"),
             ),
             slice_of=(i, suggestions),
             optional=i >= 1,
@@ -615,8 +381,8 @@ def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) ->
     parts.append(
         Part(
             "a one-sentence summary of the suggested changes",
-            _slice(schema, ["summary"]),
-            _model_of(Enhancement, ["summary"]),
+            slice_schema(schema, ["summary"]),
+            model_of(Enhancement, ["summary"]),
         )
     )
     return parts
@@ -640,11 +406,11 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
         plan.append(
             Part(
                 f"who {name} is: their role in the story, one sentence about them, and their pronouns",
-                _slice(item, ["role", "description", "pronouns"], overrides),
-                _model_of(BibleCharacter, ["role", "description", "pronouns"]),
+                slice_schema(item, ["role", "description", "pronouns"], overrides),
+                model_of(BibleCharacter, ["role", "description", "pronouns"]),
                 item_of="characters",
                 extra={"name": name},
-                check=_distinct("description", "description of this character"),
+                check=distinct("description", "description of this character"),
                 # Its own line of the notes (one a character, then the setting), not the others'
                 # answers: a tiny model copies the description it was just shown.
                 slice_of=(index, len(cast) + 1),
@@ -653,12 +419,12 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
     plan.append(
         Part(
             "the setting: where and when the story happens, in one sentence",
-            _slice(schema, ["setting"], {"setting": {"maxLength": 160}}),
-            _model_of(StoryBible, ["setting"]),
+            slice_schema(schema, ["setting"], {"setting": {"maxLength": 160}}),
+            model_of(StoryBible, ["setting"]),
             slice_of=(len(cast), len(cast) + 1),
         )
     )
-    fact = _slice(
+    fact = slice_schema(
         {"properties": {"fact": {"type": "string", "minLength": SENTENCE, "maxLength": 160}}}, ["fact"]
     )
     fact_model = create_model("BibleFact", fact=(str, ...))
@@ -670,85 +436,11 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             item_of="facts",
             scalar="fact",
             optional=True,
-            check=_distinct_scalar("facts"),
+            check=distinct_scalar("facts"),
         )
         for i in range(facts)
     ]
     return plan
-
-
-def _distinct_scalar(key: str) -> CrossCheck:
-    def check(value: dict[str, Any], assembled: dict[str, Any]) -> str | None:
-        text = word_key(next(iter(value.values())))
-        if any(word_key(v) == text for v in assembled.get(key, [])):
-            return f"this repeats an earlier {key[:-1]}; write a different one"
-        return None
-
-    return check
-
-
-# -- how long an answer can be -------------------------------------------------------------------
-
-# Between JSON tokens llama.cpp's schema grammar allows at most one space (`space ::= " "?`);
-# a server's own JSON mode may indent, so each separator is given room for a few characters.
-_SEPARATOR = 3
-
-
-def json_char_bound(schema: dict[str, Any]) -> int | None:
-    """The most characters a JSON value valid for `schema` can take (None when unbounded).
-
-    Strings count `maxLength` plus their quotes (an escape counts as one character, as
-    maxLength does), enums their longest member, integers with bounds their widest value,
-    arrays `maxItems` items, objects every property with its key.
-    """
-    if "enum" in schema:
-        return max(len(json.dumps(value, ensure_ascii=False)) for value in schema["enum"])
-    if "const" in schema:
-        return len(json.dumps(schema["const"], ensure_ascii=False))
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if branches:
-        bounds = [json_char_bound(branch) for branch in branches]
-        return None if None in bounds else max(b for b in bounds if b is not None)
-    kind = schema.get("type")
-    if kind == "string":
-        return schema["maxLength"] + 2 if "maxLength" in schema else None
-    if kind in ("integer", "number"):
-        if "minimum" not in schema or "maximum" not in schema or kind == "number":
-            return None
-        return max(len(str(schema["minimum"])), len(str(schema["maximum"])))
-    if kind == "boolean":
-        return len("false")
-    if kind == "null":
-        return len("null")
-    if kind == "array":
-        item = json_char_bound(schema.get("items", {}))
-        if item is None or "maxItems" not in schema:
-            return None
-        return 2 + _SEPARATOR + schema["maxItems"] * (item + _SEPARATOR)
-    if kind == "object":
-        total = 2 + _SEPARATOR
-        for key, value in schema.get("properties", {}).items():
-            bound = json_char_bound(value)
-            if bound is None:
-                return None
-            total += len(json.dumps(key, ensure_ascii=False)) + 1 + bound + 2 * _SEPARATOR
-        return total
-    return None
-
-
-# Tokens per answer: a byte-level BPE token holds at least one character (a letter outside ASCII
-# may take two byte tokens; the margin and the retry on a cut-off cover that), plus the end token.
-_TOKEN_MARGIN = 8
-
-
-def answer_token_bound(schema: dict[str, Any], fallback: int) -> int:
-    """`max_tokens` for an answer to `schema`: room for the longest valid JSON, never less.
-
-    An answer needs no more, so a runaway stops there; and a valid answer is never cut off
-    (which would cost a retry with a doubled budget). `fallback` when the schema is unbounded.
-    """
-    chars = json_char_bound(schema)
-    return fallback if chars is None else chars + _TOKEN_MARGIN
 
 
 def _summary_from_draft(notes: str) -> dict[str, Any]:

@@ -10,6 +10,11 @@ The answering provider decides how it is asked: a component's chain is walked ro
 step the way its profile needs (in parts for `tiny`, whole objects for `standard`), fitted
 into its own context window with its own tokenizer. The step metadata says which provider
 answered, with which profile and mode, and which routes failed before it.
+
+`TwoStage` walks the routes and runs the stages; the rest is in modules of its own, re-exported
+here: what a step records (stepmeta.py), how an answer is judged and its text findings re-asked
+(answer_checks.py), fitting a request into a route's window (fitting.py), and stage 2 in parts
+for small models (structure_parts.py).
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..bible import FactCheck
-from ..budget import Budget, clip_middle
+from ..budget import clip_middle
 from ..config import Settings, StageDefaults
 from ..errors import (
     AllProvidersFailed,
@@ -37,21 +42,29 @@ from ..errors import (
 )
 from ..failures import InvalidOutputLog
 from ..hashing import prompt_hash
-from ..prompts.render import RenderedPrompt, render
+from ..prompts.render import render
 from ..providers.base import LOOP_STOP
 from ..routing.instrument import short_error
 from ..routing.router import Route, Router
-from ..seeds import StepSeeds
 from ..structuring import decoding_schema, format_errors, validate_json_payload
 from ..text.language import detect
 from ..text.review import Finding, kept
 from ..text.rules import Context
 from ..types import Completion, CompletionRequest
-from .parts import Part, answer_token_bound, instruction_echo
+from .answer_checks import Checked as Checked
+from .answer_checks import TextFindings as TextFindings
+from .answer_checks import TextPolicy, checker
+from .fitting import SUMMARIZABLE as SUMMARIZABLE
+from .fitting import SUMMARY_WORDS as SUMMARY_WORDS
+from .fitting import fitted, summary_request
+from .stepmeta import StepMeta as StepMeta
+from .structure_parts import PART_MAX_TOKENS as PART_MAX_TOKENS
+from .structure_parts import Plan as Plan
+from .structure_parts import structure_in_parts
+from .structure_parts import without_patterns as without_patterns
 
 logger = logging.getLogger("storyengine")
 R = TypeVar("R")
-Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
 # A stage-1 draft's problems ([] when it is fine); a check that asks a model returns them awaitable.
 DraftCheck = Callable[[str], list[str] | Awaitable[list[str]]]
 # How good a draft is, by code, given its text and its problems (higher is better).
@@ -60,130 +73,6 @@ DraftScore = Callable[[str, list[str]], float]
 _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaValidationError)
 
 T = TypeVar("T", bound=BaseModel)
-
-# Context values that may be summarized when a prompt does not fit, most expendable first.
-SUMMARIZABLE = ("previous", "earlier", "story", "plot", "evaluation", "draft", "text")
-SUMMARY_WORDS = 90
-PART_MAX_TOKENS = 200  # one part is a few short fields (when its schema does not bound it)
-
-
-def without_patterns(schema: Any) -> Any:
-    """`schema` without its `pattern` keys (what a prompt shows; the grammar keeps them)."""
-    if isinstance(schema, dict):
-        return {k: without_patterns(v) for k, v in schema.items() if k != "pattern"}
-    if isinstance(schema, list):
-        return [without_patterns(v) for v in schema]
-    return schema
-
-
-def _as_schema_error(exc: ValidationError, assembled: dict[str, Any]) -> SchemaValidationError:
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    return SchemaValidationError(str(exc), raw_text=json.dumps(assembled), validation_errors=errors)
-
-
-def _placed(field: str, where: str, scalar: str | None) -> str:
-    """A part's finding's field as a path in the object ("facts[0]" for the scalar part "fact")."""
-    if not where:
-        return field
-    if scalar is not None and field.split(".")[0].split("[")[0] == scalar:
-        return where + field[len(scalar) :]
-    return f"{where}.{field}"
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A validated value and what the text rules found in it."""
-
-    value: Any
-    findings: list[Finding]
-
-    @property
-    def open(self) -> list[Finding]:
-        return [f for f in self.findings if f.action == "reask"]
-
-
-class TextFindings(SchemaValidationError):
-    """A shape-valid answer with text findings no code could repair: re-asked once, not redrawn."""
-
-    retryable = False
-
-
-@dataclass
-class _TextPolicy:
-    """Text findings are re-asked once; after that the better of the two answers is kept."""
-
-    final: bool = False
-    held: tuple[Completion, Checked] | None = None
-
-
-@dataclass
-class StepMeta:
-    """What one component call did: raw texts, mode, attempts, what was summarized."""
-
-    component: str
-    seeds: StepSeeds | None = None  # its seeds (seeds.py); None: the config's, for a lone call
-    round: int = 0  # the resume round of the run that made it (0: its first attempt)
-    start: int = 0  # where in its chain it was asked first (a resume moves a failed step on)
-    first_provider: str = ""  # that provider, when it is not the chain's first
-    seed: int | None = None  # the stage-1 seed of the draft it kept
-    redraws: int = 0  # drafts drawn again because a check found problems
-    drafts: list[dict[str, Any]] = field(default_factory=list)  # each draft's seed, score, problems
-    draft_problems: list[str] = field(default_factory=list)  # what the kept draft still has
-    stage1_text: str = ""
-    stage1_cut_off: bool = False  # cut off at max_tokens or stopped in a loop; kept as far as it went
-    stage2_text: str = ""
-    structured_mode: str = ""
-    provider: str = ""  # who answered the last call of the step
-    model: str = ""
-    profile: str = ""
-    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # routes that failed before it
-    attempts: int = 0
-    reasked: bool = False
-    parts_left_out: list[str] = field(default_factory=list)  # optional parts the model could not write
-    summarized: list[dict[str, Any]] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
-    fact_checks: list[str] = field(default_factory=list)  # what each check of the bible's facts found
-    # What the text rules found in the answer kept (text/review.py): repaired, dropped or nulled by
-    # code, or kept with the text after one re-ask (a word never fails a step).
-    findings: list[dict[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.seeds is None:
-            self.seeds = StepSeeds(None, self.component, self.round)
-        self.round = self.seeds.round
-
-    def add_usage(self, completion: Completion) -> None:
-        self.tokens["prompt"] += completion.usage.prompt_tokens
-        self.tokens["completion"] += completion.usage.completion_tokens
-        self.provider, self.model = completion.provider, completion.model
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "component": self.component,
-            "round": self.round,
-            **({"start": self.start, "first_provider": self.first_provider} if self.start else {}),
-            "seed": self.seed,
-            "redraws": self.redraws,
-            **({"drafts": self.drafts} if self.drafts else {}),
-            "draft_problems": self.draft_problems,
-            **({"fact_checks": self.fact_checks} if self.fact_checks else {}),
-            "findings": self.findings,
-            "stage1_text": self.stage1_text,
-            "stage1_cut_off": self.stage1_cut_off,
-            "stage2_text": self.stage2_text,
-            "structured_mode": self.structured_mode,
-            "provider": self.provider,
-            "model": self.model,
-            "profile": self.profile,
-            "fallbacks": self.fallbacks,
-            "attempts": self.attempts,
-            "reasked": self.reasked,
-            "parts_left_out": self.parts_left_out,
-            "summarized": self.summarized,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-            "tokens": dict(self.tokens),
-        }
 
 
 class TwoStage:
@@ -349,7 +238,8 @@ class TwoStage:
             meta.findings = []  # what a route that failed found is not in the object kept
             if parts is not None and self.in_parts(route):
                 notes, plan = parts
-                return await self._structure_parts(
+                return await structure_in_parts(
+                    self,
                     component,
                     notes,
                     plan,
@@ -430,8 +320,8 @@ class TwoStage:
         The completion returned carries the validated value (`completion.value`)."""
         attempts: list[dict[str, Any]] = []
         invalid: list[tuple[Completion, SchemaValidationError, int]] = []
-        policy = _TextPolicy()
-        check = self._checker(validate, attempts, invalid, policy)
+        policy = TextPolicy()
+        check = checker(validate, attempts, invalid, policy)
         try:
             completion = await route.generator.generate(request, check)
         except SchemaValidationError as exc:
@@ -458,176 +348,6 @@ class TwoStage:
             meta.findings += [f.as_dict() for f in kept(value.findings)]
             completion = completion.model_copy(update={"value": value.value})
         return completion
-
-    # -- stage 2, in parts (small models) --
-    async def _structure_parts(
-        self,
-        component: str,
-        draft: str,
-        plan: Plan,
-        model: type[T],
-        meta: StepMeta,
-        route: Route,
-        reviewing: Context,
-        *,
-        validation_context: dict[str, Any] | None = None,
-    ) -> T:
-        """Fill the object one `Part` at a time (see parts.py), then validate it whole."""
-        started = time.perf_counter()
-        meta.structured_mode = f"{route.structured_mode} (in parts)"
-        meta.parts_left_out = []
-        assembled: dict[str, Any] = {}
-        earlier: list[str] = []
-        answers: list[str] = []
-        try:
-            left_out: set[str | None] = set()
-            for entry in plan:
-                part = entry if isinstance(entry, Part) else entry(assembled)
-                if part.item_of is not None and part.item_of in left_out:
-                    meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
-                    continue
-                try:
-                    value, text = await self._part(
-                        component, draft, part, assembled, earlier, meta, route, reviewing
-                    )
-                except StructuringError as exc:
-                    made = self._from_notes(part, draft, assembled)
-                    if made is not None:
-                        value, text = made, json.dumps(made, ensure_ascii=False)
-                        meta.parts_left_out.append(f"{part.what}: made from the draft (no valid answer)")
-                        part.merge(assembled, value)
-                        earlier.append(part.describe(value))
-                        answers.append(text)
-                        continue
-                    if not part.optional:
-                        raise
-                    left_out.add(part.item_of)
-                    last = (exc.attempts or [{}])[-1].get("errors", "")
-                    meta.parts_left_out.append(f"{part.what}: no valid answer ({str(last).strip()[:200]})")
-                    continue
-                part.merge(assembled, value)
-                earlier.append(part.describe(value))
-                answers.append(text)
-        finally:
-            meta.seconds["structuring"] = time.perf_counter() - started
-        meta.stage2_text = "\n".join(answers)
-        try:
-            return model.model_validate(assembled, context=validation_context)
-        except ValidationError as exc:
-            raise StructuringError(
-                f"{component}: the parts the model wrote do not make a valid {component}: "
-                f"{format_errors(_as_schema_error(exc, assembled))}",
-                component=component,
-                attempts=[{"ok": False, "assembled": assembled}],
-            ) from exc
-
-    @staticmethod
-    def _from_notes(part: Part, draft: str, assembled: dict[str, Any]) -> dict[str, Any] | None:
-        """A required part's value made by code from the notes, when it passes the part's checks."""
-        if part.from_notes is None:
-            return None
-        fields = set(part.schema["properties"])
-        try:
-            value = part.model.model_validate(part.from_notes(part.notes(draft))).model_dump(include=fields)
-        except ValidationError:
-            return None
-        return None if part.check and part.check(value, assembled) else value
-
-    async def _part(
-        self,
-        component: str,
-        draft: str,
-        part: Part,
-        assembled: dict[str, Any],
-        earlier: list[str],
-        meta: StepMeta,
-        route: Route,
-        reviewing: Context,
-    ) -> tuple[dict[str, Any], str]:
-        defaults = self.settings.narrative.defaults.structuring
-        # The prompt shows the part's shape; its patterns (names, openers) are for the grammar, which
-        # enforces them anyway, and would cost a tiny model hundreds of tokens of regex to read.
-        # (Measured: a shorter shape, `{"name": "", "purpose": ""}`, saved a fifth of the prompt
-        # tokens but SmolLM2 then copied its beat's opener into the name, or the placeholder
-        # "<up to 160 characters>" into a line: the lengths and types of the schema keep it apart.)
-        schema_text = json.dumps(without_patterns(part.schema), separators=(",", ":"), ensure_ascii=False)
-        shown = "\n".join(earlier) if part.sees_earlier else ""
-        context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
-        request = await self._fitted("part_structuring", component, context, defaults, meta, route)
-        request = request.model_copy(
-            update={
-                "json_schema": part.schema,
-                "schema_name": part.model.__name__,
-                "max_tokens": min(request.max_tokens, answer_token_bound(part.schema, PART_MAX_TOKENS)),
-            }
-        )
-        fields = set(part.schema["properties"])
-        where = f"{part.item_of}[{len(assembled.get(part.item_of) or [])}]" if part.item_of else ""
-
-        def validate(text: str) -> Checked:
-            findings: list[Finding] = []
-            try:
-                value = validate_json_payload(
-                    text, part.model, reviewing=reviewing, findings=findings
-                ).model_dump(include=fields)
-                problem = instruction_echo(part, value, assembled) or (
-                    part.check(value, assembled) if part.check else None
-                )
-                if problem:
-                    errors = [{"loc": [], "msg": problem, "type": "value_error"}]
-                    raise SchemaValidationError(problem, raw_text=text, validation_errors=errors)
-            except SchemaValidationError as exc:
-                # A part that can be left out or made from the notes gets one answer and one re-ask:
-                # measured, a tiny model's further draws of a repeated fact repeat it (7 attempts
-                # thrown away in one story).
-                exc.retryable = not (part.optional or part.from_notes)
-                raise
-            # Where the finding sits in the object: a scalar item's field is the item itself.
-            return Checked(value, [replace(f, field=_placed(f.field, where, part.scalar)) for f in findings])
-
-        completion = await self._ask(component, request, validate, meta, route, reask=True)
-        meta.structured_mode = f"{completion.structured_mode} (in parts)"
-        return completion.value, completion.text
-
-    def _checker(
-        self,
-        validate: Callable[[str], Any],
-        attempts: list[dict[str, Any]],
-        invalid: list[tuple[Completion, SchemaValidationError, int]],
-        policy: _TextPolicy,
-    ) -> Callable[[Completion], Any]:
-        """A `check` for the router: validates (each answer is checked once), logs invalid ones, and
-        applies the text policy: a whole answer whose words have findings no code repaired is held
-        and re-asked once (`TextFindings`, not redrawn by the retry layer); the re-ask's answer is
-        kept unless it has more open findings than the held one."""
-
-        def check(completion: Completion) -> Any:
-            try:
-                value = validate(completion.text)
-                if isinstance(value, Checked) and value.open:
-                    if not policy.final:
-                        policy.held = (completion, value)
-                        errors = [
-                            {"loc": [f.field], "msg": f.message, "type": f"text:{f.rule}"} for f in value.open
-                        ]
-                        raise TextFindings(
-                            f"{len(value.open)} text finding(s): {value.open[0].message}",
-                            raw_text=completion.text,
-                            validation_errors=errors,
-                        )
-                    if policy.held is not None and len(policy.held[1].open) < len(value.open):
-                        raise TextFindings(
-                            "the re-ask has more text findings than the first answer: the first is kept",
-                            raw_text=completion.text,
-                        )
-            except SchemaValidationError as exc:
-                attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
-                invalid.append((completion, exc, len(attempts)))
-                raise
-            attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
-            return value
-
-        return check
 
     def _log_invalid(
         self, base: CompletionRequest, invalid: list[tuple[Completion, SchemaValidationError, int]]
@@ -677,64 +397,9 @@ class TwoStage:
         meta: StepMeta,
         route: Route,
     ) -> CompletionRequest:
-        """Render `template`, summarizing long context values until the request fits `route`'s window.
-
-        Counting tokens may load an embedded model's tokenizer: it runs off the event loop."""
-        budget = route.budget()
-        context = dict(context)
-        prompt = render(template, context)
-        for key in SUMMARIZABLE:
-            over = await asyncio.to_thread(budget.overflow, prompt.messages, defaults.max_tokens)
-            if over <= 0:
-                break
-            value = context.get(key)
-            if (
-                not isinstance(value, str)
-                or await asyncio.to_thread(budget.count_tokens, value) < 2 * SUMMARY_WORDS
-            ):
-                continue
-            summary = await self.summarize(value, words=SUMMARY_WORDS)
-            meta.summarized.append(
-                {
-                    "template": template,
-                    "field": key,
-                    "reason": f"{over} tokens over the {budget.context_window}-token window",
-                    "chars_before": len(value),
-                    "chars_after": len(summary),
-                }
-            )
-            context[key] = summary
-            prompt = render(template, context)
-        room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
-        request = self._request(prompt, component, defaults, budget, room)
-        if request.stage == "structuring" and meta.seeds is not None:
-            # The step's own seed (seeds.py): a resumed run's round asks a failed step differently.
-            request = request.model_copy(update={"seed": meta.seeds.structuring(defaults.seed)})
-        return request
-
-    def _request(
-        self, prompt: RenderedPrompt, component: str, defaults: StageDefaults, budget: Budget, room: int
-    ) -> CompletionRequest:
-        # Config wins: the request carries narrative.defaults; a template adds only its stop sequences.
-        params = defaults.model_dump()
-        if room < 32:
-            raise StructuringError(
-                f"{component}: the prompt for {prompt.name} does not fit the {budget.context_window}-token "
-                "context window even after summarizing; use a provider with a larger context_window",
-                component=component,
-                attempts=[],
-            )
-        return CompletionRequest(
-            messages=prompt.messages,
-            temperature=params["temperature"],
-            top_p=params["top_p"],
-            seed=params.get("seed"),
-            max_tokens=min(defaults.max_tokens, room),
-            stop=tuple(prompt.params.get("stop") or ()),
-            timeout=defaults.timeout,
-            component=component,
-            stage="structuring" if prompt.name.endswith("_structuring") else "freeform",
-        )
+        """`template` rendered into a request that fits `route`'s window (fitting.fitted), long
+        context values summarized by `summarize`."""
+        return await fitted(template, component, context, defaults, meta, route, self.summarize)
 
     async def summarize(self, text: str, *, words: int) -> str:
         """Summarize `text` with the `summarize` template (component "summarize")."""
@@ -742,21 +407,7 @@ class TwoStage:
         structuring = self.settings.narrative.defaults.structuring
 
         async def ask(route: Route) -> Completion:
-            budget = route.budget()
-            clipped = clip_middle(text, max(400, int((budget.context_window - defaults.max_tokens) * 2.5)))
-            prompt = render("summarize", {"text": clipped, "words": words})
-            room = await asyncio.to_thread(budget.room_for_answer, prompt.messages)
-            request = CompletionRequest(
-                messages=prompt.messages,
-                temperature=structuring.temperature,
-                top_p=structuring.top_p,
-                seed=structuring.seed,
-                max_tokens=min(words * 2, max(32, room)),
-                stop=tuple(prompt.params.get("stop") or ()),
-                timeout=defaults.timeout,
-                component="summarize",
-                stage="summarize",
-            )
+            request = await summary_request(text, words, route.budget(), defaults, structuring)
             return await route.generator.generate(request, None)
 
         completion = await self._by_route("summarize", StepMeta("summarize"), ask)
