@@ -43,7 +43,7 @@ class PartStage(Protocol):
 
     settings: Settings
 
-    async def _fitted(
+    async def fitted_request(
         self,
         template: str,
         component: str,
@@ -53,7 +53,7 @@ class PartStage(Protocol):
         route: Route,
     ) -> CompletionRequest: ...
 
-    async def _ask(
+    async def ask_checked(
         self,
         component: str,
         request: CompletionRequest,
@@ -184,7 +184,7 @@ async def ask_part(
     schema_text = json.dumps(without_patterns(part.schema), separators=(",", ":"), ensure_ascii=False)
     shown = "\n".join(earlier) if part.sees_earlier else ""
     context = {"draft": part.notes(draft), "earlier": shown, "what": part.what, "schema": schema_text}
-    request = await stage._fitted("part_structuring", component, context, defaults, meta, route)
+    request = await stage.fitted_request("part_structuring", component, context, defaults, meta, route)
     request = request.model_copy(
         update={
             "json_schema": part.schema,
@@ -216,6 +216,6 @@ async def ask_part(
         # Where the finding sits in the object: a scalar item's field is the item itself.
         return Checked(value, [replace(f, field=_placed(f.field, where, part.scalar)) for f in findings])
 
-    completion = await stage._ask(component, request, validate, meta, route, reask=True)
+    completion = await stage.ask_checked(component, request, validate, meta, route, reask=True)
     meta.structured_mode = f"{completion.structured_mode} (in parts)"
     return completion.value, completion.text

@@ -146,7 +146,7 @@ class TwoStage:
             draw_seed = meta.seeds.draft(draw, defaults.seed)
 
             async def ask(route: Route, draw_seed: int | None = draw_seed) -> Completion:
-                request = await self._fitted(
+                request = await self.fitted_request(
                     f"{component}_freeform", component, context, defaults, meta, route
                 )
                 return await route.generator.generate(request.model_copy(update={"seed": draw_seed}), None)
@@ -192,7 +192,9 @@ class TwoStage:
         }
         asked = StepMeta(component, seeds=meta.seeds)
         defaults = self.settings.narrative.defaults.structuring
-        request = await self._fitted("factcheck_structuring", component, context, defaults, asked, route)
+        request = await self.fitted_request(
+            "factcheck_structuring", component, context, defaults, asked, route
+        )
         request = request.model_copy(
             update={"json_schema": schema if self.strict else None, "schema_name": FactCheck.__name__}
         )
@@ -201,7 +203,7 @@ class TwoStage:
             return validate_json_payload(answer, FactCheck, context={"facts": len(facts)}, repair=self.strict)
 
         try:
-            completion = await self._ask(component, request, validate, asked, route, reask=False)
+            completion = await self.ask_checked(component, request, validate, asked, route, reask=False)
         except StoryEngineError as exc:
             meta.fact_checks.append(f"no answer ({short_error(exc)})")
             return []
@@ -278,7 +280,7 @@ class TwoStage:
         defaults = self.settings.narrative.defaults.structuring
         context = {**context, "schema": json.dumps(schema, separators=(",", ":"))}
         template = f"{component}_structuring"
-        request = await self._fitted(template, component, context, defaults, meta, route)
+        request = await self.fitted_request(template, component, context, defaults, meta, route)
         request = request.model_copy(
             update={"json_schema": schema if self.strict else None, "schema_name": model.__name__}
         )
@@ -297,7 +299,7 @@ class TwoStage:
             return Checked(value, findings)
 
         try:
-            completion = await self._ask(component, request, validate, meta, route, reask=self.strict)
+            completion = await self.ask_checked(component, request, validate, meta, route, reask=self.strict)
         finally:
             meta.seconds["structuring"] = time.perf_counter() - started
         meta.stage2_text = completion.text
@@ -305,7 +307,7 @@ class TwoStage:
         value: T = completion.value
         return value
 
-    async def _ask(
+    async def ask_checked(
         self,
         component: str,
         request: CompletionRequest,
@@ -388,7 +390,7 @@ class TwoStage:
         )
 
     # -- budgeting --
-    async def _fitted(
+    async def fitted_request(
         self,
         template: str,
         component: str,
