@@ -201,10 +201,10 @@ class StoryRun:
             async with bound:
                 return await self.two_stages(step, key, x, **step.info(index, self))
         except StructuringError as exc:
-            why = f"the model gave no valid {step.name}, so a plain one was made from the plot ({exc})"
-            value = step.fallback(x, why)
+            value = step.fallback(x)
             if value is None:
                 raise
+            why = f"the model gave no valid {step.name}, so {step.fallback_made} ({exc})"
             self.state.header.plain[key] = why  # a gap on every resume too
             self.gaps[key] = why
             await asyncio.to_thread(self.state.put, key, value.model_dump(mode="json"), {"plain": why})

@@ -109,7 +109,9 @@ class Step(Generic[M]):
         """A step made by code: its value (`by_code`)."""
         raise NotImplementedError(f"step {self.name} is made by a model")
 
-    def fallback(self, x: Inputs, why: str) -> M | None:
+    fallback_made: ClassVar[str] = ""  # what `fallback` makes, as the gap says it ("a plain one ...")
+
+    def fallback(self, x: Inputs) -> M | None:
         """What stands in when no model makes a valid object (a gap, said so); None: the run fails."""
         return None
 

@@ -68,7 +68,9 @@ class BibleStep(Step[StoryBible]):
             review=Context(fallbacks=(("setting", " ".join(x.premise.split())[:240]),)),
         )
 
-    def fallback(self, x: Inputs, why: str) -> StoryBible:
+    fallback_made = "a plain one was made from the plot"
+
+    def fallback(self, x: Inputs) -> StoryBible:
         """A plain bible made by code from the plot, so that the story is still written."""
         assert x.plot is not None
         return plain_bible(x.premise, list(x.plot.characters))
