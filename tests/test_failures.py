@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from storyengine.errors import SchemaValidationError
 from storyengine.failures import REDACTED, InvalidOutputLog, secret_values_in
 
 SECRET = "sk-test-0123456789abcdef"
@@ -139,3 +140,36 @@ def test_an_unwritable_directory_warns_once_and_returns_none(
     assert len(warnings) == 1
     assert "invalid_json" in warnings[0].getMessage() and SECRET not in warnings[0].getMessage()
     assert log.files() == []
+
+
+def kept_files(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in directory.glob("*.json")]
+
+
+async def test_the_instrumentation_keeps_every_answer_a_check_refused(tmp_path: Path) -> None:
+    """The router's instrumentation, not the pipeline, writes invalid_json/: one file an attempt."""
+    from storyengine.providers.scripted import ScriptedProvider
+    from storyengine.routing.instrument import Instrumentation
+    from storyengine.routing.retry import Asked
+    from storyengine.schemas import PlotStructure
+    from storyengine.structuring import validate_json_payload
+    from storyengine.types import CompletionRequest, Message
+
+    log = InvalidOutputLog(tmp_path, max_files=10, max_bytes=100_000)
+    provider = ScriptedProvider(lambda request: '{"title": "half a plot"', name="local", model="smollm2")
+    attempt = Instrumentation(invalid_outputs=log).attempts(
+        Asked(provider), provider="local", model="smollm2"
+    )
+    request = CompletionRequest(
+        messages=(Message(role="user", content="the plot as JSON"),),
+        component="plot",
+        stage="structuring",
+        attempt=2,
+    )
+    with pytest.raises(SchemaValidationError):
+        await attempt.generate(request, lambda c: validate_json_payload(c.text, PlotStructure))
+    (data,) = kept_files(tmp_path)
+    assert data["raw_text"] == '{"title": "half a plot"' and data["errors"]
+    assert (data["component"], data["attempt"], data["provider"]) == ("plot", 2, "local")
+    await attempt.generate(request, None)  # an answer no check refuses is not kept
+    assert len(kept_files(tmp_path)) == 1

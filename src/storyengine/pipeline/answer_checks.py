@@ -48,10 +48,9 @@ class TextPolicy:
 def checker(
     validate: Callable[[str], Any],
     attempts: list[dict[str, Any]],
-    invalid: list[tuple[Completion, SchemaValidationError, int]],
     policy: TextPolicy,
 ) -> Callable[[Completion], Any]:
-    """A `check` for the router: validates (each answer is checked once), logs invalid ones, and
+    """A `check` for the router: validates (each answer is checked once), notes each attempt, and
     applies the text policy: a whole answer whose words have findings no code repaired is held
     and re-asked once (`TextFindings`, not redrawn by the retry layer); the re-ask's answer is
     kept unless it has more open findings than the held one."""
@@ -77,8 +76,7 @@ def checker(
                     )
         except SchemaValidationError as exc:
             attempts.append({"provider": completion.provider, "ok": False, "errors": format_errors(exc)})
-            invalid.append((completion, exc, len(attempts)))
-            raise
+            raise  # the instrumentation keeps the refused answer (invalid_json/)
         attempts.append({"provider": completion.provider, "ok": True, "cached": completion.cached})
         return value
 

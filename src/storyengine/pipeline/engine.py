@@ -20,9 +20,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from pydantic import BaseModel
 
 from ..bible import StoryBible
-from ..config import COMPONENTS, Settings, load_settings, secret_values
+from ..config import COMPONENTS, Settings, load_settings
 from ..errors import InputError, RunFailed
-from ..failures import InvalidOutputLog
 from ..providers.base import Provider
 from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
@@ -61,7 +60,6 @@ class StoryEngine:
         providers: dict[str, Provider],
         *,
         checkpoints: CheckpointStore | None = None,
-        invalid_log: InvalidOutputLog | None = None,
         runlog: Any = None,
     ) -> None:
         self.settings = settings
@@ -70,13 +68,7 @@ class StoryEngine:
         self.runlog = runlog
         self.instrumentation = router.instrumentation  # every record of a run goes through it
         self.checkpoints = checkpoints or CheckpointStore(checkpoint_dir(settings))
-        self.invalid_log = invalid_log or InvalidOutputLog(
-            settings.log_dir / "invalid_json",
-            max_files=settings.logging.invalid_json_max_files,
-            max_bytes=settings.logging.invalid_json_max_bytes,
-            secrets=secret_values(),
-        )
-        self.stages = TwoStage(router, settings, self.invalid_log)
+        self.stages = TwoStage(router, settings)
 
     # -- construction --
     @classmethod

@@ -40,8 +40,6 @@ from ..errors import (
     StoryEngineError,
     StructuringError,
 )
-from ..failures import InvalidOutputLog
-from ..hashing import prompt_hash
 from ..prompts.render import render
 from ..providers.base import LOOP_STOP
 from ..routing.instrument import short_error
@@ -78,12 +76,9 @@ T = TypeVar("T", bound=BaseModel)
 class TwoStage:
     """Runs the two stages of a component against a router, route by route."""
 
-    def __init__(
-        self, router: Router, settings: Settings, invalid_log: InvalidOutputLog | None = None
-    ) -> None:
+    def __init__(self, router: Router, settings: Settings) -> None:
         self.router = router
         self.settings = settings
-        self.invalid_log = invalid_log
         self.strict = settings.structuring.strict
 
     def in_parts(self, route: Route) -> bool:
@@ -321,9 +316,8 @@ class TwoStage:
 
         The completion returned carries the validated value (`completion.value`)."""
         attempts: list[dict[str, Any]] = []
-        invalid: list[tuple[Completion, SchemaValidationError, int]] = []
         policy = TextPolicy()
-        check = checker(validate, attempts, invalid, policy)
+        check = checker(validate, attempts, policy)
         try:
             completion = await route.generator.generate(request, check)
         except SchemaValidationError as exc:
@@ -342,31 +336,12 @@ class TwoStage:
                 completion = held.model_copy(update={"value": checked})
         finally:
             meta.attempts += len(attempts) or 1
-            if invalid and self.invalid_log is not None:  # file writes: off the event loop
-                await asyncio.to_thread(self._log_invalid, request, invalid)
         meta.add_usage(completion)
         value = completion.value
         if isinstance(value, Checked):
             meta.findings += [f.as_dict() for f in kept(value.findings)]
             completion = completion.model_copy(update={"value": value.value})
         return completion
-
-    def _log_invalid(
-        self, base: CompletionRequest, invalid: list[tuple[Completion, SchemaValidationError, int]]
-    ) -> None:
-        assert self.invalid_log is not None
-        for completion, exc, attempt in invalid:
-            self.invalid_log.record(
-                component=base.component,
-                stage="structuring",
-                attempt=attempt,
-                prompt_hash=prompt_hash(base.messages),
-                provider=completion.provider,
-                model=completion.model,
-                errors=format_errors(exc),
-                raw_text=completion.text,
-                repaired_text=exc.repaired_text,
-            )
 
     async def _reask_request(
         self, request: CompletionRequest, exc: SchemaValidationError, route: Route
@@ -384,7 +359,7 @@ class TwoStage:
         return StructuringError(
             f"{component}: the model gave no valid {component} object in {tried} attempt(s). "
             f"Try a larger model or another provider (see `storyengine logs --failed`; the raw outputs "
-            f"are in {self.invalid_log.directory if self.invalid_log else 'the run log'}).",
+            f"are in {self.router.invalid_outputs.directory}).",
             component=component,
             attempts=attempts,
         )

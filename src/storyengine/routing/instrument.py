@@ -12,6 +12,9 @@ provider's first attempt adds a `switch` row (outcome `fallback`); the end of th
 or `ok` when the call's answer is that attempt's text made usable (a cut-off draft kept as far
 as it goes).
 
+An answer a check refused (not JSON, the wrong shape, words re-asked) is also kept whole, with its
+errors, in `invalid_json/` (failures.InvalidOutputLog), by `RecordedAttempts`.
+
 Rows go to the run's `RunRecorder` (a context variable, so the concurrent scenes of one run
 record into that run, and two runs in one process never mix) and to every sink the router was
 given: the SQLite run log, OpenTelemetry spans (see telemetry.py).
@@ -23,6 +26,7 @@ given: the SQLite run log, OpenTelemetry spans (see telemetry.py).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -32,8 +36,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from ..errors import is_output_problem
+from ..errors import SchemaValidationError, is_output_problem
+from ..failures import InvalidOutputLog
 from ..hashing import canonical_json, prompt_hash, sha256_hex
+from ..structuring import format_errors
 from ..types import CallRecord, Completion, CompletionRequest, Kind, Outcome
 from .base import Check, Generator
 from .error_text import short_error
@@ -114,10 +120,31 @@ current_recorder: ContextVar[RunRecorder | None] = ContextVar("storyengine_recor
 
 
 class Instrumentation:
-    """The sinks of one router; makes the two wrappers that feed them."""
+    """The sinks of one router; makes the two wrappers that feed them. `invalid_outputs` keeps
+    every answer a check refused, with its errors (`invalid_json/`: failures.InvalidOutputLog)."""
 
-    def __init__(self, sinks: Sequence[Sink] = ()) -> None:
+    def __init__(self, sinks: Sequence[Sink] = (), invalid_outputs: InvalidOutputLog | None = None) -> None:
         self.sinks = list(sinks)
+        self.invalid_outputs = invalid_outputs
+
+    async def invalid(
+        self, request: CompletionRequest, provider: str, model: str, exc: SchemaValidationError
+    ) -> None:
+        """Keep an answer its check refused (a file write: off the event loop)."""
+        if self.invalid_outputs is None:
+            return
+        await asyncio.to_thread(
+            self.invalid_outputs.record,
+            component=request.component,
+            stage=request.stage,
+            attempt=request.attempt,
+            prompt_hash=prompt_hash(request.messages),
+            provider=provider,
+            model=model,
+            errors=format_errors(exc),
+            raw_text=exc.raw_text,
+            repaired_text=exc.repaired_text,
+        )
 
     def recorder(self, run_id: str) -> RunRecorder:
         """The recorder of run `run_id`: its rows, and its start and end told to the sinks that keep runs."""
@@ -208,6 +235,8 @@ class RecordedAttempts:
             completion = await self.inner.generate(request, check)
         except Exception as exc:
             answered = getattr(exc, "completion", None)
+            if isinstance(exc, SchemaValidationError) and exc.raw_text:
+                await self.instrumentation.invalid(request, self.provider, self.model, exc)
             latency = answered.latency_s if answered is not None else time.perf_counter() - started
             pending = _Pending(request, self.provider, self.model, latency, answered, exc)
             if scope is None:

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ..budget import Budget
-from ..config import COMPONENTS, Settings
+from ..config import COMPONENTS, Settings, secret_values
 from ..errors import ConfigError
+from ..failures import InvalidOutputLog
 from ..providers.base import Provider
 from ..providers.profiles import Profile, profile_for
 from ..runlog import RunLog
@@ -89,13 +90,22 @@ class Router:
         rng: random.Random | None = None,
         runlog: RunLog | None = None,
         sinks: Sequence[Sink] = (),
+        invalid_outputs: InvalidOutputLog | None = None,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.runlog = runlog
         self.cache = cache
         self._owns_runlog = False
-        self.instrumentation = Instrumentation([*([runlog] if runlog is not None else []), *sinks])
+        self.invalid_outputs = invalid_outputs or InvalidOutputLog(
+            settings.log_dir / "invalid_json",
+            max_files=settings.logging.invalid_json_max_files,
+            max_bytes=settings.logging.invalid_json_max_bytes,
+            secrets=secret_values(),
+        )
+        self.instrumentation = Instrumentation(
+            [*([runlog] if runlog is not None else []), *sinks], invalid_outputs=self.invalid_outputs
+        )
         rng = rng or random.Random()
         self._sleep, self._rng = sleep, rng
         self._routes: dict[str, list[Route]] = {
