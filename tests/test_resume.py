@@ -83,6 +83,37 @@ async def test_a_finished_run_is_not_resumed_and_nothing_is_overwritten(tmp_path
             await engine.resume("20990101-000000-abcdef")
 
 
+@pytest.mark.parametrize("way_on", ["resume", "story_of_run"])
+async def test_a_run_stopped_before_its_story_was_kept_is_kept_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way_on: str
+) -> None:
+    """Ctrl-C between a run's last step and its version in the run store (a batch met it): every step
+    is in the checkpoint, so the story is put together again and kept, with no model call."""
+    engine = engine_for(story_script, tmp_path, "standard")
+    keep = engine._first_version
+
+    def stopped(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    async with engine:
+        monkeypatch.setattr(engine, "_first_version", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            await engine.generate(PREMISE, scenes=1, seed=3, run_id="r-stopped")
+        assert engine.checkpoints.load("r-stopped").header.status == "done"
+        assert engine.runs.run("r-stopped").status == "failed" and not engine.runs.versions("r-stopped")
+        monkeypatch.setattr(engine, "_first_version", keep)
+        calls = engine.router.providers["embedded"].calls  # type: ignore[attr-defined]
+        if way_on == "resume":
+            story = await engine.resume("r-stopped")
+        else:
+            story = await engine.story_of_run("r-stopped", PREMISE, scenes=1, seed=3)
+        assert engine.router.providers["embedded"].calls == calls  # type: ignore[attr-defined]
+        assert engine.runs.run("r-stopped").status == "done"
+        assert engine.runs.version("r-stopped").the_story() == story and len(story.scenes) == 1
+        with pytest.raises(InputError, match="finished"):  # kept now: nothing more to continue
+            await engine.resume("r-stopped")
+
+
 async def test_a_resume_with_another_seed_changes_only_the_steps_not_made_yet(tmp_path: Path) -> None:
     broken = {"on": True}
 

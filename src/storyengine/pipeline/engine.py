@@ -30,7 +30,7 @@ from .checkpoint import CheckpointStore, RunHeader, RunState, checkpoint_dir, ne
 from .inputs import check_inputs
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
-from .runstore import RunRecord, RunStore, Version
+from .runstore import NotFound, RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
 from .steps import STEPS, Inputs
 from .twostage import TwoStage
@@ -240,9 +240,18 @@ class StoryEngine:
         if not await asyncio.to_thread(self.checkpoints.path(run_id).exists):
             return await self.generate(premise, scenes=scenes, seed=seed, run_id=run_id)
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
-        if state.header.status == "done":  # finished, not yet written out
-            return (await asyncio.to_thread(self.runs.version, run_id)).the_story()
+        if state.header.status == "done" and await asyncio.to_thread(self._kept, state):
+            return (await asyncio.to_thread(self.runs.version, run_id)).the_story()  # not yet written out
         return await self.resume(run_id)
+
+    def _kept(self, state: RunState) -> bool:
+        """Whether the run store has the story of run `state` (a steering job: of the run it steers)."""
+        if state.header.story_run is not None:
+            return True
+        try:
+            return bool(self.runs.versions(state.run_id))
+        except NotFound:  # stopped before the run store listed it
+            return False
 
     @staticmethod
     def provider_of_run(settings: Settings, run_id: str) -> str | None:
@@ -270,10 +279,14 @@ class StoryEngine:
         if recorded and not provider:
             self._check_routed_to(recorded, run_id)
         if state.header.status == "done":
-            raise InputError(
-                f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
-                "store: `storyengine serve` shows every version; steer it there to make another)"
-            )
+            if await asyncio.to_thread(self._kept, state):
+                raise InputError(
+                    f"run {run_id} finished; there is nothing to continue (its story is kept in the run "
+                    "store: `storyengine serve` shows every version; steer it there to make another)"
+                )
+            # Stopped between its last step and keeping its story: every step is in the checkpoint,
+            # so the story is put together again, with no model call, and kept.
+            return (await self._execute(state, on_event)).the_story()
         if seed is not None:
             state.header.seed = seed
         if provider:
@@ -413,12 +426,22 @@ class StoryEngine:
             await asyncio.to_thread(self.runs.start_run, record)
         try:
             story = await StoryRun(self, state, on_event).execute()
+            if steered is not None:
+                return await asyncio.to_thread(
+                    self.runs.add_version,
+                    run_id,
+                    story,
+                    steered["label"],
+                    parent=steered["base"],
+                    seed=steered["seed"],
+                )
+            return await asyncio.to_thread(self._first_version, run_id, story, header.seed)
         except RunFailed as exc:
             if steered is None:
                 await asyncio.to_thread(self.runs.set_status, run_id, "failed", str(exc))
             raise
         except BaseException as exc:  # cancelled (Ctrl+C, a server stopping) or a bug: not "running"
-            if steered is None:
+            if steered is None:  # (stopped before its story was kept: a resume keeps it, no model call)
                 stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
                 why = (
                     "stopped before it finished"
@@ -426,18 +449,8 @@ class StoryEngine:
                     else f"internal error: {type(exc).__name__}: {exc}"
                 )
                 message = f"{why}; continue with: {resume_command(run_id, self.settings)}"
-                await asyncio.to_thread(self.runs.set_status, run_id, "failed", message)
+                await asyncio.shield(asyncio.to_thread(self.runs.set_status, run_id, "failed", message))
             raise
-        if steered is not None:
-            return await asyncio.to_thread(
-                self.runs.add_version,
-                run_id,
-                story,
-                steered["label"],
-                parent=steered["base"],
-                seed=steered["seed"],
-            )
-        return await asyncio.to_thread(self._first_version, run_id, story, header.seed)
 
     def _first_version(self, run_id: str, story: Story, seed: int | None) -> Version:
         """Version 1 of a run; a resume that filled a story's gaps adds the completed story."""

@@ -29,8 +29,10 @@ NEUTRAL_MEASURES = frozenset({"repaired by code", "kept with a warning", "junk n
 
 def story_measures(story: Story) -> dict[str, float | int | None]:
     """The code's measures of the story itself: without the model's evaluation and enhancement
-    (their text is not the story) and without the rubric."""
-    told = story.model_copy(update={"evaluation": None, "enhancement": None})
+    (their text is not the story), the rubric, and its steps' metadata (how the text was made: a
+    revision's story carries other steps than its base, and a story rebuilt from its parts none),
+    so that the same text always measures the same."""
+    told = story.model_copy(update={"evaluation": None, "enhancement": None, "meta": {}})
     measures = quality_report(told).measures()
     return {name: value for name, value in measures.items() if name not in MODEL_MEASURES | NEUTRAL_MEASURES}
 
