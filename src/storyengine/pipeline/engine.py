@@ -122,7 +122,13 @@ class StoryEngine:
             run_id=new_run_id(), premise=x.premise, seed=seed, config=self.settings.source, step=key
         )
         state = await asyncio.to_thread(self.checkpoints.create, header)
-        value = await StoryRun(self, state, None).two_stages(found, key, x)
+        try:
+            value = await StoryRun(self, state, None).two_stages(found, key, x)
+        except BaseException as exc:  # its checkpoint says so; the caller gets the error itself
+            await asyncio.shield(
+                asyncio.to_thread(state.set_status, "failed", f"{type(exc).__name__}: {exc}")
+            )
+            raise
         await asyncio.to_thread(state.set_status, "done")
         return Made(value, dict(state.meta))
 
