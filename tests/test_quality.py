@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from storyengine.bench.quality_premises import QUALITY_PREMISES
 from storyengine.bench.slow_server import SlowServer
 from storyengine.cli import main
+from storyengine.drafts import reader_prose
 from storyengine.quality import (
     GOALS,
     NotAStory,
@@ -24,6 +25,7 @@ from storyengine.quality import (
     quality_report,
 )
 from storyengine.schemas import EVALUATION_CRITERIA, Story
+from storyengine.text.segment import words
 
 PREMISE = "A lighthouse keeper finds a message in a bottle written by her future self."
 PROSE = [
@@ -238,6 +240,26 @@ def test_scene_drafts_that_are_empty_short_looping_or_off_topic_are_redrawn() ->
     elvis += "\n\nThe Elvismi community dances until the morning sun rises over the river and the streets."
     assert any("shares no word" in p for p in draft_problems("scene", elvis * 2, premise=PREMISE, beat=beat))
     assert draft_problems("scene", PROSE[1] + "\n\n" + PROSE[0], premise=PREMISE, beat=beat) == []
+
+
+def test_a_scene_draft_is_judged_by_the_prose_a_reader_would_get_of_it() -> None:
+    """Measured (SmolLM2, `bench quality`, premise 2, seed 1): a 63-word draft that is a list of
+    names and a cut-off line kept 19 words of prose, and passed the old count of raw words."""
+    listed = (
+        "In the heart of a bustling market, where towering trees whispered secrets to weary travelers "
+        "on the eve of a rare and precious gift: The two beekeepers:\nAva (she/her)\nTarzan the King of "
+        "the Ape Kingdom, King of the Two Apes \nEthan the Ape\nand Ethan with Tarzan. \nAs they made "
+        "their way across the market to a large wooden stall that was being sold and bought by the two "
+        "beeswrapers:"
+    )
+    premise = "Two beekeepers on a windy island must save their hives before a cold snap."
+    assert len(words(listed)) >= 60 > len(words(reader_prose(listed)[0]))
+    problems = draft_problems("scene", listed, premise=premise, beat="The Hives: the cold comes")
+    assert any("once cleaned" in p for p in problems), problems
+    # The same words written as prose keep them all, and pass.
+    whole = PROSE[1] + "\n\n" + PROSE[0]
+    assert len(words(reader_prose(whole)[0])) >= 60
+    assert draft_problems("scene", whole, premise=PREMISE, beat="The Storm: the storm tests it") == []
 
 
 def test_a_word_loop_in_any_draft_is_a_problem() -> None:

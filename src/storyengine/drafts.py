@@ -100,7 +100,7 @@ def clean_prose(text: str) -> str:
 _BEAT_LINE = re.compile(
     r"^\s*(?:\d+\s*[.):\-、．）]|[-*•・]|(?:beat|step|part)\s+\d+\s*[.:)-]?|第\s*\d+\s*[幕章部]?)\s*\S", re.I
 )
-MIN_SCENE_WORDS = 40
+MIN_SCENE_WORDS = 60
 
 
 def draft_problems(
@@ -116,9 +116,9 @@ def draft_problems(
     Every draft: not empty, and no loop (a sentence said three times, or a word or phrase
     repeated in a row, see text/loops.py). A plot draft: a line per beat
     (numbered or bulleted), at least `beats` of them (3 when not given). A scene draft: more than
-    one line or sentence, at least MIN_SCENE_WORDS words, and at least one content word shared
-    with its beat (`beat`: name and purpose) or the premise. Each reason is a sentence that can
-    be logged or shown in a re-draw.
+    one line or sentence, at least MIN_SCENE_WORDS words of prose once cleaned (`reader_prose`),
+    and at least one content word shared with its beat (`beat`: name and purpose) or the premise.
+    Each reason is a sentence that can be logged or shown in a re-draw.
     """
     text = draft.strip()
     if not text:
@@ -152,8 +152,15 @@ def draft_problems(
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) <= 1 and len(sentences(text)) <= 1:
             problems.append("the scene draft is one line; write two or three paragraphs of prose")
-        elif len(words(text)) < MIN_SCENE_WORDS:
-            problems.append(f"the scene draft has {len(words(text))} words; write two or three paragraphs")
+        else:
+            # Judged by what a reader would get of it: a draft that is mostly a list, a cut-off end
+            # or junk keeps few words once cleaned (SmolLM2 wrote 90 words that kept 19).
+            kept = len(words(reader_prose(text)[0]))
+            if kept < MIN_SCENE_WORDS:
+                problems.append(
+                    f"the scene draft keeps {kept} words of prose once cleaned; write two or three "
+                    "paragraphs of prose"
+                )
         language = detect(f"{premise} {text}")
         wanted_words = set(content_units(f"{premise} {beat or ''}", language))
         if wanted_words and not wanted_words & set(content_units(text, language)):
