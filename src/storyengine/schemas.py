@@ -274,6 +274,26 @@ class Enhancement(_Model):
     summary: Text
 
 
+MAX_CHAPTERS = 24  # a long story's chapters: the beats of its plot (PlotStructure's maximum)
+MAX_SCENES_PER_CHAPTER = 10
+
+
+class ChapterPlan(_Model):
+    """What a model is asked of a chapter: its scenes' beats, in story order (one scene each)."""
+
+    beats: list[PlotBeat] = Field(min_length=1, max_length=MAX_SCENES_PER_CHAPTER)
+
+
+class Chapter(ChapterPlan):
+    """A chapter of a long story. Its title, goal and tension are the plot beat it realises (the
+    story's outline); its characters are the bible's people its plan names; its beats are its scenes."""
+
+    title: Label
+    goal: Text = Field(description="what this chapter must do for the story")
+    tension: Rating = Field(description="1 (calm) to 10 (peak)")
+    characters: list[PersonName] = Field(default_factory=list, max_length=12)
+
+
 class StoryScene(_Model):
     scene: Scene
     dialogue: Dialogue
@@ -295,13 +315,32 @@ class Story(_Model):
     premise: Premise
     plot: PlotStructure
     bible: StoryBible | None = None  # stories written before the bible have none
-    scenes: list[StoryScene] = Field(min_length=1, max_length=48)
+    scenes: list[StoryScene] = Field(min_length=1, max_length=MAX_CHAPTERS * MAX_SCENES_PER_CHAPTER)
+    # A long story's chapters, in order: chapter i holds the next len(beats) scenes. Empty: no chapters.
+    chapters: list[Chapter] = Field(default_factory=list, max_length=MAX_CHAPTERS)
     # The story is finished before these: when one cannot be made valid it is None, and `gaps`
     # says why (part -> reason), so a failed evaluation never costs a finished story.
     evaluation: Evaluation | None = None
     enhancement: Enhancement | None = None
     gaps: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _chapters_hold_the_scenes(self) -> Story:
+        held = sum(len(chapter.beats) for chapter in self.chapters)
+        if self.chapters and held != len(self.scenes):
+            raise ValueError(f"the chapters hold {held} scenes, but the story has {len(self.scenes)}")
+        return self
+
+    def chapter_scenes(self) -> list[tuple[Chapter | None, list[StoryScene]]]:
+        """The scenes chapter by chapter; a story without chapters is one group under None."""
+        if not self.chapters:
+            return [(None, list(self.scenes))]
+        groups, start = [], 0
+        for chapter in self.chapters:
+            groups.append((chapter, list(self.scenes[start : start + len(chapter.beats)])))
+            start += len(chapter.beats)
+        return groups
 
     @model_validator(mode="before")
     @classmethod
@@ -314,6 +353,10 @@ class Story(_Model):
 
 __all__ = [
     "EVALUATION_CRITERIA",
+    "MAX_CHAPTERS",
+    "MAX_SCENES_PER_CHAPTER",
+    "Chapter",
+    "ChapterPlan",
     "CriterionScore",
     "Dialogue",
     "DialogueLine",
