@@ -32,7 +32,15 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 def test_every_step_a_model_makes_has_its_templates_schema_and_contract() -> None:
     made = [s for s in STEPS.values() if not s.by_code]
-    assert {s.name for s in made} == {"plot", "bible", "scene", "dialogue", "evaluation", "enhancement"}
+    assert {s.name for s in made} == {
+        "plot",
+        "bible",
+        "chapter",
+        "scene",
+        "dialogue",
+        "evaluation",
+        "enhancement",
+    }
     for step in made:
         for stage in ("freeform", "structuring"):
             template = f"{step.name}_{stage}"

@@ -136,8 +136,9 @@ def draft_problems(
         )
         if tandem:
             problems.append(f"the {component} draft loops: it repeats {tandem.phrase!r}")
-    if component == "plot":
+    if component in ("plot", "chapter"):  # a plot lists its beats, a chapter its scenes
         wanted = beats or 3
+        unit = "beats" if component == "plot" else "scenes"
         named = sum(
             1
             for line in text.splitlines()
@@ -145,8 +146,8 @@ def draft_problems(
         )
         if named < wanted:
             problems.append(
-                f"the plot draft names {named} of the {wanted} beats asked for; write a numbered list "
-                f"of {wanted} beats, one per line"
+                f"the {component} draft names {named} of the {wanted} {unit} asked for; write a "
+                f"numbered list of {wanted} {unit}, one per line"
             )
     if component == "scene":
         lines = [line for line in text.splitlines() if line.strip()]

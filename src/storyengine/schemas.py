@@ -336,7 +336,8 @@ class Story(_Model):
         """The scenes chapter by chapter; a story without chapters is one group under None."""
         if not self.chapters:
             return [(None, list(self.scenes))]
-        groups, start = [], 0
+        groups: list[tuple[Chapter | None, list[StoryScene]]] = []
+        start = 0
         for chapter in self.chapters:
             groups.append((chapter, list(self.scenes[start : start + len(chapter.beats)])))
             start += len(chapter.beats)

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -17,16 +17,38 @@ from ..errors import InputError, StoryEngineError
 from ..export import write_story
 from ..pipeline.checkpoint import resume_command
 from ..pipeline.engine import StoryEngine
-from ..pipeline.inputs import check_inputs
+from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
 from ..pipeline.runstore import Version
+from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
 from .options import force_option, premise_value, route_options, run_id_value, seed_option
 from .output import EXIT_GAPS, Resume, check_out_dir, report_gaps, write_revision
 from .output import Progress as _Progress
 
 
+class Length(NamedTuple):
+    """How long a story is asked to be: `scenes`, or `chapters` of `per_chapter` scenes."""
+
+    scenes: int | None
+    chapters: int | None
+    per_chapter: int | None
+
+
 @click.command()
 @click.argument("premise", required=False, callback=premise_value)
 @click.option("--scenes", type=int, default=None, help="Number of scenes (default: one per plot beat).")
+@click.option(
+    "--chapters",
+    type=int,
+    default=None,
+    help=f"A long story of this many chapters (1-{MAX_CHAPTERS}); the plot is their outline.",
+)
+@click.option(
+    "--scenes-per-chapter",
+    "per_chapter",
+    type=int,
+    default=None,
+    help=f"Scenes in each chapter (1-{MAX_SCENES_PER_CHAPTER}; default {DEFAULT_SCENES_PER_CHAPTER}).",
+)
 @seed_option("Seed for reproducible stories")
 @route_options
 @click.option(
@@ -54,6 +76,8 @@ from .output import Progress as _Progress
 def generate(
     premise: str | None,
     scenes: int | None,
+    chapters: int | None,
+    per_chapter: int | None,
     seed: int | None,
     config_path: Path | None,
     provider: str | None,
@@ -66,17 +90,18 @@ def generate(
 ) -> None:
     """Generate a story from PREMISE: plot, scenes, dialogue, evaluation, enhancement."""
     if resume_id is None:
-        premise = check_inputs(premise or "", scenes)
-    elif premise or scenes:
+        premise = check_inputs(premise or "", scenes, chapters, per_chapter)
+    elif premise or scenes or chapters is not None or per_chapter is not None:
         raise InputError(
-            "--resume continues a run with its own premise and scenes; give the run id "
+            "--resume continues a run with its own premise, scenes and chapters; give the run id "
             "(and, to change them for the steps not made yet, --seed or --provider)"
         )
+    length = Length(scenes, chapters, per_chapter)
     out_dir = check_out_dir(out, resume_id, force=force) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     started = time.perf_counter()
     story, run_id, paths, revised, resume = asyncio.run(
-        _run(config_path, provider, premise, scenes, seed, resume_id, mode, out_dir, revise_after, force)
+        _run(config_path, provider, premise, length, seed, resume_id, mode, out_dir, revise_after, force)
     )
     if mode == "json":
         written = {k: str(v) for k, v in paths.items()}
@@ -101,7 +126,7 @@ async def _run(
     config_path: Path | None,
     provider: str | None,
     premise: str | None,
-    scenes: int | None,
+    length: Length,
     seed: int | None,
     resume_id: str | None,
     mode: str,
@@ -135,7 +160,13 @@ async def _run(
             else:
                 assert premise is not None
                 story = await engine.generate(
-                    premise, scenes=scenes, seed=seed, on_event=progress, provider=provider
+                    premise,
+                    scenes=length.scenes,
+                    seed=seed,
+                    on_event=progress,
+                    provider=provider,
+                    chapters=length.chapters,
+                    scenes_per_chapter=length.per_chapter,
                 )
         run_id = story.meta["run_id"]
         target = out_dir or Path("stories") / run_id

@@ -86,7 +86,9 @@ class RunHeader(BaseModel):
     version: int = HEADER_VERSION
     run_id: str
     premise: str
-    scenes: int | None = None  # None: one per plot beat
+    scenes: int | None = None  # None: one per plot beat (or, with chapters, per chapter beat)
+    chapters: int | None = None  # a long story: its chapters (the plot's beats are its outline)
+    scenes_per_chapter: int | None = None  # a long story: the scenes of each chapter
     seed: int | None = None
     provider: str | None = None  # the provider every component was routed to (--provider)
     config: str | None = None  # where the settings came from

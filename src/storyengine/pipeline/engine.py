@@ -27,7 +27,7 @@ from ..routing.router import Router
 from ..schemas import Dialogue, Enhancement, Evaluation, PlotStructure, Scene, Story, StoryScene
 from ..seeds import fresh_seed
 from .checkpoint import CheckpointStore, RunHeader, RunState, checkpoint_dir, new_run_id, resume_command
-from .inputs import check_inputs
+from .inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
 from .revision import plan_revision
 from .run import OnEvent, StoryRun, next_start, step_key
 from .runstore import NotFound, RunRecord, RunStore, Version
@@ -115,8 +115,10 @@ class StoryEngine:
         if found is None or found.by_code:
             made_by_models = ", ".join(n for n, s in STEPS.items() if not s.by_code)
             raise InputError(f"no step {name!r}; the steps are {made_by_models}")
-        if found.per_scene != (index is not None):
-            raise InputError(f"step {name} {'needs' if found.per_scene else 'takes no'} a scene index")
+        indexed = found.per_scene or found.per_chapter
+        if indexed != (index is not None):
+            what = "a chapter" if found.per_chapter else "a scene"
+            raise InputError(f"step {name} {'needs' if indexed else 'takes no'} {what} index")
         key = found.key(index)
         header = RunHeader(
             run_id=new_run_id(), premise=x.premise, seed=seed, config=self.settings.source, step=key
@@ -197,9 +199,20 @@ class StoryEngine:
         run_id: str | None = None,
         on_event: OnEvent | None = None,
         provider: str | None = None,
+        chapters: int | None = None,
+        scenes_per_chapter: int | None = None,
     ) -> Story:
-        """Write a story; the run and (once finished) its version 1 are kept in `self.runs`."""
-        record = await self.open_run(premise, scenes, seed, run_id=run_id, provider=provider)
+        """Write a story; the run and (once finished) its version 1 are kept in `self.runs`. A long
+        story has `chapters` (the plot is its outline) of `scenes_per_chapter` scenes each."""
+        record = await self.open_run(
+            premise,
+            scenes,
+            seed,
+            run_id=run_id,
+            provider=provider,
+            chapters=chapters,
+            scenes_per_chapter=scenes_per_chapter,
+        )
         return (await self.write_run(record.id, on_event=on_event)).the_story()
 
     async def open_run(
@@ -210,14 +223,20 @@ class StoryEngine:
         *,
         run_id: str | None = None,
         provider: str | None = None,
+        chapters: int | None = None,
+        scenes_per_chapter: int | None = None,
     ) -> RunRecord:
         """A new run, checked, checkpointed and listed in the run store (status "running") before any
         model call; `write_run` writes it (the web app answers with the run at once this way)."""
-        premise = check_inputs(premise, scenes)
+        premise = check_inputs(premise, scenes, chapters, scenes_per_chapter)
+        if chapters is not None:
+            scenes_per_chapter = scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER
         header = RunHeader(
             run_id=run_id or new_run_id(),
             premise=premise,
             scenes=scenes,
+            chapters=chapters,
+            scenes_per_chapter=scenes_per_chapter,
             seed=seed,
             provider=provider,
             config=self.settings.source,
@@ -227,7 +246,9 @@ class StoryEngine:
             while await asyncio.to_thread(self.runs.exists, header.run_id):  # the run store is wider
                 header.run_id = new_run_id()
         state = await asyncio.to_thread(self.checkpoints.create, header)
-        record = RunRecord(state.run_id, premise, scenes, seed, provider, created_at=state.header.created_at)
+        record = RunRecord(
+            state.run_id, premise, total_scenes(header), seed, provider, created_at=state.header.created_at
+        )
         await asyncio.to_thread(self.runs.start_run, record)
         return record
 
@@ -337,10 +358,13 @@ class StoryEngine:
         story = found.the_story()
         steps, edited = operation.layout(story)
         seed = seed if seed is not None else fresh_seed()
+        chapters = story.chapters
         header = RunHeader(
             run_id=f"{run_id}.steer-{secrets.token_hex(3)}",
             premise=story.premise,
-            scenes=len(story.scenes),
+            scenes=None if chapters else len(story.scenes),
+            chapters=len(chapters) if chapters else None,
+            scenes_per_chapter=len(chapters[0].beats) if chapters else None,
             seed=seed,
             config=self.settings.source,
             story_run=run_id,
@@ -424,7 +448,7 @@ class StoryEngine:
             record = RunRecord(
                 run_id,
                 header.premise,
-                header.scenes,
+                total_scenes(header),
                 header.seed,
                 header.provider,
                 created_at=header.created_at,
@@ -470,6 +494,13 @@ class StoryEngine:
         self.runs.set_status(run_id, "done")
         found.story = story
         return found
+
+
+def total_scenes(header: RunHeader) -> int | None:
+    """The scenes a run was asked for: `scenes`, or a long story's chapters times their scenes."""
+    if header.chapters is not None:
+        return header.chapters * (header.scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER)
+    return header.scenes
 
 
 def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None) -> None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, create_model
 
 from ..schemas import (
     EVALUATION_CRITERIA,
+    ChapterPlan,
     CriterionScore,
     Dialogue,
     DialogueLine,
@@ -159,13 +160,28 @@ def plot_parts(beats: int, characters: int = 3) -> PartPlan:
     return parts
 
 
-def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dict[str, Any]], Part]:
-    band = tension_band(i, beats)
+def chapter_parts(scenes: int, tension: int) -> PartPlan:
+    """A chapter's scene beats, a part each: tensions around the chapter's own, and no arc openers (a
+    chapter is a stretch of the story's arc; "In the end," would close every chapter)."""
+    schema = decoding_schema(ChapterPlan, counts={"beats": (scenes, scenes)})
+    beat_schema = schema["properties"]["beats"]["items"]
+    band = list(range(max(1, tension - 2), min(10, tension + 2) + 1))
+    return [_beat_part(beat_schema, i, scenes, band=band) for i in range(scenes)]
+
+
+def _beat_part(
+    beat_schema: dict[str, Any], i: int, beats: int, band: list[int] | None = None
+) -> Callable[[dict[str, Any]], Part]:
+    """Beat `i` of `beats`: in the story's arc (`tension_band`, an opener per place), or with the
+    tensions of `band` and no opener."""
+    opener = beat_opener(i, beats) if band is None else None
+    band = band or tension_band(i, beats)
     what = (
         f"beat {i + 1} of {beats}: a short name (two to five words), its purpose (one sentence: what "
-        f"happens in this beat and why it matters{_opening(beat_opener(i, beats))}) and its tension "
+        f"happens in this beat and why it matters{_opening(opener)}) and its tension "
         f"({band[0]} to {band[-1]})"
     )
+    purpose = purpose_schema(i, beats) if opener else {"minLength": SENTENCE, "maxLength": 200}
 
     def build(assembled: dict[str, Any]) -> Part:
         # Each beat name starts with a letter no earlier beat used: unique by construction.
@@ -173,7 +189,7 @@ def _beat_part(beat_schema: dict[str, Any], i: int, beats: int) -> Callable[[dic
         initials = "".join(c for c in INITIALS if c not in taken) or INITIALS
         overrides: dict[str, dict[str, Any]] = {
             "name": {"maxLength": 48, "pattern": f"^[{initials}{UPPER_ACCENTED}][{LETTERS}' ,!?-]{{2,47}}$"},
-            "purpose": purpose_schema(i, beats),
+            "purpose": purpose,
             "tension": {"enum": band},
         }
         item = slice_schema(beat_schema, ["name", "purpose", "tension"], overrides)

@@ -41,6 +41,7 @@ from ..routing.instrument import Instrumentation
 from ..schemas import PlotStructure, Story, StoryScene
 from ..seeds import StepSeeds
 from .checkpoint import RunHeader, RunState, resume_command
+from .inputs import DEFAULT_SCENES_PER_CHAPTER
 from .revision import Revision, keep_better
 from .steps import STEPS, Inputs, Step
 from .story import scene_beats
@@ -74,6 +75,7 @@ class StoryRun:
         self.gaps: dict[str, str] = {}  # optional parts that could not be made, and why
         self.values: dict[str, Any] = {}  # finished steps, as their models
         self.beats: list[int] | None = None  # the beat each scene realises, once the plot is known
+        self.outline: list[int] = []  # a long story: the plot beat each chapter realises
         self.started = time.perf_counter()
         self.tokens = 0
         self.prose_findings: dict[int, list[dict[str, str]]] = {}  # scene -> what its prose lost
@@ -103,6 +105,18 @@ class StoryRun:
     def beat_of(self, index: int) -> int:
         assert self.beats is not None, "the plot is not made yet"
         return self.beats[index]
+
+    def chapter_count(self) -> int | None:
+        return self.state.header.chapters
+
+    def scenes_per_chapter(self) -> int:
+        return self.state.header.scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER
+
+    def chapter_of(self, index: int) -> int | None:
+        return None if self.chapter_count() is None else index // self.scenes_per_chapter()
+
+    def outline_beat_of(self, chapter: int) -> int:
+        return self.outline[chapter]
 
     def revision_of(self, index: int) -> tuple[str, str] | None:
         if self.revision is None or index not in self.revision.changes:
@@ -270,16 +284,24 @@ class StoryRun:
         for step in STEPS.values():
             if not step.applies(self):
                 continue
-            if not step.per_scene:
+            if step.per_scene:
+                found += [(step, i) for i in range(len(self.beats or []))]
+            elif step.per_chapter:
+                found += [(step, c) for c in range(len(self.outline))]
+            else:
                 found.append((step, None))
-            elif self.beats is not None:
-                found += [(step, i) for i in range(len(self.beats))]
         return found
 
     def _finished(self, step: Step[Any], key: str, value: Any) -> None:
         self.values[key] = value
-        if step.name == "plot":
+        if step.name != "plot":
+            return
+        chapters = self.chapter_count()
+        if chapters is None:
             self.beats = scene_beats(value, self.wanted_scenes())
+        else:  # the plot is the outline: a beat per chapter; a scene per beat of its chapter
+            self.outline = scene_beats(value, chapters)
+            self.beats = [b for _ in range(chapters) for b in range(self.scenes_per_chapter())]
 
     async def _graph(self) -> None:
         """Make every step instance once the steps it needs are finished (see the module docstring)."""
@@ -368,6 +390,7 @@ class StoryRun:
             plot=plot,
             bible=bible,
             scenes=scenes,
+            chapters=[self.values[f"chapter.{c}"] for c in range(len(self.outline))],
             evaluation=self.values.get("evaluation"),
             enhancement=self.values.get("enhancement"),
             gaps=dict(self.gaps),

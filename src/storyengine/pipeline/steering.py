@@ -110,6 +110,11 @@ class Steer:
     def check(self, story: Story) -> None:
         """InputError when the operation does not apply to `story` (nothing is made then)."""
         if self.operation == "edit_beat":
+            if story.chapters:
+                raise InputError(
+                    "this story has chapters: its plot is their outline, and editing it is not done "
+                    "yet; regenerate or revise its scenes instead"
+                )
             edited_plot(story.plot, self.index, self.changes)
             return
         if self.operation == "edit_bible":
@@ -153,6 +158,8 @@ class Steer:
             steps["bible"] = edited_bible(self.changes.get("bible")).model_dump(mode="json")
         elif story.bible is not None:  # the people stay who they are
             steps["bible"] = story.bible.model_dump(mode="json")
+        for c, chapter in enumerate(story.chapters):  # a long story's chapters stay as planned
+            steps[f"chapter.{c}"] = chapter.model_dump(mode="json")
         for j, item in enumerate(story.scenes):
             if j not in scenes:
                 steps[f"scene.{j}"] = item.scene.model_dump(mode="json")

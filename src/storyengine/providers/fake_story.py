@@ -86,8 +86,8 @@ def _freeform(request: CompletionRequest) -> str:
     rng = random.Random(f"{request.seed}|{prompt}") if request.seed is not None else random.Random()
     twist = rng.choice(WORDS)
     component = request.component
-    if component == "plot":
-        found = re.search(r"list of (\d+) beats", prompt)
+    if component in ("plot", "chapter"):  # a plot's beats, a chapter's scenes
+        found = re.search(r"list of (\d+) (?:beats|scenes)", prompt)
         count = int(found.group(1)) if found else 5
         return "\n".join(
             f"{i}. The {POOL[i % len(POOL)].capitalize()}: {NAMES[i % 5]} faces the {twist}."

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from ...bible import StoryBible
-from ...schemas import Evaluation, PlotStructure, Scene, StoryScene
+from ...schemas import Chapter, Evaluation, PlotStructure, Scene, StoryScene
 
 if TYPE_CHECKING:
     from ..twostage import StepMeta, TwoStage
@@ -35,8 +35,10 @@ class Inputs:
     beats: int | None = None  # the plot: how many beats are asked for (None: the default range)
     plot: PlotStructure | None = None
     bible: StoryBible | None = None
-    beat: int = 0  # a scene: the plot beat it realises
-    number: tuple[int, int] = (1, 1)  # a scene: (this scene, of total)
+    beat: int = 0  # a scene: the plot beat it realises (in a long story: its chapter's beat)
+    number: tuple[int, int] = (1, 1)  # a scene, a chapter: (this one, of total)
+    chapter: Chapter | None = None  # a scene of a long story: its chapter; a chapter: the one before
+    chapter_number: tuple[int, int] = (0, 0)  # a scene of a long story: (its chapter, of total)
     revision: tuple[str, str] | None = None  # a scene rewritten: (its earlier prose, the changes)
     scene: Scene | None = None  # a dialogue: its scene
     previous: str = ""  # a dialogue: the scenes before it
@@ -65,7 +67,19 @@ class RunView(Protocol):
         """How many scenes the story has (known once the plot is)."""
 
     def beat_of(self, index: int) -> int:
-        """The plot beat scene `index` realises."""
+        """The plot beat scene `index` realises (in a long story: the beat of its chapter)."""
+
+    def chapter_count(self) -> int | None:
+        """A long story's chapters (None: a story without chapters)."""
+
+    def scenes_per_chapter(self) -> int:
+        """A long story's scenes in each chapter."""
+
+    def chapter_of(self, index: int) -> int | None:
+        """The chapter scene `index` is in (None: a story without chapters)."""
+
+    def outline_beat_of(self, chapter: int) -> int:
+        """The plot beat (of the story's outline) chapter `chapter` realises."""
 
     def story_scenes(self) -> list[StoryScene]:
         """The story's scenes, each with its dialogue and prose (the revision's choice when revising)."""
@@ -80,6 +94,7 @@ class Step(Generic[M]):
     # `<name>_structuring` (prompts/); `storyengine templates check` holds the .poml files to it.
     contract: ClassVar[dict[str, dict[str, type]]] = {}
     per_scene: ClassVar[bool] = False  # one instance per scene ("scene.0", "scene.1", ...)
+    per_chapter: ClassVar[bool] = False  # one instance per chapter of a long story ("chapter.0", ...)
     bounded: ClassVar[bool] = False  # runs under the run's scene concurrency limit
     optional: ClassVar[bool] = False  # when no valid object comes, the story is kept without it
     by_code: ClassVar[bool] = False  # made by code from other steps (no model call)

@@ -14,6 +14,7 @@ from ..twostage import StepMeta, TwoStage
 from .base import Inputs, RunView, Step
 
 DIALOGUE_LINES_IN_PARTS = 4
+SCENES_BEFORE = 5  # what a dialogue is told of the story so far: the scenes just before it, at most
 
 
 class DialogueStep(Step[Dialogue]):
@@ -27,15 +28,17 @@ class DialogueStep(Step[Dialogue]):
     }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
-        """Scenes 1..i: a dialogue is told what happened before, and what it is told must not depend
-        on timing (so reruns are deterministic)."""
+        """Its scene and the SCENES_BEFORE before it: a dialogue is told what happened just before
+        (bounded, however long the story), and what it is told must not depend on timing (so
+        reruns are deterministic)."""
         assert index is not None
-        return ["bible", *(f"scene.{j}" for j in range(index + 1))]
+        return ["bible", *(f"scene.{j}" for j in range(max(0, index - SCENES_BEFORE), index + 1))]
 
     def gather(self, run: RunView, index: int | None) -> Inputs:
         assert index is not None
-        earlier = [run.value(f"scene.{j}") for j in range(index + 1)]
-        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], 1))
+        first = max(0, index - SCENES_BEFORE)
+        earlier = [run.value(f"scene.{j}") for j in range(first, index + 1)]
+        previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], first + 1))
         return Inputs(premise=run.premise, scene=earlier[-1], previous=previous, bible=run.value("bible"))
 
     async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:

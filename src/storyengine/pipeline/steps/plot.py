@@ -22,7 +22,8 @@ class PlotStep(Step[PlotStructure]):
     }
 
     def gather(self, run: RunView, index: int | None) -> Inputs:
-        return Inputs(premise=run.premise, beats=run.wanted_scenes())
+        # A long story's plot is its outline: a beat per chapter.
+        return Inputs(premise=run.premise, beats=run.chapter_count() or run.wanted_scenes())
 
     async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
         wanted = beats_for(x.beats) or BEATS_WANTED

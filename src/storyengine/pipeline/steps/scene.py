@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ...bible import bible_text, pronoun_slips
 from ...quality import cast_problems, draft_problems, draft_score
-from ...schemas import Scene
+from ...schemas import PlotBeat, Scene
 from ...structuring import decoding_schema
 from ...text.rules import Context
 from .. import parts
 from ..story import cast_of, outline
 from ..twostage import StepMeta, TwoStage
 from .base import Inputs, RunView, Step
+from .chapter import chapter_text, outline_of
 
 
 class SceneStep(Step[Scene]):
@@ -37,10 +38,13 @@ class SceneStep(Step[Scene]):
     }
 
     def needs(self, index: int | None, run: RunView) -> list[str]:
-        return ["plot", "bible"]
+        assert index is not None
+        chapter = run.chapter_of(index) if run.made("plot") else None
+        return ["plot", "bible", *([f"chapter.{chapter}"] if chapter is not None else [])]
 
     def gather(self, run: RunView, index: int | None) -> Inputs:
         assert index is not None
+        chapter = run.chapter_of(index)
         return Inputs(
             premise=run.premise,
             plot=run.value("plot"),
@@ -48,21 +52,27 @@ class SceneStep(Step[Scene]):
             beat=run.beat_of(index),
             number=(index + 1, run.scene_count()),
             revision=run.revision_of(index),
+            chapter=run.value(f"chapter.{chapter}") if chapter is not None else None,
+            chapter_number=(chapter + 1, run.chapter_count() or 0) if chapter is not None else (0, 0),
         )
+
+    def info(self, index: int | None, run: RunView) -> dict[str, Any]:
+        chapter = run.chapter_of(index) if index is not None else None
+        return {**super().info(index, run), **({"chapter": chapter + 1} if chapter is not None else {})}
 
     async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
         """Stage 1 of the scene that realises beat `x.beat`; with `x.revision` (the scene's earlier
         prose, the changes to make) when the scene is rewritten."""
         plot, bible = x.plot, x.bible
         assert plot is not None
-        beat = plot.beats[x.beat]
+        beat, planned, previous = plan_of(x)
         earlier, changes = x.revision or ("", "")
         cast = cast_of(plot, bible)
         context = {
             "premise": x.premise,
-            "plot": outline(plot),
+            "plot": planned,
             "beat": f"{beat.name}: {beat.purpose} (tension {beat.tension}/10)",
-            "previous": outline(plot, x.beat),
+            "previous": previous,
             "cast": ", ".join(cast),
             "bible": bible_text(bible) if bible else "",
             "number": x.number[0],
@@ -100,7 +110,7 @@ class SceneStep(Step[Scene]):
     async def structure(self, stages: TwoStage, x: Inputs, draft: str, meta: StepMeta) -> Scene:
         plot, bible = x.plot, x.bible
         assert plot is not None
-        beat = plot.beats[x.beat]
+        beat = plan_of(x)[0]
         cast = cast_of(plot, bible)
         enums = {"characters": cast} if cast else {}
         schema = decoding_schema(
@@ -116,3 +126,18 @@ class SceneStep(Step[Scene]):
             "scene", context, Scene, schema, meta, parts=(notes, plan), review=review
         )
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
+
+
+def plan_of(x: Inputs) -> tuple[PlotBeat, str, str]:
+    """The beat scene `x` realises, the plan it is told (the plot; in a long story the outline, then
+    its chapter's scenes) and what came before it (the beats before; in a long story the chapter
+    before and the scenes of its own chapter before it: bounded, whatever the story's length)."""
+    assert x.plot is not None
+    if x.chapter is None:
+        return x.plot.beats[x.beat], outline(x.plot), outline(x.plot, x.beat)
+    number, total = x.chapter_number
+    here = chapter_text(x.chapter, number)
+    planned = f"Chapters:\n{outline(x.plot)}\n\nThis is chapter {number} of {total}. {here}"
+    before = outline_of(x.chapter.beats[: x.beat])
+    previous = f"Earlier in chapter {number}:\n{before}" if before else ""
+    return x.chapter.beats[x.beat], planned, previous

@@ -1,0 +1,137 @@
+"""A chapter of a long story: the scenes that carry one beat of the story's outline (its plot).
+
+A long story (`--chapters N`) is planned in levels: the plot is its outline (a beat per chapter),
+the bible its people, each chapter its scenes' beats (`--scenes-per-chapter M`), planned from its
+outline beat, the bible and the chapter before it; each scene realises one of its chapter's beats.
+What a chapter is told about the past is bounded: the outline (at most MAX_CHAPTERS lines) and the
+one chapter before it, never the whole story so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, create_model
+
+from ...bible import StoryBible, bible_text
+from ...quality import draft_problems
+from ...schemas import Chapter, ChapterPlan, PlotBeat
+from ...structuring import decoding_schema
+from ...text.segment import words
+from .. import parts
+from ..story import outline
+from ..twostage import StepMeta, TwoStage
+from .base import Inputs, RunView, Step
+
+
+class ChapterStep(Step[Chapter]):
+    name = "chapter"
+    model = Chapter
+    per_chapter = True
+    contract: ClassVar[dict[str, dict[str, type]]] = {
+        "chapter_freeform": {
+            "premise": str,
+            "outline": str,
+            "bible": str,
+            "previous": str,
+            "chapter": str,
+            "number": int,
+            "total": int,
+            "scenes": int,
+        },
+        "chapter_structuring": {"chapter": str, "draft": str, "scenes": int, "schema": str},
+    }
+
+    def applies(self, run: RunView) -> bool:
+        return run.chapter_count() is not None
+
+    def needs(self, index: int | None, run: RunView) -> list[str]:
+        """The outline, the bible and the chapter before it (a chapter goes on from where it ended)."""
+        assert index is not None
+        return ["plot", "bible", *([f"chapter.{index - 1}"] if index else [])]
+
+    def gather(self, run: RunView, index: int | None) -> Inputs:
+        assert index is not None
+        total = run.chapter_count()
+        assert total is not None
+        return Inputs(
+            premise=run.premise,
+            plot=run.value("plot"),
+            bible=run.value("bible"),
+            beat=run.outline_beat_of(index),
+            beats=run.scenes_per_chapter(),
+            number=(index + 1, total),
+            chapter=run.value(f"chapter.{index - 1}") if index else None,
+        )
+
+    def info(self, index: int | None, run: RunView) -> dict[str, Any]:
+        assert index is not None
+        return {"index": index + 1, "total": run.chapter_count()}
+
+    async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
+        assert x.plot is not None and x.beats is not None
+        context = {
+            "premise": x.premise,
+            "outline": outline(x.plot),
+            "bible": bible_text(x.bible) if x.bible else "",
+            "previous": chapter_text(x.chapter, x.number[0] - 1) if x.chapter else "",
+            "chapter": beat_line(x.plot.beats[x.beat]),
+            "number": x.number[0],
+            "total": x.number[1],
+            "scenes": x.beats,
+        }
+
+        def check(text: str) -> list[str]:  # a draft that names too few scenes is drawn again
+            return draft_problems("chapter", text, premise=x.premise, beats=x.beats)
+
+        return await stages.freeform("chapter", context, meta, check=check)
+
+    async def structure(self, stages: TwoStage, x: Inputs, draft: str, meta: StepMeta) -> Chapter:
+        assert x.plot is not None and x.beats is not None
+        scenes = x.beats
+        beat = x.plot.beats[x.beat]
+        # Exactly `scenes` beats: the run's scenes were counted before the chapter was planned.
+        plan_model = create_model(
+            "ChapterPlan",
+            __base__=ChapterPlan,
+            beats=(list[PlotBeat], Field(min_length=scenes, max_length=scenes)),
+        )
+        schema = decoding_schema(plan_model, counts={"beats": (scenes, scenes)})
+        context = {"chapter": beat_line(beat), "draft": draft, "scenes": scenes}
+        plan = await stages.structure(
+            "chapter",
+            context,
+            plan_model,
+            schema,
+            meta,
+            parts=(draft, parts.chapter_parts(scenes, beat.tension)),
+        )
+        planned = f"{draft} " + " ".join(f"{b.name} {b.purpose}" for b in plan.beats)
+        return Chapter(
+            title=beat.name,
+            goal=beat.purpose,
+            tension=beat.tension,
+            characters=people_named(x.bible, planned),
+            beats=plan.beats,
+        )
+
+
+def beat_line(beat: PlotBeat) -> str:
+    return f"{beat.name}: {beat.purpose} (tension {beat.tension}/10)"
+
+
+def chapter_text(chapter: Chapter, number: int) -> str:
+    """A chapter as the steps after it are told it: its title and goal, then its scenes' beats."""
+    return f"Chapter {number}: {chapter.title}: {chapter.goal}\n{outline_of(chapter.beats)}"
+
+
+def outline_of(beats: list[PlotBeat]) -> str:
+    return "\n".join(f"{i}. {beat_line(b)}" for i, b in enumerate(beats, 1))
+
+
+def people_named(bible: StoryBible | None, text: str) -> list[str]:
+    """The bible's people a chapter's plan names (by any word of their name), in the bible's order."""
+    if bible is None:
+        return []
+    said = {w.casefold() for w in words(text)}
+    return [name for name in bible.names if any(w.casefold() in said for w in words(name) if len(w) > 2)]

@@ -1,0 +1,206 @@
+"""Long stories: premise -> outline (the plot, a beat per chapter) -> chapters (their scenes' beats)
+-> scenes -> dialogue; what a scene or a dialogue is told of the past stays bounded; a long run
+stopped mid-chapter resumes there; bad chapter input is one line and exit 2.
+
+A scripted model answers every schema (`story_script`), so each test is an exact scenario.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storyengine.errors import InputError, RunFailed
+from storyengine.pipeline.steps.chapter import beat_line
+from storyengine.pipeline.steps.dialogue import SCENES_BEFORE
+from storyengine.pipeline.story import scene_text
+from storyengine.providers.fake_story import story_script
+from storyengine.schemas import Story
+from storyengine.types import CompletionRequest
+from test_pipeline import PREMISE, engine_with, settings_for
+from test_resume import engine_for
+from test_trust_cli import Cli, all_files
+
+
+def asked(provider: Any, component: str, stage: str = "freeform") -> list[CompletionRequest]:
+    return [r for r in provider.requests if r.component == component and r.stage == stage]
+
+
+def prompt(request: CompletionRequest) -> str:
+    return "\n".join(m.content for m in request.messages)
+
+
+@pytest.mark.parametrize("in_parts", [False, True], ids=["whole-objects", "in-parts"])
+async def test_a_long_story_is_planned_in_levels_and_each_scene_realises_its_chapters_beat(
+    in_parts: bool,
+) -> None:
+    engine, provider = engine_with(story_script, settings_for(in_parts=in_parts))
+    async with engine:
+        story = await engine.generate(PREMISE, seed=4, chapters=3, scenes_per_chapter=2)
+    Story.model_validate(story.model_dump(mode="json"))
+    assert len(story.plot.beats) == 3 and len(story.chapters) == 3 and len(story.scenes) == 6
+    for chapter, beat in zip(story.chapters, story.plot.beats, strict=True):  # the outline's beats
+        assert (chapter.title, chapter.goal, chapter.tension) == (beat.name, beat.purpose, beat.tension)
+        assert len(chapter.beats) == 2
+        assert chapter.characters and set(chapter.characters) <= set(story.bible.names if story.bible else [])
+    groups = story.chapter_scenes()
+    for chapter, scenes in groups:
+        assert chapter is not None
+        assert [s.scene.beat for s in scenes] == [b.name for b in chapter.beats]
+    steps = story.meta["steps"]
+    assert {"chapter.0", "chapter.2.draft", "scene.5", "dialogue.5"} <= set(steps)
+    # Each chapter is planned from the one before it: asked once it is structured, and told it.
+    requests = provider.requests
+    done = [i for i, r in enumerate(requests) if (r.component, r.stage) == ("chapter", "structuring")]
+    planned = [i for i, r in enumerate(requests) if (r.component, r.stage) == ("chapter", "freeform")]
+    assert len(planned) == 3 and done[0] < planned[1] and max(done[:2]) < planned[2]
+    second = prompt(requests[planned[1]])
+    assert f"Chapter 1: {story.chapters[0].title}" in second and story.chapters[0].beats[0].purpose in second
+    assert "The chapter before this one" not in prompt(requests[planned[0]])
+    # A scene is told its chapter's plan and the scenes of its chapter before it, not other chapters'.
+    scene_prompts = [prompt(r) for r in asked(provider, "scene")]
+    fourth = next(p for p in scene_prompts if "Write scene 4 of 6" in p)
+    assert "This is chapter 2 of 3" in fourth and story.chapters[1].beats[0].purpose in fourth
+    earlier = fourth.split("Earlier in chapter 2:\n")[1].split("\n\n")[0].splitlines()
+    assert earlier == [f"1. {beat_line(story.chapters[1].beats[0])}"]  # scene 3: chapter 2's first
+    assert "Earlier in chapter 1" not in fourth
+
+
+async def test_a_short_story_has_no_chapters_and_no_chapter_step() -> None:
+    engine, provider = engine_with(story_script, settings_for(in_parts=False))
+    async with engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=4)
+    assert story.chapters == [] and not asked(provider, "chapter")
+    assert not any(k.startswith("chapter") for k in story.meta["steps"])
+    assert story.chapter_scenes() == [(None, story.scenes)]
+
+
+async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_the_story_grows() -> None:
+    """8 chapters x 3 scenes: the prompts of the last chapters' scenes and dialogues are the size of
+    the early ones' (the goal of a flat cost per scene; the outline grows with chapters, not scenes)."""
+    engine, provider = engine_with(story_script, settings_for(in_parts=False))
+    async with engine:
+        story = await engine.generate(PREMISE, seed=5, chapters=8, scenes_per_chapter=3)
+    assert len(story.scenes) == 24
+
+    def sizes(component: str) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for request in asked(provider, component):
+            text = prompt(request)
+            if component == "scene":
+                number = int(text.split("Write scene ")[1].split(" of ")[0])
+            else:  # the scene a dialogue is of: the first line after "Scene:"
+                told = text.split("Scene:\n")[1].splitlines()[0]
+                number = next(i for i, s in enumerate(story.scenes, 1) if scene_text(s.scene) == told)
+            found[number] = len(text)
+        return found
+
+    for component in ("scene", "dialogue"):
+        size = sizes(component)
+        early = statistics.median(size[n] for n in range(4, 10))
+        late = statistics.median(size[n] for n in range(19, 25))
+        assert abs(late - early) <= 0.1 * early, (component, early, late)
+    last = prompt(asked(provider, "dialogue")[-1])
+    told = [s.scene.title for s in story.scenes[: 24 - SCENES_BEFORE - 1]]
+    assert not any(f"{title}. Setting:" in last for title in told)  # only the scenes just before
+
+
+async def test_a_long_run_stopped_mid_chapter_resumes_there_and_plans_nothing_again(tmp_path: Path) -> None:
+    first_run = {"on": True, "scenes": 0}
+    resumed: list[CompletionRequest] = []
+
+    def script(request: CompletionRequest) -> Any:
+        if not first_run["on"]:
+            resumed.append(request)
+        elif request.component == "scene" and request.stage == "structuring":
+            first_run["scenes"] += 1
+            if first_run["scenes"] > 3:  # the 4th scene structured on: the run stops in chapter 2
+                return "not json at all"
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "standard") as engine:
+        with pytest.raises(RunFailed) as caught:
+            await engine.generate(PREMISE, seed=6, chapters=3, scenes_per_chapter=2)
+        run_id = caught.value.run_id
+        kept = engine.checkpoints.load(run_id).steps
+        made = {k for k in kept if k.startswith("scene.") and not k.endswith(".draft")}
+        assert {"plot", "bible", "chapter.0", "chapter.1"} <= set(kept) and 1 <= len(made) <= 3
+        first_run["on"] = False
+        story = await engine.resume(run_id)
+    assert len(story.chapters) == 3 and len(story.scenes) == 6 and not story.gaps
+    components = {r.component for r in resumed}
+    assert not components & {"plot", "bible"}, components
+    replanned = [r for r in resumed if r.component == "chapter"]
+    assert len(replanned) <= 2 * (3 - sum(k.startswith("chapter.") and "draft" not in k for k in kept))
+    scenes_asked = [r for r in resumed if (r.component, r.stage) == ("scene", "freeform")]
+    assert len(scenes_asked) == 6 - len(made)  # the scenes it had are not written again
+
+
+async def test_steering_a_long_story_keeps_its_chapters_and_refuses_to_edit_the_outline(
+    tmp_path: Path,
+) -> None:
+    asked_after: list[CompletionRequest] = []
+    steering = {"on": False}
+
+    def script(request: CompletionRequest) -> Any:
+        if steering["on"]:
+            asked_after.append(request)
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "standard") as engine:
+        story = await engine.generate(PREMISE, seed=7, chapters=2, scenes_per_chapter=2)
+        run_id = story.meta["run_id"]
+        steering["on"] = True
+        version = await engine.regenerate_scene(run_id, 3, reevaluate=False)
+        with pytest.raises(InputError, match="chapters"):
+            await engine.edit_beat(run_id, 1, {"name": "Another Turn"})
+    steered = version.the_story()
+    assert steered.chapters == story.chapters
+    assert {r.component for r in asked_after} == {"scene", "dialogue"}
+    assert steered.scenes[:3] == story.scenes[:3]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--chapters", "0"], "chapters must be between 1 and 24, not 0"),
+        (["--chapters", "25"], "chapters must be between 1 and 24, not 25"),
+        (["--chapters", "2", "--scenes", "3"], "not both"),
+        (["--scenes-per-chapter", "3"], "give --chapters too"),
+        (["--chapters", "2", "--scenes-per-chapter", "11"], "scenes per chapter must be between 1 and 10"),
+    ],
+)
+def test_bad_chapter_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], says: str
+) -> None:
+    cli = Cli(tmp_path, monkeypatch)
+    before = all_files(tmp_path)
+    result = cli("generate", PREMISE, *args)
+    assert result.exit_code == 2, result.output
+    assert says in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert all_files(tmp_path) == before and cli.calls == 0
+
+
+def test_a_resume_with_a_chapter_count_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = Cli(tmp_path, monkeypatch)
+    before = all_files(tmp_path)
+    result = cli("generate", "--resume", "20240101-000000-abcdef", "--chapters", "4")
+    assert result.exit_code == 2 and "its own premise, scenes and chapters" in result.output
+    assert all_files(tmp_path) == before and cli.calls == 0
+
+
+def test_the_engine_refuses_chapters_with_scenes_before_any_model_call() -> None:
+    engine, provider = engine_with(story_script, settings_for(in_parts=False))
+
+    async def run() -> None:
+        async with engine:
+            await engine.generate(PREMISE, scenes=3, chapters=2)
+
+    import asyncio
+
+    with pytest.raises(InputError, match="not both"):
+        asyncio.run(run())
+    assert provider.requests == []
