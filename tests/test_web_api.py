@@ -409,6 +409,19 @@ async def test_bad_start_is_a_4xx_with_a_message(
     assert engines.requests == []  # no model call was made
 
 
+async def test_a_long_story_is_asked_for_by_chapters_and_bad_chapter_input_is_a_422(
+    client: httpx.AsyncClient, engines: Engines
+) -> None:
+    run = await finished_run(client, scenes=None, chapters=2, scenes_per_chapter=2)
+    story = Story.model_validate(run["story"])
+    assert len(story.chapters) == 2 and len(story.scenes) == 4
+    asked = len(engines.requests)
+    for body in ({"scenes": 3, "chapters": 2}, {"chapters": 0}, {"scenes_per_chapter": 3}):
+        response = await client.post("/api/runs", json={"premise": PREMISE, **body})
+        assert response.status_code == 422, (body, response.text)
+    assert len(engines.requests) == asked  # no model call for bad input
+
+
 async def test_malformed_json_is_a_400(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/runs", content=b'{"premise": "unclosed', headers={"Content-Type": "application/json"}

@@ -67,6 +67,7 @@ class Progress:
         if self.mode != "rich" or event["event"] not in ("step_started", "step_done"):
             return
         where = f" {event['index']} of {event['total']}" if "index" in event else ""
+        where += f" (chapter {event['chapter']})" if "chapter" in event else ""
         text = (
             f"{event['step']}{where} · {event['stage']} · {event['tokens']} tokens · {event['elapsed']:.0f}s"
         )

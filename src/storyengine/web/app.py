@@ -37,6 +37,7 @@ from ..pipeline.engine import StoryEngine
 from ..pipeline.inputs import MAX_SCENES, check_inputs
 from ..pipeline.runstore import RunStore, Version
 from ..pipeline.steering import Steer, bible_dependents, edited_bible
+from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
 from ..seeds import SEED_MAX, fresh_seed
 from . import jobs
 from .compare import changed_parts, line_diff
@@ -94,6 +95,15 @@ class Body(BaseModel):
 class RunRequest(Body):
     premise: str = Field(description="one or two sentences")
     scenes: int | None = Field(default=None, ge=1, le=MAX_SCENES, description="default: one per plot beat")
+    chapters: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHAPTERS,
+        description="a long story of this many chapters (not with scenes)",
+    )
+    scenes_per_chapter: int | None = Field(
+        default=None, ge=1, le=MAX_SCENES_PER_CHAPTER, description="with chapters; default 5"
+    )
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
     provider: str | None = Field(
         default=None, description="route every component to this configured provider"
@@ -233,9 +243,17 @@ def create_app(
     @app.post("/api/runs", status_code=202)
     async def start_run(body: RunRequest) -> dict[str, Any]:
         """Start a run in the background and return its id at once; watch it at /events."""
-        check_inputs(body.premise, body.scenes)  # before a provider's engine is built for it
+        # checked before a provider's engine is built for it
+        check_inputs(body.premise, body.scenes, body.chapters, body.scenes_per_chapter)
         engine = await engines.get(body.provider)
-        record = await engine.open_run(body.premise, body.scenes, body.seed, provider=body.provider)
+        record = await engine.open_run(
+            body.premise,
+            body.scenes,
+            body.seed,
+            provider=body.provider,
+            chapters=body.chapters,
+            scenes_per_chapter=body.scenes_per_chapter,
+        )
         run = runs.new(record.id)
         run.start_job("generate")
         run.task = asyncio.create_task(jobs.generate(run, engine, store))
