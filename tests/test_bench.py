@@ -92,6 +92,25 @@ def measure(report: dict[str, Any], name_part: str) -> dict[str, Any]:
 # -- the report --
 
 
+def test_long_bench_reports_costs_per_scene_and_measures_per_chapter_on_the_scripted_model() -> None:
+    report = run_bench("long", "--scripted", "--chapters", "4", "--scenes-per-chapter", "3")
+    assert report["provider"] == "scripted" and report["chapters"] == 4 and report["scenes"] == 12
+    rows = list(report["per_scene"].values())
+    assert [r["chapter"] for r in rows] == [c for c in range(1, 5) for _ in range(3)]
+    assert all(r["prompt"] > 0 and r["completion"] > 0 and r["words"] > 0 for r in rows)
+    assert measure(report, "prompt tokens per scene")["runs"] == [r["prompt"] for r in rows]
+    assert report["words"] == sum(r["words"] for r in rows) and not report["gaps"]
+    spent = sum(r["prompt"] + r["completion"] for r in rows)
+    assert report["tokens_per_word"] == round(spent / report["words"], 2)
+    flat = report["prompt_flat"]
+    assert flat["late_over_early"] == round(flat["late_median"] / flat["early_median"], 3)
+
+
+def test_long_bench_refuses_a_bad_length_before_any_model_loads() -> None:
+    result = CliRunner().invoke(main, ["bench", "long", "--scripted", "--chapters", "0"])
+    assert result.exit_code == 2 and "chapters must be between 1 and 24" in result.output
+
+
 def test_report_table_shows_machine_command_and_spread() -> None:
     report = Report(bench="demo", command="storyengine bench demo --runs 3", machine=machine())
     timing = report.measure("step time", "ms")

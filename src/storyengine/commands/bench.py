@@ -278,6 +278,45 @@ def completion_bench(
     _emit(report, as_json)
 
 
+@bench.command("long")
+@click.option("--chapters", type=int, default=12, show_default=True)
+@click.option("--scenes-per-chapter", "per_chapter", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=3, show_default=True)
+@click.option("--scripted", is_flag=True, help="A zero-latency scripted model instead of the configured one.")
+@route_options
+@_json_option
+@click.pass_context
+def long_bench(
+    ctx: click.Context,
+    chapters: int,
+    per_chapter: int,
+    seed: int,
+    scripted: bool,
+    provider: str | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """One long story: words, prompt and completion tokens and seconds per scene; measures per chapter."""
+    from ..bench.harness import bench_settings
+    from ..bench.long import run_long_bench
+    from ..pipeline.inputs import check_chapters
+
+    check_chapters(None, chapters, per_chapter)
+    settings = bench_settings(config_path, provider)
+    report = _run(
+        run_long_bench(
+            _report(ctx, "long"),
+            settings,
+            chapters=chapters,
+            per_chapter=per_chapter,
+            seed=seed,
+            scripted=scripted,
+            progress=_progress(),
+        )
+    )
+    _emit(report, as_json)
+
+
 @bench.command("story")
 @click.option("--scenes", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=5, show_default=True)
