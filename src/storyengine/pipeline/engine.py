@@ -260,13 +260,35 @@ class StoryEngine:
         return await self._execute(state, on_event)
 
     async def story_of_run(
-        self, run_id: str, premise: str, scenes: int | None = None, seed: int | None = None
+        self,
+        run_id: str,
+        premise: str,
+        scenes: int | None = None,
+        seed: int | None = None,
+        *,
+        chapters: int | None = None,
+        scenes_per_chapter: int | None = None,
     ) -> Story:
         """The story of run `run_id`: the one it finished with, else its resume when it stopped, else a
-        new run of `premise` under that id (a batch's story, whichever way it was left)."""
+        new run of `premise` under that id (a batch's story, whichever way it was left). A run kept
+        with another chapter count is an InputError (its chapters were planned for that count)."""
         if not await asyncio.to_thread(self.checkpoints.path(run_id).exists):
-            return await self.generate(premise, scenes=scenes, seed=seed, run_id=run_id)
+            return await self.generate(
+                premise,
+                scenes=scenes,
+                seed=seed,
+                run_id=run_id,
+                chapters=chapters,
+                scenes_per_chapter=scenes_per_chapter,
+            )
         state = await asyncio.to_thread(self.checkpoints.load, run_id)
+        kept = (state.header.chapters, state.header.scenes_per_chapter if state.header.chapters else None)
+        if chapters is not None and kept != (chapters, scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER):
+            raise InputError(
+                f"run {run_id} was written with {kept[0] or 'no'} chapters of {kept[1] or '-'} scenes, "
+                f"not {chapters} of {scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER}; give it its own "
+                "count, or another id for a new story"
+            )
         if state.header.status == "done" and await asyncio.to_thread(self._kept, state):
             return (await asyncio.to_thread(self.runs.version, run_id)).the_story()  # not yet written out
         return await self.resume(run_id)
