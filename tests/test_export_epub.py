@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import posixpath
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ebooklib import epub
 
 from storyengine.epub import to_epub
 from storyengine.export import write_story
 from storyengine.schemas import Story
+from test_chapters_read import chaptered_data, long_story_data
 from test_quality import PROSE, story_data
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
@@ -193,3 +197,40 @@ def test_write_story_writes_story_epub(tmp_path: Path) -> None:
     assert paths["epub"] == tmp_path / "out" / "story.epub"
     book = epub.read_epub(str(paths["epub"]), {"ignore_ncx": True})
     assert book.get_metadata("DC", "title")[0][0] == "The Bottle"
+
+
+# Debian's epubcheck (apt-get install epubcheck) is a jar; its /usr/bin/epubcheck runs only where
+# binfmt_misc knows jars, so it is run with java.
+EPUBCHECK = Path("/usr/share/java/epubcheck.jar")
+
+
+def _hostile_chapters() -> dict[str, Any]:
+    data = chaptered_data(bible=BIBLE, gaps={"enhancement": "not made"})
+    data["chapters"][0]["title"] = 'Bottles & <b>"Bo"</b>\x02'
+    data["chapters"][0]["goal"] = HOSTILE
+    data["scenes"][0]["scene"]["title"] = "Arrival <i>& leaving</i>"
+    data["scenes"][1]["prose"] = HOSTILE
+    return data
+
+
+EPUBCHECKED = {
+    "without chapters": lambda: story_data(bible=BIBLE, gaps={"evaluation": "none"}),
+    "three chapters, hostile text": _hostile_chapters,
+    "twelve chapters of five scenes": long_story_data,
+}
+
+
+@pytest.mark.skipif(
+    not (EPUBCHECK.exists() and shutil.which("java")),
+    reason="no epubcheck: apt-get install epubcheck (Debian's, run with java)",
+)
+@pytest.mark.parametrize("make", EPUBCHECKED.values(), ids=EPUBCHECKED.keys())
+def test_epubcheck_finds_nothing_wrong(tmp_path: Path, make: Any) -> None:
+    path = tmp_path / "story.epub"
+    path.write_bytes(to_epub(Story.model_validate(make())))
+    done = subprocess.run(
+        ["java", "-jar", str(EPUBCHECK), str(path)], capture_output=True, text=True, timeout=300, check=False
+    )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    assert "Messages: 0 fatals / 0 errors / 0 warnings" in report, report

@@ -28,8 +28,11 @@ from selenium.webdriver.support.expected_conditions import alert_is_present
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from storyengine.errors import ProviderUnavailable
+from storyengine.schemas import Story
 from storyengine.types import CompletionRequest
 from storyengine.web.app import create_app
+from test_chapters_read import chaptered
+from test_quality import story_data
 from test_web_api import Engines, numbered_script
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -315,3 +318,45 @@ def test_apply_suggestions_and_edit_the_bible_in_chromium(browser: WebDriver, tm
             browser, lambda d: "northern island" in d.find_element(By.ID, "bible").text, "bible not shown"
         )
         browser.save_screenshot(str(tmp_path / "revision.png"))
+
+
+def test_a_story_with_chapters_shows_them_as_folded_blocks(
+    server: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """No pipeline writes chapters yet: the page is given a chaptered story as a version's would be."""
+    browser.get(server + "/")
+    wait_for(browser, lambda d: d.execute_script("return typeof chapterBlocks === 'function'"), "no story.js")
+    show = "state.story = arguments[0]; render();"
+    story = chaptered()
+    browser.execute_script(show, story.model_dump(mode="json"))
+
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#scenes-view > details.chapter")
+    summaries = [b.find_element(By.TAG_NAME, "summary").text for b in blocks]
+    assert summaries == [
+        "Chapter 1: Arrival — 2 scenes",
+        "Chapter 2: The Storm — 2 scenes",
+        "Chapter 3: Dawn — 2 scenes",
+    ]
+    assert [b.get_attribute("open") is not None for b in blocks] == [True, False, False]
+    held = [
+        [s.get_attribute("data-scene") for s in b.find_elements(By.CSS_SELECTOR, ".scene")] for b in blocks
+    ]
+    assert held == [["0", "1"], ["2", "3"], ["4", "5"]]  # each chapter's scenes, as numbered in the story
+    first = blocks[0].find_elements(By.CSS_SELECTOR, ".scene")
+    later = blocks[1].find_elements(By.CSS_SELECTOR, ".scene")
+    assert first[0].find_element(By.CSS_SELECTOR, "h4").text == "Scene 1: The Stairs"
+    assert first[0].find_element(By.CSS_SELECTOR, ".cue").text == "ANA"
+    assert not later[0].is_displayed()  # folded
+    blocks[1].find_element(By.TAG_NAME, "summary").click()
+    assert (
+        later[0].is_displayed() and later[0].find_element(By.CSS_SELECTOR, "h4").text == "Scene 3: Midnight"
+    )
+    browser.save_screenshot(str(tmp_path / "chapters.png"))
+
+    browser.execute_script(show, story.model_dump(mode="json"))  # a re-render keeps what the reader opened
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#scenes-view > details.chapter")
+    assert [b.get_attribute("open") is not None for b in blocks] == [True, True, False]
+
+    browser.execute_script(show, Story.model_validate(story_data()).model_dump(mode="json"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#scenes-view details")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#scenes-view > .scene")) == 3  # as before chapters

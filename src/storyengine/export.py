@@ -3,10 +3,14 @@
 
 story.md reads as a story: the title, then each scene as prose (`StoryScene.prose`, or the
 scene's summary when it has none) with its dialogue after it; the plot, the evaluation beside
-the quality report computed by code, and the enhancement follow as an appendix.
+the quality report computed by code, and the enhancement follow as an appendix. A story with
+chapters has a table of contents after its premise (a link to each chapter's heading, by the id
+GitHub gives it) and its scenes under `## Chapter N: Title` headings with the chapter's goal in
+italics, each scene a level lower (`###`); the scenes are numbered through the whole story.
 
 story.fountain is Fountain (https://fountain.io/syntax): a title page, a forced scene heading
-per scene, the prose as action, character cues in capitals, parentheticals, dialogue. Text is
+per scene, the prose as action, character cues in capitals, parentheticals, dialogue; a
+chapter is a section (`# Chapter N: Title`) with its goal as the section's synopsis. Text is
 escaped so that a parser reads nothing as something else: an action line that would read as a
 cue, heading, transition, section, synopsis, lyric, note or centered text is forced to action
 with `!`; emphasis characters and note/boneyard openers are escaped inside every line.
@@ -20,10 +24,12 @@ import re
 import secrets
 from pathlib import Path
 
+import regex
+
 from .epub import to_epub
 from .errors import InputError
 from .quality import quality_report, scene_prose
-from .schemas import Story
+from .schemas import Chapter, Story, StoryScene
 
 
 def to_json(story: Story) -> str:
@@ -36,14 +42,16 @@ def to_json(story: Story) -> str:
 def to_markdown(story: Story) -> str:
     plot = story.plot
     out = [f"# {_md_inline(plot.title or 'Untitled story')}", "", f"*{_md_inline(story.premise)}*", ""]
-    for i, item in enumerate(story.scenes, 1):
-        scene = item.scene
-        out += [f"## Scene {i}: {_md_inline(scene.title)}", "", f"*{_md_inline(scene.setting)}*", ""]
-        for paragraph in _paragraphs(scene_prose(item)):
-            out += [_md_line(paragraph), ""]
-        for line in item.dialogue.lines:
-            direction = f" *({_md_inline(line.direction)})*" if line.direction else ""
-            out += [f"**{_md_inline(line.speaker)}**{direction}: {_md_inline(line.text)}", ""]
+    if story.chapters:  # the table of contents: a link to each chapter's heading
+        names = [chapter_heading(n, chapter) for n, chapter in enumerate(story.chapters, 1)]
+        out += [*(f"- [{_md_inline(name)}](#{_anchor(name)})" for name in names), ""]
+    number = 0
+    for n, (chapter, items) in enumerate(story.chapter_scenes(), 1):
+        if chapter is not None:
+            out += [f"## {_md_inline(chapter_heading(n, chapter))}", "", f"*{_md_inline(chapter.goal)}*", ""]
+        for item in items:
+            number += 1
+            out += _scene_markdown(number, item, "###" if chapter else "##")
     out += ["---", "", "# Appendix", ""]
     out += _plot_section(story)
     if story.bible is not None:
@@ -59,6 +67,30 @@ def to_markdown(story: Story) -> str:
             for s in story.enhancement.suggestions
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def chapter_heading(number: int, chapter: Chapter) -> str:
+    """A chapter as the exports name it: "Chapter 2: The Storm"."""
+    return f"Chapter {number}: {_one_line(chapter.title)}"
+
+
+def _scene_markdown(number: int, item: StoryScene, level: str) -> list[str]:
+    """A scene under a heading of `level` ("##", or "###" inside a chapter): its setting, its prose
+    and its dialogue."""
+    scene = item.scene
+    out = [f"{level} Scene {number}: {_md_inline(scene.title)}", "", f"*{_md_inline(scene.setting)}*", ""]
+    for paragraph in _paragraphs(scene_prose(item)):
+        out += [_md_line(paragraph), ""]
+    for line in item.dialogue.lines:
+        direction = f" *({_md_inline(line.direction)})*" if line.direction else ""
+        out += [f"**{_md_inline(line.speaker)}**{direction}: {_md_inline(line.text)}", ""]
+    return out
+
+
+def _anchor(heading: str) -> str:
+    """The id GitHub (as GitLab and pandoc's gfm) gives a heading of this text: lower case, every
+    character but letters, marks, digits, connectors, spaces and hyphens dropped, spaces as hyphens."""
+    return regex.sub(r"[^\p{L}\p{M}\p{N}\p{Pc} -]", "", heading.lower()).replace(" ", "-")
 
 
 def _bible_section(story: Story) -> list[str]:
@@ -144,19 +176,28 @@ def to_fountain(story: Story) -> str:
         f"Notes: {_one_line(story.premise)}",
         "",
     ]
-    for item in story.scenes:
-        scene = item.scene
-        heading = _fountain_text(_one_line(scene.setting).upper().lstrip(".!@#=~> ")) or "SCENE"
-        # A leading "." forces a scene heading whatever the setting's words are.
-        out += ["", f".{heading}", ""]
-        for paragraph in _paragraphs(scene_prose(item)):
-            out += [_action(paragraph), ""]
-        for line in item.dialogue.lines:
-            out.append(_cue(line.speaker))
-            if line.direction:
-                out.append(f"({_fountain_text(_one_line(line.direction)).strip('()')})")
-            out += [_speech(line.text), ""]
+    for n, (chapter, items) in enumerate(story.chapter_scenes(), 1):
+        if chapter is not None:  # a section, and its synopsis (neither is printed in a screenplay)
+            section = _fountain_text(chapter_heading(n, chapter))
+            out += ["", f"# {section}", f"= {_fountain_text(_one_line(chapter.goal))}", ""]
+        for item in items:
+            out += _fountain_scene(item)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _fountain_scene(item: StoryScene) -> list[str]:
+    scene = item.scene
+    heading = _fountain_text(_one_line(scene.setting).upper().lstrip(".!@#=~> ")) or "SCENE"
+    # A leading "." forces a scene heading whatever the setting's words are.
+    out = ["", f".{heading}", ""]
+    for paragraph in _paragraphs(scene_prose(item)):
+        out += [_action(paragraph), ""]
+    for line in item.dialogue.lines:
+        out.append(_cue(line.speaker))
+        if line.direction:
+            out.append(f"({_fountain_text(_one_line(line.direction)).strip('()')})")
+        out += [_speech(line.text), ""]
+    return out
 
 
 def _one_line(text: str) -> str:

@@ -1,6 +1,6 @@
 // storyengine's page (see app.js): the story shown (a version's, or the one being written): its plot
-// and tension chart, beats, scenes as a screenplay, evaluation, quality measured by code,
-// enhancement, revision notes and the call log.
+// and tension chart, beats, scenes as a screenplay (in folded chapters when it has chapters),
+// evaluation, quality measured by code, enhancement, revision notes and the call log.
 "use strict";
 
 // -- rendering the story --
@@ -84,7 +84,25 @@ function sceneCards(story) {
     }
     cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue, item.prose)));
   }
-  return cards;
+  return chapterBlocks(story.chapters || [], cards);
+}
+
+// A story with chapters shows each as a folded block of its scenes' cards. The first is open at
+// first; a re-render (a live step, a steering job) keeps open the ones the reader opened.
+function chapterBlocks(chapters, cards) {
+  if (!chapters.length) return cards;
+  const shown = [...$("scenes-view").querySelectorAll("details.chapter")];
+  const open = new Set(shown.length ? shown.filter((d) => d.open).map((d) => d.dataset.chapter) : ["0"]);
+  let start = 0;
+  const blocks = chapters.map((chapter, i) => {
+    const count = chapter.beats.length;
+    const held = cards.slice(start, start + count);
+    start += count;
+    return h("details", { class: "chapter", "data-chapter": i, open: open.has(String(i)) },
+      h("summary", {}, `Chapter ${i + 1}: ${chapter.title} — ${count} scene${count === 1 ? "" : "s"}`),
+      h("p", { class: "muted chapter-goal" }, chapter.goal), ...held);
+  });
+  return [...blocks, ...cards.slice(start)]; // scenes no chapter holds (none in a finished story)
 }
 
 function screenplay(scene, dialogue, prose) {
