@@ -16,6 +16,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
+# Debian's epubcheck (the W3C's EPUB validator, with a Java runtime) checks the books we export.
+if [ ! -f /usr/share/java/epubcheck.jar ] || ! command -v java >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: epubcheck is missing and apt-get is not here; install epubcheck by hand" >&2
+    exit 1
+  fi
+  sudo=(); [ "$(id -u)" != 0 ] && sudo=(sudo)
+  echo "test.sh: installing epubcheck with apt-get" >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends epubcheck default-jre-headless >/dev/null
+fi
 venv=${STORYENGINE_VENV:-$root/.venv}
 "$venv/bin/ruff" check src tests
 "$venv/bin/mypy"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from storyengine.errors import InputError, RunFailed
+from storyengine.export import write_story
 from storyengine.pipeline.steps.chapter import beat_line
 from storyengine.pipeline.steps.dialogue import SCENES_BEFORE
 from storyengine.pipeline.story import scene_text
@@ -35,7 +36,7 @@ def prompt(request: CompletionRequest) -> str:
 
 @pytest.mark.parametrize("in_parts", [False, True], ids=["whole-objects", "in-parts"])
 async def test_a_long_story_is_planned_in_levels_and_each_scene_realises_its_chapters_beat(
-    in_parts: bool,
+    in_parts: bool, tmp_path: Path
 ) -> None:
     engine, provider = engine_with(story_script, settings_for(in_parts=in_parts))
     async with engine:
@@ -46,6 +47,9 @@ async def test_a_long_story_is_planned_in_levels_and_each_scene_realises_its_cha
         assert (chapter.title, chapter.goal, chapter.tension) == (beat.name, beat.purpose, beat.tension)
         assert len(chapter.beats) == 2
         assert chapter.characters and set(chapter.characters) <= set(story.bible.names if story.bible else [])
+    written = write_story(story, tmp_path / "out")  # the exports read the chapters the run made
+    markdown = written["markdown"].read_text()
+    assert all(f"## Chapter {c}: {story.chapters[c - 1].title}" in markdown for c in (1, 2, 3))
     groups = story.chapter_scenes()
     for chapter, scenes in groups:
         assert chapter is not None

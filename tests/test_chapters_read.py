@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 import zipfile
 from typing import Any
 
-import pytest
 from markdown_it import MarkdownIt
 
 from storyengine.epub import to_epub
@@ -372,7 +371,6 @@ def test_fountain_chapters_are_sections_with_their_goal_before_their_scenes() ->
 
 
 def test_screenplain_reads_the_chapters_as_sections() -> None:
-    pytest.importorskip("screenplain", reason="screenplain is not installed (pip install screenplain)")
     from screenplain.parsers import fountain
     from screenplain.types import Action, Dialog, Section, Slug
 
