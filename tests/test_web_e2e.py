@@ -323,7 +323,7 @@ def test_apply_suggestions_and_edit_the_bible_in_chromium(browser: WebDriver, tm
 def test_a_story_with_chapters_shows_them_as_folded_blocks(
     server: str, browser: WebDriver, tmp_path: Path
 ) -> None:
-    """No pipeline writes chapters yet: the page is given a chaptered story as a version's would be."""
+    """The page is given a chaptered story as a version's would be (the next test writes one)."""
     browser.get(server + "/")
     wait_for(browser, lambda d: d.execute_script("return typeof chapterBlocks === 'function'"), "no story.js")
     show = "state.story = arguments[0]; render();"
@@ -360,3 +360,23 @@ def test_a_story_with_chapters_shows_them_as_folded_blocks(
     browser.execute_script(show, Story.model_validate(story_data()).model_dump(mode="json"))
     assert not browser.find_elements(By.CSS_SELECTOR, "#scenes-view details")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#scenes-view > .scene")) == 3  # as before chapters
+
+
+def test_a_long_story_is_asked_for_on_the_page_and_read_in_its_chapters(
+    server: str, browser: WebDriver
+) -> None:
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "embedded" in d.find_element(By.ID, "provider").text, "providers not listed")
+    browser.find_element(By.ID, "premise").send_keys(PREMISE)
+    browser.find_element(By.ID, "chapters").send_keys("2")
+    browser.find_element(By.ID, "scenes-per-chapter").send_keys("2")
+    browser.find_element(By.ID, "seed").send_keys("4")
+    browser.find_element(By.ID, "start").click()
+    wait_for(browser, status_is("done"), "the long story did not finish")
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#scenes-view > details.chapter")
+    summaries = [b.find_element(By.TAG_NAME, "summary").text for b in blocks]
+    assert len(blocks) == 2 and all(s.endswith("— 2 scenes") for s in summaries), summaries
+    held = [
+        [s.get_attribute("data-scene") for s in b.find_elements(By.CSS_SELECTOR, ".scene")] for b in blocks
+    ]
+    assert held == [["0", "1"], ["2", "3"]]

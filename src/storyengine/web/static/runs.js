@@ -18,6 +18,8 @@ async function startRun(event) {
   showError("form-error", "");
   const body = { premise: $("premise").value };
   if ($("scenes").value) body.scenes = Number($("scenes").value);
+  if ($("chapters").value) body.chapters = Number($("chapters").value);
+  if ($("scenes-per-chapter").value) body.scenes_per_chapter = Number($("scenes-per-chapter").value);
   if ($("seed").value) body.seed = Number($("seed").value);
   if ($("provider").value) body.provider = $("provider").value;
   $("start").disabled = true;
@@ -113,6 +115,7 @@ function applyStep(story, event) {
   else if (kind === "bible") story.bible = event.value;
   else if (kind === "evaluation") story.evaluation = event.value;
   else if (kind === "enhancement") story.enhancement = event.value;
+  else if (kind === "chapter") (story.chapters = story.chapters || [])[index] = event.value;
   else if (kind === "scene" || kind === "dialogue") {
     // A new scene drops its old dialogue: the lines that follow are written for it.
     story.scenes[index] = kind === "scene" ? { scene: event.value } : { ...story.scenes[index], dialogue: event.value };

@@ -84,25 +84,28 @@ function sceneCards(story) {
     }
     cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue, item.prose)));
   }
-  return chapterBlocks(story.chapters || [], cards);
+  return chapterBlocks(story.chapters || [], cards, story.scenes);
 }
 
 // A story with chapters shows each as a folded block of its scenes' cards. The first is open at
 // first; a re-render (a live step, a steering job) keeps open the ones the reader opened.
-function chapterBlocks(chapters, cards) {
-  if (!chapters.length) return cards;
+function chapterBlocks(chapters, cards, scenes) {
+  if (!chapters.filter(Boolean).length) return cards;
   const shown = [...$("scenes-view").querySelectorAll("details.chapter")];
   const open = new Set(shown.length ? shown.filter((d) => d.open).map((d) => d.dataset.chapter) : ["0"]);
   let start = 0;
   const blocks = chapters.map((chapter, i) => {
     const count = chapter.beats.length;
     const held = cards.slice(start, start + count);
+    // While the run writes, a chapter says how many of its scenes have their dialogue.
+    const written = scenes.slice(start, start + count).filter((item) => item && item.dialogue).length;
     start += count;
+    const progress = written < count ? ` (${written} written)` : "";
     return h("details", { class: "chapter", "data-chapter": i, open: open.has(String(i)) },
-      h("summary", {}, `Chapter ${i + 1}: ${chapter.title} — ${count} scene${count === 1 ? "" : "s"}`),
+      h("summary", {}, `Chapter ${i + 1}: ${chapter.title} — ${count} scene${count === 1 ? "" : "s"}${progress}`),
       h("p", { class: "muted chapter-goal" }, chapter.goal), ...held);
   });
-  return [...blocks, ...cards.slice(start)]; // scenes no chapter holds (none in a finished story)
+  return [...blocks.filter(Boolean), ...cards.slice(start)]; // scenes no chapter holds (not yet planned)
 }
 
 function screenplay(scene, dialogue, prose) {
