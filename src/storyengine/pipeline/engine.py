@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -29,7 +28,8 @@ from ..seeds import fresh_seed
 from .checkpoint import CheckpointStore, RunHeader, RunState, checkpoint_dir, new_run_id, resume_command
 from .inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
 from .revision import plan_revision
-from .run import OnEvent, StoryRun, next_start, step_key
+from .rounds import next_round, total_scenes
+from .run import OnEvent, StoryRun
 from .runstore import NotFound, RunRecord, RunStore, Version
 from .steering import Steer, kept_meta
 from .steps import STEPS, Inputs
@@ -516,29 +516,3 @@ class StoryEngine:
         self.runs.set_status(run_id, "done")
         found.story = story
         return found
-
-
-def total_scenes(header: RunHeader) -> int | None:
-    """The scenes a run was asked for: `scenes`, or a long story's chapters times their scenes."""
-    if header.chapters is not None:
-        return header.chapters * (header.scenes_per_chapter or DEFAULT_SCENES_PER_CHAPTER)
-    return header.scenes
-
-
-def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None) -> None:
-    """Prepare a stopped run's state for its next attempt (see `StoryEngine.resume`); the failed
-    step starts from the next provider of its component's `chain` when it has more than one."""
-    header = state.header
-    failed = header.failed_step or ""
-    header.round += 1
-    providers = chain(failed.split(".")[0]) if failed and chain is not None else []
-    if len(providers) > 1:
-        header.start_provider[step_key(failed)] = next_start(header, failed, len(providers))
-    header.failed_step = None
-    again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
-    gaps, header.gaps = header.gaps, []  # parts a story went without: tried again (not the bible,
-    again += [f"{part}.draft" for part in gaps if part != "bible"]  # which its scenes were built on)
-    for name in again:  # its structuring failed: draw the draft again
-        state.steps.pop(name, None)
-        state.meta.pop(name, None)
-    state.set_status("running")
