@@ -19,6 +19,7 @@ from storyengine.pipeline.steps.chapter import beat_line
 from storyengine.pipeline.steps.dialogue import SCENES_BEFORE
 from storyengine.pipeline.story import scene_text
 from storyengine.providers.fake_story import story_script
+from storyengine.quality import quality_report
 from storyengine.schemas import Story
 from storyengine.types import CompletionRequest
 from test_pipeline import PREMISE, engine_with, settings_for
@@ -50,6 +51,8 @@ async def test_a_long_story_is_planned_in_levels_and_each_scene_realises_its_cha
     written = write_story(story, tmp_path / "out")  # the exports read the chapters the run made
     markdown = written["markdown"].read_text()
     assert all(f"## Chapter {c}: {story.chapters[c - 1].title}" in markdown for c in (1, 2, 3))
+    planned = [s.planned_tension for s in quality_report(story).scenes]  # each scene: its chapter's beat
+    assert planned == [b.tension for chapter in story.chapters for b in chapter.beats]
     groups = story.chapter_scenes()
     for chapter, scenes in groups:
         assert chapter is not None

@@ -77,10 +77,13 @@ def chapter_measures(story: Story) -> list[list[Any]]:
         if not scenes:
             continue
         alone = Story(premise=story.premise, plot=story.plot, bible=story.bible, scenes=scenes)
-        measures = quality_report(alone).measures()
+        report = quality_report(alone)
+        measures = report.measures()
         title = chapter.title if chapter else story.plot.title
         tension = chapter.tension if chapter else "-"
-        rows.append([number, title[:30], tension, *(measures.get(name) for name in PER_CHAPTER)])
+        realised = statistics.mean(s.tension_words_per_100 for s in report.scenes)
+        row = [number, title[:30], tension, round(realised, 2), *(measures.get(n) for n in PER_CHAPTER)]
+        rows.append(row)
     return rows
 
 

@@ -280,6 +280,8 @@ def quality_report(story: Story) -> QualityReport:
         found = [u for u in premise_words if u in units]
 
     beat_tension = {name_key(b.name): b.tension for b in story.plot.beats}
+    # A long story's scene realises a beat of its chapter (names may repeat across chapters).
+    planned_by_place = [b.tension for chapter in story.chapters for b in chapter.beats]
     scenes = []
     for i, item in enumerate(story.scenes):
         text = scene_prose(item) + " " + " ".join(line.text for line in item.dialogue.lines)
@@ -289,7 +291,9 @@ def quality_report(story: Story) -> QualityReport:
                 title=item.scene.title,
                 prose_words=len(words(scene_prose(item))),
                 dialogue_lines=len(item.dialogue.lines),
-                planned_tension=beat_tension.get(name_key(item.scene.beat or "")),
+                planned_tension=planned_by_place[i]
+                if story.chapters
+                else beat_tension.get(name_key(item.scene.beat or "")),
                 tension_words_per_100=tension_per_100(text),
             )
         )
