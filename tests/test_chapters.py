@@ -211,3 +211,28 @@ def test_the_engine_refuses_chapters_with_scenes_before_any_model_call() -> None
     with pytest.raises(InputError, match="not both"):
         asyncio.run(run())
     assert provider.requests == []
+
+
+async def test_a_chapter_that_repeats_the_one_before_is_re_asked_once_then_kept_and_recorded() -> None:
+    """SmolLM2 planned chapter 2 as a copy of chapter 1's scenes: never fatal, said where it stays."""
+    answers: list[str] = []
+    asked_second: list[CompletionRequest] = []
+
+    def script(request: CompletionRequest) -> Any:
+        if (request.component, request.stage) == ("chapter", "structuring"):  # chapters come in order
+            if not answers:
+                answers.append(story_script(request))  # chapter 1's plan
+                return answers[0]
+            asked_second.append(request)
+            return answers[0]  # chapter 2: chapter 1's scenes again, every time it is asked
+        return story_script(request)
+
+    engine, _ = engine_with(script, settings_for(in_parts=False))
+    async with engine:
+        story = await engine.generate(PREMISE, seed=8, chapters=2, scenes_per_chapter=2)
+    assert len(story.chapters) == 2 and len(story.scenes) == 4 and not story.gaps
+    findings = story.meta["steps"]["chapter.1"]["findings"]
+    kept = [f for f in findings if f["rule"] == "repeats_earlier"]
+    assert kept and all(f["action"] == "kept" for f in kept), findings
+    assert len(asked_second) == 2  # the answer and one re-ask that names the finding
+    assert "repeats what an earlier chapter already does" in prompt(asked_second[1])

@@ -308,6 +308,33 @@ def test_a_scene_title_copying_its_beat_becomes_the_beat_name() -> None:
     assert reviewed.data["title"] == "Storm" and not reviewed.open
 
 
+@pytest.mark.parametrize(
+    "earlier, copy, fresh, language",
+    [
+        (
+            "A beacon of hope that was once a family's memory is now no more for them to rely on.",
+            "A beacon of hope that was once a family's memory is now no more for them to rely on, still.",
+            "The harbour master seizes the lamp oil and the keeper's daughter goes to the court.",
+            "en",
+        ),
+        (
+            "港長が灯台の油を差し押さえ、娘は裁判所へ向かう。",
+            "港長が灯台の油を差し押さえ、娘は裁判所へ向かう。",
+            "嵐の夜、娘は一人で灯をともす。",
+            "ja",
+        ),
+    ],
+)
+def test_a_purpose_that_repeats_the_chapter_before_is_left_for_a_re_ask_in_any_script(
+    earlier: str, copy: str, fresh: str, language: str
+) -> None:
+    """Measured: SmolLM2 planning chapter 2 of a long story copied chapter 1's scenes."""
+    context = Context(language=language, earlier=(earlier,))
+    assert "repeats_earlier" in rules_of(copy, "purpose", context)
+    assert "repeats_earlier" not in rules_of(fresh, "purpose", context)
+    assert "repeats_earlier" not in rules_of(copy, "purpose", Context(language=language))  # nothing before
+
+
 def test_a_role_equal_to_the_name_is_left_for_a_re_ask() -> None:
     data = {
         "characters": [{"name": "Mara", "role": "Mara", "description": "The keeper.", "pronouns": "she/her"}],
@@ -579,12 +606,14 @@ def drafts_script(texts: list[str], seen: list[int | None]) -> Callable[[Complet
 WEAK = (  # passes every draft check (on premise, long enough), but says little of it
     "This is the first scene of a series. The lighthouse keeper waits by the window all night long "
     "and thinks about the sea, the boats, the nets and the long winter ahead of the village.\n\n"
-    "The keeper makes tea. The wind is cold and the village sleeps under the grey clouds."
+    "The keeper makes tea. The wind is cold and the village sleeps under the grey clouds. Somewhere a "
+    "dog barks twice, a shutter bangs, and the kettle sings on the stove until dawn."
 )
 ON_TOPIC = (
     "Mara, the lighthouse keeper, finds a green bottle wedged in the rocks below the tower. Inside is "
     "a message in her own handwriting, written by her future self, dated thirty years from now.\n\n"
-    "She reads it twice by the lamp. The message warns her about the storm that is coming."
+    "She reads it twice by the lamp. The message warns her about the storm that is coming. She folds "
+    "the letter into her coat, climbs the stairs and lights the great lamp an hour early."
 )
 
 

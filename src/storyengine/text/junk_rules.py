@@ -210,6 +210,20 @@ def copies(text: str, instruction: str) -> bool:
     return len(theirs) >= 6 and head in " ".join(mine)
 
 
+@rule("repeats_earlier", frozenset({"purpose"}))
+def repeats_earlier(text: str, context: Context) -> Hit | None:
+    """A purpose that says again what an earlier plan said (SmolLM2, planning a chapter, copied the
+    chapter before it): the story would tell that part twice. Any script (words are Unicode's)."""
+    copied = next((e for e in context.earlier if copies(text, e)), None)
+    if copied is None:
+        return None
+    return Hit(
+        clip(copied, 40),
+        f"{clip(text)!r} repeats what an earlier chapter already does ({clip(copied, 40)!r}); write what "
+        "happens next instead",
+    )
+
+
 @rule("copied_instruction", frozenset({"title", "setting"}))
 def copied_instruction(text: str, context: Context) -> Hit | None:
     opener = _OPENERS.search(text)

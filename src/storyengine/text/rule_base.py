@@ -31,6 +31,7 @@ class Context:
     cast: tuple[str, ...] = ()
     instructions: tuple[str, ...] = ()  # texts a title or setting must not copy (a beat's purpose)
     beat_name: str = ""  # the scene's beat: its title when the title copied the instructions
+    earlier: tuple[str, ...] = ()  # what a purpose must not repeat (a long story's chapter before)
     # (field, text): what a required field whose text is unusable becomes (the bible's setting: the
     # premise, as a plain bible has it)
     fallbacks: tuple[tuple[str, str], ...] = ()

@@ -17,6 +17,7 @@ from ...bible import StoryBible, bible_text
 from ...quality import draft_problems
 from ...schemas import Chapter, ChapterPlan, PlotBeat
 from ...structuring import decoding_schema
+from ...text.rules import Context
 from ...text.segment import words
 from .. import parts
 from ..story import outline
@@ -105,6 +106,8 @@ class ChapterStep(Step[Chapter]):
             schema,
             meta,
             parts=(draft, parts.chapter_parts(scenes, beat.tension)),
+            # a scene the chapter before already has is re-asked once, else kept and recorded
+            review=Context(earlier=tuple(b.purpose for b in x.chapter.beats) if x.chapter else ()),
         )
         planned = f"{draft} " + " ".join(f"{b.name} {b.purpose}" for b in plan.beats)
         return Chapter(
