@@ -409,3 +409,171 @@ async def test_the_batch_bench_keeps_the_server_within_its_slots() -> None:
     assert result["done"] == 3 and result["provider_calls"] > 0
     assert result["max_in_flight"] == 2  # busy, and never beyond max_parallel
     assert result["ideal_s"] == pytest.approx(result["provider_calls"] * 0.01 / 2, abs=0.01)
+
+
+def _old_fingerprint(premise: str, scenes: int | None, seed: int | None) -> str:
+    """The spec hash a batch item had before chapters: the JSON list [premise, scenes, seed]."""
+    import hashlib
+
+    spec = json.dumps([premise, scenes, seed], ensure_ascii=False)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _story(out: Path, story_id: str) -> Story:
+    return Story.model_validate_json((out / story_id / "story.json").read_text())
+
+
+async def test_a_jsonl_batch_writes_a_chaptered_line_and_a_plain_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    premises = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "long", "premise": "A lighthouse keeper's year, told season by season.", "chapters": 3,
+             "scenes_per_chapter": 2},
+            {"id": "short", "premise": "A baker's bread sings at dawn.", "seed": 5},
+        ],
+    )  # fmt: skip
+    engine, _ = engine_with(story_script)
+    async with engine:
+        results = await collect(engine, premises, out=out, scenes=2, concurrency=2)
+    assert sorted((r.id, r.status) for r in results) == [("long", "done"), ("short", "done")]
+    long, short = _story(out, "long"), _story(out, "short")
+    assert len(long.chapters) == 3 and len(long.scenes) == 3 * 2
+    assert [len(chapter.beats) for chapter in long.chapters] == [2, 2, 2]
+    assert not short.chapters and len(short.scenes) == 2  # the batch default, no chapters
+    # the plain story's state keeps the spec hash it always had, so older batches resume into it
+    state = json.loads((out / ".batch" / "short.json").read_text())
+    assert state["fingerprint"] == _old_fingerprint("A baker's bread sings at dawn.", 2, 5)
+    long_state = json.loads((out / ".batch" / "long.json").read_text())
+    assert long_state["fingerprint"] != _old_fingerprint(long.premise, None, None)
+
+    engine2, provider2 = engine_with(story_script)
+    async with engine2:  # a rerun finds both finished, the long one with its chapters
+        again = await collect(engine2, premises, out=out, scenes=2)
+    assert sorted(r.status for r in again) == ["skipped", "skipped"] and provider2.calls == 0
+
+
+def test_the_spec_of_an_item_without_chapters_is_what_it_was() -> None:
+    assert PremiseItem("a", "A kite.", 3, 7).fingerprint() == _old_fingerprint("A kite.", 3, 7)
+    assert PremiseItem("a", "Ünïcode kite.").fingerprint() == _old_fingerprint("Ünïcode kite.", None, None)
+    long = PremiseItem("a", "A kite.", None, 7, chapters=4)
+    assert long.fingerprint() != _old_fingerprint("A kite.", None, 7)
+    # the engine writes 5 scenes a chapter when none are given: the same story either way
+    assert (
+        long.fingerprint()
+        == PremiseItem("a", "A kite.", None, 7, chapters=4, scenes_per_chapter=5).fingerprint()
+    )
+    assert (
+        long.fingerprint()
+        != PremiseItem("a", "A kite.", None, 7, chapters=4, scenes_per_chapter=2).fingerprint()
+    )
+    assert long.fingerprint() != PremiseItem("a", "A kite.", None, 7, chapters=3).fingerprint()
+
+
+async def test_a_bad_chapter_count_on_a_line_is_its_rejection_and_the_rest_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    premises = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "zero", "premise": "No chapters at all.", "chapters": 0},
+            {"id": "text", "premise": "Chapters as text.", "chapters": "3"},
+            {"id": "both", "premise": "Scenes and chapters.", "chapters": 2, "scenes": 3},
+            {"id": "per", "premise": "Scenes a chapter, no chapters.", "scenes_per_chapter": 2},
+            {"id": "wide", "premise": "Too many scenes a chapter.", "chapters": 2, "scenes_per_chapter": 11},
+            {"id": "fine", "premise": "A clockmaker builds a heart.", "chapters": 2, "scenes_per_chapter": 1},
+            {"id": "plain", "premise": "A well that answers questions."},
+        ],
+    )
+    engine, _ = engine_with(story_script)
+    async with engine:
+        results = await collect(engine, premises, out=out, scenes=1)
+    status = {r.id: r.status for r in results}
+    assert status == {
+        "zero": "rejected", "text": "rejected", "both": "rejected", "per": "rejected", "wide": "rejected",
+        "fine": "done", "plain": "done",
+    }  # fmt: skip
+    errors = {m["id"]: m["error"] for m in manifest(out) if m["status"] == "rejected"}
+    assert errors == {
+        "zero": "line 1: chapters must be between 1 and 24, not 0",
+        "text": "line 2: 'chapters' must be a whole number",
+        "both": "line 3: give 'scenes' (a short story) or 'chapters' (a long one), not both",
+        "per": "line 4: 'scenes_per_chapter' needs 'chapters' on the same line",
+        "wide": "line 5: scenes per chapter must be between 1 and 10, not 11",
+    }
+    assert not any((out / story_id).exists() for story_id in errors)
+    assert len(_story(out, "fine").chapters) == 2 and len(_story(out, "fine").scenes) == 2
+    assert len(_story(out, "plain").scenes) == 1
+
+
+def _scripted_cli(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedProvider]:
+    """`storyengine` with every engine on the scripted provider; the list holds the providers made."""
+    real_from_config = StoryEngine.from_config
+    made: list[ScriptedProvider] = []
+
+    def scripted(path: Any = None, *, provider: Any = None, **_: Any) -> StoryEngine:
+        fake = ScriptedProvider(story_script, name="embedded", structured_mode="grammar")
+        made.append(fake)
+        return real_from_config(settings=settings_for(), providers={"embedded": fake})
+
+    monkeypatch.setattr(StoryEngine, "from_config", staticmethod(scripted))
+    return made
+
+
+def test_cli_default_chapters_go_to_lines_without_a_length_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _scripted_cli(monkeypatch)
+    premises = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "own-scenes", "premise": "A kite that flies at night.", "scenes": 2},
+            {"id": "default", "premise": "A well that answers questions."},
+            {"id": "own-chapters", "premise": "A map that redraws itself.", "chapters": 1},
+        ],
+    )
+    out = tmp_path / "out"
+    command = ["batch", str(premises), "--out", str(out), "--chapters", "2", "--scenes-per-chapter", "1"]
+    result = CliRunner().invoke(main, [*command, "--json-progress"])
+    assert result.exit_code == 0, result.output
+    assert sorted(m["id"] for m in manifest(out) if m["status"] == "done") == [
+        "default", "own-chapters", "own-scenes"
+    ]  # fmt: skip
+    own_scenes = _story(out, "own-scenes")  # a line's scenes win: no chapters mixed in, no error
+    assert not own_scenes.chapters and len(own_scenes.scenes) == 2
+    default = _story(out, "default")
+    assert len(default.chapters) == 2 and len(default.scenes) == 2
+    own_chapters = _story(out, "own-chapters")  # its own chapters, the default scenes in each
+    assert len(own_chapters.chapters) == 1 and len(own_chapters.scenes) == 1
+    assert made and made[0].calls > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--chapters", "0"], "chapters must be between 1 and 24, not 0"),
+        (["--chapters", "2", "--scenes", "3"], "not both"),
+        (["--scenes-per-chapter", "3"], "give --chapters too"),
+        (["--chapters", "2", "--scenes-per-chapter", "11"], "scenes per chapter must be between 1 and 10"),
+    ],
+)
+def test_cli_a_bad_default_chapter_count_is_exit_2_with_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], says: str
+) -> None:
+    made = _scripted_cli(monkeypatch)
+    premises = write_jsonl(tmp_path / "p.jsonl", [{"premise": "A kite."}, {"premise": "A well."}])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["batch", str(premises), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists() and made == []  # failed before any engine (or model) was made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+async def test_run_batch_checks_its_default_chapters_once_before_any_call(tmp_path: Path) -> None:
+    from storyengine.errors import InputError
+
+    engine, provider = engine_with(story_script)
+    async with engine:
+        with pytest.raises(InputError, match="chapters must be between 1 and 24, not 0"):
+            await collect(engine, ["A premise.", "Another."], out=tmp_path / "out", chapters=0)
+    assert provider.calls == 0 and not (tmp_path / "out").exists()

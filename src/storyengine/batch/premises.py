@@ -3,8 +3,9 @@
 Each usable line becomes a `PremiseItem` with a stable id: the `id` the line gives, else one
 derived from the line number and a short hash of the premise (`0007-3f2a9c1b`), so running
 the same file again finds the same stories. A line that cannot run (malformed JSON, an empty
-or overlong premise, scenes out of range, a bad or duplicate id) becomes a `Rejected` with its
-line number; the rest of the batch runs.
+or overlong premise, scenes or chapters out of range, a bad or duplicate id) becomes a `Rejected`
+with its line number; the rest of the batch runs. A line asks for a short story (`scenes`) or a
+long one (`chapters`, optionally `scenes_per_chapter`), never both.
 """
 
 from __future__ import annotations
@@ -18,25 +19,36 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..pipeline.inputs import check_inputs
+from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NUMBERS = ("scenes", "seed", "chapters", "scenes_per_chapter")  # a line's whole-number fields
 
 
 @dataclass(frozen=True)
 class PremiseItem:
-    """One story to write: `scenes`/`seed` None means the batch's defaults."""
+    """One story to write: `scenes`/`seed`/`chapters`/`scenes_per_chapter` None means the batch's
+    defaults (a long story's `chapters` of `scenes_per_chapter` scenes, never with `scenes`)."""
 
     id: str
     premise: str
     scenes: int | None = None
     seed: int | None = None
     line: int | None = None
+    chapters: int | None = None
+    scenes_per_chapter: int | None = None
 
     def fingerprint(self) -> str:
-        """What makes this the same story on a rerun (a changed premise is a new story)."""
-        spec = json.dumps([self.premise, self.scenes, self.seed], ensure_ascii=False)
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+        """What makes this the same story on a rerun (a changed premise is a new story). A story
+        without chapters has the spec it always had, so batches written before chapters resume."""
+        spec: list[object] = [self.premise, self.scenes, self.seed]
+        if self.chapters is not None or self.scenes_per_chapter is not None:
+            per_chapter = self.scenes_per_chapter
+            if self.chapters is not None and per_chapter is None:
+                per_chapter = DEFAULT_SCENES_PER_CHAPTER  # the count the engine writes for "not given"
+            spec += [self.chapters, per_chapter]
+        text = json.dumps(spec, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def _item(number: int, value: PremiseLike) -> Entry:
         return value if value.line is not None else PremiseItem(**{**value.__dict__, "line": number})
     if isinstance(value, str):
         value = {"premise": value}
-    unknown = sorted(set(value) - {"premise", "id", "scenes", "seed"})
+    unknown = sorted(set(value) - {"premise", "id", *_NUMBERS})
     given_id = value.get("id")
     label = str(given_id) if given_id is not None else None
     if unknown:
@@ -129,12 +141,24 @@ def _item(number: int, value: PremiseLike) -> Entry:
     premise = value.get("premise")
     if not isinstance(premise, str):
         return Rejected(number, f"line {number}: 'premise' must be a string", label)
-    scenes, seed = value.get("scenes"), value.get("seed")
-    for name, number_value in (("scenes", scenes), ("seed", seed)):
+    for name in _NUMBERS:
+        number_value = value.get(name)
         if number_value is not None and (not isinstance(number_value, int) or isinstance(number_value, bool)):
             return Rejected(number, f"line {number}: {name!r} must be a whole number", label)
+    scenes, seed = value.get("scenes"), value.get("seed")
+    chapters, per_chapter = value.get("chapters"), value.get("scenes_per_chapter")
+    if scenes is not None and chapters is not None:
+        return Rejected(
+            number,
+            f"line {number}: give 'scenes' (a short story) or 'chapters' (a long one), not both",
+            label,
+        )
+    if per_chapter is not None and chapters is None:
+        return Rejected(
+            number, f"line {number}: 'scenes_per_chapter' needs 'chapters' on the same line", label
+        )
     try:
-        premise = check_inputs(premise, scenes)
+        premise = check_inputs(premise, scenes, chapters, per_chapter)
     except InputError as exc:
         return Rejected(number, f"line {number}: {exc}", label)
     if given_id is None:
@@ -148,4 +172,4 @@ def _item(number: int, value: PremiseLike) -> Entry:
             "(it names the story's directory)",
             label,
         )
-    return PremiseItem(story_id, premise, scenes, seed, number)
+    return PremiseItem(story_id, premise, scenes, seed, number, chapters, per_chapter)

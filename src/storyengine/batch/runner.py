@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,7 +107,14 @@ async def run_story(engine: StoryEngine, item: PremiseItem, run_id: str) -> Stor
     """
     started = datetime.now(UTC) - timedelta(seconds=1)
     try:
-        story = await engine.story_of_run(run_id, item.premise, scenes=item.scenes, seed=item.seed)
+        story = await engine.story_of_run(
+            run_id,
+            item.premise,
+            scenes=item.scenes,
+            seed=item.seed,
+            chapters=item.chapters,
+            scenes_per_chapter=item.scenes_per_chapter,
+        )
     except StoryEngineError as exc:
         return StoryOutcome(None, _logged_usage(engine, run_id, started), str(exc))
     return StoryOutcome(story, Usage.of(story.meta.get("calls", [])))
@@ -179,15 +186,22 @@ def _entries(premises: str | Path | Iterable[PremiseLike | Rejected]) -> list[En
     return normalize(premises)
 
 
-def _with_defaults(item: PremiseItem, scenes: int | None, seed: int | None) -> PremiseItem:
-    if (item.scenes is not None or scenes is None) and (item.seed is not None or seed is None):
-        return item
-    return PremiseItem(
-        item.id,
-        item.premise,
-        item.scenes if item.scenes is not None else scenes,
-        item.seed if item.seed is not None else seed,
-        item.line,
+def _with_defaults(
+    item: PremiseItem, *, scenes: int | None, seed: int | None, chapters: int | None, per_chapter: int | None
+) -> PremiseItem:
+    """`item` with the batch's defaults where it gives none. Its length is its own when it gives
+    one (`scenes` or `chapters`): the default length never mixes in, but a line's `chapters`
+    take the default scenes per chapter when it gives none."""
+    if item.scenes is not None or item.chapters is not None:
+        scenes, chapters = item.scenes, item.chapters
+    if item.scenes_per_chapter is not None or chapters is None:
+        per_chapter = item.scenes_per_chapter
+    return replace(
+        item,
+        scenes=scenes,
+        seed=item.seed if item.seed is not None else seed,
+        chapters=chapters,
+        scenes_per_chapter=per_chapter,
     )
 
 
@@ -279,12 +293,16 @@ async def run_batch(
     on_event: OnEvent | None = None,
     executor: Executor | None = None,
     force: bool = False,
+    chapters: int | None = None,
+    scenes_per_chapter: int | None = None,
 ) -> AsyncGenerator[BatchResult, None]:
     """Yield a `BatchResult` for every premise as it ends (see the module docstring).
 
     `premises`: a Path to a JSONL or text file, one premise string, or an iterable of
-    strings, dicts (`premise`, optional `id`, `scenes`, `seed`) or `PremiseItem`s.
-    `scenes`/`seed` are the defaults for items that give none. A story's folder that holds a
+    strings, dicts (`premise`, optional `id`, `scenes`, `seed`, `chapters`, `scenes_per_chapter`)
+    or `PremiseItem`s. `scenes`/`seed`/`chapters`/`scenes_per_chapter` are the defaults for items
+    that give none; an item that gives its own length (`scenes` or `chapters`) keeps it, so the
+    default `chapters` never meet a line's `scenes`. A story's folder that holds a
     story the batch did not write there (another run's) is InputError before any story starts,
     unless `force` (then it is replaced).
     """
@@ -292,8 +310,8 @@ async def run_batch(
         if engine is None:
             raise ValueError("run_batch needs an engine or an executor")
         executor = LocalExecutor(engine, concurrency)
-    if scenes is not None:
-        check_inputs("the batch default", scenes)  # a bad --scenes fails once, not once per story
+    # a bad --scenes or --chapters fails once, not once per story
+    check_inputs("the batch default", scenes, chapters, scenes_per_chapter)
     entries = _entries(premises)
     batch_dir = BatchDir(out) if out is not None else None
     batch = _Batch(executor, batch_dir, on_event, len(entries))
@@ -303,7 +321,9 @@ async def run_batch(
         if isinstance(entry, Rejected):
             ended.append(entry)
             continue
-        item = _with_defaults(entry, scenes, seed)
+        item = _with_defaults(
+            entry, scenes=scenes, seed=seed, chapters=chapters, per_chapter=scenes_per_chapter
+        )
         skipped = batch.skipped(item)
         if skipped is None:
             todo.append(item)

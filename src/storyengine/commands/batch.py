@@ -15,6 +15,8 @@ from ..batch.premises import load_premises
 from ..batch.progress import BatchProgress, Summary
 from ..batch.runner import Executor, run_batch
 from ..pipeline.engine import StoryEngine
+from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
+from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
 from .options import force_option, seed_option
 
 
@@ -25,6 +27,20 @@ from .options import force_option, seed_option
 )
 @force_option
 @click.option("--scenes", type=int, default=None, help="Scenes per story, for lines that give none.")
+@click.option(
+    "--chapters",
+    type=int,
+    default=None,
+    help=f"Chapters (1-{MAX_CHAPTERS}) of a long story, for lines that give no length of their own.",
+)
+@click.option(
+    "--scenes-per-chapter",
+    "per_chapter",
+    type=int,
+    default=None,
+    help=f"Scenes in each chapter (1-{MAX_SCENES_PER_CHAPTER}; default {DEFAULT_SCENES_PER_CHAPTER}), "
+    "for stories with chapters whose lines give none.",
+)
 @seed_option("Seed, for lines that give none")
 @click.option(
     "--concurrency",
@@ -52,6 +68,8 @@ def batch(
     out: Path,
     force: bool,
     scenes: int | None,
+    chapters: int | None,
+    per_chapter: int | None,
     seed: int | None,
     concurrency: int | None,
     config_path: str | None,
@@ -62,8 +80,10 @@ def batch(
 ) -> None:
     """Write one story per line of PREMISES (JSONL or text) into OUT/<id>/, with OUT/manifest.jsonl.
 
-    Run the same command again to skip finished stories and resume the others.
+    Run the same command again to skip finished stories and resume the others. A line's own length
+    (`scenes`, or `chapters` and `scenes_per_chapter`) wins over --scenes and --chapters.
     """
+    check_inputs("the batch default", scenes, chapters, per_chapter)  # once, before any file or model
     entries = load_premises(premises)  # a missing or empty file fails here, before any model loads
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     summary = Summary()
@@ -73,7 +93,7 @@ def batch(
             _run(
                 entries,
                 out,
-                scenes,
+                (scenes, chapters, per_chapter),
                 seed,
                 concurrency,
                 config_path,
@@ -101,7 +121,7 @@ def batch(
 async def _run(
     entries: list[Any],
     out: Path,
-    scenes: int | None,
+    length: tuple[int | None, int | None, int | None],
     seed: int | None,
     concurrency: int | None,
     config_path: str | None,
@@ -111,6 +131,7 @@ async def _run(
     summary: Summary,
     force: bool = False,
 ) -> None:
+    scenes, chapters, per_chapter = length
     async with StoryEngine.from_config(config_path, provider=provider) as engine:
         executor: Executor | None = None
         if ray_address is not None:
@@ -123,6 +144,8 @@ async def _run(
                 entries,
                 out=out,
                 scenes=scenes,
+                chapters=chapters,
+                scenes_per_chapter=per_chapter,
                 seed=seed,
                 concurrency=concurrency,
                 on_event=progress,
