@@ -236,3 +236,23 @@ async def test_a_chapter_that_repeats_the_one_before_is_re_asked_once_then_kept_
     assert kept and all(f["action"] == "kept" for f in kept), findings
     assert len(asked_second) == 2  # the answer and one re-ask that names the finding
     assert "repeats what an earlier chapter already does" in prompt(asked_second[1])
+
+
+async def test_the_run_log_names_the_step_of_every_call_so_a_scenes_cost_is_read_from_it(
+    tmp_path: Path,
+) -> None:
+    from storyengine.runlog import RunLog
+
+    async with engine_for(story_script, tmp_path, "standard") as engine:
+        story = await engine.generate(PREMISE, seed=9, chapters=2, scenes_per_chapter=2)
+    log = RunLog(tmp_path / "runs.sqlite3")
+    calls = log.calls(run_id=story.meta["run_id"], limit=1000)
+    log.close()
+    assert calls and all(c.step for c in calls), [c.component for c in calls if not c.step]
+    assert {c.step for c in calls} >= {"plot", "bible", "chapter.1", "scene.3", "dialogue.3", "evaluation"}
+    for i in range(4):  # each scene's prompt tokens, as its step metadata counts them
+        logged = sum(c.prompt_tokens for c in calls if c.step == f"scene.{i}" and c.kind == "attempt")
+        steps = story.meta["steps"]
+        assert (
+            logged == steps[f"scene.{i}.draft"]["tokens"]["prompt"] + steps[f"scene.{i}"]["tokens"]["prompt"]
+        )

@@ -69,7 +69,12 @@ def _m001_runs_and_calls(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX calls_by_component ON calls (component, id)")
 
 
-MIGRATIONS: list[Migration] = [_m001_runs_and_calls]
+def _m002_call_step(db: sqlite3.Connection) -> None:
+    """Each call's step ("scene.4"): what a long story's scenes cost, scene by scene."""
+    db.execute("ALTER TABLE calls ADD COLUMN step TEXT")
+
+
+MIGRATIONS: list[Migration] = [_m001_runs_and_calls, _m002_call_step]
 """Applied in order, each once; append, never edit or reorder."""
 
 _CALL_COLUMNS = tuple(CallRecord.model_fields)

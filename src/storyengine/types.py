@@ -104,6 +104,7 @@ class CallRecord(BaseModel):
     attempt: int
     provider: str
     model: str = ""
+    step: str | None = None  # the run's step it was made for ("scene.4"; None outside a run's steps)
     prompt_hash: str
     params_snapshot: dict[str, Any] = Field(default_factory=dict)
     latency_s: float = 0.0

@@ -15,7 +15,7 @@ from ..routing.instrument import CallRecord
 from ..runlog import RunLog
 
 _PIPED_WIDTH = 200
-_COLUMNS = ("time (UTC)", "run", "kind", "component", "stage", "try", "provider", "outcome", "s", "tokens")
+_COLUMNS = ("time (UTC)", "run", "kind", "step", "stage", "try", "provider", "outcome", "s", "tokens")
 _OUTCOME_STYLE = {"ok": "green", "retry": "yellow", "fallback": "magenta", "error": "red", "invalid": "red"}
 
 
@@ -74,7 +74,7 @@ def _table(records: list[CallRecord]) -> Table:
             r.created_at.strftime("%m-%d %H:%M:%S"),
             (r.run_id or "-")[:10],
             r.kind,
-            r.component,
+            r.step or r.component,  # a call made outside a run's steps: its component
             r.stage,
             str(r.attempt),
             r.provider or "-",

@@ -37,7 +37,7 @@ from ..prompts.render import warm as warm_templates
 from ..providers.base import Provider
 from ..providers.profiles import PROFILES
 from ..quality import mark_evaluation, quality_report, story_measures
-from ..routing.instrument import Instrumentation
+from ..routing.instrument import Instrumentation, current_step
 from ..schemas import PlotStructure, Story, StoryScene
 from ..seeds import StepSeeds
 from .checkpoint import RunHeader, RunState, resume_command
@@ -180,12 +180,15 @@ class StoryRun:
         stage = "freeform" if name.endswith(".draft") else "structuring"
         self.emit("step_started", step=component, stage=stage, **info)
         meta = StepMeta(component, seeds=self.seeds_of(name), start=self.start_of(name, component))
+        step = current_step.set(step_key(name))  # the run log names the step of every call
         try:
             value = await produce(meta)
         except BaseException as exc:
             if getattr(exc, "failed_step", None) is None:
                 exc.failed_step = name  # type: ignore[attr-defined]  # where it happened, first
             raise
+        finally:
+            current_step.reset(step)
         self.tokens += meta.tokens["prompt"] + meta.tokens["completion"]
         dumped = value.model_dump(mode="json") if model else value
         await asyncio.to_thread(self.state.put, name, dumped, meta.as_dict())

@@ -117,6 +117,8 @@ class RunRecorder:
 
 
 current_recorder: ContextVar[RunRecorder | None] = ContextVar("storyengine_recorder", default=None)
+current_step: ContextVar[str | None] = ContextVar("storyengine_step", default=None)
+"""The run's step being made ("scene.4"), set by the run engine: every call record names it."""
 
 
 class Instrumentation:
@@ -392,6 +394,7 @@ def _row(
         attempt=request.attempt if attempt is None else attempt,
         provider=completion.provider if completion is not None else provider,
         model=completion.model if completion is not None else model,
+        step=current_step.get(),
         prompt_hash=prompt_hash(request.messages),
         params_snapshot=params_snapshot(request),
         latency_s=latency_s,
