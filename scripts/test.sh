@@ -5,27 +5,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/scripts/install.sh" --test
 "$root/scripts/install-browser.sh"   # Debian's Chromium for the web end-to-end test
-# Debian's redis-server for the shared-cache tests (they start and stop their own on 127.0.0.1).
-if ! command -v redis-server >/dev/null 2>&1; then
+# Debian packages the tests use (they start and stop their own servers on 127.0.0.1).
+apt_install() {  # apt_install WHAT PACKAGE...: install with apt-get, or say what is missing
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: redis-server is missing and apt-get is not here; install Redis by hand" >&2
+    echo "test.sh: $1 is missing and apt-get is not here; install it by hand" >&2
     exit 1
   fi
-  sudo=(); [ "$(id -u)" != 0 ] && sudo=(sudo)
-  echo "test.sh: installing redis-server with apt-get" >&2
+  local sudo=(); [ "$(id -u)" != 0 ] && sudo=(sudo)
+  echo "test.sh: installing $1 with apt-get" >&2
+  shift
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-fi
-# Debian's epubcheck (the W3C's EPUB validator, with a Java runtime) checks the books we export.
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+# redis-server for the shared-cache tests
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server redis-server
+# epubcheck (the W3C's EPUB validator, and a Java runtime) checks the books we export
 if [ ! -f /usr/share/java/epubcheck.jar ] || ! command -v java >/dev/null 2>&1; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: epubcheck is missing and apt-get is not here; install epubcheck by hand" >&2
-    exit 1
-  fi
-  sudo=(); [ "$(id -u)" != 0 ] && sudo=(sudo)
-  echo "test.sh: installing epubcheck with apt-get" >&2
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends epubcheck default-jre-headless >/dev/null
+  apt_install epubcheck epubcheck default-jre-headless
 fi
 venv=${STORYENGINE_VENV:-$root/.venv}
 "$venv/bin/ruff" check src tests

@@ -15,9 +15,8 @@ from ..batch.premises import load_premises
 from ..batch.progress import BatchProgress, Summary
 from ..batch.runner import Executor, run_batch
 from ..pipeline.engine import StoryEngine
-from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
-from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
-from .options import force_option, seed_option
+from ..pipeline.inputs import check_inputs
+from .options import chapter_options, force_option, seed_option
 
 
 @click.command()
@@ -27,20 +26,7 @@ from .options import force_option, seed_option
 )
 @force_option
 @click.option("--scenes", type=int, default=None, help="Scenes per story, for lines that give none.")
-@click.option(
-    "--chapters",
-    type=int,
-    default=None,
-    help=f"Chapters (1-{MAX_CHAPTERS}) of a long story, for lines that give no length of their own.",
-)
-@click.option(
-    "--scenes-per-chapter",
-    "per_chapter",
-    type=int,
-    default=None,
-    help=f"Scenes in each chapter (1-{MAX_SCENES_PER_CHAPTER}; default {DEFAULT_SCENES_PER_CHAPTER}), "
-    "for stories with chapters whose lines give none.",
-)
+@chapter_options(", for lines that give no length of their own")
 @seed_option("Seed, for lines that give none")
 @click.option(
     "--concurrency",

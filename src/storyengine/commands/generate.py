@@ -17,10 +17,9 @@ from ..errors import InputError, StoryEngineError
 from ..export import write_story
 from ..pipeline.checkpoint import resume_command
 from ..pipeline.engine import StoryEngine
-from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER, check_inputs
+from ..pipeline.inputs import check_inputs
 from ..pipeline.runstore import Version
-from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
-from .options import force_option, premise_value, route_options, run_id_value, seed_option
+from .options import chapter_options, force_option, premise_value, route_options, run_id_value, seed_option
 from .output import EXIT_GAPS, Resume, check_out_dir, report_gaps, write_revision
 from .output import Progress as _Progress
 
@@ -36,19 +35,7 @@ class Length(NamedTuple):
 @click.command()
 @click.argument("premise", required=False, callback=premise_value)
 @click.option("--scenes", type=int, default=None, help="Number of scenes (default: one per plot beat).")
-@click.option(
-    "--chapters",
-    type=int,
-    default=None,
-    help=f"A long story of this many chapters (1-{MAX_CHAPTERS}); the plot is their outline.",
-)
-@click.option(
-    "--scenes-per-chapter",
-    "per_chapter",
-    type=int,
-    default=None,
-    help=f"Scenes in each chapter (1-{MAX_SCENES_PER_CHAPTER}; default {DEFAULT_SCENES_PER_CHAPTER}).",
-)
+@chapter_options()
 @seed_option("Seed for reproducible stories")
 @route_options
 @click.option(

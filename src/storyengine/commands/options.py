@@ -14,6 +14,8 @@ import click
 
 from ..errors import InputError
 from ..pipeline.checkpoint import check_run_id, unwritable_text
+from ..pipeline.inputs import DEFAULT_SCENES_PER_CHAPTER
+from ..schemas import MAX_CHAPTERS, MAX_SCENES_PER_CHAPTER
 from ..seeds import SEED_MAX
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,6 +37,29 @@ def route_options(f: F) -> F:
     return click.option(
         "--provider", default=None, help="Route every component to this configured provider."
     )(f)
+
+
+def chapter_options(whose: str = "") -> Callable[[F], F]:
+    """--chapters and --scenes-per-chapter (as `chapters`, `per_chapter`): a long story's length;
+    `whose` ends their help (a batch's: "for lines that give none")."""
+
+    def add(f: F) -> F:
+        f = click.option(
+            "--scenes-per-chapter",
+            "per_chapter",
+            type=int,
+            default=None,
+            help=f"Scenes in each chapter (1-{MAX_SCENES_PER_CHAPTER}; default "
+            f"{DEFAULT_SCENES_PER_CHAPTER}){whose}.",
+        )(f)
+        return click.option(
+            "--chapters",
+            type=int,
+            default=None,
+            help=f"A long story of this many chapters (1-{MAX_CHAPTERS}; the plot is their outline){whose}.",
+        )(f)
+
+    return add
 
 
 def _seed_in_range(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
