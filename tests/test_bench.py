@@ -106,6 +106,19 @@ def test_long_bench_reports_costs_per_scene_and_measures_per_chapter_on_the_scri
     assert flat["late_over_early"] == round(flat["late_median"] / flat["early_median"], 3)
 
 
+def test_long_bench_measures_a_story_file_a_long_generate_wrote(tmp_path: Path) -> None:
+    from test_chapters_read import chaptered_data
+
+    path = tmp_path / "story.json"
+    path.write_text(json.dumps(chaptered_data()), encoding="utf-8")
+    report = run_bench("long", "--story", str(path))
+    assert report["chapters"] == 3 and report["scenes"] == 6 and report["wall_seconds"] is None
+    assert [r["chapter"] for r in report["per_scene"].values()] == [1, 1, 2, 2, 3, 3]
+    path.write_text('{"not": "a story"}', encoding="utf-8")
+    result = CliRunner().invoke(main, ["bench", "long", "--story", str(path)])
+    assert result.exit_code == 2 and "is not a storyengine story" in result.output
+
+
 def test_long_bench_refuses_a_bad_length_before_any_model_loads() -> None:
     result = CliRunner().invoke(main, ["bench", "long", "--scripted", "--chapters", "0"])
     assert result.exit_code == 2 and "chapters must be between 1 and 24" in result.output

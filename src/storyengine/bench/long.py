@@ -96,7 +96,12 @@ async def run_long_bench(
     seed: int,
     scripted: bool,
     progress: Progress,
+    written: Story | None = None,
 ) -> Report:
+    """Write the long story and measure it; with `written`, measure that story instead (a long
+    `generate` measured after it ran: its wall time is not known here)."""
+    if written is not None:
+        return measured(report, written, "a story file", None)
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-long-") as tmp:
         settings = scratch_settings(settings, Path(tmp), cache=False)
         providers = metered_providers(settings)
@@ -114,6 +119,11 @@ async def run_long_bench(
                 PREMISE, seed=seed, chapters=chapters, scenes_per_chapter=per_chapter, on_event=shown
             )
             wall = time.perf_counter() - started
+    return measured(report, story, "scripted" if scripted else primary_provider(settings), wall)
+
+
+def measured(report: Report, story: Story, provider: str, wall: float | None) -> Report:
+    """The tables and headline numbers of `bench long` for `story`."""
     rows = scene_costs(story)
     for name, key, unit in (
         ("prompt tokens per scene", "prompt", "tokens"),
@@ -129,11 +139,11 @@ async def run_long_bench(
     flat = flat_ratio([r["prompt"] for r in rows])
     report.summary.update(
         {
-            "provider": "scripted" if scripted else primary_provider(settings),
+            "provider": provider,
             "chapters": len(story.chapters),
             "scenes": len(story.scenes),
             "words": total_words,
-            "wall_seconds": round(wall, 1),
+            "wall_seconds": None if wall is None else round(wall, 1),
             "tokens_per_word": round(spent / total_words, 2) if total_words else None,
             "gaps": story.gaps,
             "prompt_flat": None
@@ -149,9 +159,8 @@ async def run_long_bench(
             [[r[k] for k in ("scene", "chapter", "words", "prompt", "completion", "seconds")] for r in rows],
         )
     )
-    report.tables.append(
-        ("per chapter", ["chapter", "title", "tension", *PER_CHAPTER], chapter_measures(story))
-    )
+    columns = ["chapter", "title", "tension planned", "tension words /100", *PER_CHAPTER]
+    report.tables.append(("per chapter", columns, chapter_measures(story)))
     if flat is not None:
         report.notes.append(
             f"prompt tokens per scene: median {flat[0]:.0f} early, {flat[1]:.0f} late "

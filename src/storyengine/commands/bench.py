@@ -283,6 +283,13 @@ def completion_bench(
 @click.option("--scenes-per-chapter", "per_chapter", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--scripted", is_flag=True, help="A zero-latency scripted model instead of the configured one.")
+@click.option(
+    "--story",
+    "story_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Measure this story.json (a long `generate` already run) instead of writing one.",
+)
 @route_options
 @_json_option
 @click.pass_context
@@ -292,6 +299,7 @@ def long_bench(
     per_chapter: int,
     seed: int,
     scripted: bool,
+    story_file: Path | None,
     provider: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -300,6 +308,7 @@ def long_bench(
     from ..bench.harness import bench_settings
     from ..bench.long import run_long_bench
     from ..pipeline.inputs import check_chapters
+    from .eval import read_story
 
     check_chapters(None, chapters, per_chapter)
     settings = bench_settings(config_path, provider)
@@ -312,6 +321,7 @@ def long_bench(
             seed=seed,
             scripted=scripted,
             progress=_progress(),
+            written=read_story(story_file)[0] if story_file else None,
         )
     )
     _emit(report, as_json)

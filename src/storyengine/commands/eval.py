@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..quality import NotAStory, QualityReport, load_story, quality_report
+from ..schemas import Story
 
 
 @click.command("eval")
@@ -23,18 +24,7 @@ def eval_command(story_path: Path, as_json: bool) -> None:
     """Print the quality report of STORY.json: repetition, distinct-n, cut-offs, debris, premise
     coverage, cast consistency, prose per scene, tension against the plan, and whether the
     model's own rubric can be trusted."""
-    try:
-        text = story_path.expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"cannot read {story_path}: {reason}") from None
-    try:
-        story, sane = load_story(text)
-    except NotAStory as exc:
-        raise InputError(
-            f"{story_path} is not a storyengine story ({exc}); give the story.json that "
-            "`storyengine generate` wrote"
-        ) from None
+    story, sane = read_story(story_path)
     report = quality_report(story)
     if as_json:
         click.echo(json.dumps({"file": str(story_path), "passes_text_rules": sane, **report.model_dump()}))
@@ -78,3 +68,20 @@ def _print(path: Path, title: str, sane: bool, report: QualityReport) -> None:
 
 
 COMMANDS = [eval_command]
+
+
+def read_story(story_path: Path) -> tuple[Story, bool]:
+    """The story in `story_path` (a story.json) and whether the text rules pass it; InputError saying
+    what is wrong with a file that cannot be read or is not a story."""
+    try:
+        text = story_path.expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"cannot read {story_path}: {reason}") from None
+    try:
+        return load_story(text)
+    except NotAStory as exc:
+        raise InputError(
+            f"{story_path} is not a storyengine story ({exc}); give the story.json that "
+            "`storyengine generate` wrote"
+        ) from None
