@@ -102,6 +102,7 @@ def test_long_bench_reports_costs_per_scene_and_measures_per_chapter_on_the_scri
     assert report["words"] == sum(r["words"] for r in rows) and not report["gaps"]
     spent = sum(r["prompt"] + r["completion"] for r in rows)
     assert report["tokens_per_word"] == round(spent / report["words"], 2)
+    assert report["story_tokens_per_word"] > report["tokens_per_word"]  # the plan and the evaluation too
     flat = report["prompt_flat"]
     assert flat["late_over_early"] == round(flat["late_median"] / flat["early_median"], 3)
 

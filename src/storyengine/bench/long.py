@@ -136,6 +136,8 @@ def measured(report: Report, story: Story, provider: str, wall: float | None) ->
             measure.add(float(row[key]))
     total_words = sum(r["words"] for r in rows)
     spent = sum(r["prompt"] + r["completion"] for r in rows)
+    steps = (story.meta.get("steps") or {}).values()
+    everything = sum(sum((m.get("tokens") or {}).values()) for m in steps if isinstance(m, dict))
     flat = flat_ratio([r["prompt"] for r in rows])
     report.summary.update(
         {
@@ -145,6 +147,8 @@ def measured(report: Report, story: Story, provider: str, wall: float | None) ->
             "words": total_words,
             "wall_seconds": None if wall is None else round(wall, 1),
             "tokens_per_word": round(spent / total_words, 2) if total_words else None,
+            # every step's tokens (plot, bible, chapters, evaluation, ... too): against a short story's
+            "story_tokens_per_word": round(everything / total_words, 2) if total_words else None,
             "gaps": story.gaps,
             "prompt_flat": None
             if flat is None
