@@ -27,8 +27,10 @@ def next_round(state: RunState, chain: Callable[[str], list[str]] | None = None)
         header.start_provider[step_key(failed)] = next_start(header, failed, len(providers))
     header.failed_step = None
     again = [f"{failed}.draft"] if failed and not failed.endswith(".draft") else []
-    gaps, header.gaps = header.gaps, []  # parts a story went without: tried again (not the bible,
-    again += [f"{part}.draft" for part in gaps if part != "bible"]  # which its scenes were built on)
+    # Parts a story went without are tried again; not those made plain by code (the bible, a
+    # chapter), which the scenes were built on.
+    gaps, header.gaps = header.gaps, []
+    again += [f"{part}.draft" for part in gaps if part not in header.plain]
     for name in again:  # its structuring failed: draw the draft again
         state.steps.pop(name, None)
         state.meta.pop(name, None)

@@ -218,7 +218,7 @@ class StoryRun:
             async with bound:
                 return await self.two_stages(step, key, x, **step.info(index, self))
         except StructuringError as exc:
-            value = step.fallback(x)
+            value = step.fallback(x, str(self.state.get(f"{key}.draft") or ""))
             if value is None:
                 raise
             why = f"the model gave no valid {step.name}, so {step.fallback_made} ({exc})"

@@ -126,8 +126,9 @@ class Step(Generic[M]):
 
     fallback_made: ClassVar[str] = ""  # what `fallback` makes, as the gap says it ("a plain one ...")
 
-    def fallback(self, x: Inputs) -> M | None:
-        """What stands in when no model makes a valid object (a gap, said so); None: the run fails."""
+    def fallback(self, x: Inputs, draft: str = "") -> M | None:
+        """What stands in when no model makes a valid object (a gap, said so), from the inputs and the
+        step's draft when it has one; None: the run fails."""
         return None
 
     def info(self, index: int | None, run: RunView) -> dict[str, Any]:

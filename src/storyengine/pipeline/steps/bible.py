@@ -70,7 +70,7 @@ class BibleStep(Step[StoryBible]):
 
     fallback_made = "a plain one was made from the plot"
 
-    def fallback(self, x: Inputs) -> StoryBible:
+    def fallback(self, x: Inputs, draft: str = "") -> StoryBible:
         """A plain bible made by code from the plot, so that the story is still written."""
         assert x.plot is not None
         return plain_bible(x.premise, list(x.plot.characters))
