@@ -17,7 +17,6 @@ from storyengine.errors import InputError, RunFailed
 from storyengine.export import write_story
 from storyengine.pipeline.steps.chapter import beat_line, listed_beats
 from storyengine.pipeline.steps.dialogue import SCENES_BEFORE
-from storyengine.pipeline.story import scene_text
 from storyengine.providers.fake_story import story_script
 from storyengine.quality import quality_report
 from storyengine.schemas import Story
@@ -99,9 +98,8 @@ async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_th
             text = prompt(request)
             if component == "scene":
                 number = int(text.split("Write scene ")[1].split(" of ")[0])
-            else:  # the scene a dialogue is of: the first line after "Scene:"
-                told = text.split("Scene:\n")[1].splitlines()[0]
-                number = next(i for i, s in enumerate(story.scenes, 1) if scene_text(s.scene) == told)
+            else:  # a dialogue: one after the last scene it is told of
+                number = max(before_numbers(text), default=0) + 1
             found[number] = len(text)
         return found
 
@@ -110,9 +108,25 @@ async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_th
         early = statistics.median(size[n] for n in range(4, 10))
         late = statistics.median(size[n] for n in range(19, 25))
         assert abs(late - early) <= 0.1 * early, (component, early, late)
-    last = prompt(asked(provider, "dialogue")[-1])
-    told = [s.scene.title for s in story.scenes[: 24 - SCENES_BEFORE - 1]]
-    assert not any(f"{title}. Setting:" in last for title in told)  # only the scenes just before
+    # A scene is told the outline's chapters around its own: 7, 8 in chapter 8; 3, 4, 5 in chapter 4.
+    for number, around in ((24, (7, 8)), (10, (3, 4, 5))):
+        scene = next(
+            prompt(r) for r in asked(provider, "scene") if f"Write scene {number} of 24" in prompt(r)
+        )
+        told = scene.split("Chapters (around this one):\n")[1].split("\n\n")[0].splitlines()
+        assert [int(line.split(".")[0]) for line in told] == list(around), told
+    # A dialogue is told the SCENES_BEFORE scenes just before its own, numbered as in the story.
+    told_before = [before_numbers(prompt(r)) for r in asked(provider, "dialogue")]
+    assert list(range(24 - SCENES_BEFORE, 24)) in told_before and [] in told_before
+    assert max(len(numbers) for numbers in told_before) == SCENES_BEFORE
+
+
+def before_numbers(text: str) -> list[int]:
+    """The numbers of the scenes a dialogue prompt lists under "Before this scene:"."""
+    if "Before this scene:" not in text:
+        return []
+    before = text.split("Before this scene:\n")[1].split("\n\n")[0]
+    return [int(line.split(".")[0]) for line in before.splitlines()]
 
 
 async def test_a_long_run_stopped_mid_chapter_resumes_there_and_plans_nothing_again(tmp_path: Path) -> None:

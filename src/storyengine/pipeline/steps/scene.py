@@ -13,7 +13,7 @@ from .. import parts
 from ..story import cast_of, outline
 from ..twostage import StepMeta, TwoStage
 from .base import Inputs, RunView, Step
-from .chapter import chapter_text, outline_of
+from .chapter import beat_line, chapter_text, outline_of
 
 
 class SceneStep(Step[Scene]):
@@ -128,16 +128,26 @@ class SceneStep(Step[Scene]):
         return scene if scene.beat else scene.model_copy(update={"beat": beat.name})
 
 
+OUTLINE_AROUND = 1  # a long story's scene is told the outline's chapters this far either side of its own
+
+
 def plan_of(x: Inputs) -> tuple[PlotBeat, str, str]:
-    """The beat scene `x` realises, the plan it is told (the plot; in a long story the outline, then
-    its chapter's scenes) and what came before it (the beats before; in a long story the chapter
-    before and the scenes of its own chapter before it: bounded, whatever the story's length)."""
+    """The beat scene `x` realises, the plan it is told (the plot; in a long story the outline's
+    chapters around its own, then its chapter's scenes) and what came before it (the beats before;
+    in a long story the scenes of its own chapter before it). A long story's scene prompt is the
+    same size in chapter 2 of 3 as in chapter 20 of 24: bounded, whatever the story's length."""
     assert x.plot is not None
     if x.chapter is None:
         return x.plot.beats[x.beat], outline(x.plot), outline(x.plot, x.beat)
     number, total = x.chapter_number
     here = chapter_text(x.chapter, number)
-    planned = f"Chapters:\n{outline(x.plot)}\n\nThis is chapter {number} of {total}. {here}"
+    beats = x.plot.beats
+    if len(beats) == total:  # a beat per chapter: those around this one
+        shown = range(max(0, number - 1 - OUTLINE_AROUND), min(total, number + OUTLINE_AROUND))
+    else:  # fewer chapters than a plot's 3 beats: all of it
+        shown = range(len(beats))
+    around = "\n".join(f"{i + 1}. {beat_line(beats[i])}" for i in shown)
+    planned = f"Chapters (around this one):\n{around}\n\nThis is chapter {number} of {total}. {here}"
     before = outline_of(x.chapter.beats[: x.beat])
     previous = f"Earlier in chapter {number}:\n{before}" if before else ""
     return x.chapter.beats[x.beat], planned, previous
