@@ -98,9 +98,18 @@ def clean_prose(text: str) -> str:
 # -- draft_problems --
 
 _BEAT_LINE = re.compile(
-    r"^\s*(?:\d+\s*[.):\-、．）]|[-*•・]|(?:beat|step|part)\s+\d+\s*[.:)-]?|第\s*\d+\s*[幕章部]?)\s*\S", re.I
+    r"^\s*(?:\d+\s*[.):\-、．）]|[-*•・]|(?:beat|step|part)\s+\d+\s*[.:)-]?|第\s*\d+\s*[幕章部]?)\s*"
+    r"(?P<item>\S.*)",
+    re.I,
 )
 MIN_SCENE_WORDS = 60
+
+
+def listed_items(draft: str) -> list[str]:
+    """The items of a list a draft writes, one a line ("1. Name: what happens", "- …", "Beat 2: …",
+    "第3章 …"), without their markers: what a plot or chapter draft is counted and read by."""
+    found = (_BEAT_LINE.match(line.lstrip("*_#> ")) for line in draft.splitlines())
+    return [m.group("item").strip() for m in found if m]
 
 
 def draft_problems(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import regex
 from pydantic import Field, create_model
 
 from ...bible import StoryBible, bible_text
+from ...drafts import listed_items
 from ...quality import draft_problems
 from ...schemas import NAME_MAX, TEXT_MAX, Chapter, ChapterPlan, PlotBeat, word_key
 from ...structuring import decoding_schema
@@ -141,19 +141,13 @@ class ChapterStep(Step[Chapter]):
         )
 
 
-_LISTED = regex.compile(r"^\s*(?:\d+\s*[.):、．）-]|[-*•・])\s*(?P<item>\S.*)$")
-
-
 def listed_beats(draft: str, tension: int) -> list[PlotBeat]:
     """The scenes a chapter's draft lists ("1. Name: what happens"), as beats at `tension`; a line
     without a name is named by its first words; a purpose said twice is kept once."""
     beats: list[PlotBeat] = []
     seen: set[str] = set()
-    for line in draft.splitlines():
-        found = _LISTED.match(line)
-        if not found:
-            continue
-        item = found.group("item").strip(" *_")
+    for listed in listed_items(draft):
+        item = listed.strip(" *_")
         name, _, purpose = item.replace("：", ":").partition(":")
         if not purpose.strip():
             name, purpose = " ".join(item.split()[:4]), item
