@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .. import streaming
 from ..bible import StoryBible
 from ..config import COMPONENTS, Settings
 from ..drafts import reader_prose
@@ -40,6 +41,7 @@ from ..quality import mark_evaluation, quality_report, story_measures
 from ..routing.instrument import Instrumentation, current_step
 from ..schemas import PlotStructure, Story, StoryScene
 from ..seeds import StepSeeds
+from ..streaming import Listener
 from .checkpoint import RunHeader, RunState, resume_command
 from .inputs import DEFAULT_SCENES_PER_CHAPTER
 from .revision import Revision, keep_better
@@ -164,6 +166,17 @@ class StoryRun:
                 }
             )
 
+    def _listener(self, name: str, component: str, stage: str, info: dict[str, Any]) -> Listener | None:
+        """A draft's text as it is written, as `draft_delta` events (`draft_restarted` when a new
+        attempt begins); none without an event listener, and none for stage 2 (JSON is not read)."""
+        if self.on_event is None or stage != "freeform":
+            return None
+        where = {"step": component, "name": name, **info}
+        return Listener(
+            on_delta=lambda text: self.emit("draft_delta", text=text, **where),
+            on_attempt=lambda: self.emit("draft_restarted", **where),
+        )
+
     # -- one stage, one step --
     async def stage(
         self,
@@ -182,7 +195,8 @@ class StoryRun:
         meta = StepMeta(component, seeds=self.seeds_of(name), start=self.start_of(name, component))
         step = current_step.set(step_key(name))  # the run log names the step of every call
         try:
-            value = await produce(meta)
+            with streaming.listening(self._listener(name, component, stage, info)):
+                value = await produce(meta)
         except BaseException as exc:
             if getattr(exc, "failed_step", None) is None:
                 exc.failed_step = name  # type: ignore[attr-defined]  # where it happened, first

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable
 
+from .. import streaming
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
 from .profiles import PROFILES, Profile, ProfileName
@@ -61,6 +63,11 @@ class ScriptedProvider:
             raise reply
         if isinstance(reply, Completion):
             return reply
+        if streaming.wanted():  # plays a stream: the answer in pieces, as a model writes it
+            for piece in re.findall(r"\S*\s*", reply):
+                streaming.delta(piece)
+                if self.latency:
+                    await asyncio.sleep(0)
         prompt = "".join(m.content for m in request.messages)
         completion_tokens = self.count_tokens(reply)
         finish = "length" if completion_tokens > request.max_tokens else "stop"

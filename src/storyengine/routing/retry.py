@@ -39,6 +39,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 
+from .. import streaming
 from ..errors import (
     EmptyOutput,
     ProviderBusy,
@@ -80,6 +81,7 @@ class Asked:
         self.provider = provider
 
     async def generate(self, request: CompletionRequest, check: Check | None = None) -> Completion:
+        streaming.attempt_started()  # a viewer drops what an earlier attempt showed
         completion = await self.provider.complete(request)
         try:
             self._vet(completion, request)
