@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,37 @@ async def test_a_bible_the_model_cannot_write_is_made_plain_and_the_story_goes_o
     assert story.bible is not None and story.bible.names == list(story.plot.characters)
     assert story.bible.characters[0].pronouns == "she/her"  # the premise's, for the lead
     assert "plain one" in story.gaps["bible"] and story.evaluation is not None
+
+
+async def test_a_bible_character_the_model_only_echoes_is_made_by_code_and_the_bible_is_kept(
+    tmp_path: Path,
+) -> None:
+    """SmolLM2 measured (README command (a)): a character's role answered ",<name>," on every
+    attempt threw the whole bible away. Now that character alone is made by code (its description
+    the draft's sentence about them), the model's other characters and setting are kept, no gap."""
+    asked: list[str] = []  # the characters the bible's parts asked about, in order
+
+    def echoing(request: CompletionRequest) -> Any:
+        schema = request.json_schema or {}
+        if request.component == "bible" and "role" in schema.get("properties", {}):
+            name = re.search(r"write who (.+?) is: their role", " ".join(m.content for m in request.messages))
+            assert name is not None
+            if name[1] not in asked:
+                asked.append(name[1])
+            if asked[1:2] == [name[1]]:
+                return json.dumps({"role": f",<{name[1]}>,", "description": ",<name>,", "pronouns": "he/him"})
+        return story_script(request)
+
+    async with engine_for(echoing, tmp_path, "tiny") as engine:
+        story = await engine.generate("A keeper finds a bottle written by her future self.", scenes=1, seed=4)
+    assert len(asked) >= 2, "the scenario never reached the bible's second character"
+    assert story.bible is not None and "bible" not in story.gaps
+    made = story.bible.characters[1]
+    assert made.name == asked[1] and "<" not in made.role + made.description
+    assert made.role == "a character of the story" and made.pronouns == "they/them"
+    model_made = story.bible.characters[0]
+    assert model_made.description != f"{asked[0]}, as the plot tells it."  # the model's, kept
+    assert any("made from the draft" in note for note in story.meta["steps"]["bible"]["parts_left_out"])
 
 
 async def test_a_scene_summary_the_model_only_copies_is_made_from_the_draft(tmp_path: Path) -> None:

@@ -149,17 +149,28 @@ def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
     return slips
 
 
+def plain_character(name: str, index: int, lead_pronouns: str | None) -> BibleCharacter:
+    """A character made by code from the plot's cast (the bible's fallback, and a bible part's when
+    the model cannot write it): the lead is the protagonist with the premise's pronouns."""
+    return BibleCharacter(
+        name=name,
+        role="the protagonist" if index == 0 else "a character of the story",
+        description=f"{name}, as the plot tells it.",
+        pronouns=(lead_pronouns or "they/them") if index == 0 else "they/them",
+    )
+
+
+def plain_setting(premise: str, limit: int = 240) -> str:
+    """The premise as the setting, whole words up to `limit` characters."""
+    text = " ".join(premise.split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0]
+    return text or "As the premise tells."
+
+
 def plain_bible(premise: str, cast: list[str]) -> StoryBible:
     """A minimal bible made by code from the plot's cast, for when the model cannot write one: the
     names, the premise's pronouns for the lead (they/them otherwise), the premise as the setting."""
-    lead = premise_pronouns(premise) or "they/them"
-    people = [
-        BibleCharacter(
-            name=name,
-            role="the protagonist" if i == 0 else "a character of the story",
-            description=f"{name}, as the plot tells it.",
-            pronouns=lead if i == 0 else "they/them",
-        )
-        for i, name in enumerate(cast or ["Protagonist"])
-    ]
-    return StoryBible(characters=people, setting=" ".join(premise.split())[:240] or "As the premise tells.")
+    lead = premise_pronouns(premise)
+    people = [plain_character(name, i, lead) for i, name in enumerate(cast or ["Protagonist"])]
+    return StoryBible(characters=people, setting=plain_setting(premise))

@@ -404,10 +404,11 @@ def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) ->
     return parts
 
 
-def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) -> PartPlan:
+def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2, premise: str = "") -> PartPlan:
     """One part per character (its name fixed; the premise's pronouns for the first), the setting,
-    then optional facts."""
-    from ..bible import PRONOUNS, BibleCharacter, StoryBible
+    then optional facts. A character or setting the model cannot write is made by code (a plain
+    one, its description the notes' sentence about that character where there is one)."""
+    from ..bible import PRONOUNS, BibleCharacter, StoryBible, plain_setting
 
     schema = decoding_schema(StoryBible, counts={"characters": (len(cast), len(cast))})
     item = schema["properties"]["characters"]["items"]
@@ -430,6 +431,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
                 # Its own line of the notes (one a character, then the setting), not the others'
                 # answers: a tiny model copies the description it was just shown.
                 slice_of=(index, len(cast) + 1),
+                from_notes=_character_from_notes(cast, index, pronouns),
             )
         )
     plan.append(
@@ -438,6 +440,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
             slice_schema(schema, ["setting"], {"setting": {"maxLength": 160}}),
             model_of(StoryBible, ["setting"]),
             slice_of=(len(cast), len(cast) + 1),
+            from_notes=(lambda notes: {"setting": plain_setting(premise, 160)}) if premise.strip() else None,
         )
     )
     fact = slice_schema(
@@ -457,6 +460,30 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2) ->
         for i in range(facts)
     ]
     return plan
+
+
+def _character_from_notes(
+    cast: list[str], index: int, pronouns: str | None
+) -> Callable[[str], dict[str, Any]]:
+    """Character `index` made by code: the plain one (bible.plain_character), described by the
+    notes' first sentence that names them and no one else of the cast, where there is one."""
+    from ..bible import plain_character
+    from ..drafts import sentences
+    from ..text.segment import words
+
+    name = cast[index]
+    others = [other for other in cast if other != name]
+
+    def make(notes: str) -> dict[str, Any]:
+        plain = plain_character(name, index, pronouns).model_dump(include={"role", "description", "pronouns"})
+        for sentence in sentences(notes):
+            said = sentence.strip()
+            named = name in said and not any(other in said for other in others)
+            if named and 12 <= len(said) <= 160 and len(words(said)) >= 4:
+                return {**plain, "description": said}
+        return plain
+
+    return make
 
 
 def _summary_from_draft(notes: str) -> dict[str, Any]:

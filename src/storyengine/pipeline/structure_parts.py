@@ -107,10 +107,12 @@ async def structure_in_parts(
     assembled: dict[str, Any] = {}
     earlier: list[str] = []
     answers: list[str] = []
+    required = from_notes = 0
     try:
         left_out: set[str | None] = set()
         for entry in plan:
             part = entry if isinstance(entry, Part) else entry(assembled)
+            required += not part.optional
             if part.item_of is not None and part.item_of in left_out:
                 meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
                 continue
@@ -121,6 +123,7 @@ async def structure_in_parts(
             except StructuringError as exc:
                 made = part_from_notes(part, draft, assembled)
                 if made is not None:
+                    from_notes += 1
                     value, text = made, json.dumps(made, ensure_ascii=False)
                     meta.parts_left_out.append(f"{part.what}: made from the draft (no valid answer)")
                     part.merge(assembled, value)
@@ -139,6 +142,12 @@ async def structure_in_parts(
     finally:
         meta.seconds["structuring"] = time.perf_counter() - started
     meta.stage2_text = "\n".join(answers)
+    if required and from_notes == required:  # code wrote all of it: the model gave no valid object
+        raise StructuringError(
+            f"{component}: the model wrote none of its {required} required part(s) validly",
+            component=component,
+            attempts=[{"ok": False, "assembled": assembled}],
+        )
     try:
         return model.model_validate(assembled, context=validation_context)
     except ValidationError as exc:

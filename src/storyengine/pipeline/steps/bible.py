@@ -47,7 +47,7 @@ class BibleStep(Step[StoryBible]):
         pronouns = premise_pronouns(x.premise)
         count = (max(1, len(cast)), max(1, len(cast)) + 2)
         schema = decoding_schema(StoryBible, counts={"characters": count})
-        plan = parts.bible_parts(cast, pronouns)
+        plan = parts.bible_parts(cast, pronouns, premise=x.premise)
         lead = cast[0] if cast and pronouns else ""
         context = {
             "draft": draft,
