@@ -149,7 +149,7 @@ def pronoun_slips(text: str, bible: StoryBible) -> list[str]:
     return slips
 
 
-def plain_character(name: str, index: int, lead_pronouns: str | None) -> BibleCharacter:
+def plain_character(name: str, index: int, lead_pronouns: Pronouns | None) -> BibleCharacter:
     """A character made by code from the plot's cast (the bible's fallback, and a bible part's when
     the model cannot write it): the lead is the protagonist with the premise's pronouns."""
     return BibleCharacter(

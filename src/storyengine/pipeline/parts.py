@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, create_model
 
@@ -50,6 +50,9 @@ from ..structuring import decoding_schema
 from ..text.rules import similar
 from .answer_bound import answer_token_bound as answer_token_bound
 from .answer_bound import json_char_bound as json_char_bound
+
+if TYPE_CHECKING:
+    from ..bible import Pronouns
 from .part import (
     INITIALS,
     LETTERS,
@@ -404,7 +407,9 @@ def enhancement_parts(suggestions: int = 2, targets: list[str] | None = None) ->
     return parts
 
 
-def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2, premise: str = "") -> PartPlan:
+def bible_parts(
+    cast: list[str], pronouns: Pronouns | None = None, facts: int = 2, premise: str = ""
+) -> PartPlan:
     """One part per character (its name fixed; the premise's pronouns for the first), the setting,
     then optional facts. A character or setting the model cannot write is made by code (a plain
     one, its description the notes' sentence about that character where there is one)."""
@@ -463,7 +468,7 @@ def bible_parts(cast: list[str], pronouns: str | None = None, facts: int = 2, pr
 
 
 def _character_from_notes(
-    cast: list[str], index: int, pronouns: str | None
+    cast: list[str], index: int, pronouns: Pronouns | None
 ) -> Callable[[str], dict[str, Any]]:
     """Character `index` made by code: the plain one (bible.plain_character), described by the
     notes' first sentence that names them and no one else of the cast, where there is one."""
