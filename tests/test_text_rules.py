@@ -92,7 +92,8 @@ def test_content_units_match_across_a_spaceless_script() -> None:
 @pytest.mark.parametrize(
     "name",
     ["José", "O'Neil", "Zoë", "Mary-Jane", "Tom Reed", "Dr. Ada Lovelace", "Ludwig van Beethoven",
-     "d'Artagnan", "李娜", "美咲", "Мария Иванова", "ليلى", "Łucja Żak"],
+     "d'Artagnan", "李娜", "美咲", "Мария Иванова", "ليلى", "Łucja Żak", "Anne-Marie Leblanc-Dubois",
+     "Bartholomew-Maximilian"],
 )  # fmt: skip
 def test_real_names_pass(name: str) -> None:
     assert rules_of(name, "character") == set()
@@ -101,7 +102,8 @@ def test_real_names_pass(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     ["The New", "A lighthouse keeper", "a bottle written by her future self", "NAME: Sarah", "Narrator",
-     "Person A", "Sarah 2", "wearing white robes and armor", "Human power", "TheFutureBeginsWhen"],
+     "Person A", "Sarah 2", "wearing white robes and armor", "Human power", "TheFutureBeginsWhen",
+     "Theeardofthelight-haulinglighthousek", "Lighthousekeepersdaughterofthebay"],
 )  # fmt: skip
 def test_what_is_not_a_name_is_unusable(name: str) -> None:
     _, found, unusable = repaired(name, "character")

@@ -26,6 +26,19 @@ PARTICLES = frozenset("van von de da del della di du la le der den ter bin ibn a
 HONORIFICS = frozenset("dr. mr. mrs. ms. mx. st. prof. capt. sgt. lt. col. gen. rev. sir lady lord".split())
 
 
+# Letters in one piece of a name's word and in the whole word (its hyphened and apostrophed pieces
+# together): real names stay under both in every script ("Bartholomew-Maximilian" is 21); SmolLM2
+# named a character "Theeardofthelight-haulinglighthousek" (35).
+MAX_NAME_PIECE_LETTERS = 20
+MAX_NAME_WORD_LETTERS = 28
+
+
+def _run_together(word: str) -> bool:
+    pieces = regex.split(r"['’\-]", word)
+    letters = [sum(c.isalpha() for c in piece) for piece in pieces]
+    return max(letters) > MAX_NAME_PIECE_LETTERS or sum(letters) > MAX_NAME_WORD_LETTERS
+
+
 _NAME_WORD = regex.compile(r"[\p{L}\p{M}]+(?:['’\-][\p{L}\p{M}]+)*")
 
 
@@ -66,6 +79,8 @@ def person_name_problem(name: str) -> str | None:
             return f"{clip(name)!r} is not a name: each word of a name starts with a capital letter"
         if sum(c.isupper() for c in part) >= 3 and not part.isupper():  # "TheFutureBeginsWhen"
             return f"{clip(name)!r} is a phrase run together, not a name"
+        if _run_together(part):  # "Theeardofthelight-haulinglighthousek"
+            return f"{clip(name)!r} is words run together, not a name"
     return None
 
 
