@@ -312,3 +312,65 @@ def test_a_chapter_drafts_list_becomes_beats_in_any_numbering() -> None:
         ("嵐", "娘は灯をともす。"),
     ]
     assert {b.tension for b in beats} == {6}
+
+
+async def test_a_chapter_that_brings_someone_in_grows_the_bible_for_the_chapters_after_it() -> None:
+    """The bible is kept across chapters and grows when a chapter's plan brings a new person in on
+    purpose: chapter 2's plan names Osric Vale, whom the bible lacks; chapter 3 and the scenes of
+    chapter 2 on are told of him, a scene may cast him, and the story's bible holds him."""
+
+    def script(request: CompletionRequest) -> Any:
+        if request.component == "chapter":
+            text = prompt(request)
+            if request.stage == "freeform" and "Plan chapter 2 of" in text:
+                return (
+                    "1. The Harbour: The harbour master's clerk Osric Vale demands the unpaid dues.\n"
+                    "2. The Court: The keeper's daughter answers the claim before the harbour court."
+                )
+            if request.stage == "structuring" and "The Harbour" in text:
+                return "not json at all"  # chapter 2 is planned from its draft's list (the fallback)
+        return story_script(request)
+
+    engine, provider = engine_with(script, settings_for(in_parts=False))
+    async with engine:
+        story = await engine.generate(PREMISE, seed=10, chapters=3, scenes_per_chapter=2)
+    assert story.chapters[0].introduces == []
+    (osric,) = story.chapters[1].introduces
+    assert osric.name == "Osric Vale" and "unpaid dues" in osric.description and osric.pronouns == "they/them"
+    assert story.bible is not None and "Osric Vale" in story.bible.names  # the story's bible, grown
+    prompts = [prompt(r) for r in asked(provider, "chapter")]
+    third = next(p for p in prompts if "Plan chapter 3 of" in p)
+    first = next(p for p in prompts if "Plan chapter 1 of" in p)
+    assert "Osric Vale" in third and "Osric Vale" not in first
+    scenes = {
+        n: next(prompt(r) for r in asked(provider, "scene") if f"Write scene {n} of 6" in prompt(r))
+        for n in (2, 3)
+    }
+    assert "Osric Vale" in scenes[3] and "Osric Vale" not in scenes[2]  # from his chapter on
+    casts = [r.json_schema for r in asked(provider, "scene", "structuring") if r.json_schema]
+    assert any("Osric Vale" in str(schema) for schema in casts)  # a scene of chapter 2 on may cast him
+
+
+def test_a_chapter_in_another_language_brings_no_one_in_by_capital_letters() -> None:
+    from storyengine.bible import BibleCharacter, StoryBible
+    from storyengine.pipeline.steps.chapter import introduced
+    from storyengine.schemas import PlotBeat
+
+    bible = StoryBible(
+        characters=[
+            BibleCharacter(
+                name="Mara", role="the keeper", description="She keeps the light.", pronouns="she/her"
+            )
+        ],
+        setting="A lighthouse.",
+    )
+    german = [
+        PlotBeat(
+            name="Der Hafen", purpose="Die Tochter bezahlt dem Hafenmeister Schulden im Nebel.", tension=4
+        )
+    ]
+    english = [
+        PlotBeat(name="The Harbour", purpose="The clerk Osric Vale meets Mara at the Harbour.", tension=4)
+    ]
+    assert introduced(bible, german, 2, "Der Hafen") == []  # every German noun has a capital
+    assert [p.name for p in introduced(bible, english, 2, "The Harbour")] == ["Osric Vale"]

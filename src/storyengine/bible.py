@@ -49,6 +49,9 @@ class BibleCharacter(BaseModel):
     pronouns: Pronouns
 
 
+CAST_MAX = 12  # people in a bible, those chapters introduce included
+
+
 class StoryBible(BaseModel):
     """The cast as people, the setting, and facts a later scene must not contradict.
 
@@ -58,7 +61,7 @@ class StoryBible(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    characters: list[BibleCharacter] = Field(min_length=1, max_length=12)
+    characters: list[BibleCharacter] = Field(min_length=1, max_length=CAST_MAX)
     setting: _Line = Field(description="where and when the story happens")
     facts: list[_Line] = Field(default_factory=list, max_length=6)
 
@@ -83,6 +86,20 @@ class StoryBible(BaseModel):
                     f"give {cast[0]} the pronouns {wanted}"
                 )
         return self
+
+    def grown(self, people: list[BibleCharacter]) -> StoryBible:
+        """This bible with `people` a long story's chapters introduced, those it lacks, up to the
+        limit of its cast (the bible is kept across chapters and grows)."""
+        characters = list(self.characters)
+        for person in people:
+            if len(characters) < CAST_MAX and self.character(person.name) is None:
+                if all(c.name.casefold() != person.name.casefold() for c in characters):
+                    characters.append(person)
+        return (
+            self
+            if len(characters) == len(self.characters)
+            else self.model_copy(update={"characters": characters})
+        )
 
     def character(self, name: str) -> BibleCharacter | None:
         return next((c for c in self.characters if c.name.casefold() == name.casefold()), None)

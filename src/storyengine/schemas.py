@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from .bible import StoryBible
+from .bible import BibleCharacter, StoryBible
 from .text.rules import first_similar
 from .text.segment import word_key
 
@@ -278,6 +278,9 @@ MAX_CHAPTERS = 24  # a long story's chapters: the beats of its plot (PlotStructu
 MAX_SCENES_PER_CHAPTER = 10
 
 
+MAX_INTRODUCED = 2  # new people a chapter may bring into the bible
+
+
 class ChapterPlan(_Model):
     """What a model is asked of a chapter: its scenes' beats, in story order (one scene each)."""
 
@@ -292,6 +295,11 @@ class Chapter(ChapterPlan):
     goal: Text = Field(description="what this chapter must do for the story")
     tension: Rating = Field(description="1 (calm) to 10 (peak)")
     characters: list[PersonName] = Field(default_factory=list, max_length=12)
+    introduces: list[BibleCharacter] = Field(
+        default_factory=list,
+        max_length=MAX_INTRODUCED,
+        description="people its plan brings into the story who are not in the bible yet (they join it)",
+    )
 
 
 class StoryScene(_Model):

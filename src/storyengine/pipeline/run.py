@@ -117,6 +117,11 @@ class StoryRun:
     def chapter_of(self, index: int) -> int | None:
         return None if self.chapter_count() is None else index // self.scenes_per_chapter()
 
+    def bible_at(self, chapter: int | None) -> StoryBible:
+        bible: StoryBible = self.values["bible"]
+        made = range(0 if chapter is None else chapter + 1)
+        return bible.grown([person for c in made for person in self.values[f"chapter.{c}"].introduces])
+
     def outline_beat_of(self, chapter: int) -> int:
         return self.outline[chapter]
 
@@ -387,7 +392,7 @@ class StoryRun:
     async def _pipeline(self) -> Story:
         await self._graph()
         plot: PlotStructure = self.values["plot"]
-        bible: StoryBible = self.values["bible"]
+        bible = self.bible_at(len(self.outline) - 1 if self.outline else None)  # grown by its chapters
         scenes = self.story_scenes()
         meta = {
             "run_id": self.state.run_id,

@@ -78,6 +78,10 @@ class RunView(Protocol):
     def chapter_of(self, index: int) -> int | None:
         """The chapter scene `index` is in (None: a story without chapters)."""
 
+    def bible_at(self, chapter: int | None) -> StoryBible:
+        """The bible as it stands after chapter `chapter` (grown by the people chapters 0..`chapter`
+        brought in); the story's bible for None or a story without chapters."""
+
     def outline_beat_of(self, chapter: int) -> int:
         """The plot beat (of the story's outline) chapter `chapter` realises."""
 

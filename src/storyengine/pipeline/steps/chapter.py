@@ -9,15 +9,18 @@ one chapter before it, never the whole story so far.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from pydantic import Field, create_model
 
-from ...bible import StoryBible, bible_text
-from ...drafts import listed_items
+from ...bible import BibleCharacter, StoryBible, bible_text
+from ...drafts import listed_items, names_in
 from ...quality import draft_problems
-from ...schemas import NAME_MAX, TEXT_MAX, Chapter, ChapterPlan, PlotBeat, word_key
+from ...schemas import MAX_INTRODUCED, NAME_MAX, TEXT_MAX, Chapter, ChapterPlan, PlotBeat, word_key
 from ...structuring import decoding_schema
+from ...text.language import detect, is_english
+from ...text.people_rules import person_name_problem
 from ...text.rules import Context
 from ...text.segment import words
 from .. import parts
@@ -59,7 +62,7 @@ class ChapterStep(Step[Chapter]):
         return Inputs(
             premise=run.premise,
             plot=run.value("plot"),
-            bible=run.value("bible"),
+            bible=run.bible_at(index - 1),  # with the people the chapters before brought in
             beat=run.outline_beat_of(index),
             beats=run.scenes_per_chapter(),
             number=(index + 1, total),
@@ -110,14 +113,7 @@ class ChapterStep(Step[Chapter]):
             # a scene the chapter before already has is re-asked once, else kept and recorded
             review=Context(earlier=tuple(b.purpose for b in x.chapter.beats) if x.chapter else ()),
         )
-        planned = f"{draft} " + " ".join(f"{b.name} {b.purpose}" for b in plan.beats)
-        return Chapter(
-            title=beat.name,
-            goal=beat.purpose,
-            tension=beat.tension,
-            characters=people_named(x.bible, planned),
-            beats=plan.beats,
-        )
+        return planned_chapter(x, draft, plan.beats)
 
     fallback_made = "a plain one was made from its draft's list and its outline beat"
 
@@ -131,14 +127,56 @@ class ChapterStep(Step[Chapter]):
         while len(beats) < x.beats:
             beats.append(PlotBeat(name=f"{beat.name} {len(beats) + 1}"[:NAME_MAX], purpose=beat.purpose,
                                   tension=beat.tension))  # fmt: skip
-        planned = f"{draft} " + " ".join(f"{b.name} {b.purpose}" for b in beats)
-        return Chapter(
-            title=beat.name,
-            goal=beat.purpose,
-            tension=beat.tension,
-            characters=people_named(x.bible, planned),
-            beats=beats,
+        return planned_chapter(x, draft, beats)
+
+
+def planned_chapter(x: Inputs, draft: str, beats: list[PlotBeat]) -> Chapter:
+    """Chapter `x.beat` of the outline with its scenes' `beats`: the bible's people its plan names,
+    and the people it brings in on purpose."""
+    assert x.plot is not None
+    beat = x.plot.beats[x.beat]
+    planned = f"{draft} " + " ".join(f"{b.name} {b.purpose}" for b in beats)
+    known = " ".join(
+        [x.premise, x.plot.title or "", *(b.name for b in x.plot.beats), *(b.name for b in beats)]
+    )
+    return Chapter(
+        title=beat.name,
+        goal=beat.purpose,
+        tension=beat.tension,
+        characters=people_named(x.bible, planned),
+        beats=beats,
+        introduces=introduced(x.bible, beats, x.number[0], known),
+    )
+
+
+def introduced(
+    bible: StoryBible | None, beats: list[PlotBeat], number: int, known: str
+) -> list[BibleCharacter]:
+    """The people a chapter's plan brings into the story on purpose: names its scenes' purposes give
+    that the bible lacks (and the premise, the title and the beats' names do not hold), in the order
+    they come, each described by the purpose that names them. English only: a capitalised word is a
+    name only there, so a chapter in another language introduces no one (its cast is the bible's)."""
+    text = " ".join(b.purpose for b in beats)
+    if bible is None or not is_english(detect(text)):
+        return []
+    taken = {w.casefold() for w in words(known)} | {w.casefold() for n in bible.names for w in words(n)}
+    found: list[str] = []
+    for word in sorted(names_in(text, frozenset(taken)), key=text.find):
+        # the whole name its word is part of ("Osric Vale"); one with a known word is a known person
+        run = re.search(rf"(?:[A-Z][\w'’-]+ )*{re.escape(word)}(?: [A-Z][\w'’-]+)*", text)
+        name = run.group(0) if run else word
+        if not any(w.casefold() in taken for w in name.split()) and person_name_problem(name) is None:
+            found += [name] if name not in found else []
+    found = found[:MAX_INTRODUCED]
+    return [
+        BibleCharacter(
+            name=name,
+            role=f"brought into the story by chapter {number}",
+            description=next(b.purpose for b in beats if name in b.purpose),
+            pronouns="they/them",
         )
+        for name in found
+    ]
 
 
 def listed_beats(draft: str, tension: int) -> list[PlotBeat]:

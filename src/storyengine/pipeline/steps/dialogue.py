@@ -39,7 +39,12 @@ class DialogueStep(Step[Dialogue]):
         first = max(0, index - SCENES_BEFORE)
         earlier = [run.value(f"scene.{j}") for j in range(first, index + 1)]
         previous = "\n".join(f"{j}. {scene_text(s)}" for j, s in enumerate(earlier[:-1], first + 1))
-        return Inputs(premise=run.premise, scene=earlier[-1], previous=previous, bible=run.value("bible"))
+        return Inputs(
+            premise=run.premise,
+            scene=earlier[-1],
+            previous=previous,
+            bible=run.bible_at(run.chapter_of(index)),
+        )
 
     async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
         scene, bible = x.scene, x.bible

@@ -48,7 +48,7 @@ class SceneStep(Step[Scene]):
         return Inputs(
             premise=run.premise,
             plot=run.value("plot"),
-            bible=run.value("bible"),
+            bible=run.bible_at(chapter),  # with the people its chapter and those before brought in
             beat=run.beat_of(index),
             number=(index + 1, run.scene_count()),
             revision=run.revision_of(index),
