@@ -374,3 +374,89 @@ def test_a_chapter_in_another_language_brings_no_one_in_by_capital_letters() -> 
     ]
     assert introduced(bible, german, 2, "Der Hafen") == []  # every German noun has a capital
     assert [p.name for p in introduced(bible, english, 2, "The Harbour")] == ["Osric Vale"]
+
+
+async def test_the_quality_report_measures_every_chapter_and_lists_the_threads_left_open() -> None:
+    """Per chapter: its planned tension against what it realises, and the bible's checks (names,
+    pronouns) on that chapter alone; open threads: a person brought in and never named again."""
+    from storyengine.quality import open_threads
+
+    engine, _ = engine_with(story_script, settings_for(in_parts=False))
+    async with engine:
+        story = await engine.generate(PREMISE, seed=4, chapters=3, scenes_per_chapter=2)
+    report = quality_report(story)
+    assert [c.number for c in report.chapters] == [1, 2, 3]
+    assert [c.planned_tension for c in report.chapters] == [c.tension for c in story.chapters]
+    assert all(c.scenes == 2 and c.realised_tension >= 0 for c in report.chapters)
+    assert (
+        "open threads" in report.measures()
+        and "chapter tension: plan vs realised (Spearman)" in report.measures()
+    )
+    assert story.bible is not None
+    # a slip in chapter 2 alone is counted in chapter 2's row, not in the others'
+    lead = story.bible.characters[0]
+    wrong = "He" if lead.pronouns == "she/her" else "She"
+    second = story.scenes[2]
+    slipped = second.model_copy(
+        update={"prose": f"{lead.name} walked to the quay and {wrong.lower()} said nothing to anyone."}
+    )
+    broken = story.model_copy(update={"scenes": [*story.scenes[:2], slipped, *story.scenes[3:]]})
+    if lead.pronouns in ("she/her", "he/him"):
+        rows = quality_report(broken).chapters
+        assert (
+            rows[1].pronoun_slips >= 1
+            and rows[0].pronoun_slips == quality_report(story).chapters[0].pronoun_slips
+        )
+    # Someone chapter 1 brings in and no later chapter names is an open thread; named later, closed.
+    from storyengine.bible import BibleCharacter
+
+    osric = BibleCharacter(
+        name="Osric Vale", role="a clerk", description="The clerk Osric Vale.", pronouns="they/them"
+    )
+    chapters = [story.chapters[0].model_copy(update={"introduces": [osric]}), *story.chapters[1:]]
+    hanging = story.model_copy(update={"chapters": chapters, "bible": story.bible.grown([osric])})
+    assert any(t.startswith("Osric Vale: brought in by chapter 1") for t in open_threads(hanging))
+    later = story.scenes[4].model_copy(update={"prose": "Osric's ledger burned at last. The debt was gone."})
+    closed = hanging.model_copy(update={"scenes": [*story.scenes[:4], later, story.scenes[5]]})
+    assert not any(t.startswith("Osric Vale") for t in open_threads(closed))
+
+
+def test_a_person_of_the_bible_named_early_and_never_in_the_last_third_is_an_open_thread() -> None:
+    from storyengine.quality import open_threads
+
+    purposes = ["姐妹点亮了灯塔。", "风暴把船吹向礁石。", "灯光救了渔船。"]
+    people = [
+        {"name": n, "role": "守灯人", "description": "守着灯塔。", "pronouns": "she/her"}
+        for n in ("李娜", "王芳")
+    ]
+    lines = [{"speaker": "李娜", "text": "风暴来了。"}, {"speaker": "李娜", "text": "点灯。"}]
+    proses = ["李娜和王芳点亮了灯。", "王芳去了港口。", "李娜独自守灯。"]
+    story = Story.model_validate(
+        {
+            "premise": "两个姐妹守着灯塔。",
+            "plot": {
+                "structure_type": "three-act",
+                "title": "灯塔",
+                "characters": ["李娜", "王芳"],
+                "beats": [
+                    {"name": f"第{i}幕", "purpose": p, "tension": 3 + i} for i, p in enumerate(purposes)
+                ],
+            },
+            "bible": {"characters": people, "setting": "海边的灯塔。"},
+            "scenes": [
+                {
+                    "scene": {
+                        "title": f"第{i}幕",
+                        "setting": "灯塔",
+                        "summary": purposes[i],
+                        "characters": ["李娜"],
+                        "beat": f"第{i}幕",
+                    },
+                    "dialogue": {"lines": lines},
+                    "prose": prose,
+                }
+                for i, prose in enumerate(proses)
+            ],
+        }
+    )
+    assert open_threads(story) == ["王芳: named in the story's first two thirds, never in its last third"]

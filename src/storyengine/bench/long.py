@@ -3,7 +3,8 @@
 It prints, per scene against its index: the words a reader gets (prose and dialogue), the prompt
 and completion tokens of its scene and dialogue steps (drafts, structuring, re-asks, summaries),
 and their seconds; per chapter, the code's quality measures of that chapter alone (repetition,
-cut-offs, debris, names outside the bible, the tension the plan asked for against the words). The
+cut-offs, debris, names outside the bible, pronoun slips, the tension the plan asked for against
+the words) and the people the story leaves hanging (quality/chapters.py). The
 headline is whether the prompt tokens a scene costs stay flat: the median of the last third of the
 scenes against the second sixth to the third (scenes 5-20 and 41-60 of a 60-scene novella), and
 the cost per word against the story as a whole.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..quality import quality_report
+from ..quality import QualityReport, quality_report
 from ..schemas import Story
 from ..text.segment import words
 from .harness import build_engine, metered_providers, primary_provider, scratch_settings
@@ -33,6 +34,7 @@ PER_CHAPTER = (
     "prose fields cut off %",
     "fields with debris",
     "names in prose not in the cast",
+    "pronoun slips",
 )
 
 
@@ -70,21 +72,13 @@ def flat_ratio(prompts: list[int]) -> tuple[float, float, float] | None:
     return a, b, (b / a if a else float("inf"))
 
 
-def chapter_measures(story: Story) -> list[list[Any]]:
-    """Each chapter's quality measures by code, as a story of its own (the same premise and bible)."""
-    rows = []
-    for number, (chapter, scenes) in enumerate(story.chapter_scenes(), 1):
-        if not scenes:
-            continue
-        alone = Story(premise=story.premise, plot=story.plot, bible=story.bible, scenes=scenes)
-        report = quality_report(alone)
-        measures = report.measures()
-        title = chapter.title if chapter else story.plot.title
-        tension = chapter.tension if chapter else "-"
-        realised = statistics.mean(s.tension_words_per_100 for s in report.scenes)
-        row = [number, title[:30], tension, round(realised, 2), *(measures.get(n) for n in PER_CHAPTER)]
-        rows.append(row)
-    return rows
+def chapter_measures(quality: QualityReport) -> list[list[Any]]:
+    """Each chapter's quality measures by code (the quality report's, chapter by chapter)."""
+    return [
+        [c.number, c.title[:30], c.planned_tension, c.realised_tension, c.repeated_sentences_pct,
+         c.cut_off_pct, c.debris, c.names_not_in_cast, c.pronoun_slips]
+        for c in quality.chapters
+    ]  # fmt: skip
 
 
 async def run_long_bench(
@@ -164,7 +158,10 @@ def measured(report: Report, story: Story, provider: str, wall: float | None) ->
         )
     )
     columns = ["chapter", "title", "tension planned", "tension words /100", *PER_CHAPTER]
-    report.tables.append(("per chapter", columns, chapter_measures(story)))
+    quality = quality_report(story)
+    report.tables.append(("per chapter", columns, chapter_measures(quality)))
+    report.summary["open_threads"] = quality.open_threads
+    report.summary["chapter_tension_correlation"] = quality.chapter_tension_correlation
     if flat is not None:
         report.notes.append(
             f"prompt tokens per scene: median {flat[0]:.0f} early, {flat[1]:.0f} late "

@@ -8,6 +8,8 @@ Every name is importable from `storyengine.quality`; the code lives in:
   premise's people and pronouns, bible facts contradicted, copied rationales and suggestions);
 - report.py: `quality_report(story)`, the `QualityReport` (its module docstring lists every
   measure), and `mark_evaluation`, the story's evaluation marked unreliable when the report says so;
+- chapters.py: a long story's measures chapter by chapter (`ChapterQuality`, in the report) and
+  the people it leaves hanging (`open_threads`);
 - goals.py: the GOALS a story must pass, and the score the rubric must not give a failing story;
 - compare.py: two stories compared by the code's measures (`story_measures`, `worse_measures`,
   `better_measures`), what a revision keeps.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from ..drafts import STOPWORDS, cast_problems, clean_prose, draft_problems, draft_score, names_in
 from ..text.segment import content_words, sentences, stem
+from .chapters import ChapterQuality, open_threads
 from .compare import (
     HIGHER_IS_BETTER,
     MODEL_MEASURES,
@@ -53,6 +56,7 @@ __all__ = [
     "PROSE_FIELDS",
     "STOPWORDS",
     "TENSION_WORDS",
+    "ChapterQuality",
     "NotAStory",
     "QualityReport",
     "SceneQuality",
@@ -65,6 +69,7 @@ __all__ = [
     "load_story",
     "mark_evaluation",
     "names_in",
+    "open_threads",
     "quality_report",
     "rubric_verdict",
     "scene_prose",

@@ -19,6 +19,7 @@ HIGHER_IS_BETTER = frozenset(
         "premise coverage %",
         "prose words per scene (median)",
         "tension: plan vs realised (Spearman)",
+        "chapter tension: plan vs realised (Spearman)",
     }
 )
 MODEL_MEASURES = frozenset({"rubric overall", "rubric reliable"})

@@ -37,6 +37,7 @@ from ..text.language import is_english
 from ..text.review import REPAIRS
 from ..text.rules import Context, findings_in
 from ..text.segment import content_units, content_words, ends_a_sentence, sentences, stem, word_key, words
+from .chapters import ChapterQuality, chapter_qualities, chapter_tension_correlation, open_threads
 from .goals import GOALS, HIGH_SCORE
 from .measures import (
     copied_pairs,
@@ -123,6 +124,11 @@ class QualityReport(BaseModel):
     )
     prose_words_median: float
     tension_correlation: float | None
+    chapters: list[ChapterQuality] = Field(
+        default_factory=list, description="a long story's, chapter by chapter"
+    )
+    chapter_tension_correlation: float | None = None
+    open_threads: list[str] = Field(default_factory=list, description="people the story leaves hanging")
     rubric_scores: dict[str, int]
     rubric_overall: int | None  # None: the story has no evaluation (a gap)
     rubric_reliable: bool
@@ -168,6 +174,8 @@ class QualityReport(BaseModel):
             "junk not repaired or listed": len(self.unlisted_findings),
             "prose words per scene (median)": self.prose_words_median,
             "tension: plan vs realised (Spearman)": self.tension_correlation,
+            "chapter tension: plan vs realised (Spearman)": self.chapter_tension_correlation,
+            "open threads": len(self.open_threads),
             "rubric overall": self.rubric_overall,
             "rubric reliable": int(self.rubric_reliable),
             "goals failed": len(self.failed),
@@ -197,6 +205,7 @@ class QualityReport(BaseModel):
             "repaired": self.repairs,
             "kept with a warning": self.kept_findings,
             "junk not repaired or listed": self.unlisted_findings,
+            "open threads": self.open_threads,
             "rubric notes": self.rubric_notes,
             "goals missed": [GOALS[g] for g in self.failed],
         }
@@ -356,6 +365,10 @@ def quality_report(story: Story) -> QualityReport:
         rubric_notes=list(story.evaluation.notes) if story.evaluation else [],
         failed=[],
     )
+    if story.chapters:
+        report.chapters = chapter_qualities(story, quality_report)
+        report.chapter_tension_correlation = chapter_tension_correlation(report.chapters)
+    report.open_threads = open_threads(story)
     report.failed = failed_goals(report)
     reliable, notes = rubric_verdict(story, report)
     report.rubric_reliable, report.rubric_notes = reliable, notes
