@@ -15,9 +15,11 @@ import pytest
 
 from faulty_server import DEFAULT_ANSWER, FaultyServer, run_trial, trial_settings
 from storyengine import config, streaming
+from storyengine.commands.providers import check_provider
 from storyengine.config import CacheSettings, OpenAIProviderSettings
 from storyengine.errors import BadResponse, EmptyOutput, ProviderTimeout, ResponseTooLarge
 from storyengine.providers.base import estimate_tokens
+from storyengine.providers.embedded import EmbeddedProvider
 from storyengine.providers.openai_compat import OpenAICompatProvider
 from storyengine.routing.router import Router
 from storyengine.types import CompletionRequest, Message
@@ -269,6 +271,34 @@ async def test_nothing_of_a_failed_stream_is_cached() -> None:
     assert server.served == ["sse_cut", "sse_cut", "sse"]  # the last answer came from the cache
 
 
+# -- `providers check` says whether a server streams --
+
+
+@pytest.mark.parametrize(
+    ("script", "stream", "says"),
+    [
+        (["ok", "sse"], "auto", "yes"),
+        (["ok", "ok"], "auto", "no"),
+        (["ok"], "off", "off"),
+        (["ok", "sse_cut"], "on", "no"),
+    ],
+)
+async def test_providers_check_says_whether_the_server_streams(
+    script: list[str], stream: str, says: str
+) -> None:
+    with served(script) as server:
+        chat = provider(server, structured_output="none", stream=stream)
+        try:
+            result = await check_provider(chat, 10.0)
+        finally:
+            await chat.aclose()
+    assert (result.ok, result.streaming) == (True, says)
+    assert server.served == script  # one small request more, and only when streaming is not off
+    if len(script) > 1:
+        assert server.bodies[1]["stream"] is True and server.bodies[1]["max_tokens"] <= 16
+    assert ("streamed probe failed" in result.detail) is (script[-1] == "sse_cut")
+
+
 # -- stop: a cancelled call ends its stream --
 
 
@@ -284,3 +314,62 @@ async def test_cancelling_a_streamed_call_closes_its_connection(monkeypatch: pyt
         # the server's next keep-alive finds the connection closed (it would write for 60 s otherwise)
         assert await asyncio.to_thread(server.client_gone.wait, 30)
     assert heard.deltas[0] == "The "
+
+
+# -- the embedded model: its tokens as they are sampled --
+
+
+def story_request(max_tokens: int, seed: int = 11) -> CompletionRequest:
+    return draft(
+        messages=(
+            Message(role="user", content="Write a short story about a lighthouse keeper and a storm."),
+        ),
+        max_tokens=max_tokens,
+        seed=seed,
+        temperature=0.8,
+        timeout=600.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def smol() -> EmbeddedProvider:
+    return EmbeddedProvider()
+
+
+@pytest.mark.model
+async def test_the_embedded_model_streams_the_same_answer_it_writes_unheard(smol: EmbeddedProvider) -> None:
+    heard = Heard()
+    with streaming.listening(heard.listener()):
+        streamed = await smol.complete(story_request(24))
+    quiet = await smol.complete(story_request(24))
+    assert streamed.text == quiet.text and streamed.text.strip()
+    assert streamed.usage == quiet.usage and streamed.finish_reason == quiet.finish_reason
+    assert len(heard.deltas) > 5 and heard.text == streamed.text  # token by token, and the answer
+    # JSON is never streamed
+    heard.deltas.clear()
+    with streaming.listening(heard.listener()):
+        await smol.complete(story_request(24).model_copy(update={"json_schema": {"type": "object"}}))
+    assert heard.deltas == []
+
+
+@pytest.mark.model
+async def test_cancelling_an_embedded_call_stops_its_generation_and_frees_the_model(
+    smol: EmbeddedProvider,
+) -> None:
+    model = await smol.load()
+    calls = model.stats.calls
+    heard = Heard()
+
+    async def listened() -> Any:
+        with streaming.listening(heard.listener()):
+            return await smol.complete(story_request(1500, seed=3))
+
+    call = asyncio.create_task(listened())
+    await asyncio.wait_for(heard.first.wait(), 120)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    after = await smol.complete(story_request(8))  # waits for the model: the worker let it go
+    assert after.text.strip()
+    assert model.stats.calls == calls + 1  # the cancelled generation was aborted, never finished
+    assert not model.thread_lock.locked()
