@@ -20,6 +20,7 @@ from storyengine.config import CacheSettings, OpenAIProviderSettings
 from storyengine.errors import BadResponse, EmptyOutput, ProviderTimeout, ResponseTooLarge
 from storyengine.providers.base import estimate_tokens
 from storyengine.providers.embedded import EmbeddedProvider
+from storyengine.providers.loop_watch import TextFeed
 from storyengine.providers.openai_compat import OpenAICompatProvider
 from storyengine.routing.router import Router
 from storyengine.types import CompletionRequest, Message
@@ -373,3 +374,28 @@ async def test_cancelling_an_embedded_call_stops_its_generation_and_frees_the_mo
     assert after.text.strip()
     assert model.stats.calls == calls + 1  # the cancelled generation was aborted, never finished
     assert not model.thread_lock.locked()
+
+
+def test_a_token_feed_shows_whole_characters_and_nothing_from_a_stop_sequence_on() -> None:
+    pieces = {
+        1: b"The ",
+        2: b"caf",
+        3: b"\xc3",
+        4: b"\xa9 ",
+        5: b"clo",
+        6: b"sed",
+        7: b"\n#",
+        8: b"#",
+        9: b"x",
+    }
+    shown: list[str] = []
+    feed = TextFeed(lambda tokens: b"".join(pieces[t] for t in tokens), shown.append, stop=("\n##",))
+    for token in (1, 2, 3):
+        feed.token(token)
+    assert shown == ["The ", "caf"]  # half a character is held back
+    for token in (4, 5, 6, 7):
+        feed.token(token)
+    assert "".join(shown) == "The café closed"  # "\n#" may begin the stop sequence: held back
+    feed.token(8)
+    feed.token(9)
+    assert feed.ended and feed.shown == "".join(shown) == "The café closed"
