@@ -37,12 +37,27 @@ Faults:
     object_content  a valid completion whose content is `answer` as a JSON object, not a string
     nan_usage       a valid completion whose usage counts are NaN
     inf_usage       a valid completion whose usage counts are Infinity
+
+Streams (server-sent events, `answer` in word-sized pieces; see `stream_events`), for a request
+that asks for one or not:
+
+    sse             a valid stream: a keep-alive comment, the pieces, finish_reason "stop", usage, [DONE]
+    sse_no_usage    ... without the usage chunk          sse_length   ... finish_reason "length"
+    sse_cut         two pieces, then half an event, then the connection closes
+    sse_no_end      the pieces, then the connection closes (no finish_reason, no [DONE])
+    sse_not_json    an event that is not JSON among the pieces
+    sse_done_empty  [DONE] and nothing else
+    sse_bad_utf8    a piece whose bytes are not UTF-8       sse_surrogate  a piece that is a lone surrogate
+    sse_tool        a tool call's arguments, no content (finish_reason "tool_calls")
+    sse_secret      the request's Authorization header echoed, split into 6-character pieces
+    sse_hang        two pieces, then keep-alive comments until the client hangs up (`client_gone`)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import threading
@@ -63,7 +78,8 @@ FAULTS = (
     "ok", "500", "429", "401", "hang", "reset", "empty", "garbage", "truncated_json", "cut_body",
     "length", "empty_content", "prose", "slow", "drip", "huge", "huge_chunked", "parts", "redirect",
     "echo", "echo_answer", "bad_gzip", "no_finish", "bad_utf8", "tool_calls", "html_502", "object_content",
-    "nan_usage", "inf_usage",
+    "nan_usage", "inf_usage", "sse", "sse_no_usage", "sse_length", "sse_cut", "sse_no_end", "sse_not_json",
+    "sse_done_empty", "sse_bad_utf8", "sse_surrogate", "sse_tool", "sse_secret", "sse_hang",
 )  # fmt: skip
 
 DEFAULT_ANSWER = '{"title": "The Lighthouse", "mood": "calm"}'
@@ -110,6 +126,7 @@ class FaultyServer:
         self.served: list[str] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
+        self.client_gone = threading.Event()  # a client hung up on an endless stream (sse_hang)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -161,6 +178,38 @@ def completion_body(content: str, *, finish_reason: str = "stop", model: str = "
         ],
         "usage": {"prompt_tokens": 20, "completion_tokens": max(1, len(content) // 4)},
     }
+
+
+def stream_events(answer: str, fault: str, *, authorization: str = "") -> list[bytes]:
+    """The events of a streamed answer as `fault` sends them (see the module docstring)."""
+    if fault == "sse_done_empty":
+        return [b"data: [DONE]\n\n"]
+    if fault == "sse_secret":
+        said = f"The keeper read the note aloud: Authorization: {authorization}."
+        pieces = [said[i : i + 6] for i in range(0, len(said), 6)]
+    else:
+        pieces = re.findall(r"\S+\s*", answer)
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces)]
+    finish = {"sse_length": "length", "sse_tool": "tool_calls"}.get(fault, "stop")
+    if fault == "sse_tool":
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_1",
+                   "type": "function", "function": {"name": "Title", "arguments": answer}}]}]  # fmt: skip
+    chunks = [
+        {"model": "faulty", "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
+    chunks.append({"model": "faulty", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    if fault != "sse_no_usage":
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": len(pieces)}})
+    events = [b": keep-alive\n\n", *(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)]
+    events.append(b"data: [DONE]\n\n")
+    piece = b'data: {"choices": [{"index": 0, "delta": {"content": "Light%shouse"}}]}\n\n'
+    bad = {"sse_not_json": b"data: {the model said: hello\n\n", "sse_bad_utf8": piece % b"\xe2\x80(\xff",
+           "sse_surrogate": piece % b"\\ud800"}.get(fault)  # fmt: skip
+    if bad is not None:
+        events.insert(3, bad)
+    if fault == "sse_cut":
+        return [*events[:4], events[4][: len(events[4]) // 2]]
+    return {"sse_no_end": events[: 2 + len(pieces)], "sse_hang": events[:4]}.get(fault, events)
 
 
 def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
@@ -273,6 +322,8 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 body = completion_body(server.answer)
                 body["choices"][0]["message"]["content"] = json.loads(server.answer)
                 self._json(200, body)
+            elif fault.startswith("sse"):
+                self._stream(fault)
             elif fault in ("nan_usage", "inf_usage"):
                 body = completion_body(server.answer)
                 count = float("nan") if fault == "nan_usage" else float("inf")
@@ -293,6 +344,26 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
             self.wfile.flush()
+
+        def _stream(self, fault: str) -> None:
+            """Events, the body ending when the connection closes (no Content-Length)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            authorization = self.headers.get("Authorization", "")
+            for event in stream_events(server.answer, fault, authorization=authorization):
+                self.wfile.write(event)
+                self.wfile.flush()
+            while fault == "sse_hang" and not server._released.is_set():
+                server.wait(0.05)
+                try:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                except OSError:
+                    server.client_gone.set()
+                    break
+            self.close_connection = True
 
         def _drip(self, data: bytes) -> None:
             self.send_response(200)

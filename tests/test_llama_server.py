@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from llama_server import LlamaServer, start_llama_server
+from storyengine import streaming
 from storyengine.config import OpenAIProviderSettings
 from storyengine.errors import AuthenticationError, ProviderHTTPError
 from storyengine.providers.embedded import default_model_path
@@ -139,6 +140,30 @@ async def test_plain_text_and_length_cut_off(server: LlamaServer) -> None:
     assert cut.usage.completion_tokens == 3
 
 
+async def test_a_free_text_answer_streams_from_the_server(server: LlamaServer) -> None:
+    deltas: list[str] = []
+    llamacpp = provider(server, "none")
+    request = CompletionRequest(
+        messages=(Message(role="user", content="Tell me a short story about a lighthouse keeper."),),
+        temperature=0.0,
+        seed=0,
+        max_tokens=48,
+        component="scene",
+        stage="freeform",
+    )
+    try:
+        with streaming.listening(streaming.Listener(on_delta=deltas.append)):
+            completion = await llamacpp.complete(request)
+    finally:
+        await llamacpp.aclose()
+    assert llamacpp.streamed_answers == 1  # server-sent events, not one JSON body
+    assert len(deltas) > 1 and "".join(deltas) == completion.text and completion.text.strip()
+    assert completion.finish_reason in ("stop", "length")
+    # llama_cpp.server 0.3 sends no usage in a stream: it is estimated, and says so
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    assert completion.usage_estimated
+
+
 async def test_wrong_key_is_an_authentication_error(
     server: LlamaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +201,7 @@ def test_providers_check_reports_honoured_and_not_honoured(server: LlamaServer, 
     assert honoured.exit_code == 0, honoured.output
     [good] = json.loads(honoured.stdout)
     assert (good["reachable"], good["ok"], good["structured_honoured"]) == (True, True, True)
+    assert good["streaming"] == "yes"
     assert good["latency_s"] > 0
 
     bad_config = write_config(tmp_path / "bad.yaml", server, "json_schema")

@@ -82,6 +82,8 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     structured_mode: str = "none"
     cached: bool = False
+    # `usage` is the provider's estimate, not the server's count (it sent none, or none usable).
+    usage_estimated: bool = False
     # What the caller's `check` returned for this text (the validated object): set by the
     # wrapper that checked it, so nobody parses the same answer again. Never serialized.
     value: Any = Field(default=None, exclude=True, repr=False)

@@ -1,4 +1,5 @@
-"""`storyengine providers check`: is each configured provider reachable, and is its structured output real?"""
+"""`storyengine providers check`: is each configured provider reachable, is its structured output real,
+and does it stream (a tiny free-text request with a listener: did its answer come as a stream)?"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from .. import streaming
 from ..config import load_settings
 from ..errors import (
     AuthenticationError,
@@ -53,6 +55,7 @@ class CheckResult:
     structured_honoured: bool | None
     latency_s: float | None
     detail: str
+    streaming: str = "-"  # yes, no (answers whole), off (its config says so), - (not asked)
 
     @property
     def structured_text(self) -> str:
@@ -75,6 +78,40 @@ def _probe(with_schema: bool, timeout: float) -> CompletionRequest:
         component="check",
         stage="check",
     )
+
+
+def _stream_probe(timeout: float) -> CompletionRequest:
+    return CompletionRequest(
+        messages=(Message(role="user", content="Count from one to ten in words."),),
+        temperature=0.0,
+        seed=0,
+        max_tokens=16,
+        timeout=timeout,
+        component="check",
+        stage="freeform",  # the stage a viewer listens to
+    )
+
+
+async def _check_stream(provider: Provider, result: CheckResult, request_timeout: float) -> None:
+    """Ask a tiny free-text request with a listener: does the answer come as a stream? (An HTTP
+    provider counts the answers that came as one; another one streamed if it sent pieces.)"""
+    if getattr(getattr(provider, "settings", None), "stream", "auto") == "off":
+        result.streaming = "off"
+        return
+    pieces: list[str] = []
+    before = getattr(provider, "streamed_answers", None)
+    try:
+        with streaming.listening(streaming.Listener(on_delta=pieces.append)):
+            await provider.complete(_stream_probe(request_timeout))
+    except ProviderError as exc:
+        result.streaming = "no"
+        result.detail = "; ".join(
+            filter(None, [result.detail, f"streamed probe failed: {_reason(provider, exc)}"])
+        )
+        return
+    after = getattr(provider, "streamed_answers", None)
+    streamed = after > before if isinstance(before, int) and isinstance(after, int) else len(pieces) > 1
+    result.streaming = "yes" if streamed else "no"
 
 
 def _reason(provider: Provider, exc: BaseException) -> str:
@@ -115,6 +152,7 @@ async def check_provider(provider: Provider, request_timeout: float) -> CheckRes
         result.structured_honoured, result.detail = _honours_schema(completion.text)
     else:
         result.detail = "structured output off (prompt-only structuring)"
+    await _check_stream(provider, result, request_timeout)
     return result
 
 
@@ -134,6 +172,7 @@ async def _check_plain(
     result.reachable, result.ok = True, True
     result.latency_s = completion.latency_s
     result.detail = f"structured request rejected: {_reason(provider, rejected)}"
+    await _check_stream(provider, result, request_timeout)
     return result
 
 
@@ -147,12 +186,12 @@ async def check_all(providers: dict[str, Provider], request_timeout: float) -> l
 
 def _print_table(results: list[CheckResult]) -> None:
     table = Table(title="storyengine providers")
-    for column in ("provider", "model", "reachable", "structured output", "latency"):
+    for column in ("provider", "model", "reachable", "structured output", "streams", "latency"):
         table.add_column(column, no_wrap=column != "model", overflow="fold")
     for r in results:
         reachable = "yes" if r.reachable else "[red]no[/red]"
         latency = f"{r.latency_s:.2f}s" if r.latency_s is not None else "-"
-        table.add_row(r.provider, r.model, reachable, r.structured_text, latency)
+        table.add_row(r.provider, r.model, reachable, r.structured_text, r.streaming, latency)
     Console(soft_wrap=False).print(table)
     # Problems go below the table, one unwrapped line each, so they stay readable.
     for r in results:
@@ -171,7 +210,8 @@ def providers_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each provider.")
 def check_command(config_file: str | None, as_json: bool, timeout: float) -> None:
-    """Check that each provider answers and that its structured-output mode is honoured.
+    """Check that each provider answers, that its structured-output mode is honoured, and whether
+    it streams.
 
     Exits with status 1 when a provider is unreachable or fails.
     """

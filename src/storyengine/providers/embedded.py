@@ -7,7 +7,12 @@ with an earlier call reuse its KV cells (kv_snapshots.py).
 
 A request's timeout is a deadline for its generation (not for the wait for the model): when it
 passes, the current decode stops within a token and the call fails with `ProviderTimeout`. Any
-exception llama.cpp raises while generating becomes a `ProviderError` subclass.
+exception llama.cpp raises while generating becomes a `ProviderError` subclass. A call whose
+awaiting task is cancelled stops its generation within a token (`CallStop`), freeing the model.
+
+When someone listens (storyengine.streaming), a free-text answer's text is sent on as its tokens
+are sampled (`TextFeed`); the answer is the same with or without a listener. JSON (a schema, a
+structuring call) is never streamed.
 
 What is model-specific comes from the provider's profile (providers/profiles.py, chosen by its
 config entry): with `stops_loops` (the tiny profile: the packaged SmolLM2), a free-text answer is
@@ -18,22 +23,25 @@ file configured `profile: standard` writes until it stops or reaches max_tokens.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import streaming
 from ..config import EmbeddedProviderSettings
 from ..errors import ModelError, ProviderError, ProviderTimeout
 from ..types import Completion, CompletionRequest, Usage
 from .kv_snapshots import PrefixSnapshots as PrefixSnapshots
 from .llama_model import DEFAULT_MODEL_FILE as DEFAULT_MODEL_FILE
-from .llama_model import GenerationDeadline, LoadedModel, load_model
+from .llama_model import CallStop, GenerationDeadline, LoadedModel, load_model
 from .llama_model import ModelStats as ModelStats
 from .llama_model import _models as _models
 from .llama_model import _prefix_reusing as _prefix_reusing
 from .llama_model import default_model_path as default_model_path
 from .llama_model import model_threads as model_threads
 from .loop_watch import LoopWatch as LoopWatch
+from .loop_watch import TextFeed
 from .loop_watch import stop_at_loop as stop_at_loop
 from .profiles import profile_for
 
@@ -78,13 +86,19 @@ class EmbeddedProvider:
     async def complete(self, request: CompletionRequest) -> Completion:
         model = await self.load()
         kwargs = self._chat_arguments(request)
+        stop = CallStop()
+        feed = self._feed(model, request, stop)
         async with model.async_lock():
             # Generation only: not the one-time load, nor the wait for another call to finish.
             started = time.perf_counter()
             try:
                 answer = await asyncio.to_thread(
-                    model.chat, kwargs, request.timeout, stop_loops=self._stops_loops(request)
-                )
+                    model.chat, kwargs, request.timeout, stop_loops=self._stops_loops(request), feed=feed,
+                    stop=stop,
+                )  # fmt: skip
+            except asyncio.CancelledError:  # the caller is gone: free the model within a token
+                stop.set()
+                raise
             except GenerationDeadline:
                 raise ProviderTimeout(
                     f"{self.name}: generation did not finish within {request.timeout:g}s and was stopped "
@@ -108,13 +122,36 @@ class EmbeddedProvider:
                     provider=self.name,
                 ) from None
         try:
-            return self._completion(answer, request, time.perf_counter() - started)
+            completion = self._completion(answer, request, time.perf_counter() - started)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(
                 f"{self.name}: llama.cpp returned an answer of an unexpected shape "
                 f"({type(exc).__name__}: {exc})",
                 provider=self.name,
             ) from None
+        if feed is not None and completion.text.startswith(feed.shown):
+            streaming.delta(completion.text[len(feed.shown) :])  # what the feed held back
+        return completion
+
+    def _feed(self, model: LoadedModel, request: CompletionRequest, stop: CallStop) -> TextFeed | None:
+        """A `TextFeed` for a free-text call someone listens to: each piece reaches the listener on
+        the event loop, in order (the generating thread hands it over); none once the call stops."""
+        detokenize = getattr(model.llama, "detokenize", None)
+        if not streaming.wanted() or request.json_schema is not None or request.stage == "structuring":
+            return None
+        if detokenize is None:  # a stand-in model in tests
+            return None
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+
+        def emit(piece: str) -> None:
+            if not stop.requested:
+                try:
+                    loop.call_soon_threadsafe(streaming.delta, piece, context=context)
+                except RuntimeError:  # the loop is closed: nobody listens any more
+                    pass
+
+        return TextFeed(detokenize, emit, request.stop)
 
     def _stops_loops(self, request: CompletionRequest) -> bool:
         """Whether this call is followed by a `LoopWatch`: free writing, when the profile stops loops

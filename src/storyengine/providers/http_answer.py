@@ -1,7 +1,8 @@
-"""Reading an HTTP answer whole: within a size limit, and knowing how far it got when it did not.
+"""Reading an HTTP answer within a size limit, and knowing how far it got when it did not.
 
 An OpenAI-compatible server's answer is read as a stream of at most `max_response_bytes` (a
-larger one is refused, not read: `ResponseTooLarge`), into an `HTTPAnswer`; `ReadProgress` keeps
+larger one is refused, not read: `ResponseTooLarge`), into an `HTTPAnswer` (a stream of events
+is counted the same way: `take_chunk`, used by sse.py); `ReadProgress` keeps
 how far the reading got, so a message about an answer that never finished can say so.
 """
 
@@ -31,16 +32,21 @@ async def read_body(
         )
     chunks: list[bytes] = []
     async for chunk in response.aiter_bytes():
-        progress.received += len(chunk)
-        if progress.received > limit:
-            raise ResponseTooLarge(
-                f"{provider}: the answer from {url} is larger than max_response_bytes ({limit:,}); "
-                "refused after reading that much (raise max_response_bytes of this provider "
-                "if its answers are really this large)",
-                provider=provider,
-            )
+        take_chunk(progress, chunk, limit=limit, url=url, provider=provider)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def take_chunk(progress: ReadProgress, chunk: bytes, *, limit: int, url: str, provider: str) -> None:
+    """Count a chunk read of an answer (whole or streamed); refuse the answer once it is over `limit`."""
+    progress.received += len(chunk)
+    if progress.received > limit:
+        raise ResponseTooLarge(
+            f"{provider}: the answer from {url} is larger than max_response_bytes ({limit:,}); "
+            "refused after reading that much (raise max_response_bytes of this provider "
+            "if its answers are really this large)",
+            provider=provider,
+        )
 
 
 @dataclass

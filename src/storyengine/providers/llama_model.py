@@ -6,10 +6,13 @@ because a llama.cpp context serves one sequence at a time.
 
 A call's deadline (`GenerationDeadline`): when it passes, a timer sets llama.cpp's abort
 callback and the current decode stops within a token. (The callback is only set when the
-deadline passes, so a call that finishes in time pays nothing for it.)
+deadline passes, so a call that finishes in time pays nothing for it.) A call whose caller is gone
+is stopped the same way, at once (`CallStop`, raising `GenerationCancelled`), so the worker thread
+and the model are free again within a token.
 
 The loaded `Llama` puts back the best KV snapshot before it evaluates a prompt (kv_snapshots.py)
-and, when a `LoopWatch` is set for the call, ends the answer at its first loop (loop_watch.py).
+and, when a `LoopWatch` is set for the call, ends the answer at its first loop; a `TextFeed` sends
+its text on as it is sampled (loop_watch.py).
 `LoadedModel.stats` counts what the model did, from llama.cpp's own counters.
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .kv_snapshots import PrefixSnapshots
-from .loop_watch import LoopWatch, stop_at_loop
+from .loop_watch import LoopWatch, TextFeed, stop_at_loop
 from .profiles import PACKAGED_MODEL_FILE
 
 logger = logging.getLogger(__name__)
@@ -105,28 +108,46 @@ class LoadedModel:
         return lock
 
     def chat(
-        self, kwargs: dict[str, Any], seconds: float | None = None, *, stop_loops: bool = False
+        self,
+        kwargs: dict[str, Any],
+        seconds: float | None = None,
+        *,
+        stop_loops: bool = False,
+        feed: TextFeed | None = None,
+        stop: CallStop | None = None,
     ) -> dict[str, Any]:
-        """One chat completion; aborted (raising `GenerationDeadline`) when it runs past `seconds`;
-        with `stop_loops`, stopped at the first loop (see `LoopWatch`, `stop_at_loop`)."""
+        """One chat completion; aborted (raising `GenerationDeadline`) when it runs past `seconds`,
+        or (raising `GenerationCancelled`) when `stop` is set; with `stop_loops`, stopped at the first
+        loop (see `LoopWatch`, `stop_at_loop`); with `feed`, its text sent on as it is sampled."""
         # The thread lock guards against callers on other event loops, and against a
         # cancelled caller whose worker thread is still generating.
         with self.thread_lock:
             watch = _DeadlineWatch(self.llama, seconds)
+            if stop is not None and not stop.attach(watch):
+                watch.stop()
+                raise GenerationCancelled()
             follow = stop_loops and hasattr(self.llama, "detokenize")  # (a stand-in model in tests may not)
             loops = LoopWatch(self.llama.detokenize) if follow else None
             self.llama.loop_watch = loops
+            self.llama.text_feed = feed
             before = _perf(self.llama)
             started = time.perf_counter()
             try:
                 answer: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+                if stop is not None and stop.requested:  # stopped at its last token, or by a stand-in
+                    raise GenerationCancelled()
             except Exception:
+                if stop is not None and stop.requested:
+                    raise GenerationCancelled() from None
                 if watch.fired:
                     raise GenerationDeadline(seconds or 0.0) from None
                 raise
             finally:
+                if stop is not None:
+                    stop.detach()
                 watch.stop()
                 self.llama.loop_watch = None
+                self.llama.text_feed = None
             if loops is not None and loops.stopped:
                 answer = stop_at_loop(answer)
             self._count(before, _perf(self.llama), time.perf_counter() - started, answer)
@@ -161,6 +182,39 @@ class GenerationDeadline(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"generation aborted after {seconds:g}s")
         self.seconds = seconds
+
+
+class GenerationCancelled(Exception):
+    """Generation was stopped because its caller is gone (`CallStop`)."""
+
+    def __init__(self) -> None:
+        super().__init__("generation stopped: its caller was cancelled")
+
+
+class CallStop:
+    """Stops one call's generation from another thread: `set()` (the awaiting task was cancelled)
+    aborts its decode as its deadline would, within a token; a call not yet begun does not begin."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watch: _DeadlineWatch | None = None
+        self.requested = False
+
+    def set(self) -> None:
+        with self._lock:
+            self.requested = True
+            if self._watch is not None:
+                self._watch.fire()
+
+    def attach(self, watch: _DeadlineWatch) -> bool:
+        """Follow `watch`'s generation; False when the stop came before it began."""
+        with self._lock:
+            self._watch = watch
+            return not self.requested
+
+    def detach(self) -> None:
+        with self._lock:
+            self._watch = None
 
 
 _ABORT_ALWAYS: Any = None
@@ -200,16 +254,18 @@ class _DeadlineWatch:
         self._log_level: int | None = None
         self._timer: threading.Timer | None = None
         if seconds is not None and seconds > 0:
-            self._timer = threading.Timer(seconds, self._fire)
+            self._timer = threading.Timer(seconds, self.fire)
             self._timer.daemon = True
             self._timer.start()
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """Abort the generation now (the deadline passed, or the caller is gone)."""
         with self._lock:
-            if not self._done:
+            if not self._done and not self.fired:
                 # llama.cpp logs the aborted decode ("decode: removing memory module entries ...")
                 # straight to stderr; the ProviderTimeout says it better.
-                self._log_level = _LLAMA_LOG.level
+                if self._log_level is None:
+                    self._log_level = _LLAMA_LOG.level
                 _LLAMA_LOG.setLevel(logging.CRITICAL + 1)
                 self.fired = _set_abort(self.llama, True) or _abort_hook(self.llama)
 
@@ -303,22 +359,26 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, provider: str) -> A
 
 def _prefix_reusing(base: type) -> type:
     """`Llama` that puts back the best KV snapshot (see `PrefixSnapshots`) before it evaluates,
-    and ends the answer at the first loop a `LoopWatch` finds (when one is set)."""
+    sends each sampled token's text to a `TextFeed` and ends the answer at the first loop a
+    `LoopWatch` finds (when they are set)."""
 
     class PrefixReusingLlama(base):
         snapshots: PrefixSnapshots | None = None
         loop_watch: LoopWatch | None = None
+        text_feed: TextFeed | None = None
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             if self.snapshots is not None and kwargs.get("reset", True):
                 self.snapshots.restore(self, list(tokens))
-            watch = self.loop_watch
-            if watch is None:
+            watch, feed = self.loop_watch, self.text_feed
+            if watch is None and feed is None:
                 yield from super().generate(tokens, *args, **kwargs)
                 return
             for token in super().generate(tokens, *args, **kwargs):
+                if feed is not None:
+                    feed.token(int(token))
                 yield token
-                if watch.stop_after(int(token)):
+                if watch is not None and watch.stop_after(int(token)):
                     # create_completion ends the answer at an end-of-generation token: the text so
                     # far, its usage and the KV state stay llama-cpp-python's own.
                     yield self.token_eos()

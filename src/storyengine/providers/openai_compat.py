@@ -21,10 +21,16 @@ Every exception on the way (httpx's, the socket's, a body that does not decode) 
 its text) make it a `BadResponse`, never text patched with U+FFFD that would be validated and
 cached as if the server had said it. An error page is only quoted, so it is decoded leniently.
 
+A free-text request is streamed (server-sent events) when the `stream` setting allows it and
+someone listens (storyengine.streaming): pieces are shown as they arrive, and the `Completion`
+returned is the one the whole answer would be, under the same deadline, limit, redaction and
+refusals (sse.py). Structured requests are never streamed; a stream request answered with one JSON
+body is read as it.
+
 Here: the request body, the HTTP exchange and its failures, the answer. Reading the body within
-its limits is http_answer.py's; the message text and usage counts a server may send in many
-shapes are chat_answer.py's; what an error page or a Retry-After header says, server_messages.py's.
-The provider's model profile (`profile`, from its config entry: `standard` unless configured) is
+its limits is http_answer.py's, a stream sse.py's; the text and usage counts a server may send in
+many shapes are chat_answer.py's; what an error page or a Retry-After header says,
+server_messages.py's. The provider's model profile (`profile`: `standard` unless configured) is
 read by a `Retrying` built around it alone; the router asks it as its route's profile says.
 """
 
@@ -35,11 +41,12 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from .. import config
+from .. import config, streaming
 from ..config import OpenAIProviderSettings
 from ..errors import (
     AuthenticationError,
@@ -52,14 +59,14 @@ from ..errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from ..secrets import scrub
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
 from .chat_answer import are_parts, text_parts, tool_arguments, usage_of
 from .http_answer import HTTPAnswer, ReadProgress, network_reason, read_body
 from .profiles import profile_for
-from .server_messages import body_excerpt, error_excerpt, excerpt
+from .server_messages import body_excerpt, error_excerpt, excerpt, redactor
 from .server_messages import parse_retry_after as parse_retry_after
+from .sse import StreamedAnswer, is_event_stream, read_events
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,7 @@ class OpenAICompatProvider:
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel)
         self._usage_flagged = False
+        self.streamed_answers = 0  # answers that came as a stream of events (`providers check` reads it)
 
     def __repr__(self) -> str:
         return (
@@ -98,15 +106,22 @@ class OpenAICompatProvider:
     # -- the Provider protocol --
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        body = self.request_body(request)
+        streamed = self.streams(request)
+        body = self.request_body(request, stream=streamed)
         timeout = self.settings.timeout or request.timeout
         started = time.perf_counter()
         async with self._slots:
-            response = await self._post(body, timeout)
+            response = await self._post(body, timeout, streamed=streamed)
         latency = time.perf_counter() - started
-        self._raise_for_status(response, structured=any(field in body for field in _STRUCTURED_FIELDS))
         try:
-            return self._completion(response, request, latency)
+            if isinstance(response, StreamedAnswer):
+                self.streamed_answers += 1
+                return self._streamed_completion(response, request, latency)
+            self._raise_for_status(response, structured=any(field in body for field in _STRUCTURED_FIELDS))
+            completion = self._completion(response, request, latency)
+            if streamed:  # asked for a stream, answered whole: shown whole
+                streaming.delta(completion.text)
+            return completion
         except ProviderError:
             raise
         except Exception as exc:  # a shape no branch foresaw: still an error of this provider
@@ -126,7 +141,14 @@ class OpenAICompatProvider:
 
     # -- the wire format --
 
-    def request_body(self, request: CompletionRequest) -> dict[str, Any]:
+    def streams(self, request: CompletionRequest) -> bool:
+        """Whether `request` is asked as a stream: free text only (never a schema), as `stream` says
+        (auto: a stage-1 draft someone listens to; on: every free-text request; off: none)."""
+        if request.json_schema is not None or self.settings.stream == "off":
+            return False
+        return self.settings.stream == "on" or (streaming.wanted() and request.stage == "freeform")
+
+    def request_body(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         """The JSON body of a chat completion for `request`, in this provider's structured mode."""
         body: dict[str, Any] = {
             "model": self.model,
@@ -134,8 +156,10 @@ class OpenAICompatProvider:
             "temperature": request.temperature,
             "top_p": request.top_p,
             "max_tokens": request.max_tokens,
-            "stream": False,
+            "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if request.seed is not None:
             body["seed"] = request.seed
         if request.stop:
@@ -185,8 +209,11 @@ class OpenAICompatProvider:
             self._client = httpx.AsyncClient(base_url=self.base_url + "/", transport=self._transport)
         return self._client
 
-    async def _post(self, body: dict[str, Any], seconds: float) -> HTTPAnswer:
-        """POST the body and read the whole answer within `seconds`, connect to last byte."""
+    async def _post(
+        self, body: dict[str, Any], seconds: float, *, streamed: bool
+    ) -> HTTPAnswer | StreamedAnswer:
+        """POST the body and read the whole answer (`streamed`: a stream, if the server streams)
+        within `seconds`, connect to last byte."""
         url = f"{self.base_url}/chat/completions"
         logger.debug("%s: POST %s (model %s)", self.name, url, self.model)
         progress = ReadProgress()
@@ -199,6 +226,12 @@ class OpenAICompatProvider:
                     progress.answering = True
                     progress.declared = response.headers.get("Content-Length", "")
                     progress.encoding = response.headers.get("Content-Encoding", "")
+                    if streamed and is_event_stream(response):
+                        redact, hold = self._redactor()
+                        return await read_events(
+                            response, url, progress, limit=self.settings.max_response_bytes,
+                            provider=self.name, redact=redact, hold=hold, refuse=self._refuse_lone_surrogates,
+                        )  # fmt: skip
                     content = await read_body(
                         response, url, progress, limit=self.settings.max_response_bytes, provider=self.name
                     )
@@ -304,12 +337,32 @@ class OpenAICompatProvider:
 
     def _redact(self, text: str) -> str:
         """`text` without this provider's key or any other secret value (storyengine.secrets)."""
-        key = config.api_key(self.settings.api_key_env)
-        if key:
-            text = text.replace(key, "***")
-        return scrub(text, config.secret_values(), "***")
+        return self._redactor()[0](text)
+
+    def _redactor(self) -> tuple[Callable[[str], str], int]:
+        """`_redact` for the secrets of this moment, and what a stream holds back (server_messages)."""
+        return redactor(config.api_key(self.settings.api_key_env), config.secret_values())
 
     # -- the answer --
+
+    def _streamed_completion(
+        self, answer: StreamedAnswer, request: CompletionRequest, latency: float
+    ) -> Completion:
+        """A stream read to its end, as the `Completion` the same answer read whole would be."""
+        if not answer.text and answer.tool_call:
+            self._refuse_tool_call(structured=False)
+        self._refuse_lone_surrogates(answer.text)
+        usage, estimated = self._usage(answer.usage, request, answer.text)
+        return Completion(
+            text=answer.text,
+            finish_reason=answer.finish_reason or "unknown",
+            usage=usage,
+            usage_estimated=estimated,
+            model=answer.model or self.model,
+            provider=self.name,
+            latency_s=latency,
+            structured_mode="none",
+        )
 
     def _completion(self, response: HTTPAnswer, request: CompletionRequest, latency: float) -> Completion:
         data = self._json_body(response)
@@ -325,7 +378,7 @@ class OpenAICompatProvider:
         message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
         text = self._redact(self._text_of(message, request))
         self._refuse_lone_surrogates(text)
-        usage = self._usage(data.get("usage"), request, text)
+        usage, estimated = self._usage(data.get("usage"), request, text)
         finish_reason = str(choice.get("finish_reason") or "unknown")
         if finish_reason == "tool_calls" and usage.completion_tokens >= request.max_tokens:
             # Some servers report a forced tool call as "tool_calls" even when cut off.
@@ -335,6 +388,7 @@ class OpenAICompatProvider:
             text=text,
             finish_reason=finish_reason,
             usage=usage,
+            usage_estimated=estimated,
             model=str(data.get("model") or self.model),
             provider=self.name,
             latency_s=latency,
@@ -425,10 +479,15 @@ class OpenAICompatProvider:
                 provider=self.name,
             ) from None
 
-    def _usage(self, raw: Any, request: CompletionRequest, text: str) -> Usage:
-        """The server's token counts; a count that is missing or no count (NaN, Infinity, negative,
-        fractional, not a number) is estimated instead, and the first such answer is logged."""
+    def _usage(self, raw: Any, request: CompletionRequest, text: str) -> tuple[Usage, bool]:
+        """The server's token counts, and whether any is estimated: a count that is missing or no
+        count (NaN, Infinity, negative, fractional, not a number) is estimated instead, and the first
+        such answer is logged."""
         usage, bad = usage_of(raw, request, text)
+        fields = raw if isinstance(raw, dict) else {}
+        estimated = bool(bad) or any(
+            fields.get(name) is None for name in ("prompt_tokens", "completion_tokens")
+        )
         if bad and not self._usage_flagged:
             self._usage_flagged = True
             logger.warning(
@@ -437,4 +496,4 @@ class OpenAICompatProvider:
                 self.name,
                 ", ".join(bad),
             )
-        return usage
+        return usage, estimated

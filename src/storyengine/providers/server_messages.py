@@ -10,9 +10,11 @@ import html
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..secrets import scrub
 from .http_answer import HTTPAnswer
 
 _EXCERPT_CHARS = 200
@@ -101,3 +103,16 @@ def _detail_line(item: Any) -> str:
 def excerpt(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+
+
+def redactor(key: str | None, secrets: list[str]) -> tuple[Callable[[str], str], int]:
+    """A function that takes `key` and every value of `secrets` out of a text (each becomes "***"),
+    and how many characters a text shown piece by piece must hold back so that no piece shows the
+    start of one: one less than the longest."""
+
+    def redact(text: str) -> str:
+        if key:
+            text = text.replace(key, "***")
+        return scrub(text, secrets, "***")
+
+    return redact, max((len(secret) for secret in (key, *secrets) if secret), default=1) - 1
