@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from storyengine.pipeline.checkpoint import CheckpointStore, checkpoint_dir
+from storyengine.providers.fake_story import story_script
 from storyengine.routing.instrument import current_step
 from storyengine.types import CompletionRequest
 from storyengine.web.app import create_app
@@ -188,3 +189,29 @@ async def test_the_page_stream_carries_drafts_only_when_asked(
     assert unknown.status_code == 404
     form = await client.post(f"/api/runs/{run_id}/stop", content="x", headers={"content-type": "text/plain"})
     assert form.status_code == 415
+
+
+# -- validated parts as they pass --
+
+
+async def test_each_plot_beat_is_told_as_it_passes_and_they_make_the_plot() -> None:
+    """A small model's plot is filled a part at a time: each part that passes is a `part_done` event
+    (after `parts_started`), before the plot's step_done, in order; the beats are the plot's."""
+    from test_streaming import PREMISE as STREAM_PREMISE
+    from test_streaming import _engine
+
+    events: list[dict[str, Any]] = []
+    async with _engine(story_script) as engine:
+        story = await engine.generate(STREAM_PREMISE, scenes=2, seed=5, on_event=events.append)
+    plot = [e for e in events if e.get("name") == "plot"]
+    kinds = [e["event"] for e in plot]
+    assert kinds[0] == "parts_started" and kinds[-1] == "step_done" and "part_done" in kinds
+    beats = [e["value"] for e in plot if e["event"] == "part_done" and e["of"] == "beats"]
+    assert [{k: b[k] for k in ("name", "purpose", "tension")} for b in beats] == [
+        {k: b[k] for k in ("name", "purpose", "tension")}
+        for b in story.model_dump(mode="json")["plot"]["beats"]
+    ]
+    assert all(
+        e["part"].startswith(f"beat {i + 1} of")
+        for i, e in enumerate(p for p in plot if p.get("of") == "beats")
+    )

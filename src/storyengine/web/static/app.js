@@ -22,6 +22,7 @@ const state = {
   story: null,      // the story shown (a version's, or the one being assembled live)
   source: null,     // the open EventSource
   drafts: {},       // the drafts being written, by name ("scene.0.draft"): {step, index, total, text}
+  parts: {},        // the parts of an object being structured that passed, by step name (part_done)
   finishedSeq: null, // the seq of the last job end shown (a stop's answer and its event are one)
 };
 

@@ -36,6 +36,7 @@ async function startRun(event) {
 async function openRun(id) {
   closeStream();
   state.drafts = {};
+  state.parts = {};
   const run = await api("GET", `/api/runs/${encodeURIComponent(id)}`);
   state.run = run;
   state.versions = run.versions;
@@ -113,6 +114,13 @@ function onEvent(event) {
       progress(event);
       if (event.event === "step_done") doneStep(event);
       break;
+    case "parts_started": // an object filled in parts (a small model's) is begun, or begun again
+      state.parts[event.name] = [];
+      break;
+    case "part_done": // one part passed its checks: the plot's beats appear one by one
+      (state.parts[event.name] ||= []).push(event);
+      if (event.name === "plot" && event.of === "beats") render();
+      break;
     case "draft_restarted": // a new attempt: what the last one showed is dropped
       state.drafts[event.name] = { ...event, text: "" };
       drawDrafts(event.name);
@@ -137,6 +145,7 @@ function doneStep(event) {
     draft.text = String(event.value);
     drawDrafts(event.name);
   }
+  delete state.parts[event.name]; // the checked object replaces its parts
   const replaced = `${event.name}.draft` in state.drafts;
   delete state.drafts[`${event.name}.draft`];
   if (applyStep(state.story, event) || replaced) render();
@@ -187,6 +196,7 @@ async function finished(event) {
   closeStream();
   state.run.busy = false;
   state.drafts = {}; // a draft left unfinished is void
+  state.parts = {};
   if (event.event === "run_stopped") {
     state.run.status = "failed"; // stopped: resumable, as a failed run is
     render();

@@ -22,7 +22,7 @@ function render() {
   renderBible(story.bible, (story.gaps || {}).bible);
   if (!story.bible && liveDraft("bible.draft")) $("bible").replaceChildren(h("h4", {}, "Story bible"), liveDraft("bible.draft"));
   $("chart").replaceChildren(plot ? tensionChart(plot.beats) : liveDraft("plot.draft") || h("p", { class: "pending" }, "waiting for the plot…"));
-  $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : []));
+  $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : liveBeats()));
   $("scenes-view").replaceChildren(...sceneCards(story), ...otherDrafts());
   const gaps = story.gaps || {};
   renderEvaluation(story.evaluation, gaps.evaluation);
@@ -74,6 +74,13 @@ function tensionChart(beats) {
   });
   chart.append(s("text", { class: "axis-label", x: 4, y: 11 }, "tension"));
   return chart;
+}
+
+// The plot's beats that passed their checks so far (part_done events), before the whole plot is.
+function liveBeats() {
+  return (state.parts.plot || []).filter((part) => part.of === "beats").map(({ value }, i) =>
+    h("li", { class: "beat part-live", "data-beat": i }, h("b", {}, value.name), " ",
+      h("span", { class: "tension" }, `tension ${value.tension}/10`), " — ", value.purpose));
 }
 
 function beatItem(beat, index) {
