@@ -198,7 +198,7 @@ async def test_run_returns_at_once_and_is_watched_to_the_end(
     assert run["status"] == "done" and not run["busy"] and run["version"] == 1
     story = Story.model_validate(run["story"])
     assert len(story.plot.beats) == 3 and len(story.scenes) == 3
-    plot_value = next(e["value"] for e in events if e.get("name") == "plot")
+    plot_value = next(e["value"] for e in events if e["event"] == "step_done" and e["name"] == "plot")
     assert plot_value == run["story"]["plot"]
     calls = [c for c in story.meta["calls"] if c["kind"] == "call"]
     assert calls and {c["provider"] for c in calls} == {"embedded"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import socket
 import threading
 import time
@@ -27,7 +28,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.expected_conditions import alert_is_present
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from storyengine import streaming
 from storyengine.errors import ProviderUnavailable
+from storyengine.routing.instrument import current_step
 from storyengine.schemas import Story
 from storyengine.types import CompletionRequest
 from storyengine.web.app import create_app
@@ -380,3 +383,63 @@ def test_a_long_story_is_asked_for_on_the_page_and_read_in_its_chapters(
         [s.get_attribute("data-scene") for s in b.find_elements(By.CSS_SELECTOR, ".scene")] for b in blocks
     ]
     assert held == [["0", "1"], ["2", "3"]]
+
+
+def test_the_draft_grows_on_the_page_then_stop_keeps_what_is_done_and_resume_finishes(
+    browser: WebDriver,
+) -> None:
+    """Scene 1's draft is written word by word and held before its end (scenes 2 and 3 wait too):
+    the page shows it growing in the scene's card; Stop ends the run, the page says what was
+    kept; Resume writes the rest."""
+    released = threading.Event()
+    script = numbered_script()
+
+    async def slow(request: CompletionRequest) -> Any:
+        step = current_step.get()
+        if (
+            step in ("scene.0", "scene.1", "scene.2")
+            and request.stage == "freeform"
+            and not released.is_set()
+        ):
+            if step == "scene.0":  # written slowly, and not finished while the run is held
+                for word in re.findall(r"\S*\s*", str(script(request)))[:-2]:
+                    streaming.delta(word)
+                    await asyncio.sleep(0.05)
+            await asyncio.to_thread(released.wait)  # a stop cancels the wait (the thread ends on release)
+        return script(request)
+
+    with serving(Engines(slow, latency=0.001)) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "premise").send_keys(PREMISE)
+        browser.find_element(By.ID, "scenes").send_keys("3")
+        browser.find_element(By.ID, "seed").send_keys("5")
+        browser.find_element(By.ID, "start").click()
+        wait_for(browser, status_is("running"), "the run never showed as running")
+        live = (
+            "const e = document.querySelector('[data-scene=\"0\"] pre.draft-live');"
+            " return e && e.textContent;"
+        )
+        first = wait_for(browser, lambda d: d.execute_script(live), "scene 1's draft is not shown as written")
+        wait_for(
+            browser,
+            lambda d: len(d.execute_script(live) or "") > len(first),
+            "the draft did not grow on the page",
+        )
+        assert browser.find_element(By.ID, "stop").is_displayed()
+        browser.find_element(By.ID, "stop").click()
+        wait_for(browser, status_is("stopped"), "the stop was not shown")
+        said = browser.find_element(By.ID, "status-text").text
+        assert said.startswith("Stopped: plot") and said.endswith("kept; resume to continue"), said
+        assert not browser.find_elements(By.CSS_SELECTOR, "pre.draft-live")  # an unfinished draft is void
+        assert not browser.find_element(By.ID, "stop").is_displayed()
+        run_id = browser.current_url.split("#run=")[1]
+        assert httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "failed"
+
+        released.set()
+        browser.find_element(By.ID, "resume").click()
+        wait_for(browser, status_is("done"), "the resumed run did not finish")
+        story = httpx.get(f"{url}/api/runs/{run_id}").json()["story"]
+        scenes = browser.find_elements(By.CSS_SELECTOR, "#scenes-view .scene")
+        assert len(scenes) == 3 and not browser.find_elements(By.CSS_SELECTOR, "pre.draft-live")
+        prose = story["scenes"][0]["prose"].split("\n\n")[0][:60]
+        assert prose in scenes[0].find_element(By.CSS_SELECTOR, ".prose").text

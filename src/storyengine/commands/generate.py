@@ -87,9 +87,25 @@ def generate(
     out_dir = check_out_dir(out, resume_id, force=force) if out else None
     mode = "json" if json_progress else ("quiet" if quiet or not sys.stderr.isatty() else "rich")
     started = time.perf_counter()
-    story, run_id, paths, revised, resume = asyncio.run(
-        _run(config_path, provider, premise, length, seed, resume_id, mode, out_dir, revise_after, force)
-    )
+    watch = _Watch(resume_id)
+    try:
+        story, run_id, paths, revised, resume = asyncio.run(
+            _run(
+                config_path,
+                provider,
+                premise,
+                length,
+                seed,
+                resume_id,
+                mode,
+                out_dir,
+                revise_after,
+                force,
+                watch,
+            )
+        )
+    except KeyboardInterrupt:
+        _interrupted(watch, out_dir, mode)
     if mode == "json":
         written = {k: str(v) for k, v in paths.items()}
         print(json.dumps({"event": "written", "run_id": run_id, "gaps": story.gaps, **written}))
@@ -120,13 +136,17 @@ async def _run(
     out_dir: Path | None,
     revise_after: bool,
     force: bool,
+    watch: _Watch,
 ) -> tuple[Any, str, dict[str, Path], Version | StoryEngineError | None, Resume]:
     """The story, written out at once (nothing is lost when a revision after it fails); then its
-    revision when asked: the new version, or the error that stopped it; and how to resume."""
+    revision when asked: the new version, or the error that stopped it; and how to resume. `watch`
+    learns the run id and how to resume it as soon as the run starts (for a Ctrl-C)."""
     settings = load_settings(config_path)
 
     def resume(run_id: str, out: Path | None) -> str:
         return resume_command(run_id, settings, out)
+
+    watch.resume = resume
 
     asked = provider
     if resume_id and not provider:  # a run made with --provider continues on it
@@ -134,6 +154,7 @@ async def _run(
     engine = StoryEngine.from_config(settings=settings, provider=provider)
     async with engine:
         with _Progress(mode) as progress:
+            watch.progress = progress
             if resume_id:
                 if (seed is not None or asked) and mode != "json":
                     changes = [f"seed {seed}"] if seed is not None else []
@@ -160,12 +181,51 @@ async def _run(
         paths = await asyncio.to_thread(_write_checked, story, target, force)
         if not revise_after:
             return story, run_id, paths, None, resume
+        watch.written = run_id
         try:
             with _Progress(mode) as progress:
                 version = await engine.revise(run_id, seed=seed, provider=provider, on_event=progress)
         except StoryEngineError as exc:
             return story, run_id, paths, exc, resume
         return story, run_id, paths, version, resume
+
+
+class _Watch:
+    """What a Ctrl-C needs to say how to go on: the run (known once its first event is) and the
+    command that resumes it."""
+
+    def __init__(self, resume_id: str | None) -> None:
+        self.resume_id = resume_id
+        self.progress: _Progress | None = None
+        self.resume: Resume | None = None
+        self.written: str | None = None  # the run whose story is written (a revision follows)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.resume_id or (self.progress.run_id if self.progress else None)
+
+
+def _interrupted(watch: _Watch, out_dir: Path | None, mode: str) -> None:
+    """Ctrl-C: the run's calls in flight were ended (its task cancelled); every stage it finished is
+    in its checkpoint. Say how to go on, and exit 130 (as a shell does for SIGINT)."""
+    run_id = watch.run_id
+    if watch.written:
+        click.echo(
+            f"\nstoryengine: stopped during the revision; the story of run {watch.written} is written. "
+            f"Revise it again with: storyengine revise {watch.written}",
+            err=True,
+        )
+    elif run_id is None or watch.resume is None:
+        click.echo("\nstoryengine: stopped before the run started; nothing was made", err=True)
+    else:
+        command = watch.resume(run_id, out_dir)
+        if mode == "json":
+            print(json.dumps({"event": "stopped", "run_id": run_id, "resume": command}), flush=True)
+        click.echo(
+            f"\nstoryengine: stopped; every finished step of run {run_id} is saved. Continue with: {command}",
+            err=True,
+        )
+    sys.exit(130)
 
 
 def _write_checked(story: Any, target: Path, force: bool) -> dict[str, Path]:

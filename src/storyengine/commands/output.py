@@ -19,6 +19,7 @@ from ..export import check_story_dir, write_story
 from ..pipeline.run import Event
 from ..pipeline.runstore import Version
 from ..quality import HIGHER_IS_BETTER
+from .live import LiveDrafts
 
 EXIT_GAPS = 3  # the story was written, but a part after it (evaluation, enhancement, revision) is missing
 
@@ -43,28 +44,37 @@ def check_out_dir(out: Path, run_id: str | None = None, *, force: bool = False) 
 
 
 class Progress:
-    """Live progress: a status line with rich, or one JSON event a line."""
+    """Live progress: a status line with rich (and each draft as it is written, live.py), or one
+    JSON event a line. Remembers the run id its events name (`run_id`), for a Ctrl-C."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.console = Console(stderr=True)
         self.status: Any = None
+        self.live: LiveDrafts | None = None
+        self.run_id: str | None = None
 
     def __enter__(self) -> Progress:
         if self.mode == "rich":
             self.status = self.console.status("starting")
             self.status.__enter__()
+            self.live = LiveDrafts(self.console.file, pause=self.status.stop, resume=self.status.start)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.close()
         if self.status is not None:
             self.status.__exit__(None, None, None)
 
     def __call__(self, event: Event) -> None:
+        self.run_id = self.run_id or event.get("run_id")
         if self.mode == "json":
             print(json.dumps(event, ensure_ascii=False), flush=True)
             return
-        if self.mode != "rich" or event["event"] not in ("step_started", "step_done"):
+        if self.mode != "rich" or (self.live is not None and self.live(event)):
+            return
+        if event["event"] not in ("step_started", "step_done"):
             return
         where = f" {event['index']} of {event['total']}" if "index" in event else ""
         where += f" (chapter {event['chapter']})" if "chapter" in event else ""
@@ -72,7 +82,11 @@ class Progress:
             f"{event['step']}{where} · {event['stage']} · {event['tokens']} tokens · {event['elapsed']:.0f}s"
         )
         if event["event"] == "step_done":
-            self.console.print(f"[green]✓[/] {text}")
+            line = f"[green]✓[/] {text}"
+            if self.live is not None:
+                self.live.note(lambda: self.console.print(line))
+            else:
+                self.console.print(line)
         self.status.update(text)
 
 

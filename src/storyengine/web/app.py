@@ -275,13 +275,20 @@ def create_app(
         run_id: str,
         after: Annotated[int, Query(ge=-1, description="replay only events with a higher seq")] = -1,
         last_event_id: Annotated[str | None, Header()] = None,
+        drafts: Annotated[
+            bool,
+            Query(
+                description="also the text of the drafts being written, as it grows (draft_delta and "
+                "draft_restarted events, without a seq: they are not kept, so never replayed)"
+            ),
+        ] = False,
     ) -> StreamingResponse:
         """Server-sent events: every event so far, then live ones; the stream ends when the run is idle."""
         run = await runs.live(await runs.record(run_id))
         if last_event_id and last_event_id.isdigit():
             after = max(after, int(last_event_id))
         return StreamingResponse(
-            _sse(run, after),
+            _sse(run, after, drafts),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -311,6 +318,22 @@ def create_app(
             engine = await engines.get(record.provider)
             run.task = asyncio.create_task(jobs.generate(run, engine, store, resume=True))
         return {"run": run.id, "job": "resume", "after": after}
+
+    @app.post("/api/runs/{run_id}/stop")
+    async def stop(run_id: str) -> dict[str, Any]:
+        """Stop the job this server runs for the run: its model calls in flight end, every stage it
+        finished is kept in the run's checkpoint, and a resume goes on from there (a stopped
+        generation ends with a `run_stopped` event that says what is kept; a steering job with
+        `steer_failed`). 409 when no job of this server is running for it."""
+        run = await runs.live(await runs.record(run_id))
+        task = run.task
+        if not run.busy or task is None or task.done() or run.stopping:
+            raise Conflict(f"run {run.id} has no job running on this server; there is nothing to stop")
+        run.stopping = True
+        task.cancel()
+        await asyncio.wait({task})
+        last = run.events[-1] if run.events else {}
+        return {"run": run.id, "stopped": True, **{k: v for k, v in last.items() if k != "run_id"}}
 
     @app.get("/api/runs/{run_id}/versions")
     async def versions(run_id: str) -> list[dict[str, Any]]:
@@ -436,10 +459,11 @@ def _version() -> str:
         return "unknown"
 
 
-async def _sse(run: LiveRun, after: int) -> AsyncIterator[str]:
+async def _sse(run: LiveRun, after: int, drafts: bool = False) -> AsyncIterator[str]:
     yield "retry: 5000\n\n"
-    async for event in run.follow(after):
+    async for event in run.follow(after, drafts=drafts):
         if event is None:
             yield ": keepalive\n\n"
             continue
-        yield f"id: {event['seq']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+        data = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield f"id: {event['seq']}\n{data}" if "seq" in event else data  # a draft's text: no id

@@ -2,8 +2,10 @@
 
 Each is one call of the run engine, which checkpoints every step and keeps the run and its
 versions in the run store; a job only relays the engine's events to the run's live log.
-Each job ends with exactly one terminal event (`run_done` / `run_failed` for the generation,
-`steer_done` / `steer_failed` for steering), published after the run is marked idle.
+Each job ends with exactly one terminal event (`run_done` / `run_failed` / `run_stopped` for the
+generation, `steer_done` / `steer_failed` for steering), published after the run is marked idle.
+A job stopped by a person (`LiveRun.stopping`, then its task cancelled) ends its calls in flight;
+the stages finished before are in the run's checkpoint, so a resume goes on from there.
 Errors become messages in those events; a traceback goes to the server log only.
 """
 
@@ -17,11 +19,28 @@ from ..errors import StoryEngineError
 from ..pipeline.engine import StoryEngine
 from ..pipeline.runstore import RunStore
 from ..pipeline.steering import Steer
-from .runs import LiveRun
+from .runs import LiveRun, kept_parts
 
 logger = logging.getLogger("storyengine.web")
 
 TERMINAL = ("run_done", "run_failed")
+
+
+async def stopped(run: LiveRun, engine: StoryEngine) -> dict[str, Any]:
+    """The last event of a generation stopped by a person: what its checkpoint keeps (every stage
+    finished before the stop), and that a resume goes on from there."""
+    try:
+        state = await asyncio.to_thread(engine.checkpoints.load, run.id)
+    except StoryEngineError:  # no checkpoint to read: nothing to say of it
+        kept: dict[str, Any] = {"steps": [], "drafts": [], "text": "what was finished is kept"}
+    else:
+        kept = kept_parts(state)
+    return {
+        "event": "run_stopped",
+        "kept": kept["steps"],
+        "drafts": kept["drafts"],
+        "message": f"stopped: {kept['text']}; resume to continue",
+    }
 
 
 async def generate(run: LiveRun, engine: StoryEngine, store: RunStore, *, resume: bool = False) -> None:
@@ -43,7 +62,10 @@ async def generate(run: LiveRun, engine: StoryEngine, store: RunStore, *, resume
         else:  # opened by the engine (`open_run`) when the run was asked for
             version = await engine.write_run(run.id, on_event=on_event)
     except asyncio.CancelledError:
-        run.finish_job({"event": "run_failed", "error": "the server stopped before the run finished"})
+        if run.stopping:  # asked to stop (POST .../stop): say what is kept
+            run.finish_job(await stopped(run, engine))
+        else:
+            run.finish_job({"event": "run_failed", "error": "the server stopped before the run finished"})
         raise
     except StoryEngineError as exc:
         run.finish_job({"event": "run_failed", "error": str(exc)})
@@ -69,7 +91,8 @@ async def steer(run: LiveRun, engine: StoryEngine, operation: Steer, base: int, 
     try:
         version = await engine.steer(run.id, operation, base=base, seed=seed, on_event=on_event)
     except asyncio.CancelledError:
-        run.finish_job({"event": "steer_failed", "job": label, "error": "the server stopped"})
+        why = "stopped: the versions so far are unchanged" if run.stopping else "the server stopped"
+        run.finish_job({"event": "steer_failed", "job": label, "error": why})
         raise
     except StoryEngineError as exc:
         run.finish_job({"event": "steer_failed", "job": label, "error": str(exc)})

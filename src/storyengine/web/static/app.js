@@ -13,7 +13,7 @@
 
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const TERMINAL = new Set(["run_done", "run_failed", "steer_done", "steer_failed"]);
+const TERMINAL = new Set(["run_done", "run_failed", "run_stopped", "steer_done", "steer_failed"]);
 
 const state = {
   run: null,        // the run summary from the API
@@ -21,6 +21,9 @@ const state = {
   viewing: null,    // version number shown, or null while a job is live
   story: null,      // the story shown (a version's, or the one being assembled live)
   source: null,     // the open EventSource
+  drafts: {},       // the drafts being written, by name ("scene.0.draft"): {step, index, total, text}
+  parts: {},        // the parts of an object being structured that passed, by step name (part_done)
+  finishedSeq: null, // the seq of the last job end shown (a stop's answer and its event are one)
 };
 
 // -- small helpers --
@@ -99,7 +102,8 @@ const runPath = (suffix = "") => `/api/runs/${encodeURIComponent(state.run.id)}$
 // -- following a run's events (what each event does to the page: runs.js) --
 function follow(after) {
   closeStream();
-  const source = new EventSource(withToken(`${runPath("/events")}?after=${after}`));
+  // drafts=true: also the text of each draft as it is written (not replayed: only what is live)
+  const source = new EventSource(withToken(`${runPath("/events")}?after=${after}&drafts=true`));
   state.source = source;
   source.onmessage = (message) => onEvent(JSON.parse(message.data));
   source.onerror = () => {
@@ -129,6 +133,7 @@ function start() {
   $("run-form").addEventListener("submit", startRun);
   $("compare").addEventListener("click", compareVersions);
   $("resume").addEventListener("click", resumeRun);
+  $("stop").addEventListener("click", stopRun);
   loadProviders();
   loadRuns().then(() => {
     const match = location.hash.match(/^#run=(.+)$/);

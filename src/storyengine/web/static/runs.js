@@ -35,6 +35,8 @@ async function startRun(event) {
 
 async function openRun(id) {
   closeStream();
+  state.drafts = {};
+  state.parts = {};
   const run = await api("GET", `/api/runs/${encodeURIComponent(id)}`);
   state.run = run;
   state.versions = run.versions;
@@ -64,6 +66,20 @@ async function openRun(id) {
   }
   if (run.busy) follow(run.job_after);
   else if (!run.story) follow(-1); // a failed run: replay what it finished
+}
+
+// Stop the run's job: what it finished is kept, and Resume goes on from there. The stream ends
+// with the same `run_stopped` event the answer carries (whichever comes first is shown).
+async function stopRun() {
+  showError("run-error", "");
+  $("stop").disabled = true;
+  try {
+    const answer = await api("POST", runPath("/stop"));
+    if (state.run && state.run.id === answer.run && answer.event) finished(answer);
+  } catch (error) {
+    $("stop").disabled = false;
+    showError("run-error", error.message);
+  }
 }
 
 async function loadRuns() {
@@ -96,7 +112,22 @@ function onEvent(event) {
     case "step_started":
     case "step_done":
       progress(event);
-      if (event.event === "step_done" && applyStep(state.story, event)) render();
+      if (event.event === "step_done") doneStep(event);
+      break;
+    case "parts_started": // an object filled in parts (a small model's) is begun, or begun again
+      state.parts[event.name] = [];
+      break;
+    case "part_done": // one part passed its checks: the plot's beats appear one by one
+      (state.parts[event.name] ||= []).push(event);
+      if (event.name === "plot" && event.of === "beats") render();
+      break;
+    case "draft_restarted": // a new attempt: what the last one showed is dropped
+      state.drafts[event.name] = { ...event, text: "" };
+      drawDrafts(event.name);
+      break;
+    case "draft_delta":
+      (state.drafts[event.name] ||= { ...event, text: "" }).text += event.text;
+      drawDrafts(event.name);
       break;
     case "version_added":
       if (!state.versions.some((v) => v.number === event.version.number)) state.versions.push(event.version);
@@ -105,6 +136,42 @@ function onEvent(event) {
     default:
       if (TERMINAL.has(event.event)) finished(event);
   }
+}
+
+// A finished draft stays on the page (its whole text) until its checked part replaces it.
+function doneStep(event) {
+  const draft = event.name.endsWith(".draft") && state.drafts[event.name];
+  if (draft) {
+    draft.text = String(event.value);
+    drawDrafts(event.name);
+  }
+  delete state.parts[event.name]; // the checked object replaces its parts
+  const replaced = `${event.name}.draft` in state.drafts;
+  delete state.drafts[`${event.name}.draft`];
+  if (applyStep(state.story, event) || replaced) render();
+}
+
+// Drafts grow a piece (a word) at a time: the page is updated at most once a frame. A draft that
+// has no place on the page yet gets one from a render (which places every live draft).
+const dirtyDrafts = new Set();
+let draftFrame = null;
+
+function drawDrafts(name) {
+  dirtyDrafts.add(name);
+  if (draftFrame === null) draftFrame = requestAnimationFrame(flushDrafts);
+}
+
+function flushDrafts() {
+  draftFrame = null;
+  let placed = true;
+  for (const name of dirtyDrafts) {
+    const draft = state.drafts[name];
+    const el = document.querySelector(`pre.draft-live[data-draft="${CSS.escape(name)}"]`);
+    if (draft && el) el.textContent = draft.text;
+    else if (draft) placed = false;
+  }
+  dirtyDrafts.clear();
+  if (!placed) render();
 }
 
 function applyStep(story, event) {
@@ -124,8 +191,21 @@ function applyStep(story, event) {
 }
 
 async function finished(event) {
+  if (event.seq !== undefined && event.seq === state.finishedSeq) return; // shown already
+  state.finishedSeq = event.seq;
   closeStream();
   state.run.busy = false;
+  state.drafts = {}; // a draft left unfinished is void
+  state.parts = {};
+  if (event.event === "run_stopped") {
+    state.run.status = "failed"; // stopped: resumable, as a failed run is
+    render();
+    showError("run-error", "");
+    const message = event.message || "stopped; resume to continue";
+    setStatus("stopped", message.charAt(0).toUpperCase() + message.slice(1), event);
+    loadRuns();
+    return;
+  }
   if (event.event === "run_failed") state.run.status = "failed";
   if (event.event === "run_done") state.run.status = "done";
   const failed = event.event.endsWith("failed");
@@ -165,6 +245,8 @@ function setStatus(kind, text, event) {
   $("status").dataset.status = kind;
   const failed = kind === "failed" && state.run && state.run.status === "failed" && !state.versions.length;
   $("resume").hidden = !(failed || kind === "stopped");
+  $("stop").hidden = !(kind === "running" && state.run && state.run.busy);
+  $("stop").disabled = false;
   $("status-text").textContent = text;
   if (kind !== "running") $("status-step").textContent = "";
   setCounters(event);

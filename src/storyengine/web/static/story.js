@@ -20,15 +20,33 @@ function render() {
   $("structure").textContent = plot ? `(${plot.structure_type})` : "";
   $("characters").textContent = !story.bible && plot ? `Characters: ${plot.characters.join("; ")}` : "";
   renderBible(story.bible, (story.gaps || {}).bible);
-  $("chart").replaceChildren(plot ? tensionChart(plot.beats) : h("p", { class: "pending" }, "waiting for the plot…"));
-  $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : []));
-  $("scenes-view").replaceChildren(...sceneCards(story));
+  if (!story.bible && liveDraft("bible.draft")) $("bible").replaceChildren(h("h4", {}, "Story bible"), liveDraft("bible.draft"));
+  $("chart").replaceChildren(plot ? tensionChart(plot.beats) : liveDraft("plot.draft") || h("p", { class: "pending" }, "waiting for the plot…"));
+  $("beats").replaceChildren(...(plot ? plot.beats.map(beatItem) : liveBeats()));
+  $("scenes-view").replaceChildren(...sceneCards(story), ...otherDrafts());
   const gaps = story.gaps || {};
   renderEvaluation(story.evaluation, gaps.evaluation);
+  if (!story.evaluation && liveDraft("evaluation.draft")) $("evaluation").replaceChildren(liveDraft("evaluation.draft"));
   renderQuality((story.meta && story.meta.quality) || null);
   renderEnhancement(story.enhancement, gaps.enhancement);
+  if (!story.enhancement && liveDraft("enhancement.draft")) $("enhancement").replaceChildren(liveDraft("enhancement.draft"));
   renderRevision((story.meta && story.meta.revision) || null);
   renderCalls((story.meta && story.meta.calls) || []);
+}
+
+// A draft as it is being written (runs.js keeps `state.drafts` and grows the text in place), shown
+// in the block of the part it drafts until the checked part replaces it; null when none is live.
+function liveDraft(name) {
+  const draft = state.drafts[name];
+  return draft ? h("pre", { class: "draft-live", "data-draft": name }, draft.text) : null;
+}
+
+// Drafts of parts with no block of their own on the page (a chapter's plan), under the scenes.
+const PLACED = new Set(["plot", "bible", "scene", "dialogue", "evaluation", "enhancement"]);
+
+function otherDrafts() {
+  return Object.keys(state.drafts).filter((name) => !PLACED.has(name.split(".")[0]))
+    .map((name) => h("div", { class: "scene" }, h("h4", {}, name.replace(/\.draft$/, "").replace(".", " ")), liveDraft(name)));
 }
 
 function tensionChart(beats) {
@@ -58,6 +76,13 @@ function tensionChart(beats) {
   return chart;
 }
 
+// The plot's beats that passed their checks so far (part_done events), before the whole plot is.
+function liveBeats() {
+  return (state.parts.plot || []).filter((part) => part.of === "beats").map(({ value }, i) =>
+    h("li", { class: "beat part-live", "data-beat": i }, h("b", {}, value.name), " ",
+      h("span", { class: "tension" }, `tension ${value.tension}/10`), " — ", value.purpose));
+}
+
 function beatItem(beat, index) {
   const item = h("li", { class: "beat", "data-beat": index },
     h("b", {}, beat.name), " ", h("span", { class: "tension" }, `tension ${beat.tension}/10`), " — ", beat.purpose, " ");
@@ -68,10 +93,13 @@ function beatItem(beat, index) {
 }
 
 function sceneCards(story) {
-  const total = story.plot ? Math.max(story.scenes.length, 0) : 0;
+  // a scene being drafted has its card (the scenes before it may still be in the works)
+  const drafted = Object.keys(state.drafts).filter((name) => /^(scene|dialogue)\.\d+\.draft$/.test(name))
+    .map((name) => Number(name.split(".")[1]) + 1);
+  const total = story.plot ? Math.max(story.scenes.length, ...drafted, 0) : 0;
   if (!total) return [h("p", { class: "pending" }, "waiting for scenes…")];
   const cards = [];
-  for (let i = 0; i < story.scenes.length; i++) {
+  for (let i = 0; i < total; i++) {
     const item = story.scenes[i] || {};
     const scene = item.scene;
     const head = h("div", { class: "scene-head" },
@@ -82,7 +110,7 @@ function sceneCards(story) {
         h("button", { type: "button", class: "small secondary", "data-action": "regenerate-scene", onclick: () => steer(`/scenes/${i}/regenerate`, {}) }, "Regenerate scene"),
         h("button", { type: "button", class: "small secondary", "data-action": "regenerate-dialogue", onclick: () => steer(`/scenes/${i}/dialogue/regenerate`, {}) }, "Regenerate dialogue"));
     }
-    cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue, item.prose)));
+    cards.push(h("div", { class: "scene", "data-scene": i }, head, screenplay(scene, item.dialogue, item.prose, i)));
   }
   return chapterBlocks(story.chapters || [], cards, story.scenes);
 }
@@ -108,10 +136,10 @@ function chapterBlocks(chapters, cards, scenes) {
   return [...blocks.filter(Boolean), ...cards.slice(start)]; // scenes no chapter holds (not yet planned)
 }
 
-function screenplay(scene, dialogue, prose) {
+function screenplay(scene, dialogue, prose, index) {
   const page = h("div", { class: "screenplay" });
   if (!scene) {
-    add(page, h("p", { class: "pending" }, "writing…"));
+    add(page, liveDraft(`scene.${index}.draft`) || h("p", { class: "pending" }, "writing…"));
     return page;
   }
   // The scene as the reader gets it: its prose (paragraphs), or its summary when it has none.
@@ -120,7 +148,7 @@ function screenplay(scene, dialogue, prose) {
     ...(paragraphs.length ? paragraphs : [scene.summary]).map((p) => h("p", { class: "action prose" }, p)),
     scene.mood ? h("p", { class: "action muted" }, `Mood: ${scene.mood}`) : null);
   if (!dialogue) {
-    add(page, h("p", { class: "pending" }, "dialogue being written…"));
+    add(page, liveDraft(`dialogue.${index}.draft`) || h("p", { class: "pending" }, "dialogue being written…"));
     return page;
   }
   for (const line of dialogue.lines) {
