@@ -47,7 +47,6 @@ from .inputs import DEFAULT_SCENES_PER_CHAPTER
 from .revision import Revision, keep_better
 from .steps import STEPS, Inputs, Step
 from .story import scene_beats
-from .structure_parts import PartListener, hearing_parts
 from .twostage import StepMeta, TwoStage
 
 M = TypeVar("M", bound=BaseModel)
@@ -173,27 +172,21 @@ class StoryRun:
             )
 
     def _listener(self, name: str, component: str, stage: str, info: dict[str, Any]) -> Listener | None:
-        """A draft's text as it is written, as `draft_delta` events (`draft_restarted` when a new
-        attempt begins); none without an event listener, and none for stage 2 (JSON is not read)."""
-        if self.on_event is None or stage != "freeform":
+        """What the run's events hear of a stage: a draft's text as it is written (`draft_delta`,
+        `draft_restarted` when a new attempt begins); an object structured in parts (a small
+        model's), each part that passes its checks (`part_done`, `parts_started` when the object
+        is begun, again on a retry). None without an event listener."""
+        if self.on_event is None:
             return None
         where = {"step": component, "name": name, **info}
+        if stage == "freeform":
+            return Listener(
+                on_delta=lambda text: self.emit("draft_delta", text=text, **where),
+                on_attempt=lambda: self.emit("draft_restarted", **where),
+            )
         return Listener(
-            on_delta=lambda text: self.emit("draft_delta", text=text, **where),
-            on_attempt=lambda: self.emit("draft_restarted", **where),
-        )
-
-    def _parts_listener(
-        self, name: str, component: str, stage: str, info: dict[str, Any]
-    ) -> PartListener | None:
-        """A structured object filled in parts (a small model's): each part that passes its checks
-        as a `part_done` event (`parts_started` when the object is begun, again on a retry)."""
-        if self.on_event is None or stage != "structuring":
-            return None
-        where = {"step": component, "name": name, **info}
-        return PartListener(
-            started=lambda: self.emit("parts_started", **where),
-            passed=lambda what, of, value: self.emit("part_done", part=what, of=of, value=value, **where),
+            on_parts_started=lambda: self.emit("parts_started", **where),
+            on_part=lambda what, of, value: self.emit("part_done", part=what, of=of, value=value, **where),
         )
 
     # -- one stage, one step --
@@ -214,10 +207,7 @@ class StoryRun:
         meta = StepMeta(component, seeds=self.seeds_of(name), start=self.start_of(name, component))
         step = current_step.set(step_key(name))  # the run log names the step of every call
         try:
-            with (
-                streaming.listening(self._listener(name, component, stage, info)),
-                hearing_parts(self._parts_listener(name, component, stage, info)),
-            ):
+            with streaming.listening(self._listener(name, component, stage, info)):
                 value = await produce(meta)
         except BaseException as exc:
             if getattr(exc, "failed_step", None) is None:

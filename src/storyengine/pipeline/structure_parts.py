@@ -9,25 +9,21 @@ be made by code from the notes (`part_from_notes`); either is said in the step's
 The calls go through the two-stage runner (twostage.TwoStage), which fits each request into the
 route's window and asks with the text policy; `PartStage` is what this module needs of it.
 
-Whoever wants the parts as they pass (a run's `part_done` events) listens with `hearing_parts`
-(per task, like streaming.py): `started()` when an object is begun (again: what an earlier
-attempt showed is void), `passed(what, list, value)` for each part that passed its checks. A
-listener that raises is dropped, never a failure of the story.
+Each part that passes (or is made from the notes) is told to whoever listens (streaming.py:
+`parts_started()` when an object is begun, again on a retry; `part_passed(what, list, value)`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .. import streaming
 from ..config import Settings, StageDefaults
 from ..errors import SchemaValidationError, StructuringError
 from ..routing.router import Route
@@ -43,44 +39,10 @@ from .stepmeta import StepMeta
 T = TypeVar("T", bound=BaseModel)
 Plan = Sequence[Part | Callable[[dict[str, Any]], Part]]
 PART_MAX_TOKENS = 200  # one part is a few short fields (when its schema does not bound it)
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PartListener:
-    """What hears the parts: `started()` as an object is begun, `passed(what, item_of, value)` per part."""
-
-    started: Callable[[], None]
-    passed: Callable[[str, str | None, dict[str, Any]], None]
-
-
-_parts_listener: ContextVar[PartListener | None] = ContextVar("storyengine_parts", default=None)
-
-
-@contextlib.contextmanager
-def hearing_parts(listener: PartListener | None) -> Iterator[None]:
-    """Send the parts that pass inside this block (in this task) to `listener`."""
-    token = _parts_listener.set(listener)
-    try:
-        yield
-    finally:
-        _parts_listener.reset(token)
 
 
 def _passed(part: Part, value: dict[str, Any]) -> None:
-    what, item_of = part.what, part.item_of
-    _tell(lambda listener: listener.passed(what, item_of, value))
-
-
-def _tell(action: Callable[[PartListener], None]) -> None:
-    listener = _parts_listener.get()
-    if listener is None:
-        return
-    try:
-        action(listener)
-    except Exception:  # a display that fails must not fail the story
-        log.exception("a parts listener failed; it is dropped for this stage")
-        _parts_listener.set(None)
+    streaming.part_passed(part.what, part.item_of, value)
 
 
 class PartStage(Protocol):
@@ -154,7 +116,7 @@ async def structure_in_parts(
     earlier: list[str] = []
     answers: list[str] = []
     required = from_notes = 0
-    _tell(lambda listener: listener.started())
+    streaming.parts_started()
     try:
         left_out: set[str | None] = set()
         for entry in plan:
