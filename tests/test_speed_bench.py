@@ -72,6 +72,12 @@ def test_story_bench_reports_wall_time_bounds_and_thrown_away_tokens(server_conf
     # every attempt reached the provider once (cache off), and the probe's calls are not the story's
     assert tokens["attempts"] == report["provider_calls"]
     assert report["probe"]["prompt_tokens"] > 0
+    # when the words became visible: the story's first, and each draft's after its call started
+    first = report["first_words"]
+    assert 0 < first["first_word_of_story_s"] <= report["wall_s"]
+    assert {"plot.draft", "scene.0.draft", "scene.1.draft"} <= set(first["first_word_per_draft_s"])
+    assert 0 < first["first_word_of_scene_median_s"] <= first["first_word_of_scene_max_s"] <= report["wall_s"]
+    assert "first visible word of the story (after the run starts)" in names
 
 
 def test_story_bench_table_names_machine_and_command(server_config: Path) -> None:

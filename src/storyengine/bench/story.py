@@ -19,6 +19,9 @@ From those and the run's call records (`Story.meta["calls"]`):
                        succeeded, but the step kept another draw: its freeform call's seed is not
                        the step's seed)
     pipeline's own     wall time − the time some model call was in flight
+    first words        when the words become visible as they stream (the run's draft_delta
+                       events): the story's first after the run starts (the model is loaded by
+                       the probe before), each scene's first after its call starts
 
 and the story's own measures, to compare before and after a speed change (quality must not
 drop): valid or not, drafts cut off, drafts that loop, optional parts left out, the
@@ -263,6 +266,40 @@ def bounds(
     }
 
 
+class FirstWords:
+    """When the words of a story become visible (the run's `draft_delta` events, streaming.py): the
+    first of the whole story after the run starts, and for each draft the first after its call
+    starts (its attempt's `draft_restarted`: the moment the provider is asked)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.story: float | None = None
+        self.asked: dict[str, float] = {}
+        self.drafts: dict[str, float] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        kind, name = event.get("event"), str(event.get("name", ""))
+        if kind == "run_started" and self.started is None:
+            self.started = now
+        elif kind == "draft_restarted":
+            self.asked[name] = now
+        elif kind == "draft_delta" and str(event.get("text", "")).strip():
+            if self.story is None and self.started is not None:
+                self.story = now - self.started
+            if name not in self.drafts and name in self.asked:
+                self.drafts[name] = now - self.asked[name]
+
+    def summary(self) -> dict[str, Any]:
+        scenes = [s for name, s in self.drafts.items() if name.startswith("scene.")]
+        return {
+            "first_word_of_story_s": None if self.story is None else round(self.story, 3),
+            "first_word_of_scene_median_s": round(statistics.median(scenes), 3) if scenes else None,
+            "first_word_of_scene_max_s": round(max(scenes), 3) if scenes else None,
+            "first_word_per_draft_s": {k: round(v, 3) for k, v in sorted(self.drafts.items())},
+        }
+
+
 # -- the bench -----------------------------------------------------------------------------------
 
 
@@ -295,8 +332,9 @@ async def run_story_bench(
             progress(f"{name}: one {scenes}-scene story, cache off (minutes on a small CPU)")
             started = time.perf_counter()
             story: Story | None = None
+            first = FirstWords()
             try:
-                story = await engine.generate(PREMISE, scenes=scenes, seed=seed)
+                story = await engine.generate(PREMISE, scenes=scenes, seed=seed, on_event=first)
             except StoryEngineError as exc:
                 report.summary["failed"] = str(exc).split(" — ")[0][:300]
                 cause = getattr(exc, "cause", exc)
@@ -341,6 +379,13 @@ async def run_story_bench(
     evaluated = int(stats["prompt_tokens_evaluated"]) if stats else None
     headline = bounds(tokens, rates, evaluated, wall, busy)
     _measures(report, headline, tokens, stats, evaluated)
+    shown = first.summary()
+    for label, key in (
+        ("first visible word of the story (after the run starts)", "first_word_of_story_s"),
+        ("first visible word of a scene (median, after its call starts)", "first_word_of_scene_median_s"),
+        ("first visible word of a scene (slowest)", "first_word_of_scene_max_s"),
+    ):
+        _add(report.measure(label, "s", digits=3), shown[key])
     report.summary.update(
         {
             "provider": name,
@@ -354,6 +399,7 @@ async def run_story_bench(
             "model_stats": stats,
             "probe": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rates.items()},
             "story": quality,
+            "first_words": shown,
         }
     )
     report.notes.append(
