@@ -78,6 +78,11 @@ def test_story_bench_reports_wall_time_bounds_and_thrown_away_tokens(server_conf
     assert {"plot.draft", "scene.0.draft", "scene.1.draft"} <= set(first["first_word_per_draft_s"])
     assert 0 < first["first_word_of_scene_median_s"] <= first["first_word_of_scene_max_s"] <= report["wall_s"]
     assert "first visible word of the story (after the run starts)" in names
+    # what the story cost against what a reader gets (a server: prompt tokens sent, no KV known)
+    spent = report["spending"]
+    assert spent["delivered_words"] > 0 and spent["prefix_hit_pct"] is None
+    processed = tokens["prompt_tokens"] + tokens["completion_tokens"]
+    assert spent["tokens_processed_per_word"] == pytest.approx(processed / spent["delivered_words"], abs=0.01)
 
 
 def test_story_bench_table_names_machine_and_command(server_config: Path) -> None:

@@ -44,6 +44,7 @@ from ..providers.base import LOOP_STOP, Provider
 from ..providers.embedded import EmbeddedProvider, LoadedModel, ModelStats
 from ..routing.retry import looping
 from ..schemas import Story
+from ..text.segment import words
 from ..types import CompletionRequest, Message
 from .harness import (
     MeteredProvider,
@@ -214,6 +215,31 @@ def thrown_away_by_component(
     return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["tokens"])))
 
 
+def delivered_words(story: Story) -> int:
+    """The words a reader gets: each scene's prose (else its summary) and its dialogue lines (any
+    script: text.segment's words)."""
+    return sum(
+        len(words(item.prose or item.scene.summary))
+        + sum(len(words(line.text)) for line in item.dialogue.lines)
+        for item in story.scenes
+    )
+
+
+def spending(tokens: dict[str, int], evaluated: int | None, delivered: int) -> dict[str, Any]:
+    """What the story cost against what a reader gets: tokens processed (prompt tokens the model
+    evaluated, or sent where that is unknown, plus tokens written) per delivered word; prompt
+    tokens evaluated against tokens written; the share of the prompt tokens sent that the model
+    did not evaluate again (KV reuse: the prefix-hit rate; None where unknown)."""
+    sent, written = tokens["prompt_tokens"], tokens["completion_tokens"]
+    read = evaluated if evaluated is not None else sent
+    return {
+        "delivered_words": delivered,
+        "tokens_processed_per_word": round((read + written) / delivered, 2) if delivered else None,
+        "prompt_evaluated_over_written": round(read / written, 2) if written else None,
+        "prefix_hit_pct": round(100 * (1 - evaluated / sent), 1) if evaluated is not None and sent else None,
+    }
+
+
 def story_measures(story: Story) -> dict[str, Any]:
     """What a speed change must not make worse: cut-offs, loops, parts left out, the evaluation."""
     steps: dict[str, dict[str, Any]] = story.meta.get("steps", {})
@@ -380,6 +406,19 @@ async def run_story_bench(
     headline = bounds(tokens, rates, evaluated, wall, busy)
     _measures(report, headline, tokens, stats, evaluated)
     shown = first.summary()
+    spent = spending(tokens, evaluated, delivered_words(story) if story is not None else 0)
+    _add(
+        report.measure("tokens processed per delivered word", "tok/word", digits=2),
+        spent["tokens_processed_per_word"],
+    )
+    _add(
+        report.measure("prompt tokens evaluated ÷ tokens written", "×", digits=2),
+        spent["prompt_evaluated_over_written"],
+    )
+    _add(
+        report.measure("prefix hits (prompt tokens not evaluated again)", "%", digits=1),
+        spent["prefix_hit_pct"],
+    )
     for label, key in (
         ("first visible word of the story (after the run starts)", "first_word_of_story_s"),
         ("first visible word of a scene (median, after its call starts)", "first_word_of_scene_median_s"),
@@ -400,6 +439,7 @@ async def run_story_bench(
             "probe": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rates.items()},
             "story": quality,
             "first_words": shown,
+            "spending": spent,
         }
     )
     report.notes.append(
