@@ -109,9 +109,14 @@ async def test_scene_structuring_that_fails_twice_then_succeeds() -> None:
     failures: list[str] = []
 
     def script(request: CompletionRequest) -> str:
-        # The fake plot names beat 2 "Name of the harbor 2"; scene 2's structuring prompt carries it.
+        # The fake plot names beat 2 "Name of the harbor 2"; scene 2's structuring prompt carries it
+        # as its plot beat (every scene's draft saw the whole plot: its conversation goes on).
         prompt = "\n".join(m.content for m in request.messages)
-        if request.component == "scene" and request.stage == "structuring" and "harbor 2" in prompt:
+        if (
+            request.component == "scene"
+            and request.stage == "structuring"
+            and "beat: Name of the harbor 2" in prompt
+        ):
             if len(failures) < 2:
                 failures.append(prompt)
                 return '{"title": "", "setting": 42}'

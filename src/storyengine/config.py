@@ -92,6 +92,11 @@ class Narrative(_Strict):
 
 class StructuringSettings(_Strict):
     strict: bool = True
+    # How a whole-object structuring request is laid out: "next_turn" continues the draft's own
+    # conversation (its messages, the draft as the answer, then the JSON asked for), so a prompt
+    # cache or the embedded KV reads the shared prefix once; "fresh" sends a prompt of its own with
+    # the draft inside; "auto" takes the model profile's (providers/profiles.py).
+    layout: Literal["auto", "next_turn", "fresh"] = "auto"
 
 
 class RetrySettings(_Strict):

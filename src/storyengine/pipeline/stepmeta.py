@@ -32,6 +32,7 @@ class StepMeta:
     stage1_cut_off: bool = False  # cut off at max_tokens or stopped in a loop; kept as far as it went
     stage2_text: str = ""
     structured_mode: str = ""
+    layout: str = ""  # stage 2's request: "next_turn" (the draft's conversation went on) or "fresh"
     provider: str = ""  # who answered the last call of the step
     model: str = ""
     profile: str = ""
@@ -72,6 +73,7 @@ class StepMeta:
             "stage1_cut_off": self.stage1_cut_off,
             "stage2_text": self.stage2_text,
             "structured_mode": self.structured_mode,
+            **({"layout": self.layout} if self.layout else {}),
             "provider": self.provider,
             "model": self.model,
             "profile": self.profile,

@@ -48,13 +48,13 @@ from ..structuring import decoding_schema, format_errors, validate_json_payload
 from ..text.language import detect
 from ..text.review import Finding, kept
 from ..text.rules import Context
-from ..types import Completion, CompletionRequest
+from ..types import Completion, CompletionRequest, Message
 from .answer_checks import Checked as Checked
 from .answer_checks import TextFindings as TextFindings
 from .answer_checks import TextPolicy, checker
 from .fitting import SUMMARIZABLE as SUMMARIZABLE
 from .fitting import SUMMARY_WORDS as SUMMARY_WORDS
-from .fitting import fitted, summary_request
+from .fitting import build_request, fitted, summary_request
 from .stepmeta import StepMeta as StepMeta
 from .structure_parts import PART_MAX_TOKENS as PART_MAX_TOKENS
 from .structure_parts import Plan as Plan
@@ -62,6 +62,8 @@ from .structure_parts import structure_in_parts
 from .structure_parts import without_patterns as without_patterns
 
 logger = logging.getLogger("storyengine")
+# What a next-turn structuring prompt says where its template puts the draft: it is the answer above.
+NEXT_TURN_DRAFT = "(your text above)"
 R = TypeVar("R")
 # A stage-1 draft's problems ([] when it is fine); a check that asks a model returns them awaitable.
 DraftCheck = Callable[[str], list[str] | Awaitable[list[str]]]
@@ -80,6 +82,14 @@ class TwoStage:
         self.router = router
         self.settings = settings
         self.strict = settings.structuring.strict
+        # The messages each kept draft was written from, by (component, draft): stage 2 may go on
+        # with that conversation (`next_turn_request`); one entry per draft not yet structured.
+        self.conversations: dict[tuple[str, str], tuple[Message, ...]] = {}
+
+    def next_turn(self, route: Route) -> bool:
+        """Whether `route` structures a whole object as the next turn of its draft's conversation."""
+        layout = self.settings.structuring.layout
+        return layout == "next_turn" or (layout == "auto" and route.profile.structures_next_turn)
 
     def in_parts(self, route: Route) -> bool:
         """Whether `route` structures piece by piece (strict mode and its profile)."""
@@ -137,6 +147,7 @@ class TwoStage:
         wanted = max(1, drafts)
         best: tuple[tuple[float, float], str, bool, int | None, list[str]] | None = None
         drawn: list[dict[str, Any]] = []
+        asked: dict[int | None, tuple[Message, ...]] = {}  # each draw's messages, by its seed
         for draw in range(max(wanted, self.settings.retry.attempts if check else 1)):
             draw_seed = meta.seeds.draft(draw, defaults.seed)
 
@@ -144,6 +155,7 @@ class TwoStage:
                 request = await self.fitted_request(
                     f"{component}_freeform", component, context, defaults, meta, route
                 )
+                asked[draw_seed] = request.messages
                 return await route.generator.generate(request.model_copy(update={"seed": draw_seed}), None)
 
             completion = await self._by_route(component, meta, ask)
@@ -167,6 +179,8 @@ class TwoStage:
                 break
         assert best is not None
         _, meta.stage1_text, meta.stage1_cut_off, meta.seed, meta.draft_problems = best
+        if meta.seed in asked and meta.stage1_text:
+            self.conversations[(component, meta.stage1_text)] = asked[meta.seed]
         meta.redraws = len(drawn) - wanted if len(drawn) > wanted else 0
         meta.drafts = drawn if wanted > 1 or score else []
         meta.seconds["freeform"] = time.perf_counter() - started
@@ -257,7 +271,10 @@ class TwoStage:
                 validation_context=validation_context,
             )
 
-        return await self._by_route(component, meta, attempt)
+        try:
+            return await self._by_route(component, meta, attempt)
+        finally:
+            self.conversations.pop((component, draft), None)
 
     async def _structure_whole(
         self,
@@ -275,7 +292,10 @@ class TwoStage:
         defaults = self.settings.narrative.defaults.structuring
         context = {**context, "schema": json.dumps(schema, separators=(",", ":"))}
         template = f"{component}_structuring"
-        request = await self.fitted_request(template, component, context, defaults, meta, route)
+        request = await self.next_turn_request(template, component, context, defaults, meta, route)
+        if request is None:
+            meta.layout = "fresh"
+            request = await self.fitted_request(template, component, context, defaults, meta, route)
         request = request.model_copy(
             update={"json_schema": schema if self.strict else None, "schema_name": model.__name__}
         )
@@ -377,6 +397,42 @@ class TwoStage:
         """`template` rendered into a request that fits `route`'s window (fitting.fitted), long
         context values summarized by `summarize`."""
         return await fitted(template, component, context, defaults, meta, route, self.summarize)
+
+    async def next_turn_request(
+        self,
+        template: str,
+        component: str,
+        context: dict[str, Any],
+        defaults: StageDefaults,
+        meta: StepMeta,
+        route: Route,
+    ) -> CompletionRequest | None:
+        """Stage 2 as the next turn of stage 1 (where `next_turn` says so): the draft's own messages,
+        the draft as the model's answer, then `template` (its guardrails and schema too) as one user
+        turn that points at the text above instead of repeating it. The prefix is the same bytes as
+        the draft's request, so a server's prompt cache and the embedded KV read it once. None when
+        the route lays it out fresh, the draft's messages are not known (a resumed run) or the
+        conversation leaves too little room for the answer."""
+        draft = str(context.get("draft") or "")
+        conversation = self.conversations.get((component, draft))
+        if conversation is None or not self.next_turn(route):
+            return None
+        prompt = render(template, {**context, "draft": NEXT_TURN_DRAFT})
+        ask = "\n\n".join(m.content for m in prompt.messages)
+        messages = (
+            *conversation,
+            Message(role="assistant", content=draft),
+            Message(role="user", content=ask),
+        )
+        budget = route.budget()
+        room = await asyncio.to_thread(budget.room_for_answer, messages)
+        if room < defaults.max_tokens:
+            return None
+        request = build_request(replace(prompt, messages=messages), component, defaults, budget, room)
+        meta.layout = "next_turn"
+        if meta.seeds is not None:
+            request = request.model_copy(update={"seed": meta.seeds.structuring(defaults.seed)})
+        return request
 
     async def summarize(self, text: str, *, words: int) -> str:
         """Summarize `text` with the `summarize` template (component "summarize")."""

@@ -59,6 +59,8 @@ class Profile:
     keeps_cut_off_drafts: bool  # retry keeps a cut-off stage-1 draft that does not loop at once
     redraws_loops: bool  # retry redraws a cut-off sampled answer with another seed (a loop: same budget)
     drops_bible_echo: bool  # a scene draft's sentences copied from the bible's "Name (she/her):" lines
+    # whole-object structuring continues the draft's conversation (config structuring.layout: auto)
+    structures_next_turn: bool
 
 
 TINY = Profile(
@@ -70,6 +72,7 @@ TINY = Profile(
     keeps_cut_off_drafts=True,
     redraws_loops=True,
     drops_bible_echo=True,
+    structures_next_turn=False,  # it structures in parts, each with its slice of the notes
 )
 STANDARD = Profile(
     "standard",
@@ -80,6 +83,7 @@ STANDARD = Profile(
     keeps_cut_off_drafts=False,
     redraws_loops=False,
     drops_bible_echo=False,
+    structures_next_turn=True,
 )
 PROFILES: dict[str, Profile] = {"tiny": TINY, "standard": STANDARD}
 
