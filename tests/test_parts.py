@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ from storyengine.pipeline.parts import (
 )
 from storyengine.schemas import EVALUATION_CRITERIA, Dialogue, PlotStructure, Scene
 from storyengine.structuring import decoding_schema
+from storyengine.types import CompletionRequest
 
 
 @given(st.integers(min_value=3, max_value=24))
@@ -250,3 +253,48 @@ def test_no_decoding_schema_forbids_names_with_any_letters() -> None:
         for pattern in _name_patterns(decoding_schema(model)):
             for name in NAMES_WITH_ANY_LETTERS:
                 assert re.match(pattern, name), (model.__name__, pattern, name)
+
+
+async def test_a_script_dialogue_and_a_scenes_cast_are_read_by_code_with_no_model_call(
+    tmp_path: Path,
+) -> None:
+    """Issue 28: what code can read exactly costs no call. A dialogue draft written as a script by
+    the scene's cast is its lines (the words copied, each checked like an answer); a scene's
+    characters are the cast members its draft names. A script line the text rules would flag (JSON
+    debris) is asked of the model as before."""
+    from storyengine.providers.fake_story import story_script
+    from test_resume import engine_for
+
+    cast: list[str] = []
+
+    def script(request: CompletionRequest) -> Any:
+        text = "\n".join(m.content for m in request.messages)
+        if (request.component, request.stage) == ("bible", "freeform"):
+            cast[:] = re.findall(r"Characters: (.+)", text)[0].split(", ")[:2]
+        if (request.component, request.stage) == ("scene", "freeform") and len(cast) == 2:
+            return f"{cast[0]} waits by the lamp while {cast[1]} climbs the stairs. The storm grows. " * 2
+        if (request.component, request.stage) == ("dialogue", "freeform") and len(cast) == 2:
+            return (
+                f"{cast[0]}: The lamp is out again.\n{cast[1]}: Then we light it together.\n"
+                f'{cast[0]}: {{"text": "debris"}}\n{cast[1]}: Before the ships come in.'
+            )
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "tiny") as engine:
+        story = await engine.generate("A keeper and her brother keep the lamp lit.", scenes=1, seed=3)
+    assert len(cast) == 2, "the scenario never learned the cast"
+    scene, dialogue = story.scenes[0].scene, story.scenes[0].dialogue
+    assert scene.characters == cast  # named in the draft, in the cast's order
+    lines = [(line.speaker, line.text) for line in dialogue.lines]
+    assert lines[:2] == [(cast[0], "The lamp is out again."), (cast[1], "Then we light it together.")]
+    by_code = story.meta["steps"]["dialogue.0"]["parts_by_code"]
+    assert by_code == [f"line {n} of 4 of the dialogue: {cast[(n - 1) % 2]}'s line" for n in (1, 2, 4)]
+    asked = [
+        c
+        for c in story.meta["calls"]
+        if (c["kind"], c["component"], c["stage"]) == ("call", "dialogue", "structuring")
+    ]
+    assert len(asked) == 1  # only the line with debris went to the model
+    assert story.meta["steps"]["scene.0"]["parts_by_code"] == [
+        "the characters who appear in the scene, each named once"
+    ]

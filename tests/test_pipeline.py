@@ -65,11 +65,14 @@ async def test_full_story_is_typed_valid_and_exported(tmp_path: Path, in_parts: 
     stages = Counter((c["component"], c["stage"]) for c in story.meta["calls"] if c["kind"] == "call")
     assert stages[("plot", "freeform")] == 1 and stages[("bible", "freeform")] == 1
     if in_parts:  # title/type, 3 characters, 3 beats; 3 people, setting, 2 facts; title+setting,
-        # summary, cast; 4 lines
+        # summary (the cast its draft names is read by code); 4 lines (the fake's scripts are by
+        # people outside the tiny cast, so no line is copied by code)
         assert stages[("plot", "structuring")] == 1 + 3 + 3
         reasks = story.meta["steps"]["bible"]["reasked"]  # the fake may copy a description: re-asked
         assert stages[("bible", "structuring")] == 3 + 1 + 2 + reasks
-        assert stages[("scene", "structuring")] == 3 * 3 and stages[("dialogue", "structuring")] == 3 * 4
+        assert stages[("scene", "structuring")] == 3 * 2 and stages[("dialogue", "structuring")] == 3 * 4
+        by_code = [story.meta["steps"][f"scene.{i}"]["parts_by_code"] for i in range(3)]
+        assert by_code == [["the characters who appear in the scene, each named once"]] * 3
     else:
         assert stages[("plot", "structuring")] == 1 and stages[("bible", "structuring")] == 1
         assert stages[("scene", "structuring")] == 3 and stages[("dialogue", "structuring")] == 3

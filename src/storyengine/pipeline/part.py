@@ -98,6 +98,10 @@ class Part:
     # scene's summary from its draft's first sentences), checked like an answer, said so in the
     # metadata. None: the failure stands.
     from_notes: Callable[[str], dict[str, Any]] | None = None
+    # The notes' value is exact (a script line's words, the cast members a draft names): made by
+    # code first, with no model call, when it passes the part's checks and the text rules; the
+    # model is asked only when it does not.
+    code_first: bool = False
 
     def notes(self, draft: str) -> str:
         if self.own_notes is not None:

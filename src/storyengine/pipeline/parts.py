@@ -242,6 +242,9 @@ def scene_parts(cast: list[str]) -> list[Part]:
             slice_schema(schema, ["characters"], overrides),
             model_of(Scene, ["characters"]),
             check=each_once("characters"),
+            # who of the cast the draft names is for code to read, not for a model to guess
+            from_notes=_cast_named(cast),
+            code_first=bool(cast),
         ),
     ]
 
@@ -300,9 +303,40 @@ def dialogue_parts(cast: list[str], lines: int = 6, draft: str = "") -> list[Par
                 slice_of=None if script else (i, count),
                 own_notes=words,
                 optional=i >= 2,  # a dialogue is at least an exchange
+                # a script's line is its own words: code copies them, the model is not asked
+                from_notes=_script_line(speaker) if words is not None else None,
+                code_first=words is not None,
             )
         )
     return parts
+
+
+def _script_line(speaker: str) -> Callable[[str], dict[str, Any]]:
+    """A script line's part made from its own words: whole sentences up to a line's 160 characters
+    (none when its first sentence is longer: then the model is asked)."""
+    from ..drafts import sentences
+
+    def make(words: str) -> dict[str, Any]:
+        kept = ""
+        for sentence in sentences(words) or [words]:
+            longer = f"{kept} {sentence.strip()}".strip()
+            if len(longer) > 160:
+                break
+            kept = longer
+        return {"speaker": speaker, "text": kept}
+
+    return make
+
+
+def _cast_named(cast: list[str]) -> Callable[[str], dict[str, Any]]:
+    """A scene's characters made from its draft: the cast members it names, in the cast's order,
+    at most four (none named: no value, the model is asked)."""
+    from ..text.people_rules import names_person
+
+    def make(draft: str) -> dict[str, Any]:
+        return {"characters": [name for name in cast if names_person(name, draft)][:4]}
+
+    return make
 
 
 def _no_speaker_label(cast: list[str]) -> CrossCheck:

@@ -40,6 +40,7 @@ class StepMeta:
     attempts: int = 0
     reasked: bool = False
     parts_left_out: list[str] = field(default_factory=list)  # optional parts the model could not write
+    parts_by_code: list[str] = field(default_factory=list)  # parts made exactly by code, no model call
     summarized: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
@@ -81,6 +82,7 @@ class StepMeta:
             "attempts": self.attempts,
             "reasked": self.reasked,
             "parts_left_out": self.parts_left_out,
+            **({"parts_by_code": self.parts_by_code} if self.parts_by_code else {}),
             "summarized": self.summarized,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "tokens": dict(self.tokens),

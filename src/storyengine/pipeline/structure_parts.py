@@ -125,6 +125,14 @@ async def structure_in_parts(
             if part.item_of is not None and part.item_of in left_out:
                 meta.parts_left_out.append(f"{part.what}: left out with the rest of its list")
                 continue
+            exact = part_by_code(part, draft, assembled, reviewing) if part.code_first else None
+            if exact is not None:  # exact from the notes and clean: no model call
+                meta.parts_by_code.append(part.what)
+                part.merge(assembled, exact)
+                _passed(part, exact)
+                earlier.append(part.describe(exact))
+                answers.append(json.dumps(exact, ensure_ascii=False))
+                continue
             try:
                 value, text = await ask_part(
                     stage, component, draft, part, assembled, earlier, meta, route, reviewing
@@ -180,6 +188,22 @@ def part_from_notes(part: Part, draft: str, assembled: dict[str, Any]) -> dict[s
     except ValidationError:
         return None
     return None if part.check and part.check(value, assembled) else value
+
+
+def part_by_code(
+    part: Part, draft: str, assembled: dict[str, Any], reviewing: Context
+) -> dict[str, Any] | None:
+    """A `code_first` part's value from the notes, when it passes everything a model's answer must
+    (the schema, the text rules with nothing to repair or keep, the echo and cross checks)."""
+    value = part_from_notes(part, draft, assembled)
+    if value is None:
+        return None
+    findings: list[Finding] = []
+    try:
+        validate_json_payload(json.dumps(value), part.model, reviewing=reviewing, findings=findings)
+    except SchemaValidationError:
+        return None
+    return None if findings or instruction_echo(part, value, assembled) else value
 
 
 async def ask_part(

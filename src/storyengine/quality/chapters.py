@@ -8,14 +8,12 @@
 - Open threads: a person the story brings in who is left hanging. A person a chapter brought in on
   purpose (`Chapter.introduces`) who is never named again in a later chapter's prose or dialogue;
   a person of the bible named in the story's first two thirds and never in its last third (a
-  chapter-less story of fewer than 3 scenes has no thirds to tell). A person is named by any word
-  of their name (of 3 letters or more) at a word's start ("Mara's"), or, in a script without case
-  (李娜), by their name anywhere: any script, though an inflected form (Марии for Мария) is missed.
+  chapter-less story of fewer than 3 scenes has no thirds to tell). Who is named is
+  text.people_rules.names_person's (any script).
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -23,6 +21,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from ..schemas import Story, StoryScene
+from ..text.people_rules import names_person
 from .measures import spearman
 
 
@@ -105,17 +104,6 @@ def _said(scene: StoryScene) -> str:
     return " ".join([scene.prose or scene.scene.summary, *(line.text for line in scene.dialogue.lines)])
 
 
-def _named(name: str, text: str) -> bool:
-    parts = [p for p in name.split() if len(p) >= 3] or [name]
-    for part in parts:
-        if part[0].isupper() or part[0].islower():  # a cased script: at a word's start
-            if re.search(rf"(?<!\w){re.escape(part)}", text):
-                return True
-        elif part in text:
-            return True
-    return False
-
-
 def open_threads(story: Story) -> list[str]:
     """The people the story leaves hanging (see the module docstring), one line each."""
     if story.bible is None:
@@ -128,14 +116,14 @@ def open_threads(story: Story) -> list[str]:
         start += len(scenes)
         for person in chapter.introduces if chapter else []:
             introduced.add(person.name)
-            if not any(_named(person.name, text) for text in texts[start:]):
+            if not any(names_person(person.name, text) for text in texts[start:]):
                 threads.append(
                     f"{person.name}: brought in by chapter {number}, never named in a later chapter"
                 )
     if len(texts) >= 3:
         cut = len(texts) - len(texts) // 3
         for name in story.bible.names:
-            early = any(_named(name, text) for text in texts[:cut])
-            if name not in introduced and early and not any(_named(name, text) for text in texts[cut:]):
+            early = any(names_person(name, text) for text in texts[:cut])
+            if name not in introduced and early and not any(names_person(name, text) for text in texts[cut:]):
                 threads.append(f"{name}: named in the story's first two thirds, never in its last third")
     return threads

@@ -84,6 +84,20 @@ def person_name_problem(name: str) -> str | None:
     return None
 
 
+def names_person(name: str, text: str) -> bool:
+    """Whether `text` names the person `name`: by any word of their name (of 3 letters or more) at
+    a word's start ("Mara's"), or, in a script without case (李娜), by their name anywhere. Any
+    script, though an inflected form (Марии for Мария) is missed."""
+    pieces = [p for p in name.split() if len(p) >= 3] or [name]
+    for piece in pieces:
+        if piece[0].isupper() or piece[0].islower():  # a cased script: at a word's start
+            if regex.search(rf"(?<!\w){regex.escape(piece)}", text):
+                return True
+        elif piece in text:
+            return True
+    return False
+
+
 @rule("not_a_name", PEOPLE)
 def not_a_name(text: str, context: Context) -> Hit | None:
     repaired = capitalise_lower_case(text)
