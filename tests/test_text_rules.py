@@ -685,6 +685,25 @@ def test_two_beats_with_one_name_are_told_apart_by_code() -> None:
     assert [(f.rule, f.action) for f in findings] == [("duplicate_name", "repaired")] * 2
 
 
+def test_beats_that_share_a_purpose_are_given_their_own_by_code() -> None:
+    """Qwen2.5-0.5B (standard profile) gave two of three beats one purpose on all six attempts and
+    the story was lost at its plot: the repeat is repaired, never fatal."""
+    data = copy.deepcopy(GOOD_PLOT)
+    data["beats"] = data["beats"][:3]
+    data["beats"][1]["name"] = "As the wedding begins, they both take turns"
+    data["beats"][2]["name"] = "Dawn"
+    for beat in data["beats"]:
+        beat["purpose"] = "to ensure everything is perfect before the wedding starts"
+    findings: list[Finding] = []
+    plot = validate_json_payload(json.dumps(data), PlotStructure, reviewing=EN, findings=findings)
+    assert [b.purpose for b in plot.beats] == [
+        "to ensure everything is perfect before the wedding starts",
+        "As the wedding begins, they both take turns.",  # its name is a sentence
+        "to ensure everything is perfect before the wedding starts, as Dawn.",
+    ]
+    assert [(f.rule, f.action) for f in findings] == [("duplicate_purpose", "repaired")] * 2
+
+
 def test_offers_and_notes_to_the_user_are_meta_talk() -> None:
     # README command (a)'s scene 2, measured: the draft offered options instead of telling the scene
     draft = (

@@ -389,8 +389,41 @@ def _plot(data: dict[str, Any], context: Context, where: str, out: list[Finding]
     data = _unique_names("characters")(data, context, where, out)
     beats = data.get("beats")
     if isinstance(beats, list):
-        data = {**data, "beats": _distinct_beat_names(beats, f"{where}.beats" if where else "beats", out)}
+        path = f"{where}.beats" if where else "beats"
+        data = {**data, "beats": _distinct_beat_purposes(_distinct_beat_names(beats, path, out), path, out)}
     return data
+
+
+def _distinct_beat_purposes(beats: list[Any], path: str, out: list[Finding]) -> list[Any]:
+    """A beat whose purpose repeats an earlier beat's is given one of its own: its name when that
+    is a sentence (four words or more), else the purpose said of its name (measured: Qwen2.5-0.5B
+    gave two of three beats one purpose on all six attempts, and the story was lost at its plot)."""
+    taken: set[str] = set()
+    out_beats: list[Any] = []
+    for index, beat in enumerate(beats):
+        purpose = beat.get("purpose") if isinstance(beat, dict) else None
+        if not isinstance(purpose, str) or not word_key(purpose) or word_key(purpose) not in taken:
+            if isinstance(purpose, str):
+                taken.add(word_key(purpose))
+            out_beats.append(beat)
+            continue
+        name = str(beat.get("name") or "").strip()
+        own = name.rstrip(" .;:") + "." if len(name.split()) >= 4 else f"{purpose.rstrip(' .;:')}, as {name}."
+        if not name or word_key(own) in taken:
+            out_beats.append(beat)  # nothing of its own to say: the schema judges the plot
+            continue
+        taken.add(word_key(own))
+        out.append(
+            Finding(
+                "duplicate_purpose",
+                f"{path}[{index}].purpose",
+                clip(purpose, 60),
+                f"the purpose repeats an earlier beat's; this one is {clip(own, 60)!r}",
+                "repaired",
+            )
+        )
+        out_beats.append({**beat, "purpose": own})
+    return out_beats
 
 
 def _distinct_beat_names(beats: list[Any], path: str, out: list[Finding]) -> list[Any]:
