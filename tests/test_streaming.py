@@ -85,3 +85,56 @@ def test_a_listener_that_fails_is_dropped_not_fatal() -> None:
         streaming.delta("two")
         assert not streaming.wanted()
     assert heard == ["one"]
+
+
+def test_a_whole_objects_json_tells_each_list_item_once_it_is_complete_and_valid() -> None:
+    import json
+
+    from storyengine.pipeline.growing_json import GrowingItems
+    from storyengine.schemas import PlotStructure
+    from storyengine.text.rules import Context
+
+    beats = [
+        {"name": "Dawn", "purpose": 'Sets up the keeper\'s "quiet" life, her debts.', "tension": 2},
+        {"name": "Storm", "purpose": "Raises the stakes as the storm cuts the harbour off.", "tension": 11},
+        {"name": "Return", "purpose": "In the end, the light burns again over the bay.", "tension": 3},
+    ]
+    answer = json.dumps(
+        {"structure_type": "three-act", "title": "The Light", "beats": beats, "characters": ["Mara"]}
+    )
+    told: list[tuple[str, str | None, dict]] = []
+    listener = streaming.Listener(
+        on_delta=None, on_part=lambda what, of, value: told.append((what, of, value))
+    )
+    items = GrowingItems(PlotStructure, Context(language="en"))
+    with streaming.listening(listener):
+        for char in answer[: answer.index('"Storm"')]:  # the first beat is complete, the second is not
+            items.feed(char)
+        assert [what for what, _, _ in told] == ["beats[0]"] and told[0][2]["purpose"] == beats[0]["purpose"]
+        items.feed(answer[answer.index('"Storm"') :])
+    # the second beat's tension is out of bounds: never shown; the third is, as the second shown
+    assert [(what, of, value["name"]) for what, of, value in told] == [
+        ("beats[0]", "beats", "Dawn"),
+        ("beats[1]", "beats", "Return"),
+    ]
+    items.restart()  # a new attempt: counted from the start again
+    told.clear()
+    with streaming.listening(listener):
+        items.feed(answer)
+    assert [what for what, _, _ in told] == ["beats[0]", "beats[1]"]
+
+
+async def test_a_standard_models_plot_shows_its_beats_as_its_json_grows() -> None:
+    """The standard profile structures whole objects; with someone listening, the JSON streams
+    and each beat is told as a part the moment it is complete and valid, before the plot is."""
+    provider = ScriptedProvider(story_script, name="embedded", structured_mode="grammar", profile="standard")
+    settings = parse_settings(SETTINGS.replace("profile: tiny", "profile: standard"), source="test.yaml")
+    events: list[dict[str, Any]] = []
+    async with StoryEngine.from_config(settings=settings, providers={"embedded": provider}) as engine:
+        story = await engine.generate(PREMISE, scenes=3, seed=5, on_event=events.append)
+    plot_done = next(i for i, e in enumerate(events) if e["event"] == "step_done" and e.get("name") == "plot")
+    beats = [e for e in events[:plot_done] if e["event"] == "part_done" and e["name"] == "plot"]
+    assert [b["value"]["name"] for b in beats] == [b.name for b in story.plot.beats]
+    assert all(b["of"] == "beats" for b in beats)
+    lines = [e for e in events if e["event"] == "part_done" and e["name"] == "dialogue.0"]
+    assert [line["value"]["text"] for line in lines] == [line.text for line in story.scenes[0].dialogue.lines]

@@ -151,12 +151,15 @@ async def test_a_server_that_answers_a_stream_request_whole_is_read_whole_and_sh
 # -- when a request is streamed --
 
 
-async def test_a_structured_request_is_never_streamed(server: FaultyServer) -> None:
-    heard = Heard()
+async def test_a_structured_request_streams_only_to_a_listener_of_its_json(server: FaultyServer) -> None:
+    """A whole object's JSON streams when someone reads it as it grows (pipeline/growing_json.py
+    sets that listener); `stream: on` alone streams free text, never a schema."""
     schema = {"type": "object", "properties": {"title": {"type": "string"}}}
-    server.script = ["ok"]
-    await ask(server, draft(json_schema=schema, stage="structuring"), heard, stream="on")
-    assert server.bodies[0]["stream"] is False and heard.deltas == []
+    server.script = ["ok", "ok"]
+    await ask(server, draft(json_schema=schema, stage="structuring"), None, stream="on")
+    heard = Heard()
+    await ask(server, draft(json_schema=schema, stage="structuring"), heard, stream="auto")
+    assert [body["stream"] for body in server.bodies] == [False, True] and heard.deltas
 
 
 @pytest.mark.parametrize(
@@ -346,11 +349,12 @@ async def test_the_embedded_model_streams_the_same_answer_it_writes_unheard(smol
     assert streamed.text == quiet.text and streamed.text.strip()
     assert streamed.usage == quiet.usage and streamed.finish_reason == quiet.finish_reason
     assert len(heard.deltas) > 5 and heard.text == streamed.text  # token by token, and the answer
-    # JSON is never streamed
+    # JSON streams only to whoever reads it as it grows, and is the same answer
     heard.deltas.clear()
+    asked = story_request(24).model_copy(update={"json_schema": {"type": "object"}, "stage": "structuring"})
     with streaming.listening(heard.listener()):
-        await smol.complete(story_request(24).model_copy(update={"json_schema": {"type": "object"}}))
-    assert heard.deltas == []
+        streamed_json = await smol.complete(asked)
+    assert heard.text == streamed_json.text == (await smol.complete(asked)).text
 
 
 @pytest.mark.model

@@ -3,7 +3,8 @@
 A stage that wants its text live (a draft: stage 1) sets a listener with `listening(...)`; a
 provider that produces text piece by piece calls `attempt_started()` when an attempt begins and
 `delta(text)` for each piece. A stage that structures an object in parts (stage 2 for a small
-model) may hear each part as it passes its checks (`parts_started()`, then `part_passed(...)`).
+model) may hear each part as it passes its checks (`parts_started()`, then `part_passed(...)`);
+a whole object's JSON streams only to pipeline/growing_json.py, which tells its list items so.
 Nothing else changes: the provider still returns the whole `Completion`, which alone is checked,
 cached and stored, so what is kept for a seed is the same with or without a listener. A retry or
 a fallback starts a new attempt, and a viewer drops what the abandoned one showed. Listeners are
@@ -50,6 +51,11 @@ def listening(listener: Listener | None) -> Iterator[None]:
         yield
     finally:
         _listener.reset(token)
+
+
+def current() -> Listener | None:
+    """The listener of this task (None: nobody listens)."""
+    return _listener.get()
 
 
 def wanted() -> bool:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from .. import streaming
 from ..bible import FactCheck
 from ..budget import clip_middle
 from ..config import Settings, StageDefaults
@@ -55,6 +56,7 @@ from .answer_checks import TextPolicy, checker
 from .fitting import SUMMARIZABLE as SUMMARIZABLE
 from .fitting import SUMMARY_WORDS as SUMMARY_WORDS
 from .fitting import build_request, fitted, summary_request
+from .growing_json import growing
 from .stepmeta import StepMeta as StepMeta
 from .structure_parts import PART_MAX_TOKENS as PART_MAX_TOKENS
 from .structure_parts import Plan as Plan
@@ -314,7 +316,10 @@ class TwoStage:
             return Checked(value, findings)
 
         try:
-            completion = await self.ask_checked(component, request, validate, meta, route, reask=self.strict)
+            with streaming.listening(growing(model, reviewing) or streaming.current()):
+                completion = await self.ask_checked(
+                    component, request, validate, meta, route, reask=self.strict
+                )
         finally:
             meta.seconds["structuring"] = time.perf_counter() - started
         meta.stage2_text = completion.text

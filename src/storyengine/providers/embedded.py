@@ -137,8 +137,8 @@ class EmbeddedProvider:
         """A `TextFeed` for a free-text call someone listens to: each piece reaches the listener on
         the event loop, in order (the generating thread hands it over); none once the call stops."""
         detokenize = getattr(model.llama, "detokenize", None)
-        if not streaming.wanted() or request.json_schema is not None or request.stage == "structuring":
-            return None
+        if not streaming.wanted() or request.stage not in ("freeform", "structuring"):
+            return None  # a draft, or a whole object's JSON someone reads as it grows; no summary
         if detokenize is None:  # a stand-in model in tests
             return None
         loop = asyncio.get_running_loop()

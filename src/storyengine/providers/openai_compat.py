@@ -142,11 +142,14 @@ class OpenAICompatProvider:
     # -- the wire format --
 
     def streams(self, request: CompletionRequest) -> bool:
-        """Whether `request` is asked as a stream: free text only (never a schema), as `stream` says
-        (auto: a stage-1 draft someone listens to; on: every free-text request; off: none)."""
-        if request.json_schema is not None or self.settings.stream == "off":
+        """Whether `request` is asked as a stream, as `stream` says (auto: a request someone listens
+        to: a stage-1 draft, or a whole object whose list items are shown as they pass; on: every
+        free-text request too; off: none)."""
+        if self.settings.stream == "off":
             return False
-        return self.settings.stream == "on" or (streaming.wanted() and request.stage == "freeform")
+        if streaming.wanted() and request.stage in ("freeform", "structuring"):
+            return True  # not a summary made while a draft is watched
+        return self.settings.stream == "on" and request.json_schema is None
 
     def request_body(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         """The JSON body of a chat completion for `request`, in this provider's structured mode."""
