@@ -264,6 +264,34 @@ async def test_a_bible_character_the_model_only_echoes_is_made_by_code_and_the_b
     assert any("made from the draft" in note for note in story.meta["steps"]["bible"]["parts_left_out"])
 
 
+async def test_a_scene_summary_still_junk_after_its_re_ask_is_made_from_the_draft(tmp_path: Path) -> None:
+    """README command (a) measured: SmolLM2's third summary was "./lighthouse-keeper.json:1,
+    summary_type:'object', …" on both tries and was kept with a warning. A part that code can make
+    from the notes gets code's clean value instead, recorded as a repair."""
+
+    def script(request: CompletionRequest) -> Any:
+        schema = request.json_schema or {}
+        if (
+            request.component == "scene"
+            and "summary" in schema.get("properties", {})
+            and "title" not in schema.get("properties", {})
+        ):
+            return json.dumps(
+                {"summary": "./lighthouse-keeper.json:1, summary_type:'object', required: true."}
+            )
+        return story_script(request)
+
+    async with engine_for(script, tmp_path, "tiny") as engine:
+        story = await engine.generate(PREMISE, scenes=1, seed=5)
+    summary = story.scenes[0].scene.summary
+    assert (
+        ".json" not in summary and summary.split()[0] in story.meta["steps"]["scene.0.draft"]["stage1_text"]
+    )
+    findings = story.meta["steps"]["scene.0"]["findings"]
+    assert any(f["action"] == "repaired" and "made from the draft instead" in f["message"] for f in findings)
+    assert not any(f["action"] == "kept" and f["field"].endswith("summary") for f in findings)
+
+
 async def test_a_scene_summary_the_model_only_copies_is_made_from_the_draft(tmp_path: Path) -> None:
     """SmolLM2 measured: the summary part answered with the title six times; the scene is kept with
     a summary made from its own draft, and the metadata says so."""

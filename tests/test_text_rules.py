@@ -125,6 +125,7 @@ def test_a_lower_case_name_is_capitalised() -> None:
         ("A rose by the color of the month (tension 2/10). The stories unfold.", "debris"),
         ("2019-07-31T14:58:56.143.14.BREAK;Thelma is a great example of a keeper.", "timestamp"),
         ("Amaranthakeh, Greece 2018-04-30 at 1:57:59.633333 (UTC +1), Ares Olympus.", "timestamp"),
+        ("Lighthouse keeper's End, England, 2018-04-30 at 1:57:59 PM GMT+6. The keeper waits.", "timestamp"),
         ("./the_story.jsonp1234567890-a-bcddefghijklmnpqrszwxyzwzwzwzwzw", "gibberish"),
         ("The harbor at dusk zwzwzwzwzwzw", "gibberish"),
     ],

@@ -134,8 +134,13 @@ async def structure_in_parts(
                 answers.append(json.dumps(exact, ensure_ascii=False))
                 continue
             try:
+                before = len(meta.findings)
                 value, text = await ask_part(
                     stage, component, draft, part, assembled, earlier, meta, route, reviewing
+                )
+                value, text = _clean_from_notes(part, draft, assembled, reviewing, meta, before) or (
+                    value,
+                    text,
                 )
             except StructuringError as exc:
                 made = part_from_notes(part, draft, assembled)
@@ -188,6 +193,29 @@ def part_from_notes(part: Part, draft: str, assembled: dict[str, Any]) -> dict[s
     except ValidationError:
         return None
     return None if part.check and part.check(value, assembled) else value
+
+
+def _clean_from_notes(
+    part: Part, draft: str, assembled: dict[str, Any], reviewing: Context, meta: StepMeta, before: int
+) -> tuple[dict[str, Any], str] | None:
+    """A required part whose answer the text rules still flag after its re-ask (kept with a
+    warning), replaced by its value from the notes when that one is clean: code's clean text beats
+    the model's flagged one. The kept findings become one repair. None: the answer stands."""
+    flagged = [f for f in meta.findings[before:] if f.get("action") == "kept"]
+    if not flagged or part.from_notes is None:
+        return None
+    made = part_by_code(part, draft, assembled, reviewing)
+    if made is None:
+        return None
+    first = flagged[0]
+    meta.findings[before:] = [f for f in meta.findings[before:] if f not in flagged] + [
+        {
+            **first,
+            "message": f"{first['message']}; the answer was made from the draft instead",
+            "action": "repaired",
+        }
+    ]
+    return made, json.dumps(made, ensure_ascii=False)
 
 
 def part_by_code(

@@ -52,6 +52,8 @@ def null_text(text: str, context: Context) -> Hit | None:
 
 _TIMESTAMP = regex.compile(
     r"\S*\b\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}(?::\d{2})?\S*|\S*\b\d{1,2}:\d{2}:\d{2}\.\d+\S*"
+    # "2018-04-30 at 1:57:59 PM GMT+6" (SmolLM2, README command (a)'s third setting)
+    r"|\b\d{4}-\d{2}-\d{2},? at \d{1,2}:\d{2}(?::\d{2})?(?: ?[AP]M)?(?: ?(?:GMT|UTC)[+-]?\d{0,2})?"
 )
 
 
