@@ -198,7 +198,7 @@ def part_from_notes(part: Part, draft: str, assembled: dict[str, Any]) -> dict[s
 def _clean_from_notes(
     part: Part, draft: str, assembled: dict[str, Any], reviewing: Context, meta: StepMeta, before: int
 ) -> tuple[dict[str, Any], str] | None:
-    """A required part whose answer the text rules still flag after its re-ask (kept with a
+    """A part whose answer the text rules still flag after its re-ask (kept with a
     warning), replaced by its value from the notes when that one is clean: code's clean text beats
     the model's flagged one. The kept findings become one repair. None: the answer stands."""
     flagged = [f for f in meta.findings[before:] if f.get("action") == "kept"]
