@@ -199,8 +199,9 @@ class OpenAIProviderSettings(_Strict):
     max_response_bytes: int = Field(default=8_000_000, gt=0)
     # Answers read as server-sent events, shown as they are written: auto streams a free-text draft
     # (stage 1) when someone listens to it (a run's viewer); on streams every free-text request; off
-    # never. Structured requests (a json_schema) are never streamed. A server that answers a stream
-    # request with plain JSON is read as one answer.
+    # never. A structured request streams only to someone who reads its JSON as it grows (a run's
+    # viewer, pipeline/growing_json.py); a summary never. A server that answers a stream request with
+    # plain JSON is read as one answer.
     stream: Literal["auto", "on", "off"] = "auto"
 
     @model_validator(mode="after")

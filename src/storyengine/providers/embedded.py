@@ -11,8 +11,8 @@ exception llama.cpp raises while generating becomes a `ProviderError` subclass. 
 awaiting task is cancelled stops its generation within a token (`CallStop`), freeing the model.
 
 When someone listens (storyengine.streaming), a free-text answer's text is sent on as its tokens
-are sampled (`TextFeed`); the answer is the same with or without a listener. JSON (a schema, a
-structuring call) is never streamed.
+are sampled (`TextFeed`); the answer is the same with or without a listener. JSON streams only to
+someone who reads it as it grows (pipeline/growing_json.py); a summary never streams.
 
 What is model-specific comes from the provider's profile (providers/profiles.py, chosen by its
 config entry): with `stops_loops` (the tiny profile: the packaged SmolLM2), a free-text answer is

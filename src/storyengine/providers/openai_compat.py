@@ -24,8 +24,9 @@ cached as if the server had said it. An error page is only quoted, so it is deco
 A free-text request is streamed (server-sent events) when the `stream` setting allows it and
 someone listens (storyengine.streaming): pieces are shown as they arrive, and the `Completion`
 returned is the one the whole answer would be, under the same deadline, limit, redaction and
-refusals (sse.py). Structured requests are never streamed; a stream request answered with one JSON
-body is read as it.
+refusals (sse.py). A structured request streams only when someone reads its JSON as it grows
+(pipeline/growing_json.py), a summary never; a stream request answered with one JSON body is
+read as it.
 
 Here: the request body, the HTTP exchange and its failures, the answer. Reading the body within
 its limits is http_answer.py's, a stream sse.py's; the text and usage counts a server may send in
