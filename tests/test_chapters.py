@@ -325,7 +325,7 @@ async def test_a_chapter_that_brings_someone_in_grows_the_bible_for_the_chapters
             if request.stage == "freeform" and "Plan chapter 2 of" in text:
                 return (
                     "1. The Harbour: The harbour master's clerk Osric Vale demands the unpaid dues.\n"
-                    "2. The Court: The keeper's daughter answers the claim before the harbour court."
+                    "2. The Court: The keeper's daughter answers Osric Vale's claim before the court."
                 )
             if request.stage == "structuring" and "The Harbour" in text:
                 return "not json at all"  # chapter 2 is planned from its draft's list (the fallback)
@@ -370,10 +370,19 @@ def test_a_chapter_in_another_language_brings_no_one_in_by_capital_letters() -> 
         )
     ]
     english = [
-        PlotBeat(name="The Harbour", purpose="The clerk Osric Vale meets Mara at the Harbour.", tension=4)
+        PlotBeat(name="The Harbour", purpose="The clerk Osric Vale meets Mara at the Harbour.", tension=4),
+        PlotBeat(
+            name="The Court", purpose="Mara answers Osric Vale in court, for Love and Respect.", tension=5
+        ),
     ]
     assert introduced(bible, german, 2, "Der Hafen") == []  # every German noun has a capital
-    assert [p.name for p in introduced(bible, english, 2, "The Harbour")] == ["Osric Vale"]
+    assert [p.name for p in introduced(bible, english, 2, "The Harbour The Court")] == ["Osric Vale"]
+    # named once, or a word the plan also writes in lower case: not a person brought in on purpose
+    once = [
+        english[0],
+        PlotBeat(name="Dawn", purpose="Mara speaks of love and React Native apps.", tension=3),
+    ]
+    assert introduced(bible, once, 2, "The Harbour Dawn") == []
 
 
 async def test_the_quality_report_measures_every_chapter_and_lists_the_threads_left_open() -> None:

@@ -149,25 +149,34 @@ def planned_chapter(x: Inputs, draft: str, beats: list[PlotBeat]) -> Chapter:
     )
 
 
+GROWN_CAST_MAX = 8  # the people a bible may hold once chapters have brought some in
+
+
 def introduced(
     bible: StoryBible | None, beats: list[PlotBeat], number: int, known: str
 ) -> list[BibleCharacter]:
-    """The people a chapter's plan brings into the story on purpose: names its scenes' purposes give
-    that the bible lacks (and the premise, the title and the beats' names do not hold), in the order
-    they come, each described by the purpose that names them. English only: a capitalised word is a
-    name only there, so a chapter in another language introduces no one (its cast is the bible's)."""
+    """The people a chapter's plan brings into the story on purpose: names that at least two of its
+    scenes' purposes give, that the bible lacks (and the premise, the title and the beats' names do
+    not hold), none of whose words the plan also writes in lower case (a noun capitalised by chance:
+    SmolLM2's plans brought in "Love", "Respect" and "React Native" when one mention was enough),
+    in the order they come, each described by the first purpose that names them; none once the
+    bible holds GROWN_CAST_MAX people. English only: a capitalised word is a name only there, so a
+    chapter in another language introduces no one (its cast is the bible's)."""
     text = " ".join(b.purpose for b in beats)
-    if bible is None or not is_english(detect(text)):
+    if bible is None or len(bible.characters) >= GROWN_CAST_MAX or not is_english(detect(text)):
         return []
+    lower = set(re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", text))  # the words it writes in lower case
     taken = {w.casefold() for w in words(known)} | {w.casefold() for n in bible.names for w in words(n)}
     found: list[str] = []
     for word in sorted(names_in(text, frozenset(taken)), key=text.find):
         # the whole name its word is part of ("Osric Vale"); one with a known word is a known person
         run = re.search(rf"(?:[A-Z][\w'’-]+ )*{re.escape(word)}(?: [A-Z][\w'’-]+)*", text)
         name = run.group(0) if run else word
-        if not any(w.casefold() in taken for w in name.split()) and person_name_problem(name) is None:
+        if any(w.casefold() in taken or w.casefold() in lower for w in name.split()):
+            continue
+        if person_name_problem(name) is None and sum(name in b.purpose for b in beats) >= 2:
             found += [name] if name not in found else []
-    found = found[:MAX_INTRODUCED]
+    found = found[: min(MAX_INTRODUCED, GROWN_CAST_MAX - len(bible.characters))]
     return [
         BibleCharacter(
             name=name,
