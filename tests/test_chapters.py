@@ -383,6 +383,40 @@ def test_a_chapter_in_another_language_brings_no_one_in_by_capital_letters() -> 
         PlotBeat(name="Dawn", purpose="Mara speaks of love and React Native apps.", tension=3),
     ]
     assert introduced(bible, once, 2, "The Harbour Dawn") == []
+    # named twice, capitalised every time, but never as a person: a title's nouns (novella 2's plans)
+    titles = [
+        PlotBeat(name="Dream", purpose="A Hero's Journey of Hope and Courage & Loyalty is where lights meet.",
+                 tension=4),
+        PlotBeat(name="Ethan", purpose="A Hero's Journey of Hope and Courage & Loyalty, a tale of hope.",
+                 tension=5),
+    ]  # fmt: skip
+    assert introduced(bible, titles, 2, "Dream Ethan") == []
+    # the same name doing something at a clause's start is a person
+    acting = [
+        PlotBeat(name="Quay", purpose="Mara waits; Osric Vale refuses her the boat.", tension=4),
+        PlotBeat(name="Court", purpose="Mara answers Osric Vale in court.", tension=5),
+    ]
+    assert [p.name for p in introduced(bible, acting, 2, "Quay Court")] == ["Osric Vale"]
+
+
+def test_a_name_acts_as_a_person_by_a_role_a_possession_or_a_verb() -> None:
+    from storyengine.text.people_rules import acts_as_person
+
+    for name, text in [
+        ("Osric Vale", "The harbour master Osric Vale demands the debt."),
+        ("Osric", "Captain Osric sails at dawn."),
+        ("Osric", "Osric's ledger burns."),
+        ("Osric", "The storm breaks, and Osric refuses to light the lamp."),
+    ]:
+        assert acts_as_person(name, text), (name, text)
+    for name, text in [
+        ("Love", "Achieve Your Goals with Love and Respect."),
+        ("Tale", "A Tale of Two Cities by A.A.Milord."),
+        ("React Native", "App App Development with React Native & Node.js"),
+        ("Delivery", "Rescue and Delivery of a Female Lighthouse Keeper."),
+        ("Osric", "Osricsson sails."),  # a longer word is not the name
+    ]:
+        assert not acts_as_person(name, text), (name, text)
 
 
 async def test_the_quality_report_measures_every_chapter_and_lists_the_threads_left_open() -> None:

@@ -98,6 +98,51 @@ def names_person(name: str, text: str) -> bool:
     return False
 
 
+# -- a name the English text treats as a person (the growing bible's test) --
+
+# Words before a name that make it a person's: honorifics, kin and trades ("harbour master Osric").
+ROLE_NOUNS = frozenset(
+    "master keeper captain uncle aunt mother father mum mom dad sister brother daughter son wife "
+    "husband widow widower cousin niece nephew grandmother grandfather friend rival king queen prince "
+    "princess duke duchess earl baron knight doctor detective inspector officer sergeant constable "
+    "merchant baker sailor fisherman smuggler priest mayor judge lawyer clerk teacher apprentice "
+    "stranger neighbour neighbor named called".split()
+) | {h.rstrip(".") for h in HONORIFICS}
+# Words after a name that show it doing something: auxiliaries and common past or present verbs.
+AUXILIARIES = frozenset(
+    "is was has had will would must can could should may might does did refuses tries wants needs "
+    "says said asks asked".split()
+)
+_SUBJECT_START = regex.compile(r"(?:^|[.;:!?]\s+|,\s+|\b(?:and|but|while|when|as|until|so|then)\s+)$")
+
+
+def _verb_like(word: str) -> bool:
+    w = word.casefold()
+    if w in AUXILIARIES:
+        return True
+    return len(w) > 3 and (w.endswith("ed") or (w.endswith("s") and not w.endswith(("ss", "us", "is"))))
+
+
+def acts_as_person(name: str, text: str) -> bool:
+    """Whether an English `text` treats `name` as a person at least once: a role or honorific before
+    it ("harbour master Osric Vale", "Captain Osric"), its possession of a thing ("Osric's ledger"),
+    or it doing something at a clause's start ("Osric confronts Mara", "and Osric refuses"). A
+    noun capitalised for a title is none of these ("with Love and Respect", "A Tale of Two
+    Cities", "App Development with React Native"). English only: other languages' names are
+    not told by their neighbours here, and the growing bible that asks runs only on English."""
+    for found in regex.finditer(rf"(?<![\w'’-]){regex.escape(name)}(?![\w-])", text):
+        before, after = text[: found.start()], text[found.end() :]
+        previous = regex.findall(r"[\w'’.-]+", before[-40:])
+        if previous and previous[-1].casefold().rstrip(".") in ROLE_NOUNS:
+            return True
+        if regex.match(r"['’]s\s+\p{Ll}", after):
+            return True
+        following = regex.match(r"\s+(\p{Ll}[\p{L}'’]*)", after)
+        if following and _verb_like(following.group(1)) and _SUBJECT_START.search(before):
+            return True
+    return False
+
+
 @rule("not_a_name", PEOPLE)
 def not_a_name(text: str, context: Context) -> Hit | None:
     repaired = capitalise_lower_case(text)

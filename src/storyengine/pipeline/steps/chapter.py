@@ -20,7 +20,7 @@ from ...quality import draft_problems
 from ...schemas import MAX_INTRODUCED, NAME_MAX, TEXT_MAX, Chapter, ChapterPlan, PlotBeat, word_key
 from ...structuring import decoding_schema
 from ...text.language import detect, is_english
-from ...text.people_rules import person_name_problem
+from ...text.people_rules import acts_as_person, person_name_problem
 from ...text.rules import Context
 from ...text.segment import words
 from .. import parts
@@ -158,8 +158,10 @@ def introduced(
     """The people a chapter's plan brings into the story on purpose: names that at least two of its
     scenes' purposes give, that the bible lacks (and the premise, the title and the beats' names do
     not hold), none of whose words the plan also writes in lower case (a noun capitalised by chance:
-    SmolLM2's plans brought in "Love", "Respect" and "React Native" when one mention was enough),
-    in the order they come, each described by the first purpose that names them; none once the
+    SmolLM2's plans brought in "Love", "Respect" and "React Native" when one mention was enough)
+    and that the plan treats as a person at least once (a role before it, a thing it owns, or it
+    doing something: `acts_as_person`; the rules before it still let "Hero's Journey" and
+    "Courage" in), in the order they come, each described by the first purpose that names them; none once the
     bible holds GROWN_CAST_MAX people. English only: a capitalised word is a name only there, so a
     chapter in another language introduces no one (its cast is the bible's)."""
     text = " ".join(b.purpose for b in beats)
@@ -174,7 +176,8 @@ def introduced(
         name = run.group(0) if run else word
         if any(w.casefold() in taken or w.casefold() in lower for w in name.split()):
             continue
-        if person_name_problem(name) is None and sum(name in b.purpose for b in beats) >= 2:
+        named_twice = sum(name in b.purpose for b in beats) >= 2
+        if person_name_problem(name) is None and named_twice and acts_as_person(name, text):
             found += [name] if name not in found else []
     found = found[: min(MAX_INTRODUCED, GROWN_CAST_MAX - len(bible.characters))]
     return [
