@@ -229,3 +229,53 @@ def test_providers_check_fails_on_a_missing_key(
     [problem] = [line for line in result.output.splitlines() if line.startswith("✗ ")]
     assert f"the env var {KEY_ENV} is not set" in problem
     assert "Traceback" not in result.output
+
+
+async def test_the_server_reads_a_next_turn_prefix_once_and_bench_story_counts_it(
+    server: LlamaServer,
+) -> None:
+    """Stage 2 as the next turn of stage 1 on a real llama_cpp.server: the server's own log says it
+    found the draft's prompt in its cache (what `bench story --server-log` counts); a fresh prompt
+    with other first bytes finds nothing."""
+    from storyengine.bench.story import server_prefix_hits
+
+    llm = provider(server, "none")
+    draft_request = CompletionRequest(
+        messages=(
+            Message(role="system", content="You are a novelist. Write vivid, concrete prose."),
+            Message(role="user", content="Write a short scene: a keeper sees a ship in a storm."),
+        ),
+        temperature=0.0,
+        seed=0,
+        max_tokens=48,
+    )
+    draft = await llm.complete(draft_request)
+    offset = server.log_path.stat().st_size
+    ask = Message(role="user", content="Give the scene above a title of three words.")
+    next_turn = CompletionRequest(
+        messages=(*draft_request.messages, Message(role="assistant", content=draft.text), ask),
+        temperature=0.0,
+        seed=0,
+        max_tokens=16,
+    )
+    answer = await llm.complete(next_turn)
+    log = server.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+    hits = server_prefix_hits(log)
+    assert hits["requests_with_prefix_hit"] == 1
+    # it held at least the draft's own prompt: tokens it did not evaluate again
+    assert hits["cached_prompt_tokens"] >= draft.usage.prompt_tokens - 1
+    assert hits["cached_prompt_tokens"] + hits["evaluated_after_hit"] == answer.usage.prompt_tokens
+
+    offset = server.log_path.stat().st_size
+    fresh = CompletionRequest(
+        messages=(
+            Message(role="system", content="Return a title of three words for this scene."),
+            Message(role="user", content=draft.text),
+        ),
+        temperature=0.0,
+        seed=0,
+        max_tokens=16,
+    )
+    await llm.complete(fresh)
+    log = server.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+    assert server_prefix_hits(log)["cached_prompt_tokens"] <= 8  # at most the chat template's opening

@@ -19,6 +19,10 @@ From those and the run's call records (`Story.meta["calls"]`):
                        succeeded, but the step kept another draw: its freeform call's seed is not
                        the step's seed)
     pipeline's own     wall time − the time some model call was in flight
+    server's cache     with --server-log (the verbose log of a `llama_cpp.server`, its default):
+                       the prompt tokens the server itself says it found in its cache during
+                       the story ("N prefix-match hit"), against the prompt tokens sent; those
+                       then count as not evaluated in tokens processed per word
     first words        when the words become visible as they stream (the run's draft_delta
                        events): the story's first after the run starts (the model is loaded by
                        the probe before), each scene's first after its call starts
@@ -31,6 +35,7 @@ evaluation's overall score.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import tempfile
 import time
@@ -225,6 +230,32 @@ def delivered_words(story: Story) -> int:
     )
 
 
+_PREFIX_HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens to eval")
+
+
+def server_prefix_hits(log: str) -> dict[str, int]:
+    """What a `llama_cpp.server`'s verbose log says it reused: requests whose prompt began with
+    tokens it still held, and those tokens, summed (a request it evaluated whole logs nothing)."""
+    hits = [(int(m.group(1)), int(m.group(2))) for m in _PREFIX_HIT.finditer(log)]
+    return {
+        "requests_with_prefix_hit": len(hits),
+        "cached_prompt_tokens": sum(cached for cached, _ in hits),
+        "evaluated_after_hit": sum(rest for _, rest in hits),
+    }
+
+
+def _log_size(path: Path | None) -> int:
+    return path.stat().st_size if path is not None and path.exists() else 0
+
+
+def _log_since(path: Path, offset: int) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode("utf-8", errors="replace")
+
+
 def spending(tokens: dict[str, int], evaluated: int | None, delivered: int) -> dict[str, Any]:
     """What the story cost against what a reader gets: tokens processed (prompt tokens the model
     evaluated, or sent where that is unknown, plus tokens written) per delivered word; prompt
@@ -341,6 +372,7 @@ async def run_story_bench(
     seed: int,
     progress: Progress,
     save: Path | None = None,
+    server_log: Path | None = None,
 ) -> Report:
     with tempfile.TemporaryDirectory(prefix="storyengine-bench-") as tmp:
         settings = scratch_settings(settings, Path(tmp), cache=False)
@@ -356,6 +388,7 @@ async def run_story_bench(
             before = ModelStats(**vars(model.stats)) if model else None
             restored = model.snapshots.restored_tokens if model and model.snapshots else 0
             progress(f"{name}: one {scenes}-scene story, cache off (minutes on a small CPU)")
+            log_from = _log_size(server_log)
             started = time.perf_counter()
             story: Story | None = None
             first = FirstWords()
@@ -403,6 +436,15 @@ async def run_story_bench(
         quality = {"valid": False}
         report.notes.append("the story failed: thrown-away tokens are not known without its call records")
     evaluated = int(stats["prompt_tokens_evaluated"]) if stats else None
+    if server_log is not None:
+        server = server_prefix_hits(await asyncio.to_thread(_log_since, server_log, log_from))
+        report.summary["server_cache"] = server
+        if evaluated is None:
+            evaluated = max(0, tokens["prompt_tokens"] - server["cached_prompt_tokens"])
+        report.notes.append(
+            f"the server's log: {server['cached_prompt_tokens']} prompt tokens found in its cache "
+            f"in {server['requests_with_prefix_hit']} requests, of {tokens['prompt_tokens']} sent"
+        )
     headline = bounds(tokens, rates, evaluated, wall, busy)
     _measures(report, headline, tokens, stats, evaluated)
     shown = first.summary()

@@ -335,6 +335,12 @@ def long_bench(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the story (JSON, with its call records).",
 )
+@click.option(
+    "--server-log",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The verbose log of the llama_cpp.server the provider talks to: report the prompt tokens "
+    "it found in its own cache.",
+)
 @route_options
 @_json_option
 @click.pass_context
@@ -343,6 +349,7 @@ def story_bench(
     scenes: int,
     seed: int,
     save: Path | None,
+    server_log: Path | None,
     provider: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -355,7 +362,13 @@ def story_bench(
     settings = bench_settings(config_path, provider)
     report = _run(
         run_story_bench(
-            _report(ctx, "story"), settings, scenes=scenes, seed=seed, progress=_progress(), save=save
+            _report(ctx, "story"),
+            settings,
+            scenes=scenes,
+            seed=seed,
+            progress=_progress(),
+            save=save,
+            server_log=server_log,
         )
     )
     _emit(report, as_json)
