@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storyengine.pipeline.parts import (
@@ -298,3 +298,13 @@ async def test_a_script_dialogue_and_a_scenes_cast_are_read_by_code_with_no_mode
     assert story.meta["steps"]["scene.0"]["parts_by_code"] == [
         "the characters who appear in the scene, each named once"
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(NAME_PATTERN, fullmatch=True))
+def test_every_name_the_grammar_allows_is_one_the_validator_takes(name: str) -> None:
+    """The tiny profile's name grammar and the name rule agree: a name SmolLM2 is made to write is
+    never refused afterwards (a hyphened word of up to 40 letters was: over the 28 of a name word)."""
+    from storyengine.text.people_rules import person_name_problem
+
+    assert person_name_problem(name) is None, name

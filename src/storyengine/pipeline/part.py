@@ -27,12 +27,17 @@ from ..text.segment import sentences, words
 # Ranges, because llama.cpp's grammar has no \p{L}; plain groups only, because its converter has
 # no `(?:` or lookahead. (Other scripts pass the schemas' name rule; this grammar is the tiny
 # profile's, for a 135M model that writes Latin script.)
-UPPER_ACCENTED = "À-ÖØ-ÞĀ-ž"  # Latin Extended-A mixes cases: its capitals (Ł, Ż) start names
+# Latin Extended-A mixes cases (Ā ā Ă ă …), so its capitals (Ł, Ż) and small letters are listed
+# one by one: a range of it after a capital let "AaĀĀ" through, a phrase run together to the rule.
+_EXTENDED_A = [chr(code) for code in range(0x100, 0x180)]
+UPPER_ACCENTED = "À-ÖØ-Þ" + "".join(c for c in _EXTENDED_A if c.isupper())
 _UPPER = "A-Z" + UPPER_ACCENTED
-_LOWER_REST = "ß-öø-ÿĀ-ž"
+_LOWER_REST = "ß-öø-ÿ" + "".join(c for c in _EXTENDED_A if c.islower())
 LETTERS = _UPPER + "a-z" + _LOWER_REST
 _LOWER = "a-z" + _LOWER_REST  # after a name's capital: no run-together phrase ("TheFutureBegins")
-_JOINED = f"(['’-][{LETTERS}][{_LOWER}]{{0,18}})?"  # "'Neil", "-Jane"
+# "'Neil", "-Jane", "O'Sullivan": a joined piece of at most 8 letters, so that a word the grammar
+# allows (its first piece up to 20) is never one the validator refuses as run together (over 28)
+_JOINED = f"(['’-][{LETTERS}][{_LOWER}]{{0,7}})?"
 INITIALS = "ABCDEFGHIJKLMNOPRSTVWYZ"  # a new name's initial: one not taken yet (accented ones always free)
 
 
