@@ -47,6 +47,8 @@ that asks for one or not:
     sse_no_end      the pieces, then the connection closes (no finish_reason, no [DONE])
     sse_not_json    an event that is not JSON among the pieces
     sse_done_empty  [DONE] and nothing else
+    sse_done_early  two pieces, then [DONE] with no finish_reason (llama_cpp.server's cut when
+                    another request arrives)
     sse_bad_utf8    a piece whose bytes are not UTF-8       sse_surrogate  a piece that is a lone surrogate
     sse_tool        a tool call's arguments, no content (finish_reason "tool_calls")
     sse_secret      the request's Authorization header echoed, split into 6-character pieces
@@ -79,7 +81,7 @@ FAULTS = (
     "length", "empty_content", "prose", "slow", "drip", "huge", "huge_chunked", "parts", "redirect",
     "echo", "echo_answer", "bad_gzip", "no_finish", "bad_utf8", "tool_calls", "html_502", "object_content",
     "nan_usage", "inf_usage", "sse", "sse_no_usage", "sse_length", "sse_cut", "sse_no_end", "sse_not_json",
-    "sse_done_empty", "sse_bad_utf8", "sse_surrogate", "sse_tool", "sse_secret", "sse_hang",
+    "sse_done_empty", "sse_done_early", "sse_bad_utf8", "sse_surrogate", "sse_tool", "sse_secret", "sse_hang",
 )  # fmt: skip
 
 DEFAULT_ANSWER = '{"title": "The Lighthouse", "mood": "calm"}'
@@ -207,6 +209,8 @@ def stream_events(answer: str, fault: str, *, authorization: str = "") -> list[b
            "sse_surrogate": piece % b"\\ud800"}.get(fault)  # fmt: skip
     if bad is not None:
         events.insert(3, bad)
+    if fault == "sse_done_early":
+        return [*events[:4], b"data: [DONE]\n\n"]
     if fault == "sse_cut":
         return [*events[:4], events[4][: len(events[4]) // 2]]
     return {"sse_no_end": events[: 2 + len(pieces)], "sse_hang": events[:4]}.get(fault, events)

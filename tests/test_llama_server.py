@@ -7,6 +7,7 @@ from the schema) and `tool_call` (a forced function call, also grammar-constrain
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,20 @@ async def test_the_server_reads_a_next_turn_prefix_once_and_bench_story_counts_i
     await llm.complete(fresh)
     log = server.log_path.read_bytes()[offset:].decode("utf-8", "replace")
     assert server_prefix_hits(log)["cached_prompt_tokens"] <= 8  # at most the chat template's opening
+
+
+async def test_two_streamed_answers_at_once_both_arrive_whole(server: LlamaServer) -> None:
+    """llama_cpp.server ends a streamed answer ([DONE], no finish_reason) when another request
+    arrives: two scenes drafted at once must still both arrive, whole (the cut one read again)."""
+    llm = provider(server, "none", max_parallel=2)
+    heard: list[str] = []
+    with streaming.listening(streaming.Listener(on_delta=heard.append)):
+        answers = await asyncio.gather(
+            *(
+                llm.complete(scene_request().model_copy(update={"json_schema": None, "seed": seed}))
+                for seed in (0, 1)
+            )
+        )
+    await llm.aclose()
+    assert all(a.text.strip() and a.finish_reason in ("stop", "length") for a in answers)
+    assert heard  # it streamed until the server cut a stream

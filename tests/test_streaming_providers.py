@@ -184,7 +184,6 @@ BAD_STREAMS = [
     ("sse_cut", "cut in the middle of an event"),
     ("sse_no_end", "ended before the answer did"),
     ("sse_not_json", "not JSON: {the model said: hello"),
-    ("sse_done_empty", "[DONE]) before any answer"),
     ("sse_bad_utf8", "not valid UTF-8 (byte 0xe2"),
     ("sse_surrogate", "lone surrogate (U+D800"),
 ]
@@ -200,6 +199,30 @@ async def test_a_bad_stream_is_a_retryable_bad_response(fault: str, said: str) -
     assert (
         str(caught.value).startswith(f"faulty: the stream from {server.base_url}") or fault == "sse_surrogate"
     )
+
+
+@pytest.mark.parametrize("fault", ["sse_done_early", "sse_done_empty"])
+async def test_a_stream_the_server_ends_early_is_asked_again_whole_and_never_streamed_again(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama_cpp.server ends a streamed answer with [DONE] (no finish_reason) whenever another
+    request arrives, so concurrent scenes cut each other on every retry (measured on a real one):
+    the cut answer is void, the same request is read whole, and this server streams no more."""
+    heard = Heard()
+    with served([fault], then="ok") as server:
+        chat = provider(server)
+        try:
+            with streaming.listening(heard.listener()):
+                first = await chat.complete(draft())
+                second = await chat.complete(draft())
+        finally:
+            await chat.aclose()
+    assert [b["stream"] for b in server.bodies] == [True, False, False]
+    assert server.bodies[1]["messages"] == server.bodies[0]["messages"]  # the same request, whole
+    assert first.text == second.text == TEXT and first.finish_reason == "stop"
+    assert heard.attempts == 1  # what the cut stream showed was voided once
+    cut = [r for r in caplog.records if "no finish_reason" in r.getMessage()]
+    assert len(cut) == 1 and "without streaming from now on" in cut[0].getMessage()
 
 
 async def test_a_stream_that_never_ends_meets_the_whole_answer_deadline() -> None:

@@ -120,6 +120,12 @@ class BadResponse(ProviderError):
     retryable = True
 
 
+class StreamInterrupted(BadResponse):
+    """A stream the server ended (`[DONE]`) before the answer finished (no finish_reason): the
+    same request read whole is not cut (llama_cpp.server interrupts a streamed answer whenever
+    another request waits, unless started with --interrupt_requests false)."""
+
+
 class ResponseTooLarge(BadResponse):
     """Retryable like any bad answer: each try reads at most the limit, so a retry costs little."""
 

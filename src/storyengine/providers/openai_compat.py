@@ -59,6 +59,7 @@ from ..errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    StreamInterrupted,
 )
 from ..types import Completion, CompletionRequest, Usage
 from .base import estimate_tokens
@@ -96,6 +97,7 @@ class OpenAICompatProvider:
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(settings.max_parallel)
         self._usage_flagged = False
+        self._streams_cut = False  # the server ended a stream before its answer: ask whole from then on
         self.streamed_answers = 0  # answers that came as a stream of events (`providers check` reads it)
 
     def __repr__(self) -> str:
@@ -112,7 +114,11 @@ class OpenAICompatProvider:
         timeout = self.settings.timeout or request.timeout
         started = time.perf_counter()
         async with self._slots:
-            response = await self._post(body, timeout, streamed=streamed)
+            try:
+                response = await self._post(body, timeout, streamed=streamed)
+            except StreamInterrupted as exc:  # the same request read whole (then shown whole)
+                self._stop_streaming(exc)
+                response = await self._post(self.request_body(request), timeout, streamed=False)
         latency = time.perf_counter() - started
         try:
             if isinstance(response, StreamedAnswer):
@@ -145,12 +151,22 @@ class OpenAICompatProvider:
     def streams(self, request: CompletionRequest) -> bool:
         """Whether `request` is asked as a stream, as `stream` says (auto: a request someone listens
         to: a stage-1 draft, or a whole object whose list items are shown as they pass; on: every
-        free-text request too; off: none)."""
-        if self.settings.stream == "off":
+        free-text request too; off: none), unless this server has cut a stream short."""
+        if self.settings.stream == "off" or self._streams_cut:
             return False
         if streaming.wanted() and request.stage in ("freeform", "structuring"):
             return True  # not a summary made while a draft is watched
         return self.settings.stream == "on" and request.json_schema is None
+
+    def _stop_streaming(self, cut: StreamInterrupted) -> None:
+        """A server that ended a stream before its answer (measured: llama_cpp.server ends a
+        streamed answer whenever another request waits, so concurrent scenes cut each other
+        forever) is asked without streams from now on: what was shown of the cut answer is void,
+        and the answer comes whole when it is done."""
+        streaming.attempt_started()
+        if not self._streams_cut:
+            self._streams_cut = True
+            logger.warning("%s; asking it without streaming from now on", self._redact(str(cut)))
 
     def request_body(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         """The JSON body of a chat completion for `request`, in this provider's structured mode."""

@@ -13,8 +13,9 @@ whole answer, held to the same guards as an answer read whole:
 - what is shown is redacted like the answer: a piece is held back while it could still be the
   start of a secret (`hold` characters), so a key split across two events is never shown;
 - a stream that ends before the answer did (no `[DONE]` and no finish_reason, an event cut in
-  the middle, an event that is not JSON, `[DONE]` before any answer) is a `BadResponse`: retried,
-  never taken for a whole answer. (A connection dropped mid-stream is the caller's
+  the middle, an event that is not JSON) is a `BadResponse`: retried, never taken for a whole
+  answer; `[DONE]` before a finish_reason is the server's own cut (`StreamInterrupted`: the
+  provider asks again without a stream). (A connection dropped mid-stream is the caller's
   `ProviderUnavailable`, as for an answer read whole.)
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 
 from .. import streaming
-from ..errors import BadResponse
+from ..errors import BadResponse, StreamInterrupted
 from .chat_answer import are_parts, text_parts
 from .http_answer import ReadProgress, take_chunk
 from .server_messages import excerpt
@@ -123,8 +124,13 @@ class _Reader:
         self.data.clear()
         self.events += 1
         if data.strip() == "[DONE]":
-            if not self.answered:
-                raise BadResponse(f"{self.where} ended ([DONE]) before any answer: no text, no finish_reason")
+            if self.finish_reason is None and not self.tool_call:
+                said = f"after {len(self.shown.raw):,} characters" if self.shown.raw else "before any answer"
+                raise StreamInterrupted(
+                    f"{self.where} was ended ([DONE]) {said}, with no finish_reason: the server cut the "
+                    "answer short (llama_cpp.server does so to a streamed answer whenever another "
+                    "request arrives; start it with --interrupt_requests false, or set stream: off)"
+                )
             self.done = True
             return
         try:
