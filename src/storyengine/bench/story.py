@@ -118,17 +118,21 @@ def _median(values: list[float | None]) -> float | None:
 
 
 async def probe_server(provider: Provider, runs: int = PROBE_RUNS) -> dict[str, Any]:
-    """Prefill and decode tokens/s of any provider, from the latency of two fixed requests."""
-    messages = (Message(role="user", content=PROBE_TEXT + "\n\nContinue the story."),)
+    """Prefill and decode tokens/s of any provider, from the latency of two fixed requests. Each
+    request begins with its own number, so a server's prompt cache (llama_cpp.server keeps the
+    last prompt) finds nothing to reuse: measured, the same prompt again "prefilled" at 13,000
+    tokens/s and left the decode rate unknown."""
     prefill, decode = [], []
     prompt_tokens = 0
-    for _ in range(runs):
+    for run in range(runs):
+        messages = (Message(role="user", content=f"Probe {2 * run}. {PROBE_TEXT}\n\nContinue the story."),)
+        other = (Message(role="user", content=f"Probe {2 * run + 1}. {PROBE_TEXT}\n\nContinue the story."),)
         short = await provider.complete(
             CompletionRequest(messages=messages, temperature=0, seed=0, max_tokens=1, component="probe")
         )
         long = await provider.complete(
             CompletionRequest(
-                messages=messages,
+                messages=other,
                 temperature=0,
                 seed=0,
                 max_tokens=PROBE_DECODE_TOKENS,
