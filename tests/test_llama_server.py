@@ -297,3 +297,14 @@ async def test_two_streamed_answers_at_once_both_arrive_whole(server: LlamaServe
     await llm.aclose()
     assert all(a.text.strip() and a.finish_reason in ("stop", "length") for a in answers)
     assert heard  # it streamed until the server cut a stream
+
+
+async def test_bench_story_probes_a_caching_server_s_prefill_and_decode(server: LlamaServer) -> None:
+    """llama_cpp.server keeps the last prompt: the probe must still see its real prefill (a new
+    prompt each run) and a decode rate (the same prompt twice, short and long)."""
+    from storyengine.bench.story import probe_server
+
+    rates = await probe_server(provider(server, "none"), runs=2)
+    assert rates["prompt_tokens"] > 200
+    assert rates["decode_tps"] is not None and rates["decode_tps"] > 0
+    assert rates["prefill_tps"] is not None and rates["prefill_tps"] > 0

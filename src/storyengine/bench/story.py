@@ -6,8 +6,9 @@ story, the model's own rates are measured on a fixed probe:
 
     embedded   llama.cpp evaluates a fixed 256-token prompt (prefill tokens/s), then 64 tokens one
                at a time (decode tokens/s): the model alone, no sampling, no grammar
-    a server   a fixed prompt answered with max_tokens=1 (prefill: prompt tokens / latency) and
-               with max_tokens=64 (decode: the extra tokens / the extra seconds)
+    a server   a new prompt answered with max_tokens=1 (prefill: prompt tokens / latency), then
+               the same prompt with max_tokens=8 and 72 (decode: the extra tokens / the extra
+               seconds, the prompt's cost the same in both)
 
 From those and the run's call records (`Story.meta["calls"]`):
 
@@ -50,7 +51,7 @@ from ..providers.embedded import EmbeddedProvider, LoadedModel, ModelStats
 from ..routing.retry import looping
 from ..schemas import Story
 from ..text.segment import words
-from ..types import CompletionRequest, Message
+from ..types import Completion, CompletionRequest, Message
 from .harness import (
     MeteredProvider,
     all_calls,
@@ -67,6 +68,7 @@ PREMISE = "Two rival bakers must cook together for a royal wedding."
 THROWN_AWAY = ("retry", "invalid", "error")
 PROBE_PROMPT_TOKENS = 256
 PROBE_DECODE_TOKENS = 64
+PROBE_FEW_TOKENS = 8
 PROBE_RUNS = 3
 # A fixed English text: the probe's prompt (tokenized, cut to PROBE_PROMPT_TOKENS).
 PROBE_TEXT = " ".join(
@@ -118,37 +120,38 @@ def _median(values: list[float | None]) -> float | None:
 
 
 async def probe_server(provider: Provider, runs: int = PROBE_RUNS) -> dict[str, Any]:
-    """Prefill and decode tokens/s of any provider, from the latency of two fixed requests. Each
-    request begins with its own number, so a server's prompt cache (llama_cpp.server keeps the
-    last prompt) finds nothing to reuse: measured, the same prompt again "prefilled" at 13,000
-    tokens/s and left the decode rate unknown."""
+    """Prefill and decode tokens/s of any provider, from the latency of fixed requests. Prefill:
+    a prompt that begins with its own number (so no prompt cache holds it) answered with one
+    token. Decode: the same prompt answered with a few tokens and with PROBE_DECODE_TOKENS more;
+    the difference cancels the prompt's cost whether the server evaluates it again or keeps it
+    (measured: llama_cpp.server keeps the last prompt, so one prompt asked twice "prefilled" at
+    13,000 tokens/s, and two numbered prompts left decode unknown in the noise of prefill)."""
     prefill, decode = [], []
     prompt_tokens = 0
-    for run in range(runs):
-        messages = (Message(role="user", content=f"Probe {2 * run}. {PROBE_TEXT}\n\nContinue the story."),)
-        other = (Message(role="user", content=f"Probe {2 * run + 1}. {PROBE_TEXT}\n\nContinue the story."),)
-        short = await provider.complete(
-            CompletionRequest(messages=messages, temperature=0, seed=0, max_tokens=1, component="probe")
-        )
-        long = await provider.complete(
+
+    async def ask(messages: tuple[Message, ...], max_tokens: int) -> Completion:
+        return await provider.complete(
             CompletionRequest(
-                messages=other,
-                temperature=0,
-                seed=0,
-                max_tokens=PROBE_DECODE_TOKENS,
-                component="probe",
+                messages=messages, temperature=0, seed=0, max_tokens=max_tokens, component="probe"
             )
         )
+
+    for run in range(runs):
+        messages = (Message(role="user", content=f"Probe {run}. {PROBE_TEXT}\n\nContinue the story."),)
+        short = await ask(messages, 1)
         prompt_tokens = short.usage.prompt_tokens
         prefill.append(_rate(prompt_tokens, short.latency_s))
-        extra = long.usage.completion_tokens - short.usage.completion_tokens
-        decode.append(_rate(extra, long.latency_s - short.latency_s))
+        few = await ask(messages, PROBE_FEW_TOKENS)
+        many = await ask(messages, PROBE_FEW_TOKENS + PROBE_DECODE_TOKENS)
+        extra = many.usage.completion_tokens - few.usage.completion_tokens
+        decode.append(_rate(extra, many.latency_s - few.latency_s))
     return {
         "prefill_tps": _median(prefill),
         "decode_tps": _median(decode),
         "prompt_tokens": prompt_tokens,
         "decode_tokens": PROBE_DECODE_TOKENS,
-        "method": "latency of max_tokens=1 (prefill) and of max_tokens=64 (decode) on a fixed prompt",
+        "method": f"latency of max_tokens=1 on a new prompt (prefill) and of max_tokens={PROBE_FEW_TOKENS} "
+        f"against {PROBE_FEW_TOKENS + PROBE_DECODE_TOKENS} on the same prompt (decode)",
     }
 
 
