@@ -308,3 +308,18 @@ def test_every_name_the_grammar_allows_is_one_the_validator_takes(name: str) -> 
     from storyengine.text.people_rules import person_name_problem
 
     assert person_name_problem(name) is None, name
+
+
+def test_a_plot_character_asked_alone_is_held_to_the_name_rule() -> None:
+    """A tiny model's plot character comes as its own part: its name is reviewed as a name (the
+    second novella kept "Theeardofthelight-haulinglighthousek" from a part no rule looked at)."""
+    from storyengine.text.review import review
+    from storyengine.text.rules import Context
+
+    plan = plot_parts(3)
+    character = plan[1]
+    assert callable(character)
+    part = character({"characters": []})
+    bad = review(part.model, {"name": "Theeardofthelight-haulinglighthousek"}, Context())
+    assert [f.rule for f in bad.findings] == ["not_a_name"]
+    assert review(part.model, {"name": "Mara Vell"}, Context()).findings == []

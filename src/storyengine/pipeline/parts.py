@@ -80,7 +80,7 @@ SENTENCE = 30  # minLength of a field that must be a sentence, not a copied name
 STRUCTURE_TYPES = ["three-act", "five-act", "hero's journey", "kishotenketsu", "in medias res"]
 
 
-class _NameModel(BaseModel):
+class CharacterName(BaseModel):
     name: PersonName
 
 
@@ -209,7 +209,7 @@ def _character_part(assembled: dict[str, Any]) -> Part:
     pattern = name_pattern(initials)
     schema = slice_schema({"properties": {}}, ["name"], {"name": {"maxLength": 30, "pattern": pattern}})
     what = "the name of one more main character (a first name, maybe a last name)"
-    return Part(what, schema, _NameModel, item_of="characters", scalar="name")
+    return Part(what, schema, CharacterName, item_of="characters", scalar="name")
 
 
 def scene_parts(cast: list[str]) -> list[Part]:

@@ -114,12 +114,13 @@ def _min_items(info: FieldInfo) -> int:
 
 
 def _key(model: type[BaseModel], name: str, is_list: bool) -> str:
-    """The rules' name of a field: a list of names is "character", a bible person's name too."""
+    """The rules' name of a field: a list of names is "character", a bible person's name and a
+    plot character's name asked alone (a tiny model's part) too."""
     if name == "characters" and is_list:
         return "character"
     if name == "facts" and is_list:
         return "fact"
-    if name == "name" and model.__name__.startswith("BibleCharacter"):
+    if name == "name" and model.__name__.startswith(("BibleCharacter", "CharacterName")):
         return "character"
     if name == "summary" and model.__name__.startswith(("Evaluation", "Enhancement")):
         return "critique"
