@@ -303,11 +303,15 @@ async def test_a_script_dialogue_and_a_scenes_cast_are_read_by_code_with_no_mode
 @settings(max_examples=300, deadline=None)
 @given(st.from_regex(NAME_PATTERN, fullmatch=True))
 def test_every_name_the_grammar_allows_is_one_the_validator_takes(name: str) -> None:
-    """The tiny profile's name grammar and the name rule agree: a name SmolLM2 is made to write is
-    never refused afterwards (a hyphened word of up to 40 letters was: over the 28 of a name word)."""
-    from storyengine.text.people_rules import person_name_problem
+    """The tiny profile's name grammar and the name rule agree on a name's shape: a name SmolLM2 is
+    made to write is never refused afterwards for its letters (a hyphened word of up to 40 letters
+    was: over the 28 of a name word). A placeholder word ("He", "Them") still fits the grammar,
+    which has no lookahead to exclude a list of words; the review refuses it and asks again."""
+    from storyengine.text.people_rules import PLACEHOLDERS, person_name_problem
 
-    assert person_name_problem(name) is None, name
+    problem = person_name_problem(name)
+    placeholder = all(word.casefold() in PLACEHOLDERS for word in name.split())
+    assert problem is None or placeholder, (name, problem)
 
 
 def test_a_plot_character_asked_alone_is_held_to_the_name_rule() -> None:

@@ -713,3 +713,27 @@ def test_offers_and_notes_to_the_user_are_meta_talk() -> None:
     )
     prose, found = reader_prose(draft)
     assert prose == "Lionel smiled." and [f.rule for f in found] == ["meta_talk"]
+
+
+def test_a_word_no_language_holds_is_gibberish_and_its_sentence_is_dropped() -> None:
+    """A run of letters longer than any word (SmolLM2's "Theeardoriliguadunzundulitamarkelenoycabra"
+    in a novella's prose) is repaired away; a long German compound, English's long words and a
+    Japanese sentence (no spaces at all) are words."""
+    from storyengine.text.junk_rules import gibberish
+    from storyengine.text.rules import Context
+
+    junk = (
+        "The keeper climbed the stairs. Bathroom: Theeardoriliguadunzundulitamarkelenoycabra. "
+        "She lit the lamp."
+    )
+    hit = gibberish(junk, Context(language="en"))
+    assert hit is not None and hit.repaired == "The keeper climbed the stairs. She lit the lamp."
+    for language, text in [
+        ("en", "The counterrevolutionaries met at the lighthouse, uncharacteristically quiet."),
+        ("de", "Die Rindfleischetikettierungsüberwachungsaufgabe war ihr zu schwer. Sie lachte."),
+        (
+            "ja",
+            "東京の灯台守の娘は父の借金と港長との確執を受け継いだが、彼女は毎晩ひとりで灯りをともし続け、嵐の夜にも決して火を絶やさなかった。",
+        ),
+    ]:
+        assert gibberish(text, Context(language=language)) is None, language

@@ -105,17 +105,39 @@ _JUNK_TOKEN = regex.compile(
 )
 
 
+# Letters in a row that no word holds, in a script that puts spaces between words (Chinese,
+# Japanese or Thai write a sentence without any): English's longest words in use are about 21
+# ("counterrevolutionaries" 22); elsewhere compounds run long (German's
+# "Rindfleischetikettierungsüberwachungsaufgabe" is 44), so only a run past 50 letters is junk
+# there. SmolLM2 wrote "Theeardoriliguadunzundulitamarkelenoycabra" (42) in a novella's prose,
+# which no rule named.
+LONGEST_WORD = {"en": 24}
+LONGEST_WORD_ANY = 50
+_SPACED = r"\p{Latin}\p{Cyrillic}\p{Greek}\p{Armenian}\p{Georgian}\p{Arabic}\p{Hebrew}"
+
+
+def _overlong(text: str, language: str) -> regex.Match[str] | None:
+    most = LONGEST_WORD.get(language, LONGEST_WORD_ANY)
+    return regex.search(rf"(?:[{_SPACED}]\p{{M}}*){{{most + 1},}}", text)
+
+
 @rule("gibberish", ALL | BODY)
 def gibberish(text: str, context: Context) -> Hit | None:
     run = letter_run(text)
     junk = _JUNK_TOKEN.search(text)
+    long = _overlong(text, context.language)
     found = [(run.offset, run.phrase)] if run else []
     found += [(junk.start(), junk.group(0))] if junk else []
+    found += [(long.start(), long.group(0))] if long else []
     if not found:
         return None
     at, evidence = min(found)
     start = max(text.rfind(" ", 0, at), text.rfind("\n", 0, at)) + 1  # the word it is in
-    repaired = drop_or_cut(text, start, lambda s: bool(letter_run(s) or _JUNK_TOKEN.search(s)))
+
+    def bad(part: str) -> bool:
+        return bool(letter_run(part) or _JUNK_TOKEN.search(part) or _overlong(part, context.language))
+
+    repaired = drop_or_cut(text, start, bad)
     return Hit(
         evidence[:40],
         f"{clip(text)!r} contains letters or symbols that are not words ({evidence[:24]!r}); "
