@@ -180,10 +180,6 @@ class _Reader:
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
 
-    @property
-    def answered(self) -> bool:
-        return bool(self.shown.raw) or self.finish_reason is not None or self.tool_call
-
 
 async def read_events(
     response: httpx.Response,

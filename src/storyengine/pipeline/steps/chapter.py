@@ -161,9 +161,9 @@ def introduced(
     SmolLM2's plans brought in "Love", "Respect" and "React Native" when one mention was enough)
     and that the plan treats as a person at least once (a role before it, a thing it owns, or it
     doing something: `acts_as_person`; the rules before it still let "Hero's Journey" and
-    "Courage" in), in the order they come, each described by the first purpose that names them; none once the
-    bible holds GROWN_CAST_MAX people. English only: a capitalised word is a name only there, so a
-    chapter in another language introduces no one (its cast is the bible's)."""
+    "Courage" in), in the order they come, each described by the first purpose that names them;
+    none once the bible holds GROWN_CAST_MAX people. English only: a capitalised word is a name
+    only there, so a chapter in another language introduces no one (its cast is the bible's)."""
     text = " ".join(b.purpose for b in beats)
     if bible is None or len(bible.characters) >= GROWN_CAST_MAX or not is_english(detect(text)):
         return []
