@@ -737,3 +737,17 @@ def test_a_word_no_language_holds_is_gibberish_and_its_sentence_is_dropped() -> 
         ),
     ]:
         assert gibberish(text, Context(language=language)) is None, language
+
+
+def test_a_file_name_is_gibberish_but_an_abbreviation_is_not() -> None:
+    """README command (a)'s scene summary began "Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg,
+    Thelana: …" and passed every rule; a file's name is not a story's word."""
+    from storyengine.text.junk_rules import gibberish
+    from storyengine.text.rules import Context
+
+    english = Context(language="en")
+    summary = "Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg, Thelana: The Lamplighter 2019-2020."
+    assert gibberish(summary, english) is not None
+    hit = gibberish("She found the bottle at dawn. It held a photo named storm.JPG and a letter.", english)
+    assert hit is not None and hit.repaired == "She found the bottle at dawn."
+    assert gibberish("She wrote to Mr. Md. Rahman at St. Pdf Street. She slept.", english) is None
