@@ -740,7 +740,7 @@ def test_a_word_no_language_holds_is_gibberish_and_its_sentence_is_dropped() -> 
 
 
 def test_a_file_name_is_gibberish_but_an_abbreviation_is_not() -> None:
-    """README command (a)'s scene summary began "Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg,
+    """README command (a)'s scene setting began "Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg,
     Thelana: …" and passed every rule; a file's name is not a story's word."""
     from storyengine.text.junk_rules import gibberish
     from storyengine.text.rules import Context

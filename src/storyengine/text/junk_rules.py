@@ -100,7 +100,7 @@ def debris(text: str, context: Context) -> Hit | None:
 
 # A token of letters and five or more digits ("jsonp1234567890"), a path ("./the_story"), an
 # identifier joined by underscores ("the_story"), a dotted call ("story.write("), a file's name
-# ("Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg": SmolLM2's scene summary, README command (a)).
+# ("Lighthouse-Dreaming-In-the-Maelstroms-2018-3.jpg": SmolLM2's scene setting, README command (a)).
 _JUNK_TOKEN = regex.compile(
     r"\S*(?:\p{L}\d{5,}|\d{5,}\p{L})\S*|\S*(?:\.{1,2}/|/\w+/)\S*|\S*\p{L}_\p{L}\S*|\S*\w\.\w+\(\S*"
     r"|\S*\w\.(?i:jpe?g|png|gif|webp|json|txt|md|html?|pdf|csv|py|js|ya?ml|xml)\b"
