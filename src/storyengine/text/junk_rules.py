@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import regex
 
+from .language import is_english
 from .loops import letter_run, loop_at
 from .rule_base import ALL, BODY, CRITIQUE, ENGLISH, LABELS, PROSE, SPEECH, Context, Hit, RuleList, clip
 from .segment import sentences, words
@@ -113,14 +114,16 @@ _JUNK_TOKEN = regex.compile(
 # "Rindfleischetikettierungsüberwachungsaufgabe" is 44), so only a run past 50 letters is junk
 # there. SmolLM2 wrote "Theeardoriliguadunzundulitamarkelenoycabra" (42) in a novella's prose,
 # which no rule named.
-LONGEST_WORD = {"en": 24}
-LONGEST_WORD_ANY = 50
+LONGEST_ENGLISH_WORD = 24
+LONGEST_WORD = 50
 _SPACED = r"\p{Latin}\p{Cyrillic}\p{Greek}\p{Armenian}\p{Georgian}\p{Arabic}\p{Hebrew}"
+_OVERLONG_ENGLISH, _OVERLONG = (
+    regex.compile(rf"(?:[{_SPACED}]\p{{M}}*){{{most + 1},}}") for most in (LONGEST_ENGLISH_WORD, LONGEST_WORD)
+)
 
 
 def _overlong(text: str, language: str) -> regex.Match[str] | None:
-    most = LONGEST_WORD.get(language, LONGEST_WORD_ANY)
-    return regex.search(rf"(?:[{_SPACED}]\p{{M}}*){{{most + 1},}}", text)
+    return (_OVERLONG_ENGLISH if is_english(language) else _OVERLONG).search(text)
 
 
 @rule("gibberish", ALL | BODY)
