@@ -123,6 +123,26 @@ def test_a_sound_story_meets_the_goals_it_can_and_the_numbers_are_right() -> Non
     assert "prose words per scene (median)" in report.as_table()
 
 
+def test_people_of_the_bible_days_and_languages_are_not_names_outside_the_cast() -> None:
+    """A long story's cast is its bible (a chapter brings people in); "Friday", "English" and
+    "Japan" counted as strangers in the third novella."""
+    data = story_data()
+    data["scenes"][0]["prose"] = (
+        "On Friday, Ana rowed out with Osric Vale. They spoke English to the sailors from Japan. "
+        "Then Tom waved."
+    )
+    data["bible"] = {
+        "characters": [
+            {"name": name, "role": "a keeper", "description": "Keeps the light.", "pronouns": "she/her"}
+            for name in (*data["plot"]["characters"], "Osric Vale")
+        ],
+        "setting": "A lighthouse.",
+        "facts": [],
+    }
+    loaded, _ = load_story(json.dumps(data))
+    assert quality_report(loaded).names_not_in_cast == ["Tom"]
+
+
 def test_the_report_counts_what_an_old_story_json_got_wrong() -> None:
     data = story_data()
     data["plot"]["structure_type"] = "]["
@@ -204,6 +224,10 @@ CLEANING = [
         "A rose by the color of the month (tension 2/10). The lamp is out.",
         "A rose by the color of the month. The lamp is out.",
     ),
+    # the third novella's prose as a numbered list, and a year left as a sentence of its own
+    ("1. She climbs the stairs. 2. The lamp is out.", CLEAN),
+    ("1) She climbs the stairs.\n2) The lamp is out. 2015.", CLEAN),
+    ("She climbs the stairs in 1999. The lamp is out.", "She climbs the stairs in 1999. The lamp is out."),
 ]
 
 

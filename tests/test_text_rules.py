@@ -158,6 +158,13 @@ def test_plain_text_with_numbers_colons_and_laughter_is_not_junk(text: str) -> N
         ("The first paragraph is about the setting: Mara waits. The tide turns.", "summary",
          "The tide turns."),
         ("She lit the lamp. Then she read the lett", "summary", "She lit the lamp."),
+        # settings of the third novella, stopped at maxLength by the grammar's full stop: the clause
+        # before the cut is kept
+        ("A lighthouse keeper's home in the town of the lighthouse, where they're separated by a.",
+         "setting", "A lighthouse keeper's home in the town of the lighthouse."),
+        ("Their Story of Redemption with Love and Respect, Their Family's Journey of Love and.",
+         "setting", "Their Story of Redemption with Love and Respect."),
+        ("A quiet harbour town at dusk,", "setting", "A quiet harbour town at dusk."),
         ("The Beat ,", "title", "The Beat"),
         ("In this realm, where imagination knows no end,.", "setting",
          "In this realm, where imagination knows no end."),
@@ -171,11 +178,28 @@ def test_what_code_can_repair_is_repaired_and_recorded(text: str, key: str, fixe
 
 
 @pytest.mark.parametrize(
+    ("text", "language", "fixed"),
+    [
+        ("Старый маяк на берегу моря,", "ru", "Старый маяк на берегу моря."),
+        ("東京の古い灯台の夜、", "ja", "東京の古い灯台の夜。"),
+        ("منارة قديمة على شاطئ البحر،", "ar", "منارة قديمة على شاطئ البحر."),
+        ("Старый маяк,", "ru", None),  # two words are no clause to keep
+    ],
+)
+def test_a_clause_cut_off_in_any_script(text: str, language: str, fixed: str | None) -> None:
+    result, found, _ = repaired(text, "setting", Context(language=language))
+    assert ("cut_off", "repaired" if fixed else "reask") in found
+    assert result == (fixed or text)
+
+
+@pytest.mark.parametrize(
     ("text", "key", "rule"),
     [
         (", a lighthouse keeper, stands at the rail.", "summary", "leading_mark"),
         ("She lights the fire in the fm", "summary", "cut_off"),
         ("The keeper climbs to the", "summary", "cut_off"),
+        ("She opened the door and,", "summary", "cut_off"),  # the clause before the comma is cut too
+        ("At sea, the", "setting", "cut_off"),  # two words are no clause to keep
         ("NAME: Sarah, the lighthouse keeper. NAME: John, her brother.", "text", "not_speech"),
         ("the keeper of the glass door", "text", "not_speech"),
         ("The End: At the climax, it was a moment of pure purpose and", "title", "copied_instruction"),

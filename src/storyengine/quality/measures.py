@@ -57,7 +57,8 @@ def tension_per_100(text: str) -> float:
 def names_not_in_cast(story: Story, language: str) -> list[str]:
     if not is_english(language):
         return []  # capitalised words are names only in English
-    cast = {w.casefold() for name in story.plot.characters for w in name.split()}
+    people = [*story.plot.characters, *(story.bible.names if story.bible else [])]
+    cast = {w.casefold() for name in people for w in name.split()}
     for item in story.scenes:
         cast |= {w.casefold() for name in item.scene.characters for w in name.split()}
     known = {w.casefold() for w in re.findall(r"[A-Z][\w'’-]+", f"{story.premise} {story.plot.title}")}

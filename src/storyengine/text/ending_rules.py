@@ -1,6 +1,7 @@
 """The text rules about how a text ends, in the order they run: a mark left dangling at the end of a
 label or name, a mark before the final one, and prose cut off (on a comma in any script; in English
-also a fragment such as "the bott" or a dangling word such as "of the").
+also a fragment such as "the bott" or a dangling word such as "of the"), repaired to its last whole
+sentence, else its last whole clause.
 """
 
 from __future__ import annotations
@@ -80,6 +81,33 @@ def _last_whole_sentence(text: str) -> str | None:
     return kept if parts and len(words(kept)) >= 2 else None
 
 
+_CLAUSE_END = regex.compile(r"[,;:、，；：،؛—–](?=\s|$)")
+_WIDE_SCRIPT = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]$")
+
+
+def _last_whole_clause(text: str, english: bool) -> str | None:
+    """A text of no whole sentence cut back to the end of its last whole clause and closed with a
+    full stop ("A keeper's home in the town, where they're separated by a." is "A keeper's home in
+    the town."), or None. The clause keeps three words or more; in English it must not end on a
+    dangling word or a fragment; in other languages only the clause before a final mark is kept
+    (no other sign there tells a whole clause from a cut one)."""
+    marks = list(_CLAUSE_END.finditer(text))
+    if not english:
+        marks = [m for m in marks if not text[m.end() :].strip()]
+    for mark in reversed(marks):
+        head = text[: mark.start()].rstrip()
+        if len(words(head)) < 3:
+            return None
+        found = LETTERS_WORD.findall(head)
+        last = found[-1] if found else ""
+        if english and last and head.endswith(last) and (last.casefold() in DANGLING or fragment(last)):
+            continue
+        if ends_a_sentence(head):
+            return head
+        return head + ("。" if _WIDE_SCRIPT.search(head) else ".")
+    return None
+
+
 def _english_cut(sentence: str) -> str | None:
     """The English word a finished-looking sentence stops on that no sentence ends with."""
     body = sentence.rstrip(CLOSERS + ".!?… ")
@@ -98,7 +126,7 @@ def cut_off(text: str, context: Context) -> Hit | None:
         return None
     english = is_english(context.language)
     problem: str | None = None
-    if stripped[-1] in ",;:、，；：":
+    if stripped[-1] in ",;:、，；：،؛":
         problem = "stops mid-sentence"
     elif ends_a_sentence(stripped):
         last = _english_cut(stripped) if english else None
@@ -117,5 +145,5 @@ def cut_off(text: str, context: Context) -> Hit | None:
     return Hit(
         stripped[-20:],
         f"{clip(text)!r} {problem}; finish the sentence",
-        repaired=_last_whole_sentence(stripped),
+        repaired=_last_whole_sentence(stripped) or _last_whole_clause(stripped, english),
     )
