@@ -191,6 +191,19 @@ async def test_tool_call_cut_off_at_max_tokens_reports_length() -> None:
     assert completion.truncated
 
 
+@pytest.mark.parametrize(
+    ("details", "reused"),
+    [({"cached_tokens": 8}, 8), ({"cached_tokens": 50}, 11), ({"cached_tokens": "8"}, 0), (None, 0)],
+)
+async def test_the_prompt_tokens_a_servers_cache_held_are_recorded(details: object, reused: int) -> None:
+    """OpenAI, vLLM and llama.cpp's server say in `prompt_tokens_details.cached_tokens` how much of
+    the prompt they did not evaluate again; never more than the prompt, nothing when not a count."""
+    body = ok_body("Hello.")
+    body["usage"]["prompt_tokens_details"] = details
+    completion = await make_provider(Recorder(httpx.Response(200, json=body))).complete(request())
+    assert (completion.usage.prompt_tokens, completion.usage.prompt_tokens_reused) == (11, reused)
+
+
 async def test_missing_usage_is_estimated() -> None:
     body = ok_body("A fairly long answer with several words in it.")
     del body["usage"]

@@ -106,7 +106,7 @@ def test_calls_round_trip_and_filter(tmp_path: Path) -> None:
     log = RunLog(tmp_path / "runs.sqlite3")
     written = [
         record("r1", attempt=1, outcome="retry", error="ProviderTimeout: slow"),
-        record("r1", attempt=2),
+        record("r1", attempt=2, prompt_tokens_reused=9),
         record("r1", component="scene", kind="call", attempt=2, cache_hit=True),
         record("r2", outcome="fallback", kind="switch"),
         record("r2", outcome="invalid", stage="structuring", finish_reason=None),
@@ -119,6 +119,24 @@ def test_calls_round_trip_and_filter(tmp_path: Path) -> None:
     assert log.calls(failed=True) == [written[0], written[3], written[4]]
     assert log.calls(run_id="r1", failed=True) == [written[0]]
     assert log.calls(limit=2) == written[3:]  # the latest two, oldest first
+
+
+def test_an_older_log_keeps_its_calls_and_reads_them_as_reusing_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:2]:  # a log written before prompt_tokens_reused
+        migration(db)
+    db.execute("PRAGMA user_version = 2")
+    old = record("r0").model_dump(mode="json", exclude={"prompt_tokens_reused"})
+    db.execute(
+        f"INSERT INTO calls ({', '.join(old)}) VALUES ({', '.join('?' for _ in old)})",
+        [json.dumps(v) if isinstance(v, dict) else v for v in old.values()],
+    )
+    db.commit()
+    db.close()
+    log = RunLog(path)
+    log.record_call(record("r1", prompt_tokens_reused=7))
+    assert [(c.run_id, c.prompt_tokens_reused) for c in log.calls()] == [("r0", 0), ("r1", 7)]
 
 
 def test_runs_are_started_and_finished(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from storyengine.bench.slow_server import SlowServer
-from storyengine.bench.story import bounds, thrown_away_by_component, token_accounting
+from storyengine.bench.story import bounds, reading_by_component, thrown_away_by_component, token_accounting
 from storyengine.cli import main
 
 
@@ -83,6 +83,11 @@ def test_story_bench_reports_wall_time_bounds_and_thrown_away_tokens(server_conf
     assert spent["delivered_words"] > 0 and spent["prefix_hit_pct"] is None
     processed = tokens["prompt_tokens"] + tokens["completion_tokens"]
     assert spent["tokens_processed_per_word"] == pytest.approx(processed / spent["delivered_words"], abs=0.01)
+    # where it went: every attempt's tokens, per component and stage
+    reading = report["reading_by_component"]
+    assert {"plot/freeform", "scene/structuring"} <= set(reading)
+    assert sum(e["prompt_sent"] for e in reading.values()) == tokens["prompt_tokens"]
+    assert sum(e["written"] for e in reading.values()) == tokens["completion_tokens"]
 
 
 def test_story_bench_table_names_machine_and_command(server_config: Path) -> None:
@@ -156,3 +161,25 @@ def test_thrown_away_tokens_are_told_per_component_with_their_reasons() -> None:
         "reasons": ["drawn again by a draft check"],
     }
     assert wasted["dialogue/structuring"]["reasons"] == ["SchemaValidationError: … (a repeated line)"]
+
+
+def test_reading_is_told_per_component_with_what_a_cache_held() -> None:
+    calls = [
+        {"kind": "attempt", "component": "scene", "stage": "freeform", "prompt_tokens": 900,
+         "prompt_tokens_reused": 600, "completion_tokens": 400},
+        {"kind": "attempt", "component": "scene", "stage": "structuring", "prompt_tokens": 1300,
+         "prompt_tokens_reused": 1200, "completion_tokens": 60},
+        {"kind": "attempt", "component": "evaluation", "stage": "structuring", "prompt_tokens": 1000,
+         "completion_tokens": 90},  # an older record: nothing said of a cache
+        {"kind": "call", "component": "evaluation", "stage": "structuring", "prompt_tokens": 1000},
+    ]  # fmt: skip
+    reading = reading_by_component(calls)
+    assert list(reading) == [
+        "evaluation/structuring",
+        "scene/freeform",
+        "scene/structuring",
+    ]  # costliest first
+    assert reading["scene/freeform"] == {
+        "attempts": 1, "prompt_sent": 900, "prompt_reused": 600, "prompt_evaluated": 300, "written": 400,
+    }  # fmt: skip
+    assert reading["evaluation/structuring"]["prompt_evaluated"] == 1000

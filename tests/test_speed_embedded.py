@@ -51,9 +51,10 @@ async def _interleaved(provider: EmbeddedProvider, model: LoadedModel) -> list[t
     ]:
         before = model.stats.prompt_tokens_evaluated
         completion = await provider.complete(_request(draft, part))
-        out.append(
-            (completion.text, completion.usage.prompt_tokens, model.stats.prompt_tokens_evaluated - before)
-        )
+        evaluated = model.stats.prompt_tokens_evaluated - before
+        # the call's own record says what llama.cpp's counter says it reused
+        assert completion.usage.prompt_tokens_reused == completion.usage.prompt_tokens - evaluated
+        out.append((completion.text, completion.usage.prompt_tokens, evaluated))
     return out
 
 
@@ -72,6 +73,7 @@ async def test_interleaved_parts_reuse_their_drafts_kv_and_answer_the_same() -> 
     # the same answers, greedy, with and without the snapshots
     assert [text for text, _, _ in reused] == [text for text, _, _ in plain]
     # each draft is evaluated once: the second part of each scene re-reads only its own tail
+    assert reused[0][1] == reused[0][2]  # nothing loaded: the first call reuses nothing
     for (_, sent, evaluated), (_, _, evaluated_plain) in zip(reused[2:], plain[2:], strict=True):
         assert evaluated < sent // 2
         assert evaluated < evaluated_plain

@@ -74,7 +74,12 @@ def _m002_call_step(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN step TEXT")
 
 
-MIGRATIONS: list[Migration] = [_m001_runs_and_calls, _m002_call_step]
+def _m003_prompt_tokens_reused(db: sqlite3.Connection) -> None:
+    """Each call's prompt tokens read from a prefix cache: where a story's reading is spent."""
+    db.execute("ALTER TABLE calls ADD COLUMN prompt_tokens_reused INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Migration] = [_m001_runs_and_calls, _m002_call_step, _m003_prompt_tokens_reused]
 """Applied in order, each once; append, never edit or reorder."""
 
 _CALL_COLUMNS = tuple(CallRecord.model_fields)

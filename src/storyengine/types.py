@@ -63,6 +63,9 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens, those read from a prefix cache (the embedded model's KV, a server's prompt
+    # cache) instead of evaluated; 0 when the provider does not say.
+    prompt_tokens_reused: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +115,7 @@ class CallRecord(BaseModel):
     latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_reused: int = 0  # of prompt_tokens, read from a prefix cache (see Usage)
     cache_hit: bool = False
     finish_reason: str | None = None
     outcome: Outcome

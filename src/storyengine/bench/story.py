@@ -227,6 +227,27 @@ def thrown_away_by_component(
     return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["tokens"])))
 
 
+def reading_by_component(calls: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Where a story's tokens are spent, per component and stage: attempts, prompt tokens sent, of
+    those read from a prefix cache (the call records' `prompt_tokens_reused`: the embedded KV, or
+    what a server said its cache held) and evaluated, and tokens written; the costliest first."""
+    out: dict[str, dict[str, int]] = {}
+    for c in calls:
+        if c.get("kind") != "attempt":
+            continue
+        entry = out.setdefault(
+            f"{c.get('component')}/{c.get('stage')}",
+            {"attempts": 0, "prompt_sent": 0, "prompt_reused": 0, "prompt_evaluated": 0, "written": 0},
+        )
+        sent, reused = int(c.get("prompt_tokens") or 0), int(c.get("prompt_tokens_reused") or 0)
+        entry["attempts"] += 1
+        entry["prompt_sent"] += sent
+        entry["prompt_reused"] += reused
+        entry["prompt_evaluated"] += sent - reused
+        entry["written"] += int(c.get("completion_tokens") or 0)
+    return dict(sorted(out.items(), key=lambda kv: -(kv[1]["prompt_evaluated"] + kv[1]["written"])))
+
+
 def delivered_words(story: Story) -> int:
     """The words a reader gets: each scene's prose (else its summary) and its dialogue lines (any
     script: text.segment's words)."""
@@ -420,6 +441,14 @@ async def run_story_bench(
         quality = story_measures(story)
         wasted = thrown_away_by_component(story.meta.get("calls", []), story.meta.get("steps", {}))
         report.summary["thrown_away_by_component"] = wasted
+        reading = reading_by_component(story.meta.get("calls", []))
+        report.summary["reading_by_component"] = reading
+        for key, entry in reading.items():
+            report.notes.append(
+                f"spent in {key}: {entry['prompt_evaluated']} prompt tokens evaluated "
+                f"({entry['prompt_reused']} of {entry['prompt_sent']} sent reused) and {entry['written']} "
+                f"written in {entry['attempts']} attempts"
+            )
         for key, entry in wasted.items():
             report.notes.append(
                 f"thrown away in {key}: {entry['tokens']} tokens in {entry['attempts']} attempts "
@@ -443,6 +472,10 @@ async def run_story_bench(
         quality = {"valid": False}
         report.notes.append("the story failed: thrown-away tokens are not known without its call records")
     evaluated = int(stats["prompt_tokens_evaluated"]) if stats else None
+    attempts = [c for c in story.meta.get("calls", []) if c.get("kind") == "attempt"] if story else []
+    reused = sum(int(c.get("prompt_tokens_reused") or 0) for c in attempts)
+    if evaluated is None and reused:  # a server that says what its cache held (OpenAI, vLLM)
+        evaluated = tokens["prompt_tokens"] - reused
     if server_log is not None:
         server = server_prefix_hits(await asyncio.to_thread(_log_since, server_log, log_from))
         report.summary["server_cache"] = server

@@ -65,6 +65,11 @@ def usage_of(raw: Any, request: CompletionRequest, text: str) -> tuple[Usage, li
                 bad.append(f"{field}={excerpt(json.dumps(value))}")
             count = estimate_tokens(source)
         counts[field] = count
+    # OpenAI, vLLM and llama.cpp's server say how much of the prompt their cache held.
+    details = fields.get("prompt_tokens_details")
+    reused = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    if reused is not None:
+        counts["prompt_tokens_reused"] = min(reused, counts["prompt_tokens"])
     return Usage(**counts), bad
 
 

@@ -179,12 +179,15 @@ class EmbeddedProvider:
         choice = answer["choices"][0]
         text = choice.get("message", {}).get("content") or ""
         usage = answer.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens", 0))
+        evaluated = usage.get("prompt_tokens_evaluated")  # llama_model.LoadedModel counts it
         return Completion(
             text=text,
             finish_reason=choice.get("finish_reason") or "stop",
             usage=Usage(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                prompt_tokens=prompt,
                 completion_tokens=int(usage.get("completion_tokens", 0)),
+                prompt_tokens_reused=max(prompt - int(evaluated), 0) if evaluated is not None else 0,
             ),
             model=self.model,
             provider=self.name,

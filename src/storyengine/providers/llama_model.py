@@ -170,6 +170,9 @@ class LoadedModel:
         stats.calls += 1
         stats.prompt_tokens += int((answer.get("usage") or {}).get("prompt_tokens", 0))
         stats.prompt_tokens_evaluated += after[0] - before[0]
+        usage = answer.get("usage")
+        if isinstance(usage, dict):  # this call's own count, for its record
+            usage["prompt_tokens_evaluated"] = after[0] - before[0]
         stats.prefill_seconds += (after[1] - before[1]) / 1000
         stats.decode_tokens += after[2] - before[2]
         stats.decode_seconds += (after[3] - before[3]) / 1000

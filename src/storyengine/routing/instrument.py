@@ -400,6 +400,7 @@ def _row(
         latency_s=latency_s,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        prompt_tokens_reused=usage.prompt_tokens_reused if usage else 0,
         cache_hit=completion.cached if completion is not None else False,
         finish_reason=completion.finish_reason if completion is not None else None,
         outcome=outcome,
