@@ -327,3 +327,40 @@ def test_a_plot_character_asked_alone_is_held_to_the_name_rule() -> None:
     bad = review(part.model, {"name": "Theeardofthelight-haulinglighthousek"}, Context())
     assert [f.rule for f in bad.findings] == ["not_a_name"]
     assert review(part.model, {"name": "Mara Vell"}, Context()).findings == []
+
+
+def _prose_patterns(schema: object, key: str = "") -> list[str]:
+    """Every `pattern` of a prose field (part.PROSE_FIELDS) under a schema."""
+    from storyengine.pipeline.part import PROSE_FIELDS
+
+    found: list[str] = []
+    if isinstance(schema, dict):
+        if key in PROSE_FIELDS and "pattern" in schema:
+            found.append(schema["pattern"])
+        for name, value in schema.items():
+            found += _prose_patterns(value, name if name not in ("properties", "items") else key)
+    elif isinstance(schema, list):
+        for value in schema:
+            found += _prose_patterns(value, key)
+    return found
+
+
+def test_prose_in_parts_begins_with_a_letter_of_any_script_and_ends_a_sentence() -> None:
+    """SmolLM2 began every rationale of a bench story with "- 10/24/2018" and wrote it again when
+    re-asked: the grammar of a prose field offers no digit, mark or space as its first character."""
+    plans = [scene_parts(["Mara", "Tom"]), dialogue_parts(["Mara", "Tom"]), enhancement_parts()]
+    plans += [list(evaluation_parts()), list(bible_parts(["Mara", "Tom"])), list(plot_parts(4))]
+    built = [part for plan in plans for part in plan if isinstance(part, Part)]  # (not those built later)
+    patterns = {p for part in built for p in _prose_patterns(part.schema)}
+    assert len(patterns) >= 4  # setting, summary, text, rationale, ... with their own lengths
+    for pattern in patterns:
+        for good in ("Mara climbs the stairs at dusk to light the lamp.",
+                     "¿Dónde está el faro, Mara? Nadie lo sabe ya.",
+                     "「灯台」の夜は長い。マラは古い階段をゆっくり上って、海の上に灯をともした.",
+                     "Мара поднимается по лестнице маяка в сумерках.",
+                     "'Stay,' she said to him, and the sea went quiet."):  # fmt: skip
+            assert re.match(pattern, good), (pattern, good)
+        for bad in ("- 10/24/2018 - 10/24/2018, 10/24/2018.", ", a keeper, stands at the rail.",
+                    "1. Awesome Story: The King's Wife.", " Mara climbs the stairs.",
+                    "Mara climbs the stairs"):  # fmt: skip
+            assert not re.match(pattern, bad), (pattern, bad)

@@ -191,6 +191,11 @@ def notes_slice(draft: str, index: int, total: int) -> str:
 # breaks in a free-text field. The schemas reject debris in text; in parts the grammar does not
 # offer it (measured: SmolLM2 re-asked about "{{A-L-E-Y...}}" wrote it again every time).
 PLAIN_CHARACTER = r'[^{}\[\]"\\\n]'
+# The first character of prose: a PLAIN_CHARACTER that is not a space, a digit or a mark, so a
+# letter of any script or an opening quote (measured: SmolLM2 began all five rationales of a
+# bench story's evaluation with "- 10/24/2018", each re-asked and written again; a list's "1." and
+# a leading comma were re-asked the same way).
+PROSE_START = r'[^{}\[\]"\\\n \t0-9,.;:!?/*#()-]'
 
 
 # Fields of prose (the schemas' `Text` and `Speech`): they must not be cut off, so their grammar
@@ -204,13 +209,13 @@ PROSE_FIELDS = (
 
 def _plain(name: str, prop: dict[str, Any]) -> dict[str, Any]:
     """A string property without its own pattern or enum, restricted to PLAIN_CHARACTERs (and
-    ending in . ! or ? when it is prose)."""
+    when it is prose, beginning with a PROSE_START and ending in . ! or ?)."""
     if prop.get("type") != "string" or "pattern" in prop or "enum" in prop:
         return prop
     low, high = prop.get("minLength", 1), prop.get("maxLength", 120)
-    if name in PROSE_FIELDS and high >= 2:
-        ending = f"{{{max(low - 1, 1)},{high - 1}}}[.!?]"
-        return {**prop, "pattern": f"^{PLAIN_CHARACTER}{ending}$"}
+    if name in PROSE_FIELDS and high >= 3:
+        middle = f"{{{max(low - 2, 1)},{high - 2}}}"
+        return {**prop, "pattern": f"^{PROSE_START}{PLAIN_CHARACTER}{middle}[.!?]$"}
     return {**prop, "pattern": f"^{PLAIN_CHARACTER}{{{low},{high}}}$"}
 
 
