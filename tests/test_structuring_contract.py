@@ -192,6 +192,18 @@ def test_dialogue_line_repeated_five_times_keeps_two() -> None:
     assert [f.rule for f in findings] == ["repeated_line"] * 3
 
 
+def test_a_long_dialogue_line_said_again_is_dropped_while_two_lines_remain() -> None:
+    """The fourth novella: "The new one is Ethan." twice in one scene's dialogue."""
+    said = {"speaker": "Bo", "text": "The new one is Ethan."}
+    lines = [said, {"speaker": "Ana", "text": "Who?"}, said, {"speaker": "Ana", "text": "Who?"}]
+    findings: list[Finding] = []
+    kept = validate_json_payload(
+        json.dumps({"lines": lines}), Dialogue, reviewing=Context(language="en"), findings=findings
+    )
+    assert [ln.text for ln in kept.lines] == ["The new one is Ethan.", "Who?", "Who?"]  # short: twice
+    assert [(f.rule, f.field, f.action) for f in findings] == [("repeated_line", "lines[2]", "dropped")]
+
+
 def test_evaluation_missing_a_criterion_is_rejected() -> None:
     scores = [{"criterion": c, "score": 6, "rationale": f"{c} is fine"} for c in EVALUATION_CRITERIA[:4]]
     text = json.dumps({"scores": scores, "overall": 6, "summary": "ok"})

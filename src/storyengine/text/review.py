@@ -37,6 +37,10 @@ from .rules import RULES, Context, Hit, clip, copies, similar
 from .segment import word_key
 
 MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
+# ... and a line of this many words or more said verbatim a second time in one dialogue ("The new
+# one is Ethan.", twice in a scene of the fourth novella). A dialogue structured in parts is held
+# to its parts' own check instead (parts.dialogue_parts: a line may be said twice).
+LONG_LINE_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ def _dialogue(data: dict[str, Any], context: Context, where: str, out: list[Find
         said[key] = said.get(key, 0) + 1
         speaker = str(line.get("speaker", ""))
         reason = None
-        if said[key] > MAX_REPEATS:
+        if said[key] > (1 if len(key.split()) >= LONG_LINE_WORDS else MAX_REPEATS):
             reason = ("repeated_line", f"{clip(line['text'])!r} is said {said[key]} times")
         elif cast and " ".join(speaker.split()).casefold() not in cast:
             reason = ("speaker_outside_cast", f"{speaker!r} is not in this scene's cast")
