@@ -137,7 +137,8 @@ def test_debris_schema_text_timestamps_and_gibberish_are_found(text: str, rule: 
 @pytest.mark.parametrize(
     "text",
     ["At 6:30 the ferry leaves.", "Chapter 2: the storm.", "It costs 12,000 coins.", "Hahahaha! You fool.",
-     "Lalala, she sang.", "The year was 1999, and the sea was calm.", "Room 221B, Baker Street."],
+     "Lalala, she sang.", "The year was 1999, and the sea was calm.", "Room 221B, Baker Street.",
+     "The letter is dated 2018-04-30, a Monday."],
 )  # fmt: skip
 def test_plain_text_with_numbers_colons_and_laughter_is_not_junk(text: str) -> None:
     assert rules_of(text, "text") & {"debris", "gibberish", "timestamp", "loop"} == set()
@@ -149,6 +150,8 @@ def test_plain_text_with_numbers_colons_and_laughter_is_not_junk(text: str) -> N
         # two 2-scene stories of the embedded model died on this setting (issue 23)
         ("Ashwood, England, 2019-13-25T14:38:07.628ZMAD - Ashwood, En", "setting", "Ashwood, England"),
         ("The harbor at dusk zwzwzwzwzwzw", "setting", "The harbor at dusk"),
+        ("A Keeper's Daughter, Maine, 2018-04-30, 2019-05-07, 2020-06-07, 2021-07-08.", "setting",
+         "A Keeper's Daughter, Maine"),
         ("The lamp burns low. She said {\"text\": 1} to him. The sea is calm.", "summary",
          "The lamp burns low. The sea is calm."),
         ("A quiet harbor }", "setting", "A quiet harbor"),

@@ -55,6 +55,9 @@ _TIMESTAMP = regex.compile(
     r"\S*\b\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}(?::\d{2})?\S*|\S*\b\d{1,2}:\d{2}:\d{2}\.\d+\S*"
     # "2018-04-30 at 1:57:59 PM GMT+6" (SmolLM2, README command (a)'s third setting)
     r"|\b\d{4}-\d{2}-\d{2},? at \d{1,2}:\d{2}(?::\d{2})?(?: ?[AP]M)?(?: ?(?:GMT|UTC)[+-]?\d{0,2})?"
+    # a list of machine dates: "Maine, 2018-04-30, 2019-05-07, 2020-06-07." (the fourth novella's
+    # first setting); one date alone is a writer's
+    r"|\b\d{4}-\d{2}-\d{2}(?:\s*[,;/]\s*\d{4}-\d{2}-\d{2})+"
 )
 
 
