@@ -196,9 +196,11 @@ async def test_a_dialogue_line_the_model_cannot_make_new_is_left_out_with_the_re
     async with engine:
         story = await engine.generate(PREMISE, scenes=1, seed=2)
     lines = story.scenes[0].dialogue.lines
-    assert [line.text for line in lines] == [
-        "I told you the map was wrong."
-    ] * 2  # a second saying is allowed
+    # a part may say a line twice; the dialogue assembled from the parts is then reviewed whole,
+    # and a long line said again is dropped there, by code (no model call), and recorded
+    assert [line.text for line in lines] == ["I told you the map was wrong."]
+    findings = story.meta["steps"]["dialogue.0"]["findings"]
+    assert {"rule": "repeated_line", "field": "lines[1]", "action": "dropped"}.items() <= findings[-1].items()
     left_out = story.meta["steps"]["dialogue.0"]["parts_left_out"]
     assert len(left_out) == 2 and "already used" in left_out[0] and "rest of its list" in left_out[1]
     line_calls = [r for r in provider.requests if r.component == "dialogue" and r.stage == "structuring"]

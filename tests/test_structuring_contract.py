@@ -204,6 +204,21 @@ def test_a_long_dialogue_line_said_again_is_dropped_while_two_lines_remain() -> 
     assert [(f.rule, f.field, f.action) for f in findings] == [("repeated_line", "lines[2]", "dropped")]
 
 
+def test_a_long_sentence_said_again_is_cut_from_its_line() -> None:
+    """The fourth novella's last chapter: the line after "The new one is Ethan." began with it."""
+    lines = [
+        {"speaker": "Bo", "text": "The new one is Ethan."},
+        {"speaker": "Ana", "text": "The new one is Ethan. He's a great person. Yes."},
+        {"speaker": "Bo", "text": "Yes."},
+    ]
+    findings: list[Finding] = []
+    kept = validate_json_payload(
+        json.dumps({"lines": lines}), Dialogue, reviewing=Context(language="en"), findings=findings
+    )
+    assert [ln.text for ln in kept.lines] == ["The new one is Ethan.", "He's a great person. Yes.", "Yes."]
+    assert [(f.rule, f.field, f.action) for f in findings] == [("repeated_line", "lines[1].text", "repaired")]
+
+
 def test_evaluation_missing_a_criterion_is_rejected() -> None:
     scores = [{"criterion": c, "score": 6, "rationale": f"{c} is fine"} for c in EVALUATION_CRITERIA[:4]]
     text = json.dumps({"scores": scores, "overall": 6, "summary": "ok"})

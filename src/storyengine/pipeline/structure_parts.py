@@ -28,7 +28,7 @@ from ..config import Settings, StageDefaults
 from ..errors import SchemaValidationError, StructuringError
 from ..routing.router import Route
 from ..structuring import format_errors, validate_json_payload
-from ..text.review import Finding
+from ..text.review import Finding, review_assembled
 from ..text.rules import Context
 from ..types import Completion, CompletionRequest
 from .answer_bound import answer_token_bound
@@ -172,6 +172,9 @@ async def structure_in_parts(
             component=component,
             attempts=[{"ok": False, "assembled": assembled}],
         )
+    whole = review_assembled(model, assembled, reviewing)
+    assembled = whole.data
+    meta.findings += [f.as_dict() for f in whole.findings]
     try:
         return model.model_validate(assembled, context=validation_context)
     except ValidationError as exc:

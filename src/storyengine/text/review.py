@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .rules import RULES, Context, Hit, clip, copies, similar
-from .segment import word_key
+from .segment import sentences, word_key
 
 MAX_REPEATS = 2  # a dialogue line said verbatim more often than this is a generation loop
 # ... and a line of this many words or more said verbatim a second time in one dialogue ("The new
@@ -141,6 +141,20 @@ def review(model: type[BaseModel], data: Any, context: Context, where: str = "")
     reviewed = Reviewed(data)
     if isinstance(data, dict):
         reviewed.data, _ = _walk(model, dict(data), context, where, reviewed.findings)
+    return reviewed
+
+
+def review_assembled(model: type[BaseModel], data: dict[str, Any], context: Context) -> Reviewed:
+    """An object assembled from reviewed parts, through its own model's whole-object rules (AFTER:
+    a long dialogue line said again dropped, a beat purpose given again made its own, ...): its
+    fields were reviewed part by part, not as a whole. No whole re-ask follows parts, so a finding
+    that would re-ask is kept and recorded."""
+    reviewed = Reviewed(data)
+    after = AFTER.get(model.__name__)
+    if after is not None:
+        found: list[Finding] = []
+        reviewed.data = after(dict(data), context, "", found)
+        reviewed.findings = [f if f.action in REPAIRS else f.kept() for f in found]
     return reviewed
 
 
@@ -273,6 +287,28 @@ def _dialogue_line(data: dict[str, Any], context: Context, where: str, out: list
     return {**data, "speaker": who, "text": words}
 
 
+def _without_said_sentences(
+    line: dict[str, Any], long_said: set[str], where: str, out: list[Finding]
+) -> dict[str, Any]:
+    """`line` without its long sentences already said in this dialogue, or earlier in the line ("The
+    new one is Ethan. He's a great person." after "The new one is Ethan."), when another sentence
+    remains; its long sentences join `long_said`."""
+    parts = sentences(line["text"])
+    fresh = []
+    for sentence in parts:
+        key = word_key(sentence)
+        if len(key.split()) >= LONG_LINE_WORDS:
+            if key in long_said:
+                continue
+            long_said.add(key)
+        fresh.append(sentence)
+    if not fresh or len(fresh) == len(parts):
+        return line
+    message = "a sentence said earlier in the dialogue"
+    out.append(Finding("repeated_line", where, clip(line["text"], 40), message, "repaired"))
+    return {**line, "text": " ".join(fresh)}
+
+
 def _dialogue(data: dict[str, Any], context: Context, where: str, out: list[Finding]) -> dict[str, Any]:
     lines = data.get("lines")
     if not isinstance(lines, list):
@@ -281,10 +317,12 @@ def _dialogue(data: dict[str, Any], context: Context, where: str, out: list[Find
     cast = {" ".join(c.split()).casefold() for c in context.cast}
     kept: list[Any] = []
     said: dict[str, int] = {}
+    long_said: set[str] = set()  # the long sentences said so far (LONG_LINE_WORDS words or more)
     for index, line in enumerate(lines):
         if not isinstance(line, dict) or not isinstance(line.get("text"), str):
             kept.append(line)
             continue
+        line = _without_said_sentences(line, long_said, f"{path}[{index}].text", out)
         key = word_key(line["text"])
         said[key] = said.get(key, 0) + 1
         speaker = str(line.get("speaker", ""))
