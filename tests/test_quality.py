@@ -226,6 +226,8 @@ CLEANING = [
     ),
     # the third novella's prose as a numbered list, and a year left as a sentence of its own
     ("1. She climbs the stairs. 2. The lamp is out.", CLEAN),
+    # README command (a)'s third scene began by copying the prompt's premise line
+    ("Premise: A keeper finds a bottle. She climbs the stairs. The lamp is out.", CLEAN),
     ("1) She climbs the stairs.\n2) The lamp is out. 2015.", CLEAN),
     ("She climbs the stairs in 1999. The lamp is out.", "She climbs the stairs in 1999. The lamp is out."),
 ]

@@ -50,6 +50,10 @@ _HEADING_LINE = re.compile(r"^\s*(?:#+\s+.*|\*\*[^*]+\*\*.*|title\s*:.*|scene\s+
 # the third novella's 60 scenes as a numbered list.
 _LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|•)\s+")
 
+# A sentence that opens with a label of the scene prompt copies the prompt ("Premise: A lighthouse
+# keeper finds…", README command (a)'s third scene).
+_PROMPT_LABEL = re.compile(r"^(?:Premise|Plot|Story bible|Characters in this story|Story so far)\s*:", re.I)
+
 # The prompt's own note on a beat, copied into a draft ("... of the month (tension 2/10).").
 _PROMPT_NOTE = re.compile(r"\s*\(tension\s+\d+\s*/\s*10\)", re.I)
 
@@ -60,7 +64,8 @@ def clean_prose(text: str) -> str:
     Drops heading lines ("# Scene 1", "**Title**", "Title: ..."), answer prefixes ("A:",
     "Answer:", "Scene 2:"), markup (`**`, `__`, backticks, `#`), the prompt's beat notes
     ("(tension 2/10)"), list markers ("1. "), sentences said before (a loop), sentences that loop
-    inside or hold no letter ("2015.", an inline list's "2."), and the unfinished sentence that
+    inside or hold no letter ("2015.", an inline list's "2."), sentences that open with a label of
+    the scene prompt ("Premise: …"), and the unfinished sentence that
     ends a paragraph (a heading-like line without a full stop goes with it). Paragraphs stay
     paragraphs (joined by one blank line); whitespace inside a paragraph is collapsed.
     """
@@ -89,6 +94,8 @@ def clean_prose(text: str) -> str:
             sentence = " ".join(sentence.split())
             key = word_key(sentence)
             if not key or key in seen or loop_at(sentence) or not any(c.isalpha() for c in sentence):
+                continue
+            if _PROMPT_LABEL.match(sentence):
                 continue
             seen.add(key)
             fresh.append(sentence)
