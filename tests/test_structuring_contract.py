@@ -219,6 +219,22 @@ def test_a_long_sentence_said_again_is_cut_from_its_line() -> None:
     assert [(f.rule, f.field, f.action) for f in findings] == [("repeated_line", "lines[1].text", "repaired")]
 
 
+def test_a_line_that_only_talks_about_json_is_dropped_from_a_dialogue_that_can_spare_it() -> None:
+    """The fifth novella's last chapter kept this line in two scenes after its re-ask."""
+    junk = "This is a JSON object that I am not able to access. Please provide the JSON data you need."
+    lines = [{"speaker": "Bo", "text": junk}, {"speaker": "Ana", "text": "The lamp is out."}]
+    findings: list[Finding] = []
+    kept = validate_json_payload(
+        json.dumps({"lines": lines}), Dialogue, reviewing=Context(language="en"), findings=findings
+    )
+    assert [ln.text for ln in kept.lines] == ["The lamp is out."]
+    assert ("debris", "lines[0]", "dropped") in [(f.rule, f.field, f.action) for f in findings]
+    alone = validate_json_payload(
+        json.dumps({"lines": lines[:1]}), Dialogue, reviewing=Context(language="en")
+    )
+    assert [ln.text for ln in alone.lines] == [junk]  # nothing to spare: kept, with its finding
+
+
 def test_evaluation_missing_a_criterion_is_rejected() -> None:
     scores = [{"criterion": c, "score": 6, "rationale": f"{c} is fine"} for c in EVALUATION_CRITERIA[:4]]
     text = json.dumps({"scores": scores, "overall": 6, "summary": "ok"})

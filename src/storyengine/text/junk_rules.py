@@ -90,6 +90,13 @@ def _debris_in(text: str) -> regex.Match[str] | None:
     return _DEBRIS.search(text) or _SCHEMA_ECHO.search(text)
 
 
+def only_debris(text: str) -> bool:
+    """Whether every sentence of `text` holds JSON or schema text ("This is a JSON object that I am
+    not able to access. Please provide the JSON data you need.")."""
+    said = sentences(text)
+    return bool(said) and all(_debris_in(s) is not None for s in said)
+
+
 @rule("debris", ALL | BODY)
 def debris(text: str, context: Context) -> Hit | None:
     found = _debris_in(text)

@@ -33,6 +33,7 @@ import regex
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .junk_rules import only_debris
 from .rules import RULES, Context, Hit, clip, copies, similar
 from .segment import sentences, word_key
 
@@ -333,6 +334,8 @@ def _dialogue(data: dict[str, Any], context: Context, where: str, out: list[Find
             reason = ("speaker_outside_cast", f"{speaker!r} is not in this scene's cast")
         elif not key:
             reason = ("empty_line", "the line has no words")
+        elif only_debris(line["text"]):  # kept after its re-ask: talk about JSON, not speech
+            reason = ("debris", "every sentence of the line is about JSON or a schema")
         if reason is not None and len(lines) - (index + 1) + len(kept) >= 1:
             out.append(Finding(reason[0], f"{path}[{index}]", clip(line["text"], 40), reason[1], "dropped"))
             continue
