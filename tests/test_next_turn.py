@@ -66,8 +66,10 @@ async def test_fresh_layout_and_the_tiny_profile_keep_a_prompt_of_their_own() ->
     made, provider = engine("tiny")  # structures in parts, each with its slice of the notes
     async with made:
         await made.generate(PREMISE, scenes=1, seed=4)
-    assert all(
-        m.role != "assistant" for r in provider.requests if r.stage == "structuring" for m in r.messages
+    # every part has a prompt of its own (a re-ask then shows its answer back: not the draft's turn)
+    structuring = [r for r in provider.requests if r.stage == "structuring"]
+    assert structuring and all(
+        r.messages[0].role == "system" and "outputs only JSON" in r.messages[0].content for r in structuring
     )
 
 
@@ -130,3 +132,76 @@ async def test_the_embedded_model_reads_the_shared_prefix_once() -> None:
     evaluated = model.stats.prompt_tokens_evaluated - before
     assert answer.usage.prompt_tokens > draft.usage.prompt_tokens + draft.usage.completion_tokens
     assert 0 < evaluated < answer.usage.prompt_tokens - draft.usage.prompt_tokens
+
+
+def kept_scene_request(provider: ScriptedProvider, steps: dict[str, Any], index: int) -> CompletionRequest:
+    """The scene draft request whose answer was kept (a standard scene draws three drafts)."""
+    seed = steps[f"scene.{index}.draft"]["seed"]
+    return next(r for r in provider.requests if (r.component, r.stage, r.seed) == ("scene", "freeform", seed))
+
+
+@pytest.mark.parametrize("profile", ["tiny", "standard"])
+async def test_a_dialogue_is_drafted_as_the_next_turn_of_its_scene(profile: str) -> None:
+    """The dialogue's draft request is its scene draft's request, that draft as the model's answer,
+    then one user turn with the cast and the ask: the premise, plan, bible and the scene are read
+    once (the prompt cache and the KV hold them), and the dialogue sees the scene's own prose."""
+    made, provider = engine(profile)
+    async with made:
+        story = await made.generate(PREMISE, scenes=2, seed=4)
+    steps = story.meta["steps"]
+    dialogues = [r for r in provider.requests if (r.component, r.stage) == ("dialogue", "freeform")]
+    assert len(dialogues) == 2
+    for index, dialogue in enumerate(dialogues):
+        scene = kept_scene_request(provider, steps, index)
+        n = len(scene.messages)
+        assert dialogue.messages[:n] == scene.messages
+        answer, ask = dialogue.messages[n], dialogue.messages[n + 1]
+        assert answer == Message(role="assistant", content=steps[f"scene.{index}.draft"]["stage1_text"])
+        cast = ", ".join(story.scenes[index].scene.characters)
+        assert (
+            ask.role == "user"
+            and f"Characters: {cast}" in ask.content
+            and "NAME: what they say" in ask.content
+        )
+        assert "Scene:" not in ask.content and "Story bible" not in ask.content  # not sent twice
+        assert steps[f"dialogue.{index}.draft"]["layout"] == "next_turn"
+
+
+async def test_a_fresh_layout_or_an_unknown_scene_conversation_drafts_the_dialogue_from_its_own_prompt(
+    tmp_path: Path,
+) -> None:
+    made, provider = engine("tiny", layout="fresh")
+    async with made:
+        story = await made.generate(PREMISE, scenes=1, seed=4)
+    dialogue = first(provider, "dialogue", "freeform")
+    assert all(m.role != "assistant" for m in dialogue.messages)
+    assert (
+        "Scene:" in dialogue.messages[-1].content
+        and story.scenes[0].scene.title in dialogue.messages[-1].content
+    )
+    assert story.meta["steps"]["dialogue.0.draft"]["layout"] == "fresh"
+    # A resumed run: the scene's draft is in the checkpoint, its conversation is not in this process.
+    made, provider = engine("tiny", tmp=tmp_path)
+    async with made:
+        stages = made.stages
+        from storyengine.pipeline.twostage import Continuation
+
+        after = Continuation(
+            "scene", "Mara lit the lamp.", {"scene": "", "cast": "Mara", "bible": "", "previous": ""}
+        )
+        route = made.router.routes("dialogue")[0]
+        defaults = made.settings.narrative.defaults.freeform
+        assert await stages.continued_request("dialogue_freeform", "dialogue", after, defaults, route) is None
+        asked = (Message(role="user", content="Write the scene."),)
+        stages.conversations[("scene", "Mara lit the lamp.")] = asked
+        stages.keep_conversation("scene", "Mara lit the lamp.")
+        stages.conversations.clear()  # structured: the scene's own entry is gone, the kept one stays
+        request = await stages.continued_request("dialogue_freeform", "dialogue", after, defaults, route)
+        assert request is not None and request.messages[:2] == (
+            *asked,
+            Message(role="assistant", content="Mara lit the lamp."),
+        )
+        for i in range(40):  # only the last few scenes' conversations are kept
+            stages.conversations[("scene", f"draft {i}")] = asked
+            stages.keep_conversation("scene", f"draft {i}")
+        assert len(stages.kept_conversations) <= 16 and ("scene", "draft 39") in stages.kept_conversations

@@ -16,7 +16,7 @@ from storyengine.providers.fake_story import story_script
 from storyengine.providers.profiles import PROFILES, STANDARD, TINY, profile_for, profile_of
 from storyengine.providers.scripted import ScriptedProvider
 from storyengine.routing.instrument import RunRecorder
-from storyengine.routing.retry import Retrying
+from storyengine.routing.retry import Retrying, looping
 from storyengine.routing.router import Router
 from storyengine.schemas import PlotStructure
 from storyengine.seeds import StepSeeds
@@ -202,8 +202,15 @@ PROSE = (
     "She strikes a match, shields it with her hand, and the wick catches at la"
 )
 LOOP = (
-    "Mara climbs the tower. The lamp is dark. She lights the lamp and waits for the ship. "
-    "She lights the lamp and waits for the ship. She lights the lamp and wai"
+    "Mara climbs the tower. "
+    + "She lights the lamp and waits for the ship. " * 4
+    + "She lights the lamp and wai"
+)
+# A loop that starts late: most of the draft is writing worth keeping.
+LATE_LOOP = (
+    "Mara climbs the tower at dusk. The lamp is dark and the storm is rising. She strikes a match "
+    "and shields it with her hand. The wick catches at last and the light turns over the water. Far "
+    "out, a ship answers with its horn. The ship turns home. The ship turns home. The ship tu"
 )
 
 
@@ -232,6 +239,23 @@ async def test_a_looping_cut_off_draft_is_redrawn_at_the_same_budget_only_on_a_t
     standard = await ask_route("standard", LOOP)
     first, second = standard.requests
     assert second.max_tokens == 800 and second.seed == first.seed
+
+
+async def test_a_cut_off_draft_whose_loop_starts_late_is_kept_up_to_it_only_on_a_tiny_route() -> None:
+    """Repair, not redraw: a 400-token draft that says one sentence twice near its end keeps its
+    writing (each sentence once); drawing it again would throw all of it away."""
+    assert looping(LATE_LOOP)
+    replies = iter([cut_off(LATE_LOOP)])
+    provider = ScriptedProvider(lambda r: next(replies), name="m", model="m")
+    async with Router(one_provider("tiny"), {"m": provider}) as router:
+        kept = await router.generate(draft_request())
+    assert provider.calls == 1 and kept.truncated
+    assert kept.text.count("The ship turns home.") == 1 and kept.text.startswith(
+        "Mara climbs the tower at dusk."
+    )
+    assert not kept.text.endswith("tu")
+    standard = await ask_route("standard", LATE_LOOP)
+    assert standard.calls == 2  # a standard model is asked again with more room
 
 
 async def test_retrying_alone_asks_as_the_providers_own_profile_says() -> None:

@@ -248,12 +248,11 @@ async def test_a_truncated_answer_is_never_a_success_and_max_tokens_doubles() ->
 
 
 async def test_a_draft_cut_off_on_every_attempt_is_kept_as_far_as_it_goes() -> None:
-    looping = (
-        "1. Arrival: she lands.\n2. Storm: the lamp fails. The sea rises high. The sea rises high.\n3. Th"
-    )
+    looping = "1. Arrival: she lands.\n2. Storm: the lamp fails." + " The sea rises high." * 5 + "\n3. Th"
     provider = ScriptedProvider(lambda r: answer(looping, finish="length"))
     completion = await retrying(provider).generate(request(stage="freeform"))
-    assert provider.calls == 3  # a loop: redrawn first (a draft that does not loop is kept at once)
+    # mostly loop: redrawn first (a draft that does not loop, or loops only late, is kept at once)
+    assert provider.calls == 3
     assert completion.text == "1. Arrival: she lands.\n2. Storm: the lamp fails. The sea rises high."
     assert completion.truncated  # the metadata still says it was cut off
     # nothing usable (no finished sentence) is still an error, and a structuring answer always is

@@ -97,6 +97,9 @@ class StoryRun:
     def made(self, key: str) -> bool:
         return key in self.values
 
+    def draft_of(self, key: str) -> str:
+        return str(self.state.get(f"{key}.draft") or "")
+
     def wanted_scenes(self) -> int | None:
         return self.state.header.scenes
 

@@ -32,7 +32,8 @@ class StepMeta:
     stage1_cut_off: bool = False  # cut off at max_tokens or stopped in a loop; kept as far as it went
     stage2_text: str = ""
     structured_mode: str = ""
-    layout: str = ""  # stage 2's request: "next_turn" (the draft's conversation went on) or "fresh"
+    # stage 2's request, or a dialogue draft's: "next_turn" (an earlier conversation went on) or "fresh"
+    layout: str = ""
     provider: str = ""  # who answered the last call of the step
     model: str = ""
     profile: str = ""

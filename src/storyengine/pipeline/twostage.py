@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -66,6 +66,9 @@ from .structure_parts import without_patterns as without_patterns
 logger = logging.getLogger("storyengine")
 # What a next-turn structuring prompt says where its template puts the draft: it is the answer above.
 NEXT_TURN_DRAFT = "(your text above)"
+# Scene conversations kept for their dialogues: a dialogue is drafted soon after its scene (at most
+# `concurrency` scenes are in flight), so a few cover every one.
+KEPT_CONVERSATIONS = 16
 R = TypeVar("R")
 # A stage-1 draft's problems ([] when it is fine); a check that asks a model returns them awaitable.
 DraftCheck = Callable[[str], list[str] | Awaitable[list[str]]]
@@ -77,6 +80,17 @@ _ROUTE_FAILURES = (ProviderError, AllProvidersFailed, StructuringError, SchemaVa
 T = TypeVar("T", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A draft asked as the next turn of an earlier one's conversation: that draft's component and
+    text, and the context its own template is rendered with there (what the conversation already
+    holds is left out)."""
+
+    component: str
+    draft: str
+    context: dict[str, Any]
+
+
 class TwoStage:
     """Runs the two stages of a component against a router, route by route."""
 
@@ -85,13 +99,32 @@ class TwoStage:
         self.settings = settings
         self.strict = settings.structuring.strict
         # The messages each kept draft was written from, by (component, draft): stage 2 may go on
-        # with that conversation (`next_turn_request`); one entry per draft not yet structured.
+        # with that conversation (`next_turn_request`), and a scene's dialogue with its scene's
+        # (`freeform(after=...)`); one entry per draft not yet structured, and the last
+        # KEPT_CONVERSATIONS scene conversations for their dialogues.
         self.conversations: dict[tuple[str, str], tuple[Message, ...]] = {}
+        self.kept_conversations: dict[tuple[str, str], tuple[Message, ...]] = {}
 
     def next_turn(self, route: Route) -> bool:
         """Whether `route` structures a whole object as the next turn of its draft's conversation."""
         layout = self.settings.structuring.layout
         return layout == "next_turn" or (layout == "auto" and route.profile.structures_next_turn)
+
+    def drafts_next_turn(self, route: Route) -> bool:
+        """Whether `route` drafts a step that goes on from an earlier draft (a dialogue from its
+        scene's) as the next turn of that draft's conversation."""
+        layout = self.settings.structuring.layout
+        return layout == "next_turn" or (layout == "auto" and route.profile.drafts_next_turn)
+
+    def keep_conversation(self, component: str, draft: str) -> None:
+        """Keep the conversation `draft` was written in past its structuring, for a later step to go
+        on with (a scene's, for its dialogue); the oldest beyond KEPT_CONVERSATIONS are dropped."""
+        conversation = self.conversations.get((component, draft))
+        if conversation is None:
+            return
+        self.kept_conversations[(component, draft)] = conversation
+        while len(self.kept_conversations) > KEPT_CONVERSATIONS:
+            self.kept_conversations.pop(next(iter(self.kept_conversations)))
 
     def in_parts(self, route: Route) -> bool:
         """Whether `route` structures piece by piece (strict mode and its profile)."""
@@ -134,6 +167,7 @@ class TwoStage:
         check: DraftCheck | None = None,
         drafts: int = 1,
         score: DraftScore | None = None,
+        after: Continuation | None = None,
     ) -> str:
         """Stage 1: the draft. `drafts` drafts are drawn (each its own seed of `meta.seeds`); the best is
         kept: the one with the highest `score` (computed by code, drafts.draft_score, which counts
@@ -142,7 +176,11 @@ class TwoStage:
         best still has problems, more are drawn, up to `retry.attempts` draws in all, as long as
         each is better than the best before it (a redraw that is no better says another is
         unlikely to help: each costs a whole draft). The kept draft's problems, and every draft's
-        seed, score and problem count, stay in the metadata."""
+        seed, score and problem count, stay in the metadata.
+
+        With `after` (a dialogue after its scene) the draft is asked as the next turn of that earlier
+        draft's conversation where the route's profile says so and the conversation is known and
+        leaves room (`meta.layout` "next_turn"), else from its own prompt ("fresh")."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
         assert meta.seeds is not None
@@ -154,9 +192,14 @@ class TwoStage:
             draw_seed = meta.seeds.draft(draw, defaults.seed)
 
             async def ask(route: Route, draw_seed: int | None = draw_seed) -> Completion:
-                request = await self.fitted_request(
-                    f"{component}_freeform", component, context, defaults, meta, route
-                )
+                template = f"{component}_freeform"
+                request = None
+                if after is not None and self.drafts_next_turn(route):
+                    request = await self.continued_request(template, component, after, defaults, route)
+                if after is not None:
+                    meta.layout = "fresh" if request is None else "next_turn"
+                if request is None:
+                    request = await self.fitted_request(template, component, context, defaults, meta, route)
                 asked[draw_seed] = request.messages
                 return await route.generator.generate(request.model_copy(update={"seed": draw_seed}), None)
 
@@ -419,25 +462,45 @@ class TwoStage:
         the route lays it out fresh, the draft's messages are not known (a resumed run) or the
         conversation leaves too little room for the answer."""
         draft = str(context.get("draft") or "")
-        conversation = self.conversations.get((component, draft))
-        if conversation is None or not self.next_turn(route):
+        if not self.next_turn(route):
             return None
-        prompt = render(template, {**context, "draft": NEXT_TURN_DRAFT})
+        after = Continuation(component, draft, {**context, "draft": NEXT_TURN_DRAFT})
+        request = await self.continued_request(template, component, after, defaults, route)
+        if request is None:
+            return None
+        meta.layout = "next_turn"
+        if meta.seeds is not None:
+            request = request.model_copy(update={"seed": meta.seeds.structuring(defaults.seed)})
+        return request
+
+    async def continued_request(
+        self,
+        template: str,
+        component: str,
+        after: Continuation,
+        defaults: StageDefaults,
+        route: Route,
+    ) -> CompletionRequest | None:
+        """`template` (rendered with `after.context`) as one user turn after the conversation
+        `after.draft` was written in and that draft as the model's answer: the same bytes as the
+        draft's request up to there, so a server's prompt cache and the embedded KV read them once.
+        None when that conversation is not known (a resumed run) or leaves too little room."""
+        key = (after.component, after.draft)
+        conversation = self.conversations.get(key) or self.kept_conversations.get(key)
+        if conversation is None:
+            return None
+        prompt = render(template, after.context)
         ask = "\n\n".join(m.content for m in prompt.messages)
         messages = (
             *conversation,
-            Message(role="assistant", content=draft),
+            Message(role="assistant", content=after.draft),
             Message(role="user", content=ask),
         )
         budget = route.budget()
         room = await asyncio.to_thread(budget.room_for_answer, messages)
         if room < defaults.max_tokens:
             return None
-        request = build_request(replace(prompt, messages=messages), component, defaults, budget, room)
-        meta.layout = "next_turn"
-        if meta.seeds is not None:
-            request = request.model_copy(update={"seed": meta.seeds.structuring(defaults.seed)})
-        return request
+        return build_request(replace(prompt, messages=messages), component, defaults, budget, room)
 
     async def summarize(self, text: str, *, words: int) -> str:
         """Summarize `text` with the `summarize` template (component "summarize")."""

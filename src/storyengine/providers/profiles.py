@@ -36,6 +36,11 @@ Where each field is read:
     drops_bible_echo      pipeline/run.py (the sentences of a scene draft that copy the bible's
                           "Name (she/her): ..." lines are left out of the prose: SmolLM2 copies
                           its prompt's bible into the scene)
+    structures_next_turn  pipeline/twostage.py (a whole object is structured as the next turn of
+                          its draft's conversation)
+    drafts_next_turn      pipeline/twostage.py (a draft that goes on from an earlier step's, a
+                          dialogue from its scene's, is asked as the next turn of that
+                          conversation: the scene's prompt and draft are read once)
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class Profile:
     drops_bible_echo: bool  # a scene draft's sentences copied from the bible's "Name (she/her):" lines
     # whole-object structuring continues the draft's conversation (config structuring.layout: auto)
     structures_next_turn: bool
+    # a dialogue's draft continues its scene draft's conversation (config structuring.layout: auto)
+    drafts_next_turn: bool
 
 
 TINY = Profile(
@@ -73,6 +80,7 @@ TINY = Profile(
     redraws_loops=True,
     drops_bible_echo=True,
     structures_next_turn=False,  # it structures in parts, each with its slice of the notes
+    drafts_next_turn=True,
 )
 STANDARD = Profile(
     "standard",
@@ -84,6 +92,7 @@ STANDARD = Profile(
     redraws_loops=False,
     drops_bible_echo=False,
     structures_next_turn=True,
+    drafts_next_turn=True,
 )
 PROFILES: dict[str, Profile] = {"tiny": TINY, "standard": STANDARD}
 

@@ -41,6 +41,7 @@ class Inputs:
     chapter_number: tuple[int, int] = (0, 0)  # a scene of a long story: (its chapter, of total)
     revision: tuple[str, str] | None = None  # a scene rewritten: (its earlier prose, the changes)
     scene: Scene | None = None  # a dialogue: its scene
+    scene_draft: str = ""  # a dialogue: its scene's stage-1 draft (its conversation may go on)
     previous: str = ""  # a dialogue: the scenes before it
     scenes: tuple[StoryScene, ...] = ()  # evaluation, enhancement: the story's scenes
     evaluation: Evaluation | None = None  # the enhancement: the evaluation it works from
@@ -56,6 +57,9 @@ class RunView(Protocol):
 
     def made(self, key: str) -> bool:
         """Whether step `key` is finished."""
+
+    def draft_of(self, key: str) -> str:
+        """The stage-1 draft step `key` ("scene.2") was made from ("" when it had none)."""
 
     def wanted_scenes(self) -> int | None:
         """How many scenes the run was asked for (None: one per beat)."""

@@ -10,7 +10,7 @@ from ...structuring import decoding_schema
 from ...text.rules import Context
 from .. import parts
 from ..story import scene_text
-from ..twostage import StepMeta, TwoStage
+from ..twostage import Continuation, StepMeta, TwoStage
 from .base import Inputs, RunView, Step
 
 DIALOGUE_LINES_IN_PARTS = 4
@@ -42,24 +42,35 @@ class DialogueStep(Step[Dialogue]):
         return Inputs(
             premise=run.premise,
             scene=earlier[-1],
+            scene_draft=run.draft_of(f"scene.{index}"),
             previous=previous,
             bible=run.bible_at(run.chapter_of(index)),
         )
 
     async def draft(self, stages: TwoStage, x: Inputs, meta: StepMeta) -> str:
+        """The dialogue's draft: from its own prompt (the scene's title, setting and summary, the
+        bible, the scenes before), or, where the profile says so, as the next turn of the scene
+        draft's conversation, which already holds the premise, plan, bible and the scene's prose
+        (only the cast and the ask are new: the model reads the scene once, and sees its prose)."""
         scene, bible = x.scene, x.bible
         assert scene is not None
+        cast = ", ".join(scene.characters)
         context = {
             "scene": scene_text(scene),
-            "cast": ", ".join(scene.characters),
+            "cast": cast,
             "bible": bible_text(bible) if bible else "",
             "previous": x.previous,
         }
+        after = None
+        if x.scene_draft:
+            after = Continuation(
+                "scene", x.scene_draft, {"scene": "", "cast": cast, "bible": "", "previous": ""}
+            )
 
         def check(text: str) -> list[str]:  # a line that gives someone the other pronouns
             return pronoun_slips(text, bible) if bible else []
 
-        return await stages.freeform("dialogue", context, meta, check=check)
+        return await stages.freeform("dialogue", context, meta, check=check, after=after)
 
     async def structure(self, stages: TwoStage, x: Inputs, draft: str, meta: StepMeta) -> Dialogue:
         assert x.scene is not None

@@ -97,7 +97,9 @@ class SceneStep(Step[Scene]):
             return draft_score(text, premise=x.premise, beat=beat_text, problems=problems)
 
         drafts = self.drafts(stages)
-        return await stages.freeform("scene", context, meta, check=check, drafts=drafts, score=score)
+        text = await stages.freeform("scene", context, meta, check=check, drafts=drafts, score=score)
+        stages.keep_conversation("scene", text)  # its dialogue may go on with it
+        return text
 
     @staticmethod
     def drafts(stages: TwoStage) -> int:
