@@ -125,11 +125,11 @@ def test_a_sound_story_meets_the_goals_it_can_and_the_numbers_are_right() -> Non
 
 def test_people_of_the_bible_days_and_languages_are_not_names_outside_the_cast() -> None:
     """A long story's cast is its bible (a chapter brings people in); "Friday", "English" and
-    "Japan" counted as strangers in the third novella."""
+    "Japan" counted as strangers in the third novella, "Egyptian" and "King" in a bench story."""
     data = story_data()
     data["scenes"][0]["prose"] = (
         "On Friday, Ana rowed out with Osric Vale. They spoke English to the sailors from Japan. "
-        "Then Tom waved."
+        "An Egyptian ship brought word from the King, and Captain Ramses waved. Then Tom waved."
     )
     data["bible"] = {
         "characters": [
@@ -140,7 +140,8 @@ def test_people_of_the_bible_days_and_languages_are_not_names_outside_the_cast()
         "facts": [],
     }
     loaded, _ = load_story(json.dumps(data))
-    assert quality_report(loaded).names_not_in_cast == ["Tom"]
+    # a nation's people and a title are not people; the captain's own name is one
+    assert quality_report(loaded).names_not_in_cast == ["Ramses", "Tom"]
 
 
 def test_the_report_counts_what_an_old_story_json_got_wrong() -> None:

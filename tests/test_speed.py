@@ -202,7 +202,11 @@ def _longest_with_min(schema: dict[str, Any]) -> Any:
 # -- 3. a looping draft is redrawn without doubling its budget first ------------------------------
 
 # Mostly loop (a loop that starts late is kept up to it: test_profiles.py)
-LOOP = "Mara climbs the tower. " + "She lights the lamp and waits for the ship. " * 4 + "She lights the lamp and wai"
+LOOP = (
+    "Mara climbs the tower. "
+    + "She lights the lamp and waits for the ship. " * 4
+    + "She lights the lamp and wai"
+)
 PROSE = (
     "Mara climbs the tower at dusk. The lamp is dark and the storm is rising. "
     "She strikes a match, shields it with her hand, and the wick catches at la"
