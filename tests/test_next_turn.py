@@ -140,12 +140,12 @@ def kept_scene_request(provider: ScriptedProvider, steps: dict[str, Any], index:
     return next(r for r in provider.requests if (r.component, r.stage, r.seed) == ("scene", "freeform", seed))
 
 
-@pytest.mark.parametrize("profile", ["tiny", "standard"])
-async def test_a_dialogue_is_drafted_as_the_next_turn_of_its_scene(profile: str) -> None:
+@pytest.mark.parametrize(("profile", "layout"), [("standard", "auto"), ("tiny", "next_turn")])
+async def test_a_dialogue_is_drafted_as_the_next_turn_of_its_scene(profile: str, layout: str) -> None:
     """The dialogue's draft request is its scene draft's request, that draft as the model's answer,
     then one user turn with the cast and the ask: the premise, plan, bible and the scene are read
     once (the prompt cache and the KV hold them), and the dialogue sees the scene's own prose."""
-    made, provider = engine(profile)
+    made, provider = engine(profile, layout=layout)
     async with made:
         story = await made.generate(PREMISE, scenes=2, seed=4)
     steps = story.meta["steps"]
@@ -167,10 +167,13 @@ async def test_a_dialogue_is_drafted_as_the_next_turn_of_its_scene(profile: str)
         assert steps[f"dialogue.{index}.draft"]["layout"] == "next_turn"
 
 
+@pytest.mark.parametrize(("profile", "layout"), [("standard", "fresh"), ("tiny", "auto")])
 async def test_a_fresh_layout_or_an_unknown_scene_conversation_drafts_the_dialogue_from_its_own_prompt(
-    tmp_path: Path,
+    tmp_path: Path, profile: str, layout: str
 ) -> None:
-    made, provider = engine("tiny", layout="fresh")
+    """`fresh`, and the tiny profile's own layout (SmolLM2's next turn goes on with the scene's
+    prose), ask the dialogue from its own prompt: the scene's title, setting and summary."""
+    made, provider = engine(profile, layout=layout)
     async with made:
         story = await made.generate(PREMISE, scenes=1, seed=4)
     dialogue = first(provider, "dialogue", "freeform")
