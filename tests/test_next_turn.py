@@ -208,3 +208,30 @@ async def test_a_fresh_layout_or_an_unknown_scene_conversation_drafts_the_dialog
             stages.conversations[("scene", f"draft {i}")] = asked
             stages.keep_conversation("scene", f"draft {i}")
         assert len(stages.kept_conversations) <= 16 and ("scene", "draft 39") in stages.kept_conversations
+
+
+@pytest.mark.model
+async def test_the_embedded_model_reads_a_scene_once_for_its_dialogue(tmp_path: Path) -> None:
+    """A real story on SmolLM2 with the next-turn layout: between the scene's draft and its dialogue
+    come the scene's parts (other prompts), yet the dialogue's prompt is read from the scene draft's
+    KV snapshot: llama.cpp reuses at least the scene's whole prompt."""
+    settings = parse_settings(
+        "providers:\n  embedded: {type: embedded}\nstructuring: {layout: next_turn}\n"
+        "cache: {enabled: false}\n"
+        f"logging: {{runlog: {tmp_path / 'runs.sqlite3'}, dir: {tmp_path / 'logs'}}}\n"
+    )
+    async with StoryEngine.from_config(settings=settings) as made:
+        story = await made.generate(PREMISE, scenes=1, seed=3)
+    steps, calls = story.meta["steps"], story.meta["calls"]
+    assert steps["dialogue.0.draft"]["layout"] == "next_turn"
+    kept = steps["scene.0.draft"]["stage1_text"]
+    scene = [c for c in calls if (c["component"], c["stage"], c["kind"]) == ("scene", "freeform", "attempt")]
+    dialogue = [
+        c for c in calls if (c["component"], c["stage"], c["kind"]) == ("dialogue", "freeform", "attempt")
+    ]
+    assert kept and scene and dialogue
+    first_dialogue = dialogue[0]
+    assert (
+        first_dialogue["prompt_tokens"] > scene[-1]["prompt_tokens"]
+    )  # it holds the scene's prompt and draft
+    assert first_dialogue["prompt_tokens_reused"] >= scene[-1]["prompt_tokens"]
