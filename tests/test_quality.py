@@ -128,7 +128,8 @@ def test_people_of_the_bible_days_and_languages_are_not_names_outside_the_cast()
     "Japan" counted as strangers in the third novella, "Egyptian" and "King" in a bench story."""
     data = story_data()
     data["scenes"][0]["prose"] = (
-        "On Friday, Ana rowed out with Osric Vale. They spoke English to the sailors from Japan. "
+        "On Friday before Christmas, Ana rowed out with Osric Vale. "
+        "They spoke English to the sailors from Japan. "
         "An Egyptian ship brought word from the King, and Captain Ramses waved. Then Tom waved."
     )
     data["bible"] = {

@@ -235,20 +235,21 @@ PLACE_WORDS = frozenset(
     bay harbor harbour port mountains valley forest square street road avenue bridge palace abbey
     cathedral manor university hotel new""".split()
 )
-# Capitalised English words that name a day, a month, a language, a nation or its people, or a
-# title, never a person by themselves (months that are also given names, April, May, June, August,
-# are left out; "Captain Osric" is still Osric). Measured: "Friday", "English" and "Japan" counted
-# as names outside the cast in the third novella; "Egypt", "Mesopotamian", "King" and "Pharaoh" drew
-# scene drafts again in a bench story, and the drafts drawn were no better.
+# Capitalised English words that name a day, a month, a holiday, a language, a nation or its
+# people, or a title, never a person by themselves (months that are also given names, April, May,
+# June, August, are left out; "Captain Osric" is still Osric). Measured: "Friday", "English" and
+# "Japan" counted as names outside the cast in the third novella; "Egypt", "Mesopotamian", "King",
+# "Pharaoh" and "Christmas" in bench stories.
 NOT_PEOPLE = frozenset(
     """monday tuesday wednesday thursday friday saturday sunday january february march july september
-    october november december english french spanish german italian chinese japanese russian arabic
-    american british european african asian japan china russia america england france spain germany
-    italy europe africa asia egypt egyptian greece greek rome roman persia persian india indian
-    mesopotamia mesopotamian babylon babylonian israel ireland irish scotland scottish wales welsh
-    korea korean mexico mexican canada canadian brazil brazilian australia australian dutch norse
-    viking king queen pharaoh prince princess emperor empress lord lady sir madam captain doctor
-    professor mister mrs mr ms""".split()
+    october november december christmas easter halloween thanksgiving hanukkah ramadan diwali
+    english french spanish german italian chinese japanese russian arabic american british european
+    african asian japan china russia america england france spain germany italy europe africa asia
+    egypt egyptian greece greek rome roman persia persian india indian mesopotamia mesopotamian
+    babylon babylonian israel ireland irish scotland scottish wales welsh korea korean mexico mexican
+    canada canadian brazil brazilian australia australian dutch norse viking king queen pharaoh
+    prince princess emperor empress lord lady sir madam captain doctor professor mister mrs mr
+    ms""".split()
 )
 _CAPITALISED_RUN = re.compile(r"[A-Z][\w'’-]*(?:\s+(?:of\s+(?:the\s+)?)?[A-Z][\w'’-]*)*")
 _PLACE_OF = re.compile(
