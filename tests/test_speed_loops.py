@@ -235,14 +235,12 @@ async def test_only_a_draft_is_kept_at_once() -> None:
         assert [r.max_tokens for r in provider.requests] == [400, 800], stage
 
 
-def _engine(script: Any, profile: str = "tiny") -> tuple[StoryEngine, ScriptedProvider]:
-    """An engine of one scripted provider of `profile`, one scene draft a scene."""
+def _engine(script: Any) -> tuple[StoryEngine, ScriptedProvider]:
     from storyengine.config import parse_settings
 
     settings = parse_settings(
-        f"providers:\n  embedded: {{type: embedded, context_window: 8192, profile: {profile}}}\n"
-        "retry: {attempts: 3, backoff_initial: 0, backoff_max: 0}\nnarrative: {scene_drafts: 1}\n"
-        "cache: {enabled: false}\n",
+        "providers:\n  embedded: {type: embedded, context_window: 8192, profile: tiny}\n"
+        "retry: {attempts: 3, backoff_initial: 0, backoff_max: 0}\n",
         source="test.yaml",
     )
     provider = ScriptedProvider(script, name="embedded", context_window=8192, structured_mode="grammar")
@@ -340,7 +338,7 @@ def _scene_drafts(drafts: list[str]) -> tuple[Any, list[str]]:
 async def test_a_redraw_no_better_than_the_draft_before_ends_the_drawing() -> None:
     # every draw names a stranger (one problem each): the first redraw is no better, so no third
     script, asked = _scene_drafts(["{fake} Then Zorbek waves."])
-    engine, _ = _engine(script, profile="standard")
+    engine, _ = _engine(script)
     async with engine:
         story = await engine.generate("A lighthouse keeper finds a message in a bottle.", scenes=1, seed=4)
     assert len(asked) == 2
@@ -356,42 +354,12 @@ async def test_redraws_go_on_while_each_is_better() -> None:
     script, asked = _scene_drafts(
         ["Then Zorbek waves at the keeper.", "{fake} Then Zorbek waves.", "{fake}", "{fake} Zorbek."]
     )
-    engine, _ = _engine(script, profile="standard")
+    engine, _ = _engine(script)
     async with engine:
         story = await engine.generate("A lighthouse keeper finds a message in a bottle.", scenes=1, seed=4)
     assert len(asked) == 3
     meta = story.meta["steps"]["scene.0.draft"]
     assert meta["redraws"] == 2 and meta["draft_problems"] == [] and meta["stage1_text"] == asked[2]
-
-
-async def test_a_tiny_draft_naming_a_stranger_is_kept_with_its_finding_not_drawn_again() -> None:
-    """SmolLM2's redraws of such a draft named other strangers (0 of 4 in three bench stories named
-    none): the tiny profile keeps it, the names recorded; a draft that is one line is still drawn
-    again, and of two drafts the one without a stranger scores higher."""
-    script, asked = _scene_drafts(["{fake} Then Zorbek waves."])
-    engine, _ = _engine(script)
-    async with engine:
-        story = await engine.generate("A lighthouse keeper finds a message in a bottle.", scenes=1, seed=4)
-    meta = story.meta["steps"]["scene.0.draft"]
-    assert len(asked) == 1 and meta["redraws"] == 0
-    assert len(meta["draft_problems"]) == 1 and "Zorbek" in meta["draft_problems"][0]
-    script, asked = _scene_drafts(["Then Zorbek waves at the keeper.", "{fake} Then Zorbek waves.", "{fake}"])
-    engine, _ = _engine(script)
-    async with engine:
-        story = await engine.generate("A lighthouse keeper finds a message in a bottle.", scenes=1, seed=4)
-    meta = story.meta["steps"]["scene.0.draft"]
-    assert len(asked) == 2 and meta["stage1_text"] == asked[1]  # one line: drawn again, once
-    assert "Zorbek" in meta["draft_problems"][0]
-    stranger, clean = _scene_drafts(["{fake} Then Zorbek waves."])[0], _scene_drafts(["{fake}"])[0]
-    scores = []
-    for script in (stranger, clean):
-        engine, _ = _engine(script)
-        async with engine:
-            story = await engine.generate(
-                "A lighthouse keeper finds a message in a bottle.", scenes=1, seed=4
-            )
-        scores.append(story.meta["steps"]["scene.0.draft"]["drafts"][0]["score"])
-    assert scores[0] < scores[1]
 
 
 def test_the_embedded_model_evaluates_prompts_on_as_many_threads_as_it_decodes(

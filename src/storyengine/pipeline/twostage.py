@@ -168,7 +168,6 @@ class TwoStage:
         drafts: int = 1,
         score: DraftScore | None = None,
         after: Continuation | None = None,
-        advise: Callable[[str], list[str]] | None = None,
     ) -> str:
         """Stage 1: the draft. `drafts` drafts are drawn (each its own seed of `meta.seeds`); the best is
         kept: the one with the highest `score` (computed by code, drafts.draft_score, which counts
@@ -181,15 +180,12 @@ class TwoStage:
 
         With `after` (a dialogue after its scene) the draft is asked as the next turn of that earlier
         draft's conversation where the route's profile says so and the conversation is known and
-        leaves room (`meta.layout` "next_turn"), else from its own prompt ("fresh").
-
-        `advise` finds problems that lower a draft's score and stay in its metadata but earn no
-        redraw (a model's profile may say a redraw does not fix them)."""
+        leaves room (`meta.layout` "next_turn"), else from its own prompt ("fresh")."""
         started = time.perf_counter()
         defaults = self.settings.narrative.defaults.freeform
         assert meta.seeds is not None
         wanted = max(1, drafts)
-        best: tuple[tuple[float, float], str, bool, int | None, list[str], list[str]] | None = None
+        best: tuple[tuple[float, float], str, bool, int | None, list[str]] | None = None
         drawn: list[dict[str, Any]] = []
         asked: dict[int | None, tuple[Message, ...]] = {}  # each draw's messages, by its seed
         for draw in range(max(wanted, self.settings.retry.attempts if check else 1)):
@@ -213,23 +209,21 @@ class TwoStage:
             problems = check(text) if check else []
             if inspect.isawaitable(problems):  # a check that asks a model (the bible's facts)
                 problems = await problems
-            advised = advise(text) if advise else []
-            value = score(text, problems + advised) if score else 0.0
-            drawn.append({"seed": draw_seed, "score": value, "problems": len(problems) + len(advised)})
+            value = score(text, problems) if score else 0.0
+            drawn.append({"seed": draw_seed, "score": value, "problems": len(problems)})
             # The score by code counts the problems already; without one, fewer problems are better.
-            key = (value, 0) if score else (-len(problems) - len(advised), 0.0)
+            key = (value, 0) if score else (-len(problems), 0.0)
             # A redraw goes on only while each has fewer problems (a better score alone does not
             # earn another whole draft).
             fewer = best is None or len(problems) < len(best[4])
             if best is None or key > best[0]:
                 # Cut off at max_tokens, or stopped by the provider in a loop (the loop cut off).
                 stopped = completion.truncated or completion.finish_reason == LOOP_STOP
-                best = (key, text, stopped, draw_seed, problems, advised)
+                best = (key, text, stopped, draw_seed, problems)
             if draw + 1 >= wanted and (not best[4] or not fewer):
                 break
         assert best is not None
-        _, meta.stage1_text, meta.stage1_cut_off, meta.seed, problems, advised = best
-        meta.draft_problems = problems + advised
+        _, meta.stage1_text, meta.stage1_cut_off, meta.seed, meta.draft_problems = best
         if meta.seed in asked and meta.stage1_text:
             self.conversations[(component, meta.stage1_text)] = asked[meta.seed]
         meta.redraws = len(drawn) - wanted if len(drawn) > wanted else 0

@@ -11,8 +11,7 @@ wrote.
               unused initials, bounded decoding of every piece; no fact check of scene drafts
               (a 135M model answers "which facts does this contradict" at chance); one scene
               draft per scene (a draft costs ~5 s of a 2-core CPU; more are drawn only when a
-              check finds problems, not for people outside the cast: its redraws name others);
-              free writing is stopped at its first loop while it is
+              check finds problems); free writing is stopped at its first loop while it is
               generated; a stage-1 draft cut off at max_tokens is kept as far as it goes, and a
               sampled answer that ran on is redrawn with another seed (see the fields below)
     standard  stage 2 asks for the whole object at once, with the server's structured output;
@@ -37,10 +36,6 @@ Where each field is read:
     drops_bible_echo      pipeline/run.py (the sentences of a scene draft that copy the bible's
                           "Name (she/her): ..." lines are left out of the prose: SmolLM2 copies
                           its prompt's bible into the scene)
-    redraws_for_strangers pipeline/steps/scene.py (a scene draft that names people outside the
-                          cast is drawn again; without it the names lower the draft's score and
-                          stay in its metadata: measured on SmolLM2, 0 of 4 such redraws in three
-                          bench stories named no stranger)
     structures_next_turn  pipeline/twostage.py (a whole object is structured as the next turn of
                           its draft's conversation)
     drafts_next_turn      pipeline/twostage.py (a draft that goes on from an earlier step's, a
@@ -70,7 +65,6 @@ class Profile:
     keeps_cut_off_drafts: bool  # retry keeps a cut-off stage-1 draft that does not loop at once
     redraws_loops: bool  # retry redraws a cut-off sampled answer with another seed (a loop: same budget)
     drops_bible_echo: bool  # a scene draft's sentences copied from the bible's "Name (she/her):" lines
-    redraws_for_strangers: bool  # a scene draft naming people outside the cast is drawn again
     # whole-object structuring continues the draft's conversation (config structuring.layout: auto)
     structures_next_turn: bool
     # a dialogue's draft continues its scene draft's conversation (config structuring.layout: auto)
@@ -86,7 +80,6 @@ TINY = Profile(
     keeps_cut_off_drafts=True,
     redraws_loops=True,
     drops_bible_echo=True,
-    redraws_for_strangers=False,
     structures_next_turn=False,  # it structures in parts, each with its slice of the notes
     # measured: asked as the next turn of its scene, SmolLM2 goes on with the scene's prose (0 of 9
     # dialogue drafts a script, against 2 of 9 from their own prompt)
@@ -101,7 +94,6 @@ STANDARD = Profile(
     keeps_cut_off_drafts=False,
     redraws_loops=False,
     drops_bible_echo=False,
-    redraws_for_strangers=True,
     structures_next_turn=True,
     drafts_next_turn=True,
 )

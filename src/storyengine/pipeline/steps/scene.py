@@ -82,18 +82,12 @@ class SceneStep(Step[Scene]):
         }
         beat_text = f"{beat.name}: {beat.purpose}"
 
-        redraws_for_strangers = stages.router.routes("scene")[0].profile.redraws_for_strangers
-
-        def strangers(text: str) -> list[str]:
-            return cast_problems(cast, text, known=f"{x.premise} {plot.title}")
-
         async def check(text: str) -> list[str]:
             """A draft that loops, is one line, ignores its beat and the premise, names people the
-            story's cast (its bible) lacks (where the profile redraws for them), gives one of them
-            the other pronouns, or (asked of a model whose profile checks facts) contradicts the
-            bible's facts, is drawn again."""
+            story's cast (its bible) lacks, gives one of them the other pronouns, or (asked of a
+            model whose profile checks facts) contradicts the bible's facts, is drawn again."""
             problems = draft_problems("scene", text, premise=x.premise, beat=beat_text)
-            problems += strangers(text) if redraws_for_strangers else []
+            problems += cast_problems(cast, text, known=f"{x.premise} {plot.title}")
             problems += pronoun_slips(text, bible) if bible else []
             if bible and bible.facts and not problems:  # only a draft the code passes is worth asking
                 problems += await stages.check_facts("scene", bible.facts, text, meta)
@@ -103,10 +97,7 @@ class SceneStep(Step[Scene]):
             return draft_score(text, premise=x.premise, beat=beat_text, problems=problems)
 
         drafts = self.drafts(stages)
-        advise = None if redraws_for_strangers else strangers
-        text = await stages.freeform(
-            "scene", context, meta, check=check, drafts=drafts, score=score, advise=advise
-        )
+        text = await stages.freeform("scene", context, meta, check=check, drafts=drafts, score=score)
         stages.keep_conversation("scene", text)  # its dialogue may go on with it
         return text
 
