@@ -33,7 +33,7 @@ def slipping_script() -> tuple[Any, Counter[str]]:
     drafts: Counter[str] = Counter()
 
     def answer(request: CompletionRequest) -> str:
-        prompt = request.messages[-1].content
+        prompt = "\n".join(m.content for m in request.messages)  # a dialogue goes on from its scene's
         lead = re.search(r"^(\w+) \(she/her\)", prompt, re.M)
         if request.stage == "freeform" and request.component in ("scene", "dialogue") and lead:
             drafts[request.component] += 1
