@@ -84,10 +84,16 @@ async def test_a_short_story_has_no_chapters_and_no_chapter_step() -> None:
     assert story.chapter_scenes() == [(None, story.scenes)]
 
 
-async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_the_story_grows() -> None:
+@pytest.mark.parametrize("layout", ["auto", "fresh"])
+async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_the_story_grows(
+    layout: str,
+) -> None:
     """8 chapters x 3 scenes: the prompts of the last chapters' scenes and dialogues are the size of
-    the early ones' (the goal of a flat cost per scene; the outline grows with chapters, not scenes)."""
-    engine, provider = engine_with(story_script, settings_for(in_parts=False))
+    the early ones' (the goal of a flat cost per scene; the outline grows with chapters, not scenes).
+    A dialogue is the next turn of its scene's conversation (`auto` on this standard profile) or
+    has a prompt of its own (`fresh`); flat either way."""
+    settings = settings_for(f"structuring: {{layout: {layout}}}\n", in_parts=False)
+    engine, provider = engine_with(story_script, settings)
     async with engine:
         story = await engine.generate(PREMISE, seed=5, chapters=8, scenes_per_chapter=3)
     assert len(story.scenes) == 24
@@ -96,9 +102,9 @@ async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_th
         found: dict[int, int] = {}
         for request in asked(provider, component):
             text = prompt(request)
-            if component == "scene":
+            if "Write scene " in text:  # a scene, or a dialogue that goes on from its scene's prompt
                 number = int(text.split("Write scene ")[1].split(" of ")[0])
-            else:  # a dialogue: one after the last scene it is told of
+            else:  # a dialogue of its own: one after the last scene it is told of
                 number = max(before_numbers(text), default=0) + 1
             found[number] = len(text)
         return found
@@ -115,6 +121,12 @@ async def test_what_a_scene_and_a_dialogue_are_told_of_the_past_stays_flat_as_th
         )
         told = scene.split("Chapters (around this one):\n")[1].split("\n\n")[0].splitlines()
         assert [int(line.split(".")[0]) for line in told] == list(around), told
+    if layout == "auto":  # each dialogue goes on from its own scene's conversation
+        numbers = [
+            int(prompt(r).split("Write scene ")[1].split(" of ")[0]) for r in asked(provider, "dialogue")
+        ]
+        assert sorted(set(numbers)) == list(range(1, 25))
+        return
     # A dialogue is told the SCENES_BEFORE scenes just before its own, numbered as in the story.
     told_before = [before_numbers(prompt(r)) for r in asked(provider, "dialogue")]
     assert list(range(24 - SCENES_BEFORE, 24)) in told_before and [] in told_before
