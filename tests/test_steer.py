@@ -211,7 +211,9 @@ async def test_components_use_the_seeds_and_numbering_of_generate_and_return_the
             f"{j}. {item.scene.title}. Setting: {item.scene.setting}. {item.scene.summary}"
             for j, item in enumerate(story.scenes[:2], 1)
         )
-        x = Inputs(scene=story.scenes[2].scene, previous=previous, bible=story.bible)
+        # the scene's draft: its dialogue goes on from the conversation the scene step just had
+        draft = scene.meta["scene.2.draft"]["stage1_text"]
+        x = Inputs(scene=story.scenes[2].scene, scene_draft=draft, previous=previous, bible=story.bible)
         dialogue = await engine.step("dialogue", x, seed=9, index=2)
         evaluation = await engine.evaluate(PREMISE, story.plot, story.scenes, seed=9)
         enhancement = await engine.enhance(PREMISE, story.plot, story.scenes, evaluation, seed=9)
