@@ -21,7 +21,7 @@ import codecs
 from collections.abc import Callable
 from typing import Any
 
-from ..text.loops import loop_start
+from ..text.loops import before_loop, loop_start
 from .base import LOOP_STOP
 
 LOOP_CHECK_EVERY = 16  # tokens between loop checks when no sentence ends (a loop without full stops)
@@ -55,9 +55,9 @@ def stop_at_loop(answer: dict[str, Any]) -> dict[str, Any]:
     """A chat answer whose generation a `LoopWatch` stopped: its loop cut off, finish_reason "loop"."""
     choice = answer["choices"][0]
     text = (choice.get("message") or {}).get("content") or ""
-    start = loop_start(text)
-    if start is not None:
-        choice["message"]["content"] = text[:start].rstrip()
+    cut = before_loop(text)
+    if cut != text:
+        choice["message"]["content"] = cut.rstrip()
     choice["finish_reason"] = LOOP_STOP
     return answer
 

@@ -52,7 +52,7 @@ from ..errors import (
 from ..providers.base import Provider
 from ..providers.profiles import Profile, profile_of
 from ..seeds import attempt_seed
-from ..text.loops import loop_start
+from ..text.loops import before_loop
 from ..text.segment import sentences, word_key, words
 from ..types import Completion, CompletionRequest, Message
 from .base import Check, Generator
@@ -334,12 +334,6 @@ def whole_sentences(text: str) -> str:
 _LOOP_SENTENCE_WORDS = 4  # a repeated sentence this long is a loop, not a refrain ("Yes.")
 _LOOP_SHINGLE = 6  # ... as is any run of this many words said three times
 _LOOP_SHINGLE_REPEATS = 3
-
-
-def before_loop(text: str) -> str:
-    """`text` up to where a runaway loop begins (text/loops.loop_start), all of it when none does."""
-    start = loop_start(text)
-    return text if start is None else text[:start]
 
 
 def looping(text: str) -> bool:

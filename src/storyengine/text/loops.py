@@ -147,6 +147,12 @@ def loop_start(text: str) -> int | None:
     return min(cuts) if cuts else None
 
 
+def before_loop(text: str) -> str:
+    """`text` up to where a runaway loop begins (`loop_start`), all of it when none does."""
+    start = loop_start(text)
+    return text if start is None else text[:start]
+
+
 def _finished_sentences(text: str) -> list[tuple[int, int]]:
     """(start, end) of each finished sentence of `text` (one a break or an end mark follows)."""
     spans: list[tuple[int, int]] = []
